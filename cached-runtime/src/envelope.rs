@@ -1,0 +1,216 @@
+//! The L2 envelope: what a value looks like in Redis.
+//!
+//! ```text
+//! offset  size  field
+//! 0       2     magic "tc"
+//! 2       1     format version (1)
+//! 3       8     type fingerprint (u64 LE): SHA-1 of the value's type name
+//! 11      8     load time, Unix ms (u64 LE)
+//! 19      4     load duration, µs (u32 LE, saturating)
+//! 23      8     expiry, Unix ms (u64 LE): end of the fresh period
+//! 31      1     tag count n
+//! 32      8·n   tag versions (u64 LE each)
+//! 32+8n   ...   payload (serde_json)
+//! ```
+//!
+//! Anything that does not decode — another magic, another version, another
+//! type, a short buffer, a payload serde rejects — is reported as `None`, a
+//! miss, and the caller overwrites it with a fresh load.
+
+use std::any::type_name;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const MAGIC: &[u8; 2] = b"tc";
+/// Bumped whenever the layout above changes: old entries become misses.
+const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = 32;
+
+/// Identifies the Rust type a payload was written from, so that a reader of
+/// another type (another function sharing a prefix, a renamed struct, another
+/// generic instance) sees a miss instead of a wrong value.
+///
+/// It is the SHA-1 of [`std::any::type_name`]: the fully qualified path with
+/// generic arguments, stable across builds of one compiler. A compiler upgrade
+/// that prints a type differently only costs a round of misses.
+pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
+    let digest = sha1_smol::Sha1::from(type_name::<T>()).digest().bytes();
+    u64::from_le_bytes(digest[..8].try_into().expect("SHA-1 has 20 bytes"))
+}
+
+/// The metadata stored beside a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) fingerprint: u64,
+    pub(crate) loaded_at_ms: u64,
+    pub(crate) load_micros: u32,
+    pub(crate) expires_at_ms: u64,
+    pub(crate) tag_versions: Vec<u64>,
+}
+
+impl Meta {
+    /// Metadata for a value of type `T` loaded just now.
+    pub(crate) fn fresh<T: ?Sized>(ttl: Duration, load_time: Duration) -> Self {
+        let now = unix_ms(SystemTime::now());
+        Self {
+            fingerprint: fingerprint::<T>(),
+            loaded_at_ms: now,
+            load_micros: u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX),
+            expires_at_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            tag_versions: Vec::new(),
+        }
+    }
+
+    /// How long the value stays fresh from `now`, if it still is.
+    pub(crate) fn remaining(&self, now: SystemTime) -> Option<Duration> {
+        let now = unix_ms(now);
+        (self.expires_at_ms > now).then(|| Duration::from_millis(self.expires_at_ms - now))
+    }
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Serializes `value` with its metadata.
+pub(crate) fn encode<T: Serialize>(meta: &Meta, value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let tags = u8::try_from(meta.tag_versions.len()).expect("at most 255 tags per entry");
+    let mut out = Vec::with_capacity(HEADER_LEN + 8 * meta.tag_versions.len() + 128);
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&meta.fingerprint.to_le_bytes());
+    out.extend_from_slice(&meta.loaded_at_ms.to_le_bytes());
+    out.extend_from_slice(&meta.load_micros.to_le_bytes());
+    out.extend_from_slice(&meta.expires_at_ms.to_le_bytes());
+    out.push(tags);
+    for version in &meta.tag_versions {
+        out.extend_from_slice(&version.to_le_bytes());
+    }
+    serde_json::to_writer(&mut out, value)?;
+    Ok(out)
+}
+
+/// Reads the metadata of an envelope; `None` if it is not one of ours in the
+/// current format.
+pub(crate) fn decode_meta(bytes: &[u8]) -> Option<(Meta, &[u8])> {
+    let mut r = Reader(bytes);
+    if r.take(2)? != MAGIC || r.take(1)?[0] != FORMAT_VERSION {
+        return None;
+    }
+    let fingerprint = r.u64()?;
+    let loaded_at_ms = r.u64()?;
+    let load_micros = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+    let expires_at_ms = r.u64()?;
+    let tags = r.take(1)?[0];
+    let tag_versions = (0..tags).map(|_| r.u64()).collect::<Option<Vec<_>>>()?;
+    Some((
+        Meta {
+            fingerprint,
+            loaded_at_ms,
+            load_micros,
+            expires_at_ms,
+            tag_versions,
+        },
+        r.0,
+    ))
+}
+
+/// Decodes an envelope holding a `T`; `None` for anything else.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<(Meta, T)> {
+    let (meta, payload) = decode_meta(bytes)?;
+    if meta.fingerprint != fingerprint::<T>() {
+        return None;
+    }
+    let value = serde_json::from_slice(payload).ok()?;
+    Some((meta, value))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct User {
+        id: u64,
+        name: String,
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Other {
+        id: u64,
+        name: String,
+    }
+
+    fn user() -> User {
+        User {
+            id: 7,
+            name: "Ada".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let mut meta = Meta::fresh::<User>(Duration::from_secs(60), Duration::from_millis(3));
+        meta.tag_versions = vec![1, u64::MAX];
+        let bytes = encode(&meta, &user()).unwrap();
+        let (read, value) = decode::<User>(&bytes).unwrap();
+        assert_eq!(read, meta);
+        assert_eq!(value, user());
+        assert_eq!(read.load_micros, 3000);
+        assert!(read.remaining(SystemTime::now()).unwrap() > Duration::from_secs(59));
+    }
+
+    #[test]
+    fn another_type_with_the_same_shape_is_a_miss() {
+        let meta = Meta::fresh::<User>(Duration::from_secs(60), Duration::ZERO);
+        let bytes = encode(&meta, &user()).unwrap();
+        assert!(decode::<Other>(&bytes).is_none());
+        assert_ne!(fingerprint::<User>(), fingerprint::<Other>());
+        assert_ne!(fingerprint::<Vec<u8>>(), fingerprint::<Vec<i8>>());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let meta = Meta::fresh::<User>(Duration::from_secs(60), Duration::ZERO);
+        let good = encode(&meta, &user()).unwrap();
+        for len in 0..good.len() {
+            assert!(decode::<User>(&good[..len]).is_none(), "prefix of {len} bytes");
+        }
+        let mut old = good.clone();
+        old[2] = 0;
+        assert!(decode::<User>(&old).is_none(), "older format version");
+        for bytes in [&b""[..], b"{\"id\":7}", b"tc\x01", &[0xff; 64]] {
+            assert!(decode::<User>(bytes).is_none());
+        }
+        let mut tags = good;
+        tags[31] = 200; // claims 200 tag versions that are not there
+        assert!(decode::<User>(&tags).is_none());
+    }
+
+    #[test]
+    fn fingerprints_are_stable() {
+        // A change here turns every stored entry into a miss: do it knowingly.
+        assert_eq!(fingerprint::<u64>(), 0x3624_faaf_0c00_58ca);
+    }
+}

@@ -1,0 +1,42 @@
+//! The error type of the explicit API.
+
+/// Errors of the explicit API ([`CacheBuilder::build`](crate::CacheBuilder::build),
+/// [`set_global`](crate::set_global)). Cached functions never return it: they
+/// keep their own signature, and a Redis failure only turns a hit into a load.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Redis URL could not be parsed.
+    #[error("invalid Redis URL {url:?}: {source}")]
+    InvalidRedisUrl {
+        /// The URL as given.
+        url: String,
+        /// What redis-rs said of it.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A namespace or prefix holds a character a key must not contain.
+    #[error(
+        "invalid {what} {name:?}: use a non-empty name of ASCII letters, digits and `-`, `_`, `.`, `/`"
+    )]
+    InvalidName {
+        /// `"namespace"` or `"prefix"`.
+        what: &'static str,
+        /// The name as given.
+        name: String,
+    },
+    /// A builder setting is out of range.
+    #[error("invalid setting `{setting}`: {reason}")]
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// Why the value was refused.
+        reason: &'static str,
+    },
+    /// [`set_global`](crate::set_global) was called when the global cache was
+    /// already set, or already used (which sets it to [`Cache::in_memory`](crate::Cache::in_memory)).
+    #[error(
+        "the global cache is already set (by an earlier set_global, or to the in-memory default by a cached call made before set_global): call set_global once, at start-up, before any cached function runs"
+    )]
+    GlobalAlreadySet,
+}

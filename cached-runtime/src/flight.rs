@@ -1,0 +1,150 @@
+//! In-process single-flight: one load per key, however many callers.
+//!
+//! The first caller of a cold key becomes the [`Leader`]; later callers get a
+//! receiver and wait to be notified. The leader publishes what it found
+//! ([`Landed`]) before it returns. If it fails, panics or is cancelled (its
+//! caller dropped the future), its sender is dropped instead: the waiters wake
+//! up with nothing and try again, one of them becoming the next leader. A
+//! failing load is therefore retried by the waiters one at a time, never by
+//! all of them at once; an error value is never shared, since it belongs to
+//! the caller whose body produced it.
+//!
+//! The leader is the one place where a cross-process lock can be taken: a
+//! caller only loads while it holds a [`Leader`].
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+/// Where the value a flight landed came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    L2,
+    Load,
+}
+
+/// What a successful flight hands to its waiters.
+#[derive(Clone)]
+pub(crate) enum Landed {
+    /// A value (an `Arc` around the function's value type).
+    Value(Arc<dyn Any + Send + Sync>, Source),
+    /// The load succeeded with "nothing" (`None`, `Ok(None)`).
+    Absent,
+}
+
+type Slot = watch::Receiver<Option<Landed>>;
+
+#[derive(Default)]
+pub(crate) struct Flights {
+    in_flight: Mutex<HashMap<String, Slot>>,
+}
+
+pub(crate) enum Role<'a> {
+    Leader(Leader<'a>),
+    Waiter(Slot),
+}
+
+impl Flights {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        // The map is consistent after every statement; a panic elsewhere
+        // while it was held does not make it unsafe to use.
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Joins the flight for `key`, or starts one.
+    pub(crate) fn join<'a>(&'a self, key: &str) -> Role<'a> {
+        let mut map = self.map();
+        if let Some(slot) = map.get(key) {
+            return Role::Waiter(slot.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.to_owned(), rx.clone());
+        Role::Leader(Leader {
+            flights: self,
+            key: key.to_owned(),
+            tx,
+            rx,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map().len()
+    }
+}
+
+/// Waits for the flight to land; `None` if its leader gave up.
+pub(crate) async fn wait(mut slot: Slot) -> Option<Landed> {
+    slot.wait_for(Option::is_some).await.ok()?.clone()
+}
+
+/// The one caller that loads a key. Dropping it without [`Leader::land`]
+/// wakes the waiters empty-handed.
+pub(crate) struct Leader<'a> {
+    flights: &'a Flights,
+    key: String,
+    tx: watch::Sender<Option<Landed>>,
+    /// Identifies this flight's entry in the map.
+    rx: Slot,
+}
+
+impl Leader<'_> {
+    /// Hands the result to every waiter and closes the flight.
+    pub(crate) fn land(self, landed: Landed) {
+        // Remove first: a caller arriving from now on finds the value in L1
+        // (or starts a new flight), never a flight that already ended.
+        self.leave();
+        self.tx.send_replace(Some(landed));
+    }
+
+    fn leave(&self) {
+        let mut map = self.flights.map();
+        if map.get(&self.key).is_some_and(|slot| slot.same_channel(&self.rx)) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiters_get_what_the_leader_lands() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!("first caller leads")
+        };
+        let Role::Waiter(slot) = flights.join("k") else {
+            panic!("second caller waits")
+        };
+        let waiter = tokio::spawn(wait(slot));
+        leader.land(Landed::Value(Arc::new(7u32), Source::Load));
+        let Some(Landed::Value(value, Source::Load)) = waiter.await.unwrap() else {
+            panic!("waiter got nothing")
+        };
+        assert_eq!(value.downcast_ref::<u32>(), Some(&7));
+        assert_eq!(flights.len(), 0);
+        assert!(matches!(flights.join("k"), Role::Leader(_)), "a new wave");
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_gives_up_wakes_waiters_empty_handed() {
+        let flights = Flights::default();
+        let leader = flights.join("k");
+        let Role::Waiter(slot) = flights.join("k") else {
+            panic!("second caller waits")
+        };
+        drop(leader);
+        assert!(wait(slot).await.is_none());
+        assert_eq!(flights.len(), 0);
+    }
+}

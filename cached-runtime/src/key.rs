@@ -1,0 +1,456 @@
+//! Cache keys: how arguments become the text of a key.
+//!
+//! A key is `{namespace}:{prefix}:{rendered}`. The rendered part comes from
+//! the function's arguments through [`KeyPart`], written into a [`KeyWriter`]
+//! that escapes every value, so that:
+//!
+//! - **no value can forge another key**: a value never contains `:`, `{`,
+//!   `}`, `*`, whitespace or any other character with a meaning in a key; it
+//!   is written with `A-Z a-z 0-9 - _ .` and `%XX` escapes only;
+//! - **keys are injective**: composite values (`Option`, tuples, sequences)
+//!   are framed with characters that escaped text never contains (`~ ! ( ) [
+//!   ] ,`), and a key template must separate its placeholders with one of the
+//!   separators `: / | @ = ;`, which no value contains either, so
+//!   `("1:2", "3")` and `("1", "2:3")` render differently;
+//! - **keys are stable** across builds, processes and machines: no
+//!   `std::hash`, no `Debug` output, only the documented encodings below.
+//!
+//! | type | encoding |
+//! |---|---|
+//! | integers | decimal (`-12`) |
+//! | `bool` | `true` / `false` |
+//! | `str`, `String`, `char`, `Cow<str>` | escaped text (`a b` → `a%20b`) |
+//! | `Option<T>` | `~` for `None`, the value for `Some` |
+//! | tuples | `(a,b)` |
+//! | `Vec`, slices, arrays, sets, `VecDeque` | `[a,b,c]` |
+//! | `BTreeMap` | `[(k,v),(k,v)]` |
+//! | `&T`, `Box<T>`, `Rc<T>`, `Arc<T>` | as `T` |
+//!
+//! Rendered keys longer than [`MAX_KEY_LEN`] bytes keep a readable head and
+//! end in `#` and the SHA-1 of the whole rendered key.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::{self, Write as _};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Rendered keys (prefix and arguments) longer than this are shortened to a
+/// readable head plus a hash of the whole.
+pub const MAX_KEY_LEN: usize = 250;
+
+/// How many bytes of a shortened key stay readable.
+const HASHED_HEAD_LEN: usize = 64;
+
+/// A value that can be part of a cache key.
+///
+/// Implemented for integers, `bool`, `char`, strings, `Option`, tuples (up to
+/// 8), sequences, `BTreeSet`/`BTreeMap`, IP addresses and smart pointers; for
+/// `uuid::Uuid` with the `uuid` feature. Floats and `HashMap` are left out on
+/// purpose: `0.1 + 0.2`, `NaN` and a hash map's iteration order would make
+/// keys that do not compare like the values do.
+///
+/// Implement it for your own types by delegating to parts that have it; the
+/// writer escapes everything, so an implementation cannot break another key:
+///
+/// ```
+/// use tiercache_runtime::{KeyPart, KeyWriter};
+///
+/// struct OrderRef { shop: u32, number: String }
+///
+/// impl KeyPart for OrderRef {
+///     fn write_key(&self, out: &mut KeyWriter) {
+///         (self.shop, &self.number).write_key(out);
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of a cache key",
+    label = "this argument is part of the key, but `{Self}` does not implement `KeyPart`",
+    note = "leave it out of the key with `skip(<argument>)`, or list the key's arguments with `key = \"...\"`, or implement `tiercache::KeyPart` for `{Self}`"
+)]
+pub trait KeyPart {
+    /// Writes this value's encoding. Must be deterministic: equal values
+    /// write equal text on every build and machine.
+    fn write_key(&self, out: &mut KeyWriter);
+
+    /// Whether this type's encoding can be `~` (only `Option` can); lets a
+    /// nested `Option<Option<T>>` stay injective.
+    #[doc(hidden)]
+    const MAY_BE_NONE: bool = false;
+}
+
+/// Where a key is rendered. Every value written through it is escaped; see
+/// the [module docs](self) for the encoding.
+#[derive(Debug, Clone)]
+pub struct KeyWriter {
+    buf: String,
+}
+
+impl KeyWriter {
+    /// Starts the key of one call site: `prefix:`.
+    #[doc(hidden)]
+    pub fn new(prefix: &str) -> Self {
+        let mut buf = String::with_capacity(prefix.len() + 24);
+        buf.push_str(prefix);
+        buf.push(':');
+        Self { buf }
+    }
+
+    /// Writes text, escaped.
+    pub fn write_str(&mut self, s: &str) {
+        let bytes = s.as_bytes();
+        if bytes.iter().all(|&b| is_unreserved(b)) {
+            self.buf.push_str(s);
+            return;
+        }
+        for &b in bytes {
+            if is_unreserved(b) {
+                self.buf.push(b as char);
+            } else {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                self.buf.push('%');
+                self.buf.push(HEX[usize::from(b >> 4)] as char);
+                self.buf.push(HEX[usize::from(b & 0xF)] as char);
+            }
+        }
+    }
+
+    /// Writes the `Display` output of a value, escaped.
+    pub fn write_display(&mut self, value: &dyn fmt::Display) {
+        struct Escaping<'a>(&'a mut KeyWriter);
+        impl fmt::Write for Escaping<'_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0.write_str(s);
+                Ok(())
+            }
+        }
+        // Writing into a String cannot fail.
+        let _ = write!(Escaping(self), "{value}");
+    }
+
+    /// Writes a template's literal text. Only generated code calls this, with
+    /// text the macro has checked contains no character a value could hold.
+    #[doc(hidden)]
+    pub fn literal(&mut self, text: &'static str) {
+        self.buf.push_str(text);
+    }
+
+    /// Writes one argument of a default (all-arguments) key, `:`-separated.
+    #[doc(hidden)]
+    pub fn arg<T: KeyPart + ?Sized>(&mut self, index: usize, value: &T) {
+        if index > 0 {
+            self.buf.push(':');
+        }
+        value.write_key(self);
+    }
+
+    fn structure(&mut self, c: char) {
+        self.buf.push(c);
+    }
+
+    fn sequence<'a, T: KeyPart + 'a>(&mut self, items: impl IntoIterator<Item = &'a T>) {
+        self.structure('[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.structure(',');
+            }
+            item.write_key(self);
+        }
+        self.structure(']');
+    }
+
+    /// The rendered key (`prefix:…`), shortened with a hash when overlong.
+    #[doc(hidden)]
+    pub fn finish(self) -> String {
+        shorten(self.buf)
+    }
+}
+
+/// The characters a value is written with unescaped.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
+/// The separators a key template may put between placeholders: no escaped
+/// value contains them, which is what makes templates injective.
+pub const TEMPLATE_SEPARATORS: &[char] = &[':', '/', '|', '@', '=', ';'];
+
+fn shorten(key: String) -> String {
+    if key.len() <= MAX_KEY_LEN {
+        return key;
+    }
+    // Keys are ASCII (everything else is escaped), so any index is a boundary.
+    let digest = sha1_smol::Sha1::from(key.as_bytes()).digest().to_string();
+    let mut short = String::with_capacity(HASHED_HEAD_LEN + 1 + digest.len());
+    short.push_str(&key[..HASHED_HEAD_LEN]);
+    short.push('#');
+    short.push_str(&digest);
+    short
+}
+
+/// Checks a namespace or prefix: non-empty, and only `A-Z a-z 0-9 - _ . /`,
+/// so that `namespace:prefix:key` splits one way only.
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), crate::Error> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+    if valid {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidName {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}
+
+macro_rules! display_key_part {
+    ($($ty:ty),* $(,)?) => {$(
+        impl KeyPart for $ty {
+            fn write_key(&self, out: &mut KeyWriter) {
+                out.write_display(self);
+            }
+        }
+    )*};
+}
+
+display_key_part!(
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    bool,
+    std::num::NonZeroU32,
+    std::num::NonZeroU64,
+    std::net::IpAddr,
+    std::net::Ipv4Addr,
+    std::net::Ipv6Addr,
+);
+
+impl KeyPart for char {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.write_str(self.encode_utf8(&mut [0; 4]));
+    }
+}
+
+impl KeyPart for str {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.write_str(self);
+    }
+}
+
+impl KeyPart for String {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.write_str(self);
+    }
+}
+
+impl KeyPart for Cow<'_, str> {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.write_str(self);
+    }
+}
+
+impl KeyPart for () {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.structure('(');
+        out.structure(')');
+    }
+}
+
+macro_rules! forward_key_part {
+    ($($ty:ty),* $(,)?) => {$(
+        impl<T: KeyPart + ?Sized> KeyPart for $ty {
+            const MAY_BE_NONE: bool = T::MAY_BE_NONE;
+            fn write_key(&self, out: &mut KeyWriter) {
+                (**self).write_key(out);
+            }
+        }
+    )*};
+}
+
+forward_key_part!(&T, &mut T, Box<T>, Rc<T>, Arc<T>);
+
+impl<T: KeyPart> KeyPart for Option<T> {
+    const MAY_BE_NONE: bool = true;
+
+    fn write_key(&self, out: &mut KeyWriter) {
+        match self {
+            None => out.structure('~'),
+            Some(value) => {
+                if T::MAY_BE_NONE {
+                    out.structure('!');
+                }
+                value.write_key(out);
+            }
+        }
+    }
+}
+
+impl<T: KeyPart> KeyPart for [T] {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.sequence(self);
+    }
+}
+
+impl<T: KeyPart, const N: usize> KeyPart for [T; N] {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.sequence(self);
+    }
+}
+
+impl<T: KeyPart> KeyPart for Vec<T> {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.sequence(self);
+    }
+}
+
+impl<T: KeyPart> KeyPart for VecDeque<T> {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.sequence(self);
+    }
+}
+
+impl<T: KeyPart> KeyPart for BTreeSet<T> {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.sequence(self);
+    }
+}
+
+impl<K: KeyPart, V: KeyPart> KeyPart for BTreeMap<K, V> {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.structure('[');
+        for (i, (k, v)) in self.iter().enumerate() {
+            if i > 0 {
+                out.structure(',');
+            }
+            (k, v).write_key(out);
+        }
+        out.structure(']');
+    }
+}
+
+macro_rules! tuple_key_part {
+    ($($name:ident $idx:tt),+) => {
+        impl<$($name: KeyPart),+> KeyPart for ($($name,)+) {
+            fn write_key(&self, out: &mut KeyWriter) {
+                out.structure('(');
+                $(
+                    if $idx > 0 {
+                        out.structure(',');
+                    }
+                    self.$idx.write_key(out);
+                )+
+                out.structure(')');
+            }
+        }
+    };
+}
+
+tuple_key_part!(A 0);
+tuple_key_part!(A 0, B 1);
+tuple_key_part!(A 0, B 1, C 2);
+tuple_key_part!(A 0, B 1, C 2, D 3);
+tuple_key_part!(A 0, B 1, C 2, D 3, E 4);
+tuple_key_part!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_key_part!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_key_part!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+#[cfg(feature = "uuid")]
+impl KeyPart for uuid::Uuid {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.write_display(&self.hyphenated());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render<T: KeyPart + ?Sized>(value: &T) -> String {
+        let mut w = KeyWriter::new("p");
+        value.write_key(&mut w);
+        w.finish()
+    }
+
+    fn template2<A: KeyPart, B: KeyPart>(a: A, b: B) -> String {
+        let mut w = KeyWriter::new("p");
+        a.write_key(&mut w);
+        w.literal(":");
+        b.write_key(&mut w);
+        w.finish()
+    }
+
+    #[test]
+    fn encodings_are_documented_and_stable() {
+        assert_eq!(render(&42u64), "p:42");
+        assert_eq!(render(&-7i32), "p:-7");
+        assert_eq!(render(&true), "p:true");
+        assert_eq!(render("plain-text_1.0"), "p:plain-text_1.0");
+        assert_eq!(render("a b:c"), "p:a%20b%3Ac");
+        assert_eq!(render("é"), "p:%C3%A9");
+        assert_eq!(render(&'*'), "p:%2A");
+        assert_eq!(render(&Some(3u8)), "p:3");
+        assert_eq!(render(&None::<u8>), "p:~");
+        assert_eq!(render(&vec![1, 2]), "p:[1,2]");
+        assert_eq!(render(&(1, "x")), "p:(1,x)");
+        assert_eq!(render(&()), "p:()");
+        let map: BTreeMap<_, _> = [("b", 2), ("a", 1)].into_iter().collect();
+        assert_eq!(render(&map), "p:[(a,1),(b,2)]");
+    }
+
+    #[test]
+    fn separators_inside_values_cannot_forge_keys() {
+        assert_ne!(template2("1:2", "3"), template2("1", "2:3"));
+        for hostile in ["1:admin", "*", "{tag}", "a\nb", "%3A", "~", "[1,2]", "(x)", "a#b"] {
+            let rendered = render(hostile);
+            let value = &rendered["p:".len()..];
+            assert!(
+                value.bytes().all(|b| is_unreserved(b) || b == b'%'),
+                "{hostile:?} rendered as {value:?}"
+            );
+        }
+        assert_ne!(render("%3A"), render(":"));
+    }
+
+    #[test]
+    fn composites_are_injective() {
+        assert_ne!(render(&vec!["a,b"]), render(&vec!["a", "b"]));
+        assert_ne!(render(&Some(None::<u8>)), render(&None::<Option<u8>>));
+        assert_ne!(render(&Some(Some(1u8))), render(&Some(None::<u8>)));
+        assert_ne!(render(&Some("~")), render(&None::<&str>));
+        assert_ne!(render(&(vec![1], vec![2, 3])), render(&(vec![1, 2], vec![3])));
+        assert_ne!(render(&Vec::<u8>::new()), render(&vec![()]));
+    }
+
+    #[test]
+    fn overlong_keys_keep_a_head_and_hash_the_rest() {
+        let long = "x".repeat(1000);
+        let key = render(long.as_str());
+        assert!(key.len() < MAX_KEY_LEN);
+        assert!(key.starts_with("p:xxxx"));
+        assert_eq!(key, render(long.as_str()), "deterministic");
+        let other = render(format!("{long}y").as_str());
+        assert_ne!(key, other);
+        // The hashed form cannot be produced by a value: `#` is always escaped.
+        assert!(render("#").contains("%23"));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("namespace", "shop-eu/v2").is_ok());
+        for bad in ["", "a:b", "a b", "{x}", "*"] {
+            assert!(check_name("namespace", bad).is_err(), "{bad:?}");
+        }
+    }
+}

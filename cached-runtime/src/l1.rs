@@ -1,0 +1,112 @@
+//! L1: the in-process layer, typed values in moka.
+//!
+//! Values are stored as `Arc<dyn Any>` around the function's own value type,
+//! so a hit is a hash lookup, a downcast and a `clone` of the value: no
+//! deserialization, no Redis. A downcast that fails (two functions sharing a
+//! prefix with different types) is a miss, like a foreign value in L2.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+
+/// One L1 entry: the value and how long it may live.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    value: Arc<dyn Any + Send + Sync>,
+    ttl: Duration,
+}
+
+impl Entry {
+    #[cfg(test)]
+    pub(crate) fn new<T: Send + Sync + 'static>(value: T, ttl: Duration) -> Self {
+        Self::shared(Arc::new(value), ttl)
+    }
+
+    /// An entry around a value already shared with the flight's waiters.
+    pub(crate) fn shared(value: Arc<dyn Any + Send + Sync>, ttl: Duration) -> Self {
+        Self { value, ttl }
+    }
+}
+
+/// Each entry lives for its own TTL, counted from its (re)insertion.
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _: &String, entry: &Entry, _: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+/// The in-process layer; disabled when built with a capacity of 0.
+pub(crate) struct L1 {
+    entries: Option<moka::sync::Cache<String, Entry>>,
+}
+
+impl L1 {
+    pub(crate) fn new(capacity: u64) -> Self {
+        let entries = (capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(PerEntryTtl)
+                .build()
+        });
+        Self { entries }
+    }
+
+    /// The value under `key`, if there is one of type `T`.
+    pub(crate) fn get<T: Clone + 'static>(&self, key: &str) -> Option<T> {
+        let entry = self.entries.as_ref()?.get(key)?;
+        entry.value.downcast_ref::<T>().cloned()
+    }
+
+    pub(crate) fn insert(&self, key: String, entry: Entry) {
+        if let Some(entries) = &self.entries {
+            entries.insert(key, entry);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn remove(&self, key: &str) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_get_and_per_entry_ttl() {
+        let l1 = L1::new(100);
+        l1.insert("a".into(), Entry::new(5u32, Duration::from_millis(50)));
+        l1.insert("b".into(), Entry::new(String::from("x"), Duration::from_secs(60)));
+        assert_eq!(l1.get::<u32>("a"), Some(5));
+        assert_eq!(l1.get::<u64>("a"), None, "another type is a miss");
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(l1.get::<u32>("a"), None, "expired");
+        assert_eq!(l1.get::<String>("b").as_deref(), Some("x"));
+        l1.remove("b");
+        assert_eq!(l1.get::<String>("b"), None);
+    }
+
+    #[test]
+    fn capacity_zero_disables() {
+        let l1 = L1::new(0);
+        l1.insert("a".into(), Entry::new(1u8, Duration::from_secs(1)));
+        assert_eq!(l1.get::<u8>("a"), None);
+    }
+}

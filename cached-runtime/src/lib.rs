@@ -1,0 +1,41 @@
+//! The engine behind [tiercache](https://docs.rs/tiercache): keys, the L2
+//! envelope, L1 (moka), L2 (Redis), single-flight and stats.
+//!
+//! Depend on `tiercache`, not on this crate: it re-exports everything here
+//! that is public, with the macros. Items under `__private` exist for the
+//! code the macros generate and are not part of the API.
+
+mod aside;
+mod cache;
+mod envelope;
+mod error;
+mod flight;
+pub mod key;
+mod l1;
+mod l2;
+mod shape;
+mod stats;
+
+pub use cache::{
+    Cache, CacheBuilder, DEFAULT_L1_CAPACITY, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, set_global,
+};
+pub use error::Error;
+pub use key::{KeyPart, KeyWriter};
+pub use stats::Stats;
+
+/// For generated code only: not part of the API, may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::aside::{Cacheable, Spec, l1_get, load};
+    pub use crate::cache::global;
+    pub use crate::key::{KeyPart, KeyWriter};
+    pub use crate::shape::{Fallible, FallibleOptional, Optional, Outcome, Plain, Shape};
+
+    /// Checks at compile time that a cached value's type can be cached;
+    /// spanned on the return type so the error points there.
+    pub const fn assert_cacheable<T: Cacheable>() {}
+
+    /// Checks at compile time that an argument can be part of a key; spanned
+    /// on the argument so the error points there.
+    pub const fn assert_key_part<T: KeyPart + ?Sized>(_: &T) {}
+}

@@ -1,0 +1,67 @@
+//! Counters of what the cache did.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of a [`Cache`](crate::Cache)'s counters, from
+/// [`Cache::stats`](crate::Cache::stats).
+///
+/// Every call of a cached function counts once in `l1_hits`, `l2_hits` or
+/// `misses`; `loads` counts the runs of function bodies (fewer than `misses`
+/// when concurrent callers share one load), `errors` the loads that failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Calls answered from the in-process cache.
+    pub l1_hits: u64,
+    /// Calls answered from Redis.
+    pub l2_hits: u64,
+    /// Calls answered by a load, their own or one they waited for.
+    pub misses: u64,
+    /// Runs of a function body.
+    pub loads: u64,
+    /// Loads that returned an error (`Err`), were cancelled or panicked.
+    pub errors: u64,
+    /// Redis operations that failed or timed out (the calls still succeeded).
+    pub redis_errors: u64,
+}
+
+impl Stats {
+    /// The share of calls answered from a cache layer, `0.0` before any call.
+    #[must_use]
+    pub fn hit_ratio(&self) -> f64 {
+        let hits = self.l1_hits + self.l2_hits;
+        let calls = hits + self.misses;
+        if calls == 0 {
+            0.0
+        } else {
+            hits as f64 / calls as f64
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) l1_hits: AtomicU64,
+    pub(crate) l2_hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) loads: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) redis_errors: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            l1_hits: self.l1_hits.load(Relaxed),
+            l2_hits: self.l2_hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            loads: self.loads.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            redis_errors: self.redis_errors.load(Relaxed),
+        }
+    }
+}
