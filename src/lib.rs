@@ -1,1 +1,109 @@
-//! stub
+//! Cache an `async fn` with one attribute.
+//!
+//! tiercache puts a two-level cache in front of your function: an in-process
+//! L1 ([moka]) that answers in nanoseconds, and an optional shared L2
+//! ([Redis]) so that every instance of your service sees the same entries.
+//! Concurrent callers of a cold key share one load, keys cannot collide,
+//! and a Redis that is down, slow or full of garbage never fails a call.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use tiercache::{Cache, cache_aside};
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct User { id: u64, name: String }
+//!
+//! # #[derive(Debug)] struct DbError;
+//! # struct Db;
+//! # impl Db { async fn fetch_user(&self, id: u64) -> Result<User, DbError> { Ok(User { id, name: "Ada".into() }) } }
+//! #[cache_aside(prefix = "user", ttl = "5m", key = "{id}", skip(db))]
+//! async fn get_user(db: &Db, id: u64) -> Result<User, DbError> {
+//!     db.fetch_user(id).await
+//! }
+//!
+//! # async fn run(db: Db) -> Result<(), Box<dyn std::error::Error>> {
+//! // Once at start-up; without it the global cache is `Cache::in_memory()`.
+//! let cache = Cache::builder()
+//!     .namespace("shop")
+//!     .redis("redis://127.0.0.1:6379")
+//!     .build()
+//!     .await?;
+//! tiercache::set_global(cache.clone())?;
+//!
+//! let user = get_user(&db, 42).await; // loads, stores in L1 and Redis
+//! let again = get_user(&db, 42).await; // L1 hit: no Redis, no deserialization
+//! println!("{:?}", cache.stats());
+//! # Ok(()) }
+//! ```
+//!
+//! # The attribute
+//!
+//! `#[cache_aside(prefix = "...", ttl = "...", ...)]` on an `async fn`:
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `prefix = "user"` | **required.** Names what the function caches: keys are `{namespace}:{prefix}:{key}`. Not derived from the function name, so renaming a function does not drop its entries and two modules' `get` never collide. |
+//! | `ttl = "5m"` | **required.** How long a value stays fresh: `"250ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"1d"`, or an integer of seconds. |
+//! | `key = "{id}:{lang}"` | The key, from argument names (and fields: `{self.tenant}`, `{query.page}`), separated by one of `: / \| @ = ;`. Every argument must be in the template or in `skip`. Default: every argument but the receiver and `skip`ped ones. |
+//! | `skip(db, conn)` | Arguments that do not change the result (handles, clients, loggers). |
+//! | `cache = self.cache` | The [`Cache`] to use: any expression of type `Cache`, `&Cache`, `Arc<Cache>`…. Default: the [global](set_global) one. |
+//! | `crate = "path"` | Where tiercache is, for crates that re-export it. |
+//!
+//! Return types: `T`, `Option<T>`, `Result<T, E>` or `Result<Option<T>, E>`
+//! (aliases like `io::Result<T>` included). Only a value is cached — `T`,
+//! `Some(v)`, `Ok(v)`, `Ok(Some(v))`; `None` and `Err` are returned as they
+//! are and never cached. `T` must be `Serialize + DeserializeOwned + Clone +
+//! Send + Sync + 'static`.
+//!
+//! Misuse is a compile error on the token at fault, saying what to write
+//! instead: a missing or malformed `ttl`, an unknown option (with the closest
+//! valid one), a template naming an argument that does not exist, an argument
+//! type that cannot be part of a key ([`KeyPart`]), a generic parameter that
+//! no argument mentions, a return type with nothing to cache.
+//!
+//! # Keys
+//!
+//! Arguments are encoded by [`KeyPart`], escaped so that no value can forge
+//! another key (`"1:admin"`, `"*"`, `"{x}"` all stay inside their part) and
+//! stable across builds and machines. See the [`key`] module for the
+//! encodings and how to implement `KeyPart` for your own types.
+//!
+//! # Behaviour
+//!
+//! - **L1 hit**: a typed lookup; the value is cloned out. No Redis, no
+//!   deserialization. L1 entries never outlive their TTL.
+//! - **L2 hit**: one `GET`; the envelope (format version, type fingerprint,
+//!   load time, expiry) is checked, the value fills L1.
+//! - **Miss**: one caller per key and process runs the body (the others wait
+//!   and share its value); the value is written to L1 and, with one `SET`, to
+//!   Redis.
+//! - **Bad data**: a value that does not decode (garbage, another type, an
+//!   older format) is a miss, and the fresh load overwrites it.
+//! - **Redis down or slow**: each Redis operation is bounded
+//!   ([`CacheBuilder::redis_timeout`], default 200 ms); a failure turns a hit
+//!   into a load and a write into a no-op. Calls never fail because of Redis,
+//!   and L2 is used again as soon as Redis answers.
+//!
+//! [moka]: https://docs.rs/moka
+//! [Redis]: https://redis.io
+
+pub use tiercache_macros::cache_aside;
+pub use tiercache_runtime::{
+    Cache, CacheBuilder, DEFAULT_L1_CAPACITY, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, Error,
+    KeyPart, KeyWriter, Stats, key, set_global,
+};
+
+/// The macros and the types they work with, for a glob import.
+pub mod prelude {
+    pub use crate::{Cache, KeyPart, cache_aside};
+}
+
+/// For generated code only: not part of the API, may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use tiercache_runtime::__private::*;
+}
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,1 +1,19 @@
-//! stub
+//! The attribute macros of [tiercache](https://docs.rs/tiercache). Use them
+//! through that crate: the code they generate calls
+//! `::tiercache::__private`, and only `tiercache` documents them.
+
+mod attr;
+mod ctxt;
+mod duration;
+mod expand;
+mod func;
+mod template;
+
+use proc_macro::TokenStream;
+
+/// Caches an `async fn` in tiercache's two-level cache. Documented in the
+/// `tiercache` crate.
+#[proc_macro_attribute]
+pub fn cache_aside(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::cache_aside(args.into(), item.into()).into()
+}

@@ -103,10 +103,15 @@ where
         }
     };
 
-    let redis_key = inner.l2.as_ref().map(|_| format!("{}:{key}", inner.namespace));
+    let redis_key = inner
+        .l2
+        .as_ref()
+        .map(|_| format!("{}:{key}", inner.namespace));
     if let Some((value, fresh_for)) = read_l2::<S::Value>(inner, redis_key.as_deref()).await {
         let shared: Arc<dyn Any + Send + Sync> = Arc::new(value.clone());
-        inner.l1.insert(key, Entry::shared(shared.clone(), fresh_for.min(spec.ttl)));
+        inner
+            .l1
+            .insert(key, Entry::shared(shared.clone(), fresh_for.min(spec.ttl)));
         leader.land(Landed::Value(shared, Source::L2));
         count_answer(inner, Source::L2);
         return S::from_value(value);
@@ -119,7 +124,9 @@ where
     match S::outcome(&result) {
         Outcome::Value(value) => {
             let shared: Arc<dyn Any + Send + Sync> = Arc::new(value.clone());
-            inner.l1.insert(key, Entry::shared(shared.clone(), spec.ttl));
+            inner
+                .l1
+                .insert(key, Entry::shared(shared.clone(), spec.ttl));
             leader.land(Landed::Value(shared, Source::Load));
             count_answer(inner, Source::Load);
             if let Some(redis_key) = redis_key {
@@ -161,14 +168,24 @@ async fn read_l2<T: Cacheable>(inner: &Inner, redis_key: Option<&str>) -> Option
         }
     };
     let Some((meta, value)) = envelope::decode::<T>(&bytes) else {
-        tracing::debug!(key = redis_key, "L2 value does not decode as {}; loading", std::any::type_name::<T>());
+        tracing::debug!(
+            key = redis_key,
+            "L2 value does not decode as {}; loading",
+            std::any::type_name::<T>()
+        );
         return None;
     };
     let fresh_for = meta.remaining(SystemTime::now())?;
     Some((value, fresh_for))
 }
 
-async fn write_l2<T: Cacheable>(inner: &Inner, redis_key: &str, value: &T, spec: &Spec, load_time: Duration) {
+async fn write_l2<T: Cacheable>(
+    inner: &Inner,
+    redis_key: &str,
+    value: &T,
+    spec: &Spec,
+    load_time: Duration,
+) {
     let Some(l2) = &inner.l2 else { return };
     let meta = Meta::fresh::<T>(spec.ttl, load_time);
     let bytes = match envelope::encode(&meta, value) {

@@ -195,7 +195,10 @@ mod tests {
         let meta = Meta::fresh::<User>(Duration::from_secs(60), Duration::ZERO);
         let good = encode(&meta, &user()).unwrap();
         for len in 0..good.len() {
-            assert!(decode::<User>(&good[..len]).is_none(), "prefix of {len} bytes");
+            assert!(
+                decode::<User>(&good[..len]).is_none(),
+                "prefix of {len} bytes"
+            );
         }
         let mut old = good.clone();
         old[2] = 0;

@@ -50,7 +50,9 @@ impl Flights {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
         // The map is consistent after every statement; a panic elsewhere
         // while it was held does not make it unsafe to use.
-        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Joins the flight for `key`, or starts one.
@@ -101,7 +103,10 @@ impl Leader<'_> {
 
     fn leave(&self) {
         let mut map = self.flights.map();
-        if map.get(&self.key).is_some_and(|slot| slot.same_channel(&self.rx)) {
+        if map
+            .get(&self.key)
+            .is_some_and(|slot| slot.same_channel(&self.rx))
+        {
             map.remove(&self.key);
         }
     }

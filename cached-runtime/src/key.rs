@@ -412,7 +412,9 @@ mod tests {
     #[test]
     fn separators_inside_values_cannot_forge_keys() {
         assert_ne!(template2("1:2", "3"), template2("1", "2:3"));
-        for hostile in ["1:admin", "*", "{tag}", "a\nb", "%3A", "~", "[1,2]", "(x)", "a#b"] {
+        for hostile in [
+            "1:admin", "*", "{tag}", "a\nb", "%3A", "~", "[1,2]", "(x)", "a#b",
+        ] {
             let rendered = render(hostile);
             let value = &rendered["p:".len()..];
             assert!(
@@ -429,7 +431,10 @@ mod tests {
         assert_ne!(render(&Some(None::<u8>)), render(&None::<Option<u8>>));
         assert_ne!(render(&Some(Some(1u8))), render(&Some(None::<u8>)));
         assert_ne!(render(&Some("~")), render(&None::<&str>));
-        assert_ne!(render(&(vec![1], vec![2, 3])), render(&(vec![1, 2], vec![3])));
+        assert_ne!(
+            render(&(vec![1], vec![2, 3])),
+            render(&(vec![1, 2], vec![3]))
+        );
         assert_ne!(render(&Vec::<u8>::new()), render(&vec![()]));
     }
 

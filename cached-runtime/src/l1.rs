@@ -93,7 +93,10 @@ mod tests {
     fn typed_get_and_per_entry_ttl() {
         let l1 = L1::new(100);
         l1.insert("a".into(), Entry::new(5u32, Duration::from_millis(50)));
-        l1.insert("b".into(), Entry::new(String::from("x"), Duration::from_secs(60)));
+        l1.insert(
+            "b".into(),
+            Entry::new(String::from("x"), Duration::from_secs(60)),
+        );
         assert_eq!(l1.get::<u32>("a"), Some(5));
         assert_eq!(l1.get::<u64>("a"), None, "another type is a miss");
         std::thread::sleep(Duration::from_millis(80));

@@ -27,7 +27,7 @@ pub use stats::Stats;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::aside::{Cacheable, Spec, l1_get, load};
-    pub use crate::cache::global;
+    pub use crate::cache::{Cache, global};
     pub use crate::key::{KeyPart, KeyWriter};
     pub use crate::shape::{Fallible, FallibleOptional, Optional, Outcome, Plain, Shape};
 

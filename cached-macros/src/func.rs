@@ -1,0 +1,174 @@
+//! The function under the attribute: its arguments and return shape.
+
+use proc_macro2::{TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::{
+    FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments, ReturnType, Type,
+};
+
+use crate::ctxt::Ctxt;
+
+/// How the return type maps to the cached value (the runtime's `Shape`s).
+#[derive(Clone, Copy)]
+pub(crate) enum ShapeKind {
+    Plain,
+    Optional,
+    Fallible,
+    FallibleOptional,
+}
+
+impl ShapeKind {
+    pub(crate) fn runtime_name(self) -> &'static str {
+        match self {
+            Self::Plain => "Plain",
+            Self::Optional => "Optional",
+            Self::Fallible => "Fallible",
+            Self::FallibleOptional => "FallibleOptional",
+        }
+    }
+}
+
+/// A named argument.
+pub(crate) struct Arg {
+    pub(crate) ident: Ident,
+    pub(crate) ty: Type,
+}
+
+pub(crate) struct Func {
+    pub(crate) args: Vec<Arg>,
+    pub(crate) ret: Type,
+    pub(crate) value_ty: Type,
+    pub(crate) shape: ShapeKind,
+}
+
+impl Func {
+    pub(crate) fn analyze(item: &ItemFn, cx: &mut Ctxt) -> Option<Self> {
+        let sig = &item.sig;
+        if sig.asyncness.is_none() {
+            cx.error_spanned_by(
+                sig.fn_token,
+                "`#[cache_aside]` caches an `async fn`: write `async fn` (a blocking function would hold a thread while it waits for Redis)",
+            );
+        }
+        let mut args = Vec::new();
+        for input in &sig.inputs {
+            let FnArg::Typed(arg) = input else { continue };
+            match &*arg.pat {
+                Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => args.push(Arg {
+                    ident: pat.ident.clone(),
+                    ty: (*arg.ty).clone(),
+                }),
+                pat => cx.error_spanned_by(
+                    pat,
+                    "a cached function's arguments need names (the key is built from them): write `name: Type` and destructure in the body",
+                ),
+            }
+        }
+        let ret = match &sig.output {
+            ReturnType::Type(_, ty) => (**ty).clone(),
+            ReturnType::Default => {
+                cx.error_spanned_by(
+                    &sig.ident,
+                    "this function returns `()`: there is nothing to cache. Return the value to cache (`-> User`, `-> Option<User>`, `-> Result<User, E>`), or use `#[invalidates]` for a function that changes data",
+                );
+                return None;
+            }
+        };
+        let (shape, value_ty) = shape_of(&ret);
+        if is_unit(&value_ty) {
+            cx.error_spanned_by(
+                &value_ty,
+                "the cached value would be `()`: there is nothing to cache. Return the value to cache, or use `#[invalidates]` for a function that changes data",
+            );
+        }
+        if let Type::ImplTrait(_) = value_ty {
+            cx.error_spanned_by(
+                &value_ty,
+                "a cached value needs a concrete type: `impl Trait` cannot be stored",
+            );
+        }
+        check_generics(item, &args, cx);
+        Some(Self {
+            args,
+            ret,
+            value_ty,
+            shape,
+        })
+    }
+}
+
+fn is_unit(ty: &Type) -> bool {
+    match ty {
+        Type::Tuple(tuple) => tuple.elems.is_empty(),
+        Type::Paren(inner) => is_unit(&inner.elem),
+        _ => false,
+    }
+}
+
+/// Reads the shape from the type's syntax; the runtime's trait bounds check
+/// the rest, so `io::Result<T>` (an alias of `Result<T, io::Error>`) works.
+fn shape_of(ret: &Type) -> (ShapeKind, Type) {
+    match last_segment_arg(ret, "Result") {
+        Some(ok) => match last_segment_arg(&ok, "Option") {
+            Some(inner) => (ShapeKind::FallibleOptional, inner),
+            None => (ShapeKind::Fallible, ok),
+        },
+        None => match last_segment_arg(ret, "Option") {
+            Some(inner) => (ShapeKind::Optional, inner),
+            None => (ShapeKind::Plain, ret.clone()),
+        },
+    }
+}
+
+/// `Name<A, ..>` → `A`.
+fn last_segment_arg(ty: &Type, name: &str) -> Option<Type> {
+    let Type::Path(path) = ty else { return None };
+    if path.qself.is_some() {
+        return None;
+    }
+    let segment = path.path.segments.last()?;
+    if segment.ident != name {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &segment.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|arg| match arg {
+        GenericArgument::Type(ty) => Some(ty.clone()),
+        _ => None,
+    })
+}
+
+/// A type or const parameter that no argument mentions could change the
+/// result without changing the key (`parse::<T>(s)`): refuse it.
+fn check_generics(item: &ItemFn, args: &[Arg], cx: &mut Ctxt) {
+    let mut mentioned = Vec::new();
+    for arg in args {
+        collect_idents(arg.ty.to_token_stream(), &mut mentioned);
+    }
+    for param in &item.sig.generics.params {
+        let ident = match param {
+            GenericParam::Type(param) => &param.ident,
+            GenericParam::Const(param) => &param.ident,
+            GenericParam::Lifetime(_) => continue,
+        };
+        if !mentioned.contains(ident) {
+            cx.error_spanned_by(
+                ident,
+                format!(
+                    "generic parameter `{ident}` appears in no argument, so it is not part of the key: calls with different `{ident}` would share one entry. Take an argument whose type mentions `{ident}`, or cache a non-generic function per type"
+                ),
+            );
+        }
+    }
+}
+
+fn collect_idents(tokens: TokenStream, out: &mut Vec<Ident>) {
+    for token in tokens {
+        match token {
+            TokenTree::Ident(ident) => out.push(ident),
+            TokenTree::Group(group) => collect_idents(group.stream(), out),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Key templates: `key = "{id}:{lang}"`, `key = "{self.tenant}/{id}"`.
+
+use syn::LitStr;
+
+/// The separators a template must put between two placeholders; no escaped
+/// value contains them (kept equal to the runtime's `TEMPLATE_SEPARATORS`).
+const SEPARATORS: &[char] = &[':', '/', '|', '@', '=', ';'];
+
+/// Characters a template's literal text may hold besides the separators.
+fn is_literal_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Text written as is.
+    Literal(String),
+    /// `{root.field.field}`: an argument (or `self`) and a field path.
+    Placeholder { root: String, fields: Vec<String> },
+}
+
+/// A parsed template.
+pub(crate) struct Template {
+    pub(crate) lit: LitStr,
+    pub(crate) pieces: Vec<Piece>,
+}
+
+impl Template {
+    pub(crate) fn parse(lit: &LitStr) -> syn::Result<Self> {
+        let text = lit.value();
+        let err = |message: String| syn::Error::new(lit.span(), message);
+        let mut pieces = Vec::new();
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix('{') {
+                let Some(end) = after.find('}') else {
+                    return Err(err(format!(
+                        "unclosed `{{` in key template {text:?}: close the placeholder, e.g. \"{{id}}\""
+                    )));
+                };
+                let inner = &after[..end];
+                if inner.contains('{') {
+                    return Err(err(format!(
+                        "unclosed `{{` in key template {text:?}: close each placeholder before the next, e.g. \"{{a}}:{{b}}\""
+                    )));
+                }
+                pieces.push(
+                    placeholder(inner)
+                        .map_err(|why| err(format!("{why} in key template {text:?}")))?,
+                );
+                rest = &after[end + 1..];
+            } else {
+                let end = rest.find('{').unwrap_or(rest.len());
+                let literal = &rest[..end];
+                if let Some(bad) = literal
+                    .chars()
+                    .find(|&c| !is_literal_char(c) && !SEPARATORS.contains(&c))
+                {
+                    let hint = if bad == '}' {
+                        "a `}` without its `{`".to_owned()
+                    } else {
+                        format!("{bad:?} cannot appear in a key")
+                    };
+                    return Err(err(format!(
+                        "{hint} (template {text:?}): between placeholders write letters, digits, `-`, `_`, `.` and the separators `:` `/` `|` `@` `=` `;`"
+                    )));
+                }
+                pieces.push(Piece::Literal(literal.to_owned()));
+                rest = &rest[end..];
+            }
+        }
+        check_separated(&pieces).map_err(err)?;
+        Ok(Self {
+            lit: lit.clone(),
+            pieces,
+        })
+    }
+
+    pub(crate) fn placeholders(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.pieces.iter().filter_map(|piece| match piece {
+            Piece::Placeholder { root, fields } => Some((root.as_str(), fields.as_slice())),
+            Piece::Literal(_) => None,
+        })
+    }
+}
+
+fn placeholder(inner: &str) -> Result<Piece, String> {
+    let mut parts = inner.split('.');
+    let root = parts.next().unwrap_or_default();
+    let fields: Vec<String> = parts.map(str::to_owned).collect();
+    let is_ident = |s: &str| {
+        let mut chars = s.chars();
+        chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+            && chars.all(|c| c.is_alphanumeric() || c == '_')
+    };
+    if inner.is_empty() {
+        return Err("empty placeholder `{}`: name an argument, e.g. `{id}`".to_owned());
+    }
+    if !is_ident(root)
+        || !fields
+            .iter()
+            .all(|f| is_ident(f) || f.parse::<usize>().is_ok())
+    {
+        return Err(format!(
+            "`{{{inner}}}` is not an argument name: write `{{arg}}` or `{{arg.field}}`"
+        ));
+    }
+    Ok(Piece::Placeholder {
+        root: root.to_owned(),
+        fields,
+    })
+}
+
+/// Two placeholders must have a separator between them, or `{a}{b}` with
+/// ("1", "23") and ("12", "3") would be one key.
+fn check_separated(pieces: &[Piece]) -> Result<(), String> {
+    let mut last_placeholder: Option<&str> = None;
+    for piece in pieces {
+        match piece {
+            Piece::Placeholder { root, .. } => {
+                if let Some(previous) = last_placeholder {
+                    return Err(format!(
+                        "placeholders `{{{previous}}}` and `{{{root}}}` need a separator between them, e.g. \"{{{previous}}}:{{{root}}}\": one of `:` `/` `|` `@` `=` `;`"
+                    ));
+                }
+                last_placeholder = Some(root);
+            }
+            Piece::Literal(text) => {
+                if text.contains(SEPARATORS) {
+                    last_placeholder = None;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Piece>, String> {
+        let lit = LitStr::new(text, proc_macro2::Span::call_site());
+        Template::parse(&lit)
+            .map(|t| t.pieces)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn parses_placeholders_and_literals() {
+        assert_eq!(
+            parse("v2/{id}:{user.org}").unwrap(),
+            vec![
+                Piece::Literal("v2/".into()),
+                Piece::Placeholder {
+                    root: "id".into(),
+                    fields: vec![]
+                },
+                Piece::Literal(":".into()),
+                Piece::Placeholder {
+                    root: "user".into(),
+                    fields: vec!["org".into()]
+                },
+            ]
+        );
+        assert!(parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_what_would_break_keys() {
+        for (bad, why) in [
+            ("{id", "unclosed"),
+            ("{a{b}", "unclosed"),
+            ("{}", "empty placeholder"),
+            ("{a b}", "not an argument name"),
+            ("{a}{b}", "need a separator"),
+            ("{a}-{b}", "need a separator"),
+            ("{a}}", "without its"),
+            ("{a} {b}", "cannot appear"),
+            ("{a}#{b}", "cannot appear"),
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert!(error.contains(why), "{bad:?}: {error}");
+        }
+        assert!(parse("{a}-x:{b}").is_ok());
+    }
+}
