@@ -141,11 +141,11 @@ fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStrea
         Some(template) => template_parts(template, &writer, &private),
         None => default_parts(analyzed, &args.skip, &writer),
     };
-    let assert_cacheable =
-        quote_spanned!(value_ty.span()=> #private::assert_cacheable::<#value_ty>());
+    let codec = Ident::new("__tc_codec", site);
+    let make_codec = quote_spanned!(value_ty.span()=> #private::codec::<#value_ty>());
 
     quote! {
-        #assert_cacheable;
+        let #codec = #make_codec;
         let #cache: &#private::Cache = #cache_expr;
         let #key: ::std::string::String = {
             let mut #writer = #private::KeyWriter::new(#prefix);
@@ -153,7 +153,7 @@ fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStrea
             #writer.finish()
         };
         if let ::core::option::Option::Some(#hit) =
-            #private::l1_get::<#private::#shape, #ret>(#cache, &#key)
+            #private::l1_get::<#private::#shape, #ret>(#cache, &#key, #codec)
         {
             return #hit;
         }
@@ -169,6 +169,7 @@ fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStrea
                 const SPEC: #private::Spec = #private::Spec::new(#ttl_ms);
                 &SPEC
             },
+            #codec,
             #key,
             #body_future,
         )

@@ -7,7 +7,6 @@
 //!    waiters and writes L2 (one round trip). Waiters take the leader's
 //!    value; if the leader failed they try again.
 
-use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, Inner};
 use crate::envelope::{self, Meta};
-use crate::flight::{self, Landed, Role, Source};
+use crate::flight::{self, Landed, Role, Shared, Source};
 use crate::l1::Entry;
 use crate::shape::{Outcome, Shape};
 use crate::stats::Counters;
@@ -32,6 +31,48 @@ use crate::stats::Counters;
 pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Cacheable for T {}
+
+/// Everything the cache does with a value, as plain function pointers built
+/// where `V: Cacheable` is checked. The cache paths take a `Codec` instead of
+/// the bound, so a type that cannot be cached is reported once, at the
+/// return type, not again at every generated call.
+pub struct Codec<V> {
+    /// Wraps a value for L1 and for the flight's waiters.
+    share: fn(&V) -> Shared,
+    /// Clones a value out of L1 or a flight, if it is a `V`.
+    unshare: fn(&Shared) -> Option<V>,
+    /// Serializes a value into an envelope.
+    encode: fn(&Meta, &V) -> Result<Vec<u8>, serde_json::Error>,
+    /// Reads an envelope holding a `V`.
+    decode: fn(&[u8]) -> Option<(Meta, V)>,
+}
+
+impl<V> Clone for Codec<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for Codec<V> {}
+
+impl<V: Cacheable> Codec<V> {
+    /// The codec of a cacheable type.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            share: |value| Arc::new(value.clone()),
+            unshare: |shared| shared.downcast_ref::<V>().cloned(),
+            encode: envelope::encode::<V>,
+            decode: envelope::decode::<V>,
+        }
+    }
+}
+
+impl<V: Cacheable> Default for Codec<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// What one call site of `#[cache_aside]` asks for; built by the macro.
 #[derive(Debug, Clone, Copy)]
@@ -58,21 +99,25 @@ impl Spec {
 
 /// Step 1: the L1 fast path. `key` is the rendered `prefix:…` key.
 #[inline]
-pub fn l1_get<S, R>(cache: &Cache, key: &str) -> Option<R>
+pub fn l1_get<S, R>(cache: &Cache, key: &str, codec: Codec<S::Value>) -> Option<R>
 where
     S: Shape<R>,
-    S::Value: Clone + 'static,
 {
-    let value = cache.inner.l1.get::<S::Value>(key)?;
+    let value = (codec.unshare)(&cache.inner.l1.get(key)?)?;
     Counters::bump(&cache.inner.counters.l1_hits);
     Some(S::from_value(value))
 }
 
 /// Step 2: L2, then the body, single-flighted per key.
-pub async fn load<S, R, F>(cache: Cache, spec: &'static Spec, key: String, body: F) -> R
+pub async fn load<S, R, F>(
+    cache: Cache,
+    spec: &'static Spec,
+    codec: Codec<S::Value>,
+    key: String,
+    body: F,
+) -> R
 where
     S: Shape<R>,
-    S::Value: Cacheable,
     F: Future<Output = R>,
 {
     let inner = &*cache.inner;
@@ -82,10 +127,10 @@ where
             Role::Waiter(slot) => slot,
         };
         match flight::wait(slot).await {
-            Some(Landed::Value(value, source)) => {
-                if let Some(value) = value.downcast_ref::<S::Value>() {
+            Some(Landed::Value(shared, source)) => {
+                if let Some(value) = (codec.unshare)(&shared) {
                     count_answer(inner, source);
-                    return S::from_value(value.clone());
+                    return S::from_value(value);
                 }
             }
             Some(Landed::Absent) => {
@@ -98,7 +143,7 @@ where
         }
         // The leader failed, or landed a value of another type: the value
         // may be in L1 by now; otherwise lead the next flight.
-        if let Some(hit) = l1_get::<S, R>(&cache, &key) {
+        if let Some(hit) = l1_get::<S, R>(&cache, &key, codec) {
             return hit;
         }
     };
@@ -107,8 +152,8 @@ where
         .l2
         .as_ref()
         .map(|_| format!("{}:{key}", inner.namespace));
-    if let Some((value, fresh_for)) = read_l2::<S::Value>(inner, redis_key.as_deref()).await {
-        let shared: Arc<dyn Any + Send + Sync> = Arc::new(value.clone());
+    if let Some((value, fresh_for)) = read_l2(inner, redis_key.as_deref(), codec).await {
+        let shared = (codec.share)(&value);
         inner
             .l1
             .insert(key, Entry::shared(shared.clone(), fresh_for.min(spec.ttl)));
@@ -123,14 +168,15 @@ where
     let load_time = started.elapsed();
     match S::outcome(&result) {
         Outcome::Value(value) => {
-            let shared: Arc<dyn Any + Send + Sync> = Arc::new(value.clone());
+            let shared = (codec.share)(value);
             inner
                 .l1
                 .insert(key, Entry::shared(shared.clone(), spec.ttl));
             leader.land(Landed::Value(shared, Source::Load));
             count_answer(inner, Source::Load);
             if let Some(redis_key) = redis_key {
-                write_l2(inner, &redis_key, value, spec, load_time).await;
+                let meta = Meta::fresh::<S::Value>(spec.ttl, load_time);
+                write_l2(inner, &redis_key, (codec.encode)(&meta, value), spec).await;
             }
         }
         Outcome::Absent => {
@@ -157,7 +203,11 @@ fn count_answer(inner: &Inner, source: Source) {
 /// Reads and decodes the L2 entry, with how long it stays fresh; anything
 /// but a fresh value of type `T` (absent, foreign, corrupt, expired, Redis
 /// down) is `None`.
-async fn read_l2<T: Cacheable>(inner: &Inner, redis_key: Option<&str>) -> Option<(T, Duration)> {
+async fn read_l2<V>(
+    inner: &Inner,
+    redis_key: Option<&str>,
+    codec: Codec<V>,
+) -> Option<(V, Duration)> {
     let (l2, redis_key) = (inner.l2.as_ref()?, redis_key?);
     let bytes = match l2.get(redis_key).await {
         Ok(bytes) => bytes?,
@@ -167,11 +217,12 @@ async fn read_l2<T: Cacheable>(inner: &Inner, redis_key: Option<&str>) -> Option
             return None;
         }
     };
-    let Some((meta, value)) = envelope::decode::<T>(&bytes) else {
+    let Some((meta, value)) = (codec.decode)(&bytes) else {
+        let expected = std::any::type_name::<V>();
         tracing::debug!(
             key = redis_key,
-            "L2 value does not decode as {}; loading",
-            std::any::type_name::<T>()
+            expected,
+            "L2 value does not decode; loading"
         );
         return None;
     };
@@ -179,16 +230,14 @@ async fn read_l2<T: Cacheable>(inner: &Inner, redis_key: Option<&str>) -> Option
     Some((value, fresh_for))
 }
 
-async fn write_l2<T: Cacheable>(
+async fn write_l2(
     inner: &Inner,
     redis_key: &str,
-    value: &T,
+    encoded: Result<Vec<u8>, serde_json::Error>,
     spec: &Spec,
-    load_time: Duration,
 ) {
     let Some(l2) = &inner.l2 else { return };
-    let meta = Meta::fresh::<T>(spec.ttl, load_time);
-    let bytes = match envelope::encode(&meta, value) {
+    let bytes = match encoded {
         Ok(bytes) => bytes,
         Err(error) => {
             tracing::warn!(%error, key = redis_key, "value does not serialize; kept in L1 only");

@@ -25,11 +25,15 @@ pub(crate) enum Source {
     Load,
 }
 
+/// A value shared between L1 and a flight's waiters: an `Arc` around the
+/// function's value type.
+pub(crate) type Shared = Arc<dyn Any + Send + Sync>;
+
 /// What a successful flight hands to its waiters.
 #[derive(Clone)]
 pub(crate) enum Landed {
     /// A value (an `Arc` around the function's value type).
-    Value(Arc<dyn Any + Send + Sync>, Source),
+    Value(Shared, Source),
     /// The load succeeded with "nothing" (`None`, `Ok(None)`).
     Absent,
 }

@@ -26,16 +26,16 @@ pub use stats::Stats;
 /// For generated code only: not part of the API, may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::aside::{Cacheable, Spec, l1_get, load};
+    pub use crate::aside::{Cacheable, Codec, Spec, l1_get, load};
     pub use crate::cache::{Cache, global};
     pub use crate::key::{KeyPart, KeyWriter};
     pub use crate::shape::{Fallible, FallibleOptional, Optional, Outcome, Plain, Shape};
 
-    /// Checks at compile time that a cached value's type can be cached;
-    /// spanned on the return type so the error points there.
-    pub const fn assert_cacheable<T: Cacheable>() {}
-
-    /// Checks at compile time that an argument can be part of a key; spanned
-    /// on the argument so the error points there.
-    pub const fn assert_key_part<T: KeyPart + ?Sized>(_: &T) {}
+    /// Checks that a cached value's type can be cached and returns what the
+    /// cache paths need of it; spanned on the return type so that the error
+    /// points there, once.
+    #[must_use]
+    pub const fn codec<T: Cacheable>() -> Codec<T> {
+        Codec::new()
+    }
 }

@@ -1,0 +1,8 @@
+//! Compile errors of the macros, and what must compile.
+
+#[test]
+fn ui() {
+    let cases = trybuild::TestCases::new();
+    cases.compile_fail("tests/ui/cache_aside/*.rs");
+    cases.pass("tests/ui/pass/*.rs");
+}
