@@ -166,11 +166,12 @@ fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStrea
         #private::load::<#private::#shape, #ret, _>(
             #owned,
             {
-                const SPEC: #private::Spec = #private::Spec::new(#ttl_ms);
+                const SPEC: #private::Spec = #private::Spec::new(#prefix, #ttl_ms);
                 &SPEC
             },
             #codec,
             #key,
+            ::std::vec::Vec::new(),
             #body_future,
         )
         .await

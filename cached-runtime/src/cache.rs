@@ -1,8 +1,11 @@
 //! The cache handle, its builder and the global instance.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::error::Error;
 use crate::flight::Flights;
@@ -10,6 +13,7 @@ use crate::key::check_name;
 use crate::l1::L1;
 use crate::l2::L2;
 use crate::stats::{Counters, Stats};
+use crate::tags::{Invalidation, Names};
 
 /// The default namespace, the first part of every Redis key.
 pub const DEFAULT_NAMESPACE: &str = "tiercache";
@@ -46,10 +50,106 @@ pub struct Cache {
 
 pub(crate) struct Inner {
     pub(crate) namespace: String,
+    pub(crate) names: Names,
+    /// Tells this instance's own invalidation messages from others'.
+    pub(crate) id: u64,
     pub(crate) l1: L1,
     pub(crate) l2: Option<L2>,
     pub(crate) flights: Flights,
     pub(crate) counters: Counters,
+    /// Bumped by every invalidation this instance applies to its L1; a load
+    /// that saw it change while it ran does not leave its value in L1.
+    epoch: AtomicU64,
+    listener: OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Inner {
+    /// The current invalidation epoch; see [`Inner::keep_in_l1`].
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(SeqCst)
+    }
+
+    /// Puts a value in L1 unless an invalidation was applied since `epoch`
+    /// (read before the value was read or loaded): it may be stale. Inserting
+    /// first and checking after leaves no gap: an invalidation that comes
+    /// after the check is applied to the entry already in place.
+    pub(crate) fn keep_in_l1(&self, key: String, entry: crate::l1::Entry, epoch: u64) {
+        self.l1.insert(key.clone(), entry);
+        if self.epoch() != epoch {
+            self.l1.remove(&key);
+        }
+    }
+
+    /// Drops the L1 entries an invalidation covers.
+    pub(crate) fn apply_locally(&self, invalidation: &Invalidation) {
+        self.epoch.fetch_add(1, SeqCst);
+        if invalidation.all {
+            self.l1.clear();
+            return;
+        }
+        for key in &invalidation.keys {
+            self.l1.remove(key);
+        }
+        for prefix in &invalidation.prefixes {
+            self.l1.remove_prefix(prefix);
+        }
+        for tag in &invalidation.tags {
+            self.l1.remove_tag(tag);
+        }
+    }
+
+    /// Drops all of L1: messages may have been missed.
+    pub(crate) fn forget_l1(&self) {
+        self.epoch.fetch_add(1, SeqCst);
+        self.l1.clear();
+    }
+
+    /// Invalidates in Redis first, then in this L1: a read in between finds
+    /// the new versions in Redis, and a load that read the old ones before
+    /// cannot keep its value in L1 (see [`Inner::keep_in_l1`]).
+    pub(crate) async fn invalidate(&self, mut invalidation: Invalidation) -> Result<(), Error> {
+        if invalidation.is_empty() {
+            return Ok(());
+        }
+        invalidation.sender = self.id;
+        let result = match &self.l2 {
+            None => Ok(()),
+            Some(l2) => {
+                let mut versions: Vec<String> = invalidation
+                    .tags
+                    .iter()
+                    .map(|t| self.names.tag(t))
+                    .collect();
+                versions.extend(invalidation.prefixes.iter().map(|p| self.names.prefix(p)));
+                if invalidation.all {
+                    versions.push(self.names.namespace());
+                }
+                let entries: Vec<String> = invalidation
+                    .keys
+                    .iter()
+                    .map(|k| self.names.entry(k))
+                    .collect();
+                let message =
+                    serde_json::to_vec(&invalidation).expect("an invalidation serializes");
+                l2.invalidate(&versions, &entries, &self.names.channel(), &message)
+                    .await
+                    .map_err(|error| {
+                        Counters::bump(&self.counters.redis_errors);
+                        Error::from(error)
+                    })
+            }
+        };
+        self.apply_locally(&invalidation);
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(listener) = self.listener.get() {
+            listener.abort();
+        }
+    }
 }
 
 impl Cache {
@@ -68,13 +168,87 @@ impl Cache {
     fn from_parts(namespace: String, l1_capacity: u64, l2: Option<L2>) -> Self {
         Self {
             inner: Arc::new(Inner {
+                names: Names::new(&namespace),
                 namespace,
+                id: fastrand::u64(..),
                 l1: L1::new(l1_capacity),
                 l2,
                 flights: Flights::default(),
                 counters: Counters::default(),
+                epoch: AtomicU64::new(0),
+                listener: OnceLock::new(),
             }),
         }
+    }
+
+    /// Invalidates every entry carrying one of `tags`, in Redis and in the L1
+    /// of every instance. O(1) per tag, whatever the number of entries.
+    ///
+    /// Tag names are used as given: `"org:7"` is what `tags = ["org:{org}"]`
+    /// renders for `org = 7`. A value outside `A-Z a-z 0-9 - _ .` is escaped
+    /// in rendered tags; render it the same way with
+    /// [`key::render`](crate::key::render).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::RedisTimeout`] when Redis could not be
+    /// told: this instance's L1 is invalidated all the same, but Redis and
+    /// the other instances may serve the old values until they expire.
+    pub async fn invalidate_tags<I>(&self, tags: I) -> Result<(), Error>
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.inner
+            .invalidate(Invalidation {
+                tags: tags.into_iter().map(Into::into).collect(),
+                ..Invalidation::default()
+            })
+            .await
+    }
+
+    /// Invalidates one entry: `prefix` and the rendered key, as the macros
+    /// build it (`"42"` for `key = "{id}"` with `id = 42`; `"7:en"` for the
+    /// default key of `(7, "en")`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::invalidate_tags`].
+    pub async fn invalidate_key(&self, prefix: &str, key: &str) -> Result<(), Error> {
+        self.inner
+            .invalidate(Invalidation {
+                keys: vec![format!("{prefix}:{key}")],
+                ..Invalidation::default()
+            })
+            .await
+    }
+
+    /// Invalidates everything cached under `prefix`: O(1).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::invalidate_tags`].
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<(), Error> {
+        self.inner
+            .invalidate(Invalidation {
+                prefixes: vec![prefix.to_owned()],
+                ..Invalidation::default()
+            })
+            .await
+    }
+
+    /// Invalidates the whole namespace, on every instance: O(1).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::invalidate_tags`].
+    pub async fn clear(&self) -> Result<(), Error> {
+        self.inner
+            .invalidate(Invalidation {
+                all: true,
+                ..Invalidation::default()
+            })
+            .await
     }
 
     /// A snapshot of the counters.
@@ -187,7 +361,22 @@ impl CacheBuilder {
                 Some(l2)
             }
         };
-        Ok(Cache::from_parts(self.namespace, self.l1_capacity, l2))
+        let cache = Cache::from_parts(self.namespace, self.l1_capacity, l2);
+        if let Some(l2) = &cache.inner.l2 {
+            let subscribed = Arc::new(Notify::new());
+            let first = subscribed.notified();
+            let listener = crate::coherence::spawn(
+                Arc::downgrade(&cache.inner),
+                l2.client().clone(),
+                cache.inner.names.channel(),
+                subscribed.clone(),
+            );
+            let _ = cache.inner.listener.set(listener);
+            // Listening before the first call makes invalidations reliable
+            // from the start; a Redis that is down does not hold build up.
+            let _ = tokio::time::timeout(self.redis_timeout, first).await;
+        }
+        Ok(cache)
     }
 }
 

@@ -36,7 +36,13 @@ const HEADER_LEN: usize = 32;
 /// generic arguments, stable across builds of one compiler. A compiler upgrade
 /// that prints a type differently only costs a round of misses.
 pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
-    let digest = sha1_smol::Sha1::from(type_name::<T>()).digest().bytes();
+    stable_hash(type_name::<T>().as_bytes())
+}
+
+/// The first 8 bytes of the SHA-1 of `bytes`: the same on every build and
+/// machine (unlike `std::hash`).
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
+    let digest = sha1_smol::Sha1::from(bytes).digest().bytes();
     u64::from_le_bytes(digest[..8].try_into().expect("SHA-1 has 20 bytes"))
 }
 
@@ -51,11 +57,12 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    /// Metadata for a value of type `T` loaded just now.
-    pub(crate) fn fresh<T: ?Sized>(ttl: Duration, load_time: Duration) -> Self {
+    /// Metadata for a value (of the type `fingerprint` identifies) loaded
+    /// just now.
+    pub(crate) fn fresh(fingerprint: u64, ttl: Duration, load_time: Duration) -> Self {
         let now = unix_ms(SystemTime::now());
         Self {
-            fingerprint: fingerprint::<T>(),
+            fingerprint,
             loaded_at_ms: now,
             load_micros: u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX),
             expires_at_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
@@ -171,7 +178,11 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let mut meta = Meta::fresh::<User>(Duration::from_secs(60), Duration::from_millis(3));
+        let mut meta = Meta::fresh(
+            fingerprint::<User>(),
+            Duration::from_secs(60),
+            Duration::from_millis(3),
+        );
         meta.tag_versions = vec![1, u64::MAX];
         let bytes = encode(&meta, &user()).unwrap();
         let (read, value) = decode::<User>(&bytes).unwrap();
@@ -183,7 +194,11 @@ mod tests {
 
     #[test]
     fn another_type_with_the_same_shape_is_a_miss() {
-        let meta = Meta::fresh::<User>(Duration::from_secs(60), Duration::ZERO);
+        let meta = Meta::fresh(
+            fingerprint::<User>(),
+            Duration::from_secs(60),
+            Duration::ZERO,
+        );
         let bytes = encode(&meta, &user()).unwrap();
         assert!(decode::<Other>(&bytes).is_none());
         assert_ne!(fingerprint::<User>(), fingerprint::<Other>());
@@ -192,7 +207,11 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        let meta = Meta::fresh::<User>(Duration::from_secs(60), Duration::ZERO);
+        let meta = Meta::fresh(
+            fingerprint::<User>(),
+            Duration::from_secs(60),
+            Duration::ZERO,
+        );
         let good = encode(&meta, &user()).unwrap();
         for len in 0..good.len() {
             assert!(

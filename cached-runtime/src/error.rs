@@ -39,4 +39,20 @@ pub enum Error {
         "the global cache is already set (by an earlier set_global, or to the in-memory default by a cached call made before set_global): call set_global once, at start-up, before any cached function runs"
     )]
     GlobalAlreadySet,
+    /// Redis refused or failed an operation (an invalidation, for instance).
+    /// Cached calls never return it: for them a Redis failure is a miss.
+    #[error("Redis failed: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer within the configured timeout.
+    #[error("Redis did not answer within {0:?}")]
+    RedisTimeout(std::time::Duration),
+}
+
+impl From<crate::l2::L2Error> for Error {
+    fn from(error: crate::l2::L2Error) -> Self {
+        match error {
+            crate::l2::L2Error::Timeout(after) => Self::RedisTimeout(after),
+            crate::l2::L2Error::Redis(error) => Self::Redis(error),
+        }
+    }
 }

@@ -97,6 +97,12 @@ impl KeyWriter {
         Self { buf }
     }
 
+    /// Starts a tag or a full `prefix:key` template: no prefix of its own.
+    #[doc(hidden)]
+    pub fn bare() -> Self {
+        Self { buf: String::new() }
+    }
+
     /// Writes text, escaped.
     pub fn write_str(&mut self, s: &str) {
         let bytes = s.as_bytes();
@@ -165,6 +171,26 @@ impl KeyWriter {
     pub fn finish(self) -> String {
         shorten(self.buf)
     }
+}
+
+/// Renders one value as a `{placeholder}` of a key or tag template renders
+/// it: to name a key or a tag for [`Cache::invalidate_key`] or
+/// [`Cache::invalidate_tags`] exactly as the macros do.
+///
+/// [`Cache::invalidate_key`]: crate::Cache::invalidate_key
+/// [`Cache::invalidate_tags`]: crate::Cache::invalidate_tags
+///
+/// ```
+/// use tiercache_runtime::key::render;
+///
+/// assert_eq!(render(&42u64), "42");
+/// assert_eq!(render("a b"), "a%20b");
+/// assert_eq!(format!("team:{}", render("R&D")), "team:R%26D");
+/// ```
+pub fn render<T: KeyPart + ?Sized>(value: &T) -> String {
+    let mut writer = KeyWriter { buf: String::new() };
+    value.write_key(&mut writer);
+    writer.buf
 }
 
 /// The characters a value is written with unescaped.

@@ -5,7 +5,6 @@
 //! deserialization, no Redis. A downcast that fails (two functions sharing a
 //! prefix with different types) is a miss, like a foreign value in L2.
 
-#[cfg(test)]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,22 +12,25 @@ use moka::Expiry;
 
 use crate::flight::Shared;
 
-/// One L1 entry: the value and how long it may live.
+/// One L1 entry: the value, how long it may live, and its explicit tags
+/// (its prefix is in its key). Cloned on every hit: keep it to `Arc`s.
 #[derive(Clone)]
 pub(crate) struct Entry {
     value: Shared,
     ttl: Duration,
+    tags: Option<Arc<[String]>>,
 }
 
 impl Entry {
     #[cfg(test)]
     pub(crate) fn new<T: Send + Sync + 'static>(value: T, ttl: Duration) -> Self {
-        Self::shared(Arc::new(value), ttl)
+        Self::shared(Arc::new(value), ttl, &[])
     }
 
     /// An entry around a value already shared with the flight's waiters.
-    pub(crate) fn shared(value: Shared, ttl: Duration) -> Self {
-        Self { value, ttl }
+    pub(crate) fn shared(value: Shared, ttl: Duration, tags: &[String]) -> Self {
+        let tags = (!tags.is_empty()).then(|| Arc::from(tags));
+        Self { value, ttl, tags }
     }
 }
 
@@ -62,6 +64,7 @@ impl L1 {
             moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(PerEntryTtl)
+                .support_invalidation_closures()
                 .build()
         });
         Self { entries }
@@ -78,10 +81,47 @@ impl L1 {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn remove(&self, key: &str) {
         if let Some(entries) = &self.entries {
             entries.invalidate(key);
+        }
+    }
+
+    /// Drops every entry. O(1): moka marks them invalid and reclaims them in
+    /// the background.
+    pub(crate) fn clear(&self) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate_all();
+        }
+    }
+
+    /// Drops the entries of a prefix (rendered keys start with `prefix:`).
+    pub(crate) fn remove_prefix(&self, prefix: &str) {
+        let start = format!("{prefix}:");
+        self.remove_if(move |key, _| key.starts_with(&start));
+    }
+
+    /// Drops the entries carrying `tag`.
+    pub(crate) fn remove_tag(&self, tag: &str) {
+        let tag = tag.to_owned();
+        self.remove_if(move |_, entry| {
+            entry
+                .tags
+                .as_deref()
+                .is_some_and(|tags| tags.contains(&tag))
+        });
+    }
+
+    /// Entries present now that match are never returned again; moka scans
+    /// for them in the background.
+    fn remove_if(&self, predicate: impl Fn(&String, &Entry) -> bool + Send + Sync + 'static) {
+        if let Some(entries) = &self.entries {
+            if let Err(error) = entries.invalidate_entries_if(predicate) {
+                // Only possible without support_invalidation_closures: fall
+                // back to the coarse but correct option.
+                tracing::warn!(%error, "dropping all of L1");
+                entries.invalidate_all();
+            }
         }
     }
 }
@@ -106,6 +146,25 @@ mod tests {
         assert!(l1.get("b").is_some());
         l1.remove("b");
         assert!(l1.get("b").is_none());
+    }
+
+    #[test]
+    fn removes_by_prefix_and_by_tag() {
+        let l1 = L1::new(100);
+        let minute = Duration::from_secs(60);
+        let tags = ["org:1".to_owned()];
+        l1.insert("user:1".into(), Entry::shared(Arc::new(1u8), minute, &tags));
+        l1.insert("user:2".into(), Entry::new(2u8, minute));
+        l1.insert("users:1".into(), Entry::new(3u8, minute));
+        l1.insert("team:1".into(), Entry::shared(Arc::new(4u8), minute, &tags));
+        l1.remove_tag("org:1");
+        assert!(l1.get("user:1").is_none() && l1.get("team:1").is_none());
+        assert!(l1.get("user:2").is_some());
+        l1.remove_prefix("user");
+        assert!(l1.get("user:2").is_none());
+        assert!(l1.get("users:1").is_some(), "a prefix is a whole segment");
+        l1.clear();
+        assert!(l1.get("users:1").is_none());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! L2: the shared layer, envelopes in Redis.
+//! L2: the shared layer, envelopes and tag versions in Redis.
 //!
 //! One multiplexed connection through redis-rs's `ConnectionManager`, created
 //! lazily so that a Redis that is down at start-up neither fails
@@ -7,10 +7,17 @@
 //! operation is bounded by the configured timeout, and its failure is
 //! reported to the caller as "no L2 this time": a miss on read, a skipped
 //! write. A cached call never fails because of Redis.
+//!
+//! The commands, and why each is one round trip, are described in
+//! [`crate::tags`].
 
+use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::tags::{fresh_version, parse_version};
 
 /// Why an L2 operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -21,9 +28,52 @@ pub(crate) enum L2Error {
     Redis(#[from] redis::RedisError),
 }
 
+/// Stores an entry only if it is still what the loader saw before loading
+/// (absent, or the same bytes by SHA-1), and extends its tag versions: a
+/// reader whose load raced with a write-through must not overwrite the newer
+/// value with the one it loaded before.
+///
+/// KEYS: entry, version keys. ARGV: expected SHA-1 hex ("" for absent),
+/// envelope, TTL ms, version TTL ms.
+static WRITE_IF_UNCHANGED: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+local expected = ARGV[1]
+if (current == false and expected == '') or (current and redis.sha1hex(current) == expected) then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  for i = 2, #KEYS do
+    redis.call('PEXPIRE', KEYS[i], ARGV[4], 'GT')
+  end
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// The SHA-1 hex the write script compares with; `""` stands for "absent".
+pub(crate) fn seen(entry: Option<&[u8]>) -> String {
+    entry.map_or_else(String::new, |bytes| {
+        sha1_smol::Sha1::from(bytes).digest().to_string()
+    })
+}
+
+/// What a read found: the entry, if any, and the current version of each tag
+/// asked for, in order.
+pub(crate) struct Read {
+    pub(crate) entry: Option<Vec<u8>>,
+    pub(crate) versions: Vec<u64>,
+}
+
 pub(crate) struct L2 {
+    client: redis::Client,
     conn: ConnectionManager,
     timeout: Duration,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 impl L2 {
@@ -38,31 +88,201 @@ impl L2 {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
         let conn = client.get_connection_manager_lazy(config)?;
-        Ok(Self { conn, timeout })
+        Ok(Self {
+            client,
+            conn,
+            timeout,
+        })
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, L2Error> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, L2Error> {
+        match tokio::time::timeout(self.timeout, op).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(L2Error::Timeout(self.timeout)),
         }
     }
 
+    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, L2Error> {
+        let mut conn = self.conn.clone();
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, L2Error> {
+        let mut conn = self.conn.clone();
+        self.bounded(pipe.query_async(&mut conn)).await
+    }
+
     /// Opens the connection now, so the first call finds it ready.
     pub(crate) async fn warm_up(&self) -> Result<(), L2Error> {
-        self.run::<()>(&redis::cmd("PING")).await
+        self.cmd::<()>(&redis::cmd("PING")).await
     }
 
-    /// `GET key`: one round trip.
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
-        self.run(redis::cmd("GET").arg(key)).await
+    /// The current versions of `version_keys`, creating missing ones.
+    pub(crate) async fn versions(
+        &self,
+        version_keys: &[String],
+        version_ttl: Duration,
+    ) -> Result<Vec<u64>, L2Error> {
+        let mut found: Vec<Option<Vec<u8>>> =
+            self.cmd(redis::cmd("MGET").arg(version_keys)).await?;
+        self.create_missing(version_keys, &mut found, version_ttl)
+            .await?;
+        Ok(found
+            .iter()
+            .map(|v| parse_version(v.as_deref().unwrap_or_default()))
+            .collect())
     }
 
-    /// `SET key value PX ttl`: one round trip.
-    pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), L2Error> {
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.run(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(millis))
-            .await
+    /// The entry and its tag versions: one `MGET`. Version keys that do not
+    /// exist yet are created with a fresh nonce (a second round trip, on the
+    /// first read of a tag only).
+    pub(crate) async fn read(
+        &self,
+        entry_key: &str,
+        version_keys: &[String],
+        version_ttl: Duration,
+    ) -> Result<Read, L2Error> {
+        let mut found: Vec<Option<Vec<u8>>> = self
+            .cmd(redis::cmd("MGET").arg(entry_key).arg(version_keys))
+            .await?;
+        if found.is_empty() {
+            return Err(L2Error::Redis(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "MGET answered with no values",
+            ))));
+        }
+        let entry = found.remove(0);
+        self.create_missing(version_keys, &mut found, version_ttl)
+            .await?;
+        let versions = found
+            .iter()
+            .map(|version| parse_version(version.as_deref().unwrap_or_default()))
+            .collect();
+        Ok(Read { entry, versions })
+    }
+
+    /// Creates the version keys that `found` lacks (`SET NX`, then `GET`:
+    /// one round trip) and fills them in.
+    async fn create_missing(
+        &self,
+        version_keys: &[String],
+        found: &mut [Option<Vec<u8>>],
+        version_ttl: Duration,
+    ) -> Result<(), L2Error> {
+        if found.len() != version_keys.len() {
+            return Err(L2Error::Redis(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "MGET answered with the wrong number of values",
+            ))));
+        }
+        let missing: Vec<usize> = (0..found.len()).filter(|&i| found[i].is_none()).collect();
+        if !missing.is_empty() {
+            let mut pipe = redis::pipe();
+            for &i in &missing {
+                pipe.cmd("SET")
+                    .arg(&version_keys[i])
+                    .arg(fresh_version())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(version_ttl))
+                    .ignore();
+                pipe.cmd("GET").arg(&version_keys[i]);
+            }
+            let created: Vec<Option<Vec<u8>>> = self.pipe(&pipe).await?;
+            for (i, version) in missing.into_iter().zip(created) {
+                // Gone again at once (evicted): a nonce nothing recorded.
+                found[i] = Some(version.unwrap_or_else(|| fresh_version().into_bytes()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores an entry unless it changed since it was read as `seen` (see
+    /// [`seen`]): one round trip. `Ok(false)` when it had changed.
+    pub(crate) async fn write_if_unchanged(
+        &self,
+        entry_key: &str,
+        seen: &str,
+        envelope: &[u8],
+        ttl: Duration,
+        version_keys: &[String],
+        version_ttl: Duration,
+    ) -> Result<bool, L2Error> {
+        let mut invocation = WRITE_IF_UNCHANGED.key(entry_key);
+        invocation
+            .key(version_keys)
+            .arg(seen)
+            .arg(envelope)
+            .arg(millis(ttl))
+            .arg(millis(version_ttl));
+        let mut conn = self.conn.clone();
+        self.bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Stores an entry and keeps its tag versions alive at least as long,
+    /// optionally announcing it: one pipeline.
+    pub(crate) async fn write(
+        &self,
+        entry_key: &str,
+        envelope: &[u8],
+        ttl: Duration,
+        version_keys: &[String],
+        version_ttl: Duration,
+        announce: Option<(&str, &[u8])>,
+    ) -> Result<(), L2Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(entry_key)
+            .arg(envelope)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore();
+        for key in version_keys {
+            pipe.cmd("PEXPIRE")
+                .arg(key)
+                .arg(millis(version_ttl))
+                .arg("GT")
+                .ignore();
+        }
+        if let Some((channel, message)) = announce {
+            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        }
+        self.pipe(&pipe).await
+    }
+
+    /// Gives each version key a new nonce, deletes each entry key, and
+    /// announces it: one pipeline, whatever the number of entries affected.
+    pub(crate) async fn invalidate(
+        &self,
+        version_keys: &[String],
+        entry_keys: &[String],
+        channel: &str,
+        message: &[u8],
+    ) -> Result<(), L2Error> {
+        let mut pipe = redis::pipe();
+        for key in version_keys {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(fresh_version())
+                .arg("XX")
+                .arg("KEEPTTL")
+                .ignore();
+        }
+        if !entry_keys.is_empty() {
+            pipe.cmd("DEL").arg(entry_keys).ignore();
+        }
+        pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        self.pipe(&pipe).await
     }
 }

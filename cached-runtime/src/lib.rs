@@ -7,6 +7,7 @@
 
 mod aside;
 mod cache;
+mod coherence;
 mod envelope;
 mod error;
 mod flight;
@@ -15,6 +16,7 @@ mod l1;
 mod l2;
 mod shape;
 mod stats;
+pub mod tags;
 
 pub use cache::{
     Cache, CacheBuilder, DEFAULT_L1_CAPACITY, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, set_global,
@@ -26,7 +28,9 @@ pub use stats::Stats;
 /// For generated code only: not part of the API, may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::aside::{Cacheable, Codec, Spec, l1_get, load};
+    pub use crate::aside::{
+        Cacheable, Codec, Spec, When, invalidating, l1_get, load, write_through,
+    };
     pub use crate::cache::{Cache, global};
     pub use crate::key::{KeyPart, KeyWriter};
     pub use crate::shape::{Fallible, FallibleOptional, Optional, Outcome, Plain, Shape};

@@ -1,0 +1,98 @@
+//! L1 coherence across instances: invalidations travel over Redis pub/sub.
+//!
+//! Each cache with Redis runs one listener task on a dedicated pub/sub
+//! connection, subscribed to its namespace's channel. A message names tags,
+//! keys, prefixes or the whole namespace; the listener drops the matching L1
+//! entries. Messages from this instance are skipped: it applied them before
+//! publishing.
+//!
+//! A listener that loses its connection may have missed messages, so it
+//! drops the whole L1 at once, and again when it is subscribed anew: after
+//! that, only values loaded or read from L2 since (where tag versions are
+//! checked) are served from L1. While Redis is down L1 keeps serving what it
+//! loads meanwhile: nobody can invalidate through a Redis that is down.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use crate::cache::Inner;
+use crate::stats::Counters;
+use crate::tags::Invalidation;
+
+/// Starts the listener; `subscribed` is notified each time it (re)subscribes.
+pub(crate) fn spawn(
+    inner: Weak<Inner>,
+    client: redis::Client,
+    channel: String,
+    subscribed: Arc<Notify>,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(listen(inner, client, channel, subscribed)).abort_handle()
+}
+
+async fn listen(
+    inner: Weak<Inner>,
+    client: redis::Client,
+    channel: String,
+    subscribed: Arc<Notify>,
+) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(50);
+    const MAX_BACKOFF: Duration = Duration::from_secs(1);
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let Some(timeout) = inner
+            .upgrade()
+            .map(|i| i.l2.as_ref().map_or(MAX_BACKOFF, |l2| l2.timeout()))
+        else {
+            return;
+        };
+        let connected = tokio::time::timeout(timeout, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            redis::RedisResult::Ok(pubsub)
+        })
+        .await;
+        let pubsub = match connected {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot subscribe to invalidations; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = MIN_BACKOFF;
+        match inner.upgrade() {
+            // Whatever was published while we were not listening is lost.
+            Some(inner) => inner.forget_l1(),
+            None => return,
+        }
+        subscribed.notify_waiters();
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            let Some(inner) = inner.upgrade() else { return };
+            match serde_json::from_slice::<Invalidation>(message.get_payload_bytes()) {
+                Ok(invalidation) if invalidation.sender != inner.id => {
+                    inner.apply_locally(&invalidation);
+                    Counters::bump(&inner.counters.remote_invalidations);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "ignoring a foreign message on the invalidation channel")
+                }
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        tracing::warn!("lost the invalidation subscription; dropping L1 and resubscribing");
+        inner.forget_l1();
+        inner.counters.subscription_losses.fetch_add(1, Relaxed);
+    }
+}

@@ -1,0 +1,206 @@
+//! Versioned tags: O(1) invalidation without a stale-set race.
+//!
+//! Every tag has a *version key* in Redis holding a random 64-bit nonce. An
+//! entry records, in its envelope, the versions of its tags as they were
+//! **before** its load started; it is valid only while every recorded version
+//! is still the current one. Invalidating a tag writes a new nonce: one
+//! `SET`, whatever the number of entries carrying the tag.
+//!
+//! - **No stale-set race.** A load that started before an invalidation
+//!   recorded the old nonce, so its value is refused however late it lands.
+//! - **No clocks.** Nonces are compared for equality, never ordered.
+//! - **Eviction is safe.** A version key that Redis evicted is re-created
+//!   with a fresh nonce on the next read; an absent or new nonce never
+//!   matches what an older entry recorded, so the worst case is a miss.
+//! - **Implicit tags.** Every entry also carries the version of its prefix
+//!   and of its namespace, so "forget this function" and "forget everything"
+//!   are one `SET` too.
+//!
+//! # Redis keys
+//!
+//! | key | holds |
+//! |---|---|
+//! | `{ns}:{prefix}:{key}` | an entry (envelope) |
+//! | `{ns}:#t:{tag}` | the version of a tag |
+//! | `{ns}:#p:{prefix}` | the version of a prefix |
+//! | `{ns}:#ns` | the version of the namespace |
+//! | channel `{ns}:#events` | invalidations, for the L1 of other instances |
+//!
+//! `#` never appears in a prefix or an escaped value, so these never collide
+//! with entries.
+//!
+//! A version key lives at least twice as long as the longest entry written
+//! with it (the write extends it with `PEXPIRE … GT`), so it never expires
+//! under a live entry; if it is evicted anyway, see above.
+//!
+//! # Round trips
+//!
+//! - Read: one `MGET` of the entry and its tag versions. Only when a version
+//!   key does not exist yet (the first read of a tag) a second round trip
+//!   creates it (`SET NX`, then `GET`).
+//! - Write: one pipeline: `SET` of the entry and `PEXPIRE … GT` of its tag
+//!   versions (plus a `PUBLISH` for write-through).
+//! - Invalidate: one pipeline: `SET … XX KEEPTTL` of each version (a version
+//!   key that does not exist has no valid entry to invalidate) or `DEL` of
+//!   each key, and one `PUBLISH`.
+//!
+//! # Redis Cluster
+//!
+//! The reads and writes above touch several keys at once. They need no
+//! atomicity (each command is safe alone), so on a cluster the plan is to
+//! split the `MGET` and the pipelines per slot and send the parts in
+//! parallel: still one round trip of latency, several of work. Entries and
+//! their versions are deliberately not forced into one slot with hash tags,
+//! which would put a whole namespace on one shard. Not implemented yet: the
+//! cache accepts single-node URLs only.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The Redis keys and channel of one namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    namespace: String,
+}
+
+impl Names {
+    pub(crate) fn new(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// `key` is the rendered `prefix:…` key.
+    pub(crate) fn entry(&self, key: &str) -> String {
+        format!("{}:{key}", self.namespace)
+    }
+
+    pub(crate) fn tag(&self, tag: &str) -> String {
+        format!("{}:#t:{tag}", self.namespace)
+    }
+
+    pub(crate) fn prefix(&self, prefix: &str) -> String {
+        format!("{}:#p:{prefix}", self.namespace)
+    }
+
+    pub(crate) fn namespace(&self) -> String {
+        format!("{}:#ns", self.namespace)
+    }
+
+    pub(crate) fn channel(&self) -> String {
+        format!("{}:#events", self.namespace)
+    }
+
+    /// The version keys an entry of `prefix` with `tags` records: the
+    /// namespace's, the prefix's, then each tag's.
+    pub(crate) fn versions_of(&self, prefix: &str, tags: &[String]) -> Vec<String> {
+        let mut keys = Vec::with_capacity(2 + tags.len());
+        keys.push(self.namespace());
+        keys.push(self.prefix(prefix));
+        keys.extend(tags.iter().map(|tag| self.tag(tag)));
+        keys
+    }
+}
+
+/// How long a version key lives: well past any entry written with it.
+pub(crate) fn version_ttl(entry_ttl: Duration) -> Duration {
+    (entry_ttl * 2).max(Duration::from_secs(3600))
+}
+
+/// A fresh version nonce, as stored in Redis (16 hex digits).
+pub(crate) fn fresh_version() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// Reads a stored version. Anything that is not 16 hex digits (written by
+/// something else) still gets a stable number, so it can be recorded and
+/// compared like any other.
+pub(crate) fn parse_version(raw: &[u8]) -> u64 {
+    std::str::from_utf8(raw)
+        .ok()
+        .filter(|s| s.len() == 16)
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .unwrap_or_else(|| crate::envelope::stable_hash(raw))
+}
+
+/// What one invalidation covers. Published on the namespace's channel so
+/// that every instance drops the matching L1 entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Invalidation {
+    /// The instance that sent it, which applied it already.
+    #[serde(rename = "from")]
+    pub(crate) sender: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) tags: Vec<String>,
+    /// Rendered `prefix:…` keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) keys: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) prefixes: Vec<String>,
+    /// The whole namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) all: bool,
+}
+
+impl Invalidation {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.keys.is_empty() && self.prefixes.is_empty() && !self.all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_never_collide_with_entries() {
+        let names = Names::new("shop");
+        assert_eq!(names.entry("user:42"), "shop:user:42");
+        assert_eq!(names.tag("org:7"), "shop:#t:org:7");
+        assert_eq!(names.prefix("user"), "shop:#p:user");
+        assert_eq!(names.namespace(), "shop:#ns");
+        assert_eq!(names.channel(), "shop:#events");
+        assert_eq!(
+            names.versions_of("user", &["org:7".into()]),
+            ["shop:#ns", "shop:#p:user", "shop:#t:org:7"]
+        );
+    }
+
+    #[test]
+    fn versions_parse_and_foreign_ones_are_stable() {
+        let fresh = fresh_version();
+        assert_eq!(format!("{:016x}", parse_version(fresh.as_bytes())), fresh);
+        assert_ne!(fresh_version(), fresh_version());
+        assert_eq!(parse_version(b"garbage"), parse_version(b"garbage"));
+        assert_ne!(parse_version(b"garbage"), parse_version(b"other"));
+    }
+
+    #[test]
+    fn version_keys_outlive_entries() {
+        assert_eq!(
+            version_ttl(Duration::from_secs(60)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            version_ttl(Duration::from_secs(86_400)),
+            Duration::from_secs(172_800)
+        );
+    }
+
+    #[test]
+    fn invalidations_round_trip_compactly() {
+        let message = Invalidation {
+            sender: 7,
+            tags: vec!["org:7".into()],
+            ..Invalidation::default()
+        };
+        let json = serde_json::to_string(&message).unwrap();
+        assert_eq!(json, r#"{"from":7,"tags":["org:7"]}"#);
+        assert_eq!(
+            serde_json::from_str::<Invalidation>(&json).unwrap(),
+            message
+        );
+        assert!(Invalidation::default().is_empty());
+    }
+}
