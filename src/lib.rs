@@ -90,7 +90,7 @@
 pub use tiercache_macros::cache_aside;
 pub use tiercache_runtime::{
     Cache, CacheBuilder, DEFAULT_L1_CAPACITY, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, Error,
-    KeyPart, KeyWriter, Stats, key, set_global,
+    KeyPart, KeyWriter, Stats, global, key, set_global,
 };
 
 /// The macros and the types they work with, for a glob import.

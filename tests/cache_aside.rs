@@ -53,7 +53,11 @@ impl Repo {
     #[cache_aside(prefix = "even", ttl = "5m", cache = self.cache)]
     async fn even_only(&self, id: u64) -> Result<u64, String> {
         self.queries.fetch_add(1, SeqCst);
-        if id % 2 == 0 { Ok(id) } else { Err(format!("{id} is odd")) }
+        if id % 2 == 0 {
+            Ok(id)
+        } else {
+            Err(format!("{id} is odd"))
+        }
     }
 
     /// `None` for odd ids.
@@ -128,7 +132,11 @@ async fn hits_and_misses_per_layer() {
     assert_eq!(a.user(1).await, Ok(expected.clone()));
     assert_eq!(a.cache.stats(), stats(0, 0, 1, 1, 0), "first call loads");
     assert_eq!(a.user(1).await, Ok(expected.clone()));
-    assert_eq!(a.cache.stats(), stats(1, 0, 1, 1, 0), "second call is an L1 hit");
+    assert_eq!(
+        a.cache.stats(),
+        stats(1, 0, 1, 1, 0),
+        "second call is an L1 hit"
+    );
 
     // Another instance (another process, as far as the cache knows).
     let b = Repo::new(cache_in("layers").await);
@@ -210,7 +218,7 @@ async fn corrupt_values_in_redis_are_misses_and_get_overwritten() {
         b"",
         b"not an envelope",
         b"\xff\xfe\x00garbage",
-        b"tc\x01\x00",              // truncated header
+        b"tc\x01\x00",                // truncated header
         b"{\"id\":7,\"name\":\"x\"}", // bare JSON, no envelope
     ];
     for (id, bytes) in (10u64..).zip(garbage) {
@@ -272,7 +280,11 @@ async fn concurrent_callers_of_a_cold_key_share_one_load() {
     assert_eq!(repo.queries(), 1, "200 callers, one load");
     let stats = repo.cache.stats();
     assert_eq!(stats.loads, 1);
-    assert_eq!(stats.l1_hits + stats.misses, 200, "every call counted once: {stats:?}");
+    assert_eq!(
+        stats.l1_hits + stats.misses,
+        200,
+        "every call counted once: {stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -296,7 +308,10 @@ async fn l2_entries_expire_with_the_ttl() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    assert!((1..=300).contains(&ttl_ms), "Redis expires the entry with the TTL: {ttl_ms} ms");
+    assert!(
+        (1..=300).contains(&ttl_ms),
+        "Redis expires the entry with the TTL: {ttl_ms} ms"
+    );
 }
 
 #[tokio::test]
@@ -318,7 +333,10 @@ async fn redis_not_running_at_build_fails_nothing_and_is_used_once_up() {
         .build()
         .await
         .expect("a Redis that is down is no build error");
-    assert!(started.elapsed() < Duration::from_secs(2), "build does not hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "build does not hang"
+    );
     let repo = Repo::new(cache.clone());
     assert_eq!(repo.user(1).await.unwrap().id, 1);
     assert_eq!(repo.user(1).await.unwrap().id, 1);
@@ -332,7 +350,10 @@ async fn redis_not_running_at_build_fails_nothing_and_is_used_once_up() {
     let reached = support::eventually(Duration::from_secs(10), async || {
         id += 1;
         repo.user(id).await.unwrap();
-        redis.exists::<_, bool>(format!("late:user:{id}")).await.unwrap()
+        redis
+            .exists::<_, bool>(format!("late:user:{id}"))
+            .await
+            .unwrap()
     })
     .await;
     assert!(reached, "writes reach Redis once it is up");
@@ -355,7 +376,11 @@ async fn redis_stopped_and_restarted_never_fails_a_call() {
 
     server.stop();
     for id in 1..=20 {
-        assert_eq!(repo.user(id).await.unwrap().id, id, "Redis down: calls still succeed");
+        assert_eq!(
+            repo.user(id).await.unwrap().id,
+            id,
+            "Redis down: calls still succeed"
+        );
     }
     assert_eq!(repo.queries(), 20, "1 from L1, 19 loaded");
     let other = Repo::new(build().await.expect("build while Redis is down"));
@@ -411,7 +436,10 @@ async fn a_slow_redis_costs_at_most_the_timeout() {
 #[tokio::test]
 async fn builder_errors() {
     let invalid_url = Cache::builder().redis("http://nope").build().await;
-    assert!(matches!(invalid_url, Err(Error::InvalidRedisUrl { .. })), "{invalid_url:?}");
+    assert!(
+        matches!(invalid_url, Err(Error::InvalidRedisUrl { .. })),
+        "{invalid_url:?}"
+    );
     let invalid_namespace = Cache::builder().namespace("a:b").build().await;
     assert!(matches!(invalid_namespace, Err(Error::InvalidName { .. })));
     let zero_timeout = Cache::builder().redis_timeout(Duration::ZERO).build().await;
@@ -430,5 +458,9 @@ async fn l1_capacity_zero_turns_l1_off() {
     let repo = Repo::new(cache);
     repo.user(1).await.unwrap();
     repo.user(1).await.unwrap();
-    assert_eq!(repo.cache.stats(), stats(0, 1, 1, 1, 0), "the second call is an L2 hit");
+    assert_eq!(
+        repo.cache.stats(),
+        stats(0, 1, 1, 1, 0),
+        "the second call is an L2 hit"
+    );
 }

@@ -76,13 +76,25 @@ async fn a_failed_leader_keeps_its_error_and_a_waiter_loads_again() {
         tokio::spawn(async move { loader.fails_once(1).await })
     })
     .await;
-    assert_eq!(loader.runs.load(SeqCst), 1, "waiters wait, they do not load");
+    assert_eq!(
+        loader.runs.load(SeqCst),
+        1,
+        "waiters wait, they do not load"
+    );
     loader.release.notify_one();
     assert_eq!(leader.await.unwrap(), Err("first run fails".into()));
     for waiter in waiting {
-        assert_eq!(waiter.await.unwrap(), Ok(1), "a waiter never gets another's error");
+        assert_eq!(
+            waiter.await.unwrap(),
+            Ok(1),
+            "a waiter never gets another's error"
+        );
     }
-    assert_eq!(loader.runs.load(SeqCst), 2, "one retry serves all the waiters");
+    assert_eq!(
+        loader.runs.load(SeqCst),
+        2,
+        "one retry serves all the waiters"
+    );
 }
 
 #[tokio::test]

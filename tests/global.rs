@@ -32,5 +32,9 @@ async fn free_functions_use_the_global_cache() {
     assert_eq!(square(4).await, 16);
     assert_eq!(LOADS.load(SeqCst), 2);
     let stats = cache.stats();
-    assert_eq!((stats.l1_hits, stats.misses), (1, 2), "the global is the cache set");
+    assert_eq!(
+        (stats.l1_hits, stats.misses),
+        (1, 2),
+        "the global is the cache set"
+    );
 }

@@ -263,10 +263,24 @@ impl Cache {
         &self.inner.namespace
     }
 
-    /// Whether this cache has a Redis layer (configured; it may be down).
+    /// Whether this cache has a Redis layer (configured; it may be down:
+    /// see [`Cache::ping`]).
     #[must_use]
     pub fn has_redis(&self) -> bool {
         self.inner.l2.is_some()
+    }
+
+    /// Asks Redis whether it answers, within the Redis timeout: for health
+    /// checks. `Ok` for a cache without Redis.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::RedisTimeout`] when Redis does not answer.
+    pub async fn ping(&self) -> Result<(), Error> {
+        match &self.inner.l2 {
+            Some(l2) => Ok(l2.warm_up().await?),
+            None => Ok(()),
+        }
     }
 }
 
@@ -395,7 +409,9 @@ pub fn set_global(cache: Cache) -> Result<(), Error> {
     GLOBAL.set(cache).map_err(|_| Error::GlobalAlreadySet)
 }
 
-/// The global cache; [`Cache::in_memory`] unless [`set_global`] came first.
+/// The global cache, used by cached functions that name none:
+/// [`Cache::in_memory`] unless [`set_global`] came first (calling this fixes
+/// that choice, as a cached call does).
 pub fn global() -> &'static Cache {
     GLOBAL.get_or_init(Cache::in_memory)
 }

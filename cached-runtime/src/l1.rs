@@ -115,13 +115,12 @@ impl L1 {
     /// Entries present now that match are never returned again; moka scans
     /// for them in the background.
     fn remove_if(&self, predicate: impl Fn(&String, &Entry) -> bool + Send + Sync + 'static) {
-        if let Some(entries) = &self.entries {
-            if let Err(error) = entries.invalidate_entries_if(predicate) {
-                // Only possible without support_invalidation_closures: fall
-                // back to the coarse but correct option.
-                tracing::warn!(%error, "dropping all of L1");
-                entries.invalidate_all();
-            }
+        let Some(entries) = &self.entries else { return };
+        if let Err(error) = entries.invalidate_entries_if(predicate) {
+            // Only possible without support_invalidation_closures: fall back
+            // to the coarse but correct option.
+            tracing::warn!(%error, "dropping all of L1");
+            entries.invalidate_all();
         }
     }
 }

@@ -19,7 +19,8 @@ mod stats;
 pub mod tags;
 
 pub use cache::{
-    Cache, CacheBuilder, DEFAULT_L1_CAPACITY, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, set_global,
+    Cache, CacheBuilder, DEFAULT_L1_CAPACITY, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, global,
+    set_global,
 };
 pub use error::Error;
 pub use key::{KeyPart, KeyWriter};

@@ -64,7 +64,11 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.try_start() {
-            assert!(Instant::now() < deadline, "redis-server did not restart on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
