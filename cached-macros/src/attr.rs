@@ -9,6 +9,7 @@ use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
 
 use crate::ctxt::Ctxt;
 use crate::duration;
+use crate::suggest;
 use crate::template::Template;
 
 /// Option names, in the order the docs list them.
@@ -37,7 +38,19 @@ fn parse_raw(input: ParseStream) -> syn::Result<Vec<RawOption>> {
     while !input.is_empty() {
         let name = input.call(Ident::parse_any)?;
         let value = if input.peek(Token![=]) {
-            input.parse::<Token![=]>()?;
+            let eq = input.parse::<Token![=]>()?;
+            if input.is_empty() || input.peek(Token![,]) {
+                let text = name.to_string();
+                let instead = if OPTIONS.contains(&text.as_str()) {
+                    example(&text).to_owned()
+                } else {
+                    format!("`{text} = value`")
+                };
+                return Err(syn::Error::new_spanned(
+                    quote::quote!(#name #eq),
+                    format!("`{text} =` needs a value: {instead}"),
+                ));
+            }
             RawValue::Assign(input.parse()?)
         } else if input.peek(syn::token::Paren) {
             let content;
@@ -50,24 +63,38 @@ fn parse_raw(input: ParseStream) -> syn::Result<Vec<RawOption>> {
         if input.is_empty() {
             break;
         }
+        if !input.peek(Token![,]) {
+            return Err(input.error(
+                "expected `,`: options are separated by commas, e.g. `prefix = \"user\", ttl = \"5m\"`",
+            ));
+        }
         input.parse::<Token![,]>()?;
     }
     Ok(options)
 }
 
-/// The checked options of `#[cache_aside]`.
+/// The checked options of `#[cache_aside]`. A required option that is
+/// missing or invalid is `None`, its error is in the `Ctxt`, and nothing is
+/// generated; the other options are still checked against the function.
 pub(crate) struct CacheAsideArgs {
-    pub(crate) prefix: LitStr,
-    pub(crate) ttl_ms: u64,
+    pub(crate) prefix: Option<LitStr>,
+    pub(crate) ttl_ms: Option<u64>,
     pub(crate) key: Option<Template>,
     pub(crate) skip: Vec<Ident>,
-    pub(crate) cache: Option<Expr>,
+    pub(crate) cache: Option<CacheOption>,
     pub(crate) krate: Path,
 }
 
+/// `cache = expr`, with the option's name: a value of the wrong type is
+/// reported on the expression, "expected due to" the name.
+pub(crate) struct CacheOption {
+    pub(crate) name: Ident,
+    pub(crate) expr: Expr,
+}
+
 impl CacheAsideArgs {
-    /// Parses and checks the options; every mistake is recorded in `cx`, and
-    /// `None` comes back if any was found.
+    /// Parses and checks the options; every mistake is recorded in `cx`.
+    /// `None` comes back only when the attribute does not parse at all.
     pub(crate) fn parse(args: TokenStream, cx: &mut Ctxt) -> Option<Self> {
         let raw = match parse_raw.parse2(args) {
             Ok(raw) => raw,
@@ -77,12 +104,16 @@ impl CacheAsideArgs {
             }
         };
         let mut seen: Vec<String> = Vec::new();
+        // Options an unknown name was taken for: not reported missing as well.
+        let mut suggested: Vec<&str> = Vec::new();
         let (mut prefix, mut ttl_ms, mut key, mut skip, mut cache, mut krate) =
             (None, None, None, Vec::new(), None, None);
         for RawOption { name, value } in raw {
             let text = name.to_string();
             if !OPTIONS.contains(&text.as_str()) {
-                cx.error_spanned_by(&name, unknown_option(&text));
+                let closest = suggest::closest(&text, OPTIONS);
+                cx.error_spanned_by(&name, unknown_option(&text, closest));
+                suggested.extend(closest);
                 continue;
             }
             if seen.contains(&text) {
@@ -92,9 +123,13 @@ impl CacheAsideArgs {
             seen.push(text.clone());
             match (text.as_str(), value) {
                 (SKIP, RawValue::List(names)) => skip.extend(names),
-                (SKIP, _) => {
-                    cx.error_spanned_by(&name, "`skip` takes a list of arguments: `skip(db, conn)`")
-                }
+                (SKIP, RawValue::Assign(expr)) => cx.error_spanned_by(
+                    quote::quote!(#name = #expr),
+                    format!(
+                        "`skip` takes a list of arguments in parentheses: write {}",
+                        skip_example(&expr)
+                    ),
+                ),
                 (_, RawValue::Assign(expr)) => match text.as_str() {
                     PREFIX => prefix = record(cx, prefix_value(&expr)),
                     TTL => ttl_ms = record(cx, duration::parse(TTL, &expr)),
@@ -104,7 +139,12 @@ impl CacheAsideArgs {
                             string_value(KEY, &expr).and_then(|lit| Template::parse(&lit)),
                         )
                     }
-                    CACHE => cache = Some(expr),
+                    CACHE => {
+                        cache = record(cx, cache_expr(expr)).map(|expr| CacheOption {
+                            name: name.clone(),
+                            expr,
+                        })
+                    }
                     CRATE => krate = record(cx, crate_path(&expr)),
                     _ => unreachable!("every option is matched"),
                 },
@@ -112,19 +152,17 @@ impl CacheAsideArgs {
                     .error_spanned_by(&name, format!("`{text}` takes a value: {}", example(&text))),
             }
         }
-        let missing = |cx: &mut Ctxt, option: &str| {
-            if !seen.iter().any(|s| s == option) {
+        for option in [PREFIX, TTL] {
+            if !seen.iter().any(|s| s == option) && !suggested.contains(&option) {
                 cx.push(syn::Error::new(
                     Span::call_site(),
                     format!("missing `{option}`: add {}", example(option)),
                 ));
             }
-        };
-        missing(cx, PREFIX);
-        missing(cx, TTL);
+        }
         Some(Self {
-            prefix: prefix?,
-            ttl_ms: ttl_ms?,
+            prefix,
+            ttl_ms,
             key,
             skip,
             cache,
@@ -148,40 +186,43 @@ fn example(option: &str) -> &'static str {
     }
 }
 
-fn unknown_option(text: &str) -> String {
+fn unknown_option(text: &str, closest: Option<&str>) -> String {
     let valid = OPTIONS
         .iter()
         .map(|o| format!("`{o}`"))
         .collect::<Vec<_>>()
         .join(", ");
-    let closest = OPTIONS
-        .iter()
-        .map(|o| (edit_distance(text, o), o))
-        .min()
-        .filter(|(distance, _)| *distance <= 2);
     match closest {
-        Some((_, option)) => {
+        Some(option) => {
             format!("unknown option `{text}`: did you mean `{option}`? Valid options: {valid}")
         }
         None => format!("unknown option `{text}`: valid options are {valid}"),
     }
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
+/// `skip = db` → `skip(db)`, `skip = [db, conn]` → `skip(db, conn)`.
+fn skip_example(expr: &Expr) -> String {
+    let names: Option<Vec<String>> = match expr {
+        Expr::Array(array) => array.elems.iter().map(single_ident).collect(),
+        Expr::Tuple(tuple) => tuple.elems.iter().map(single_ident).collect(),
+        Expr::Paren(paren) => single_ident(&paren.expr).map(|name| vec![name]),
+        expr => single_ident(expr).map(|name| vec![name]),
+    };
+    match names {
+        Some(names) if !names.is_empty() => format!("`skip({})`", names.join(", ")),
+        _ => example(SKIP).to_owned(),
     }
-    row[b.len()]
+}
+
+/// `db` in `skip = db` or `key = id`: a name written where a list or a
+/// string was expected.
+fn single_ident(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Path(path) if path.qself.is_none() => {
+            path.path.get_ident().map(|ident| ident.unraw().to_string())
+        }
+        _ => None,
+    }
 }
 
 fn string_value(option: &str, expr: &Expr) -> syn::Result<LitStr> {
@@ -189,29 +230,71 @@ fn string_value(option: &str, expr: &Expr) -> syn::Result<LitStr> {
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
         }) => Ok(lit.clone()),
-        _ => Err(syn::Error::new_spanned(
-            expr,
-            format!("`{option}` takes a string literal: {}", example(option)),
-        )),
+        _ => {
+            let instead = match (option, single_ident(expr)) {
+                (KEY, Some(name)) => format!("`key = \"{{{name}}}\"`"),
+                (_, Some(name)) => format!("`{option} = \"{name}\"`"),
+                (_, None) => example(option).to_owned(),
+            };
+            Err(syn::Error::new_spanned(
+                expr,
+                format!("`{option}` takes a string literal: write {instead}"),
+            ))
+        }
+    }
+}
+
+/// `cache = "self.cache"` is a string, not the cache: refuse it here rather
+/// than as a type error in generated code.
+fn cache_expr(expr: Expr) -> syn::Result<Expr> {
+    match &expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => {
+            let instead = match lit.parse::<Expr>() {
+                Ok(_) => format!("`cache = {}`", lit.value()),
+                Err(_) => example(CACHE).to_owned(),
+            };
+            Err(syn::Error::new_spanned(
+                lit,
+                format!(
+                    "`cache` takes an expression, not a string: write {instead} without quotes"
+                ),
+            ))
+        }
+        _ => Ok(expr),
     }
 }
 
 fn prefix_value(expr: &Expr) -> syn::Result<LitStr> {
     let lit = string_value(PREFIX, expr)?;
-    let text = lit.value();
-    let valid = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
-    if !valid {
-        return Err(syn::Error::new_spanned(
-            &lit,
-            format!(
-                "invalid prefix {text:?}: use a non-empty name of ASCII letters, digits and `-`, `_`, `.`, `/`, e.g. `prefix = \"user\"`"
-            ),
-        ));
+    match prefix_error(&lit.value()) {
+        Some(message) => Err(syn::Error::new_spanned(&lit, message)),
+        None => Ok(lit),
     }
-    Ok(lit)
+}
+
+fn prefix_error(text: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+    if text.is_empty() {
+        return Some(
+            "the prefix is empty: name what this function caches, e.g. `prefix = \"user\"`"
+                .to_owned(),
+        );
+    }
+    let bad = text.chars().find(|&c| !allowed(c))?;
+    let fixed: String = text
+        .chars()
+        .map(|c| if allowed(c) { c } else { '-' })
+        .collect();
+    let why = if bad == ':' {
+        " (`:` separates the namespace, the prefix and the key)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "invalid prefix {text:?}: `{bad}` cannot appear in a prefix{why}. Use ASCII letters, digits and `-`, `_`, `.`, `/`: `prefix = {fixed:?}`"
+    ))
 }
 
 fn crate_path(expr: &Expr) -> syn::Result<Path> {
@@ -231,11 +314,62 @@ fn crate_path(expr: &Expr) -> syn::Result<Path> {
 mod tests {
     use super::*;
 
+    fn errors_of(args: TokenStream) -> Vec<String> {
+        let mut cx = Ctxt::default();
+        CacheAsideArgs::parse(args, &mut cx);
+        match cx.check() {
+            Ok(()) => Vec::new(),
+            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
     #[test]
     fn suggests_the_closest_option() {
-        assert!(unknown_option("tll").contains("did you mean `ttl`"));
-        assert!(unknown_option("prefx").contains("did you mean `prefix`"));
-        assert!(!unknown_option("lifetime").contains("did you mean"));
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        let errors = errors_of(quote::quote!(prefix = "user", tll = "5m"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("did you mean `ttl`"), "{errors:?}");
+        let errors = errors_of(quote::quote!(prefix = "user", lifetime = "5m"));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(!errors[0].contains("did you mean"), "{errors:?}");
+        assert!(errors[1].contains("missing `ttl`"), "{errors:?}");
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(prefix_error("user"), None);
+        assert_eq!(prefix_error("user/v1.2_x-y"), None);
+        let error = prefix_error("user:v1").unwrap();
+        assert!(error.contains("`prefix = \"user-v1\"`"), "{error}");
+        assert!(prefix_error("").unwrap().contains("empty"));
+        assert!(prefix_error("café").unwrap().contains("`é`"));
+    }
+
+    #[test]
+    fn says_what_to_write_instead() {
+        let errors = errors_of(quote::quote!(
+            prefix = user,
+            ttl = 60,
+            skip = [db, conn],
+            key = id
+        ));
+        assert_eq!(
+            errors,
+            [
+                "`prefix` takes a string literal: write `prefix = \"user\"`",
+                "`skip` takes a list of arguments in parentheses: write `skip(db, conn)`",
+                "`key` takes a string literal: write `key = \"{id}\"`",
+            ]
+        );
+        let errors = errors_of(quote::quote!(
+            prefix = "user",
+            ttl = 60,
+            cache = "self.cache"
+        ));
+        assert_eq!(
+            errors,
+            [
+                "`cache` takes an expression, not a string: write `cache = self.cache` without quotes"
+            ]
+        );
     }
 }

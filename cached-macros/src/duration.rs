@@ -10,30 +10,93 @@ pub(crate) fn parse(name: &str, value: &Expr) -> syn::Result<u64> {
     match value {
         Expr::Lit(ExprLit {
             lit: Lit::Str(s), ..
-        }) => match parse_text(&s.value()) {
-            Ok(0) => err(format!("`{name}` must be longer than zero: {GRAMMAR}")),
-            Ok(ms) => Ok(ms),
-            Err(why) => err(format!(
-                "invalid `{name}` {:?}: {why}; {GRAMMAR}",
-                s.value()
-            )),
-        },
+        }) => {
+            let text = s.value();
+            match parse_text(&text) {
+                Ok(0) => err(format!("`{name}` must be longer than zero: {GRAMMAR}")),
+                Ok(ms) => Ok(ms),
+                Err(why) => match suggestion(&text) {
+                    Some(instead) => err(format!(
+                        "invalid `{name}` {text:?}: write {instead:?} (units are ms, s, m, h and d, with no spaces)"
+                    )),
+                    None => err(format!("invalid `{name}` {text:?}: {why}; {GRAMMAR}")),
+                },
+            }
+        }
         Expr::Lit(ExprLit {
             lit: Lit::Int(i), ..
         }) => match i.base10_parse::<u64>() {
             Ok(0) => err(format!("`{name}` must be longer than zero: {GRAMMAR}")),
             Ok(secs) => match secs.checked_mul(1000) {
                 Some(ms) => Ok(ms),
-                None => err(format!("`{name}` is too long")),
+                None => err(format!("`{name}` is too long: {GRAMMAR}")),
             },
             Err(_) => err(format!(
                 "`{name}` takes an integer of seconds without suffix: {GRAMMAR}"
             )),
         },
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(f), ..
+        }) => {
+            let ms = f.base10_parse::<f64>().map(|secs| secs * 1000.0);
+            match ms {
+                Ok(ms) if ms >= 1.0 && ms.fract() == 0.0 && ms < 1e15 => err(format!(
+                    "`{name}` takes whole seconds: write \"{ms}ms\" for a fraction of a second"
+                )),
+                _ => err(format!("`{name}` takes whole seconds: {GRAMMAR}")),
+            }
+        }
         Expr::Unary(ExprUnary {
             op: UnOp::Neg(_), ..
         }) => err(format!("`{name}` must be longer than zero: {GRAMMAR}")),
+        Expr::Path(path) => err(format!(
+            "`{name}` takes a literal: the macro checks the duration at compile time and cannot read `{}`; {GRAMMAR}",
+            quote::ToTokens::to_token_stream(path)
+                .to_string()
+                .replace(' ', "")
+        )),
         _ => err(format!("`{name}` takes a literal: {GRAMMAR}")),
+    }
+}
+
+/// What a malformed duration probably meant, if that is a valid duration:
+/// `"5 minutes"` → `"5m"`, `"1 hour 30 min"` → `"1h30m"`, `"90"` → `"90s"`.
+fn suggestion(text: &str) -> Option<String> {
+    const LONG_UNITS: [(&str, &[&str]); 5] = [
+        (
+            "ms",
+            &["millisecond", "milliseconds", "millis", "msec", "msecs"],
+        ),
+        ("s", &["sec", "secs", "second", "seconds"]),
+        ("m", &["min", "mins", "minute", "minutes"]),
+        ("h", &["hr", "hrs", "hour", "hours"]),
+        ("d", &["day", "days"]),
+    ];
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if !compact.is_empty() && compact.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(format!("{compact}s")).filter(|s| parse_text(s).is_ok_and(|ms| ms > 0));
+    }
+    let mut rewritten = String::new();
+    let mut rest = compact.as_str();
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let after = &rest[digits..];
+        let letters = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+        if digits == 0 || letters == 0 {
+            return None;
+        }
+        let word = after[..letters].to_ascii_lowercase();
+        let unit = LONG_UNITS
+            .iter()
+            .find(|(short, long)| *short == word || long.contains(&word.as_str()))
+            .map_or(word.as_str(), |(short, _)| short);
+        rewritten.push_str(&rest[..digits]);
+        rewritten.push_str(unit);
+        rest = &after[letters..];
+    }
+    match parse_text(&rewritten) {
+        Ok(ms) if ms > 0 && rewritten != text => Some(rewritten),
+        _ => None,
     }
 }
 
@@ -89,7 +152,19 @@ fn parse_text(text: &str) -> Result<u64, &'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_text;
+    use super::{parse_text, suggestion};
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggestion("5 minutes").as_deref(), Some("5m"));
+        assert_eq!(suggestion("1 hour 30 min").as_deref(), Some("1h30m"));
+        assert_eq!(suggestion("30 S").as_deref(), Some("30s"));
+        assert_eq!(suggestion("90").as_deref(), Some("90s"));
+        assert_eq!(suggestion(" 5s").as_deref(), Some("5s"));
+        for hopeless in ["-1s", "1.5s", "5 fortnights", "0 seconds", "1s1h", "", "s"] {
+            assert_eq!(suggestion(hopeless), None, "{hopeless:?}");
+        }
+    }
 
     #[test]
     fn grammar() {

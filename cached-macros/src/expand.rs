@@ -5,14 +5,15 @@
 //! original function is emitted unchanged, followed by the errors, so the
 //! user sees only what is wrong and the IDE keeps working.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
-use crate::attr::CacheAsideArgs;
+use crate::attr::{CacheAsideArgs, CacheOption};
 use crate::ctxt::Ctxt;
 use crate::func::{Arg, Func};
+use crate::suggest;
 use crate::template::{Piece, Template};
 
 pub(crate) fn cache_aside(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -29,18 +30,18 @@ pub(crate) fn cache_aside(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut cx = Ctxt::default();
     let args = CacheAsideArgs::parse(args, &mut cx);
     let analyzed = Func::analyze(&func, &mut cx);
-    if let (Some(args), Some(analyzed)) = (&args, &analyzed) {
-        check_key_arguments(&func, args, analyzed, &mut cx);
+    if let Some(args) = &args {
+        check_key_arguments(&func, args, &analyzed, &mut cx);
     }
-    match (cx.check(), args, analyzed) {
-        (Ok(()), Some(args), Some(analyzed)) => {
-            let body = generate(&func, &args, &analyzed);
-            func.block = Box::new(syn::parse_quote!({ #body }));
-            quote!(#func)
-        }
-        (Err(error), _, _) => with_errors(item, error),
-        (Ok(()), _, _) => unreachable!("options and function were checked"),
+    if let Err(error) = cx.check() {
+        return with_errors(item, error);
     }
+    let Some(args) = args else {
+        unreachable!("options that do not parse are an error")
+    };
+    let body = generate(&func, &args, &analyzed);
+    *func.block = syn::parse_quote!({ #body });
+    quote!(#func)
 }
 
 fn with_errors(item: TokenStream, error: syn::Error) -> TokenStream {
@@ -61,17 +62,29 @@ fn argument_list(args: &[Arg]) -> String {
 fn check_key_arguments(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func, cx: &mut Ctxt) {
     let name = &func.sig.ident;
     let is_arg = |ident: &str| analyzed.args.iter().any(|a| a.ident == ident);
+    let names: Vec<String> = analyzed.args.iter().map(|a| a.ident.to_string()).collect();
+    // The arguments `skip(...)` names, or, for a misspelled name, most likely
+    // means: not reported again as missing from the template.
+    let mut skipped_args: Vec<String> = Vec::new();
     for skipped in &args.skip {
         if skipped == "self" {
             cx.error_spanned_by(
                 skipped,
                 "`self` is never part of the key: remove it from `skip(...)`",
             );
-        } else if !is_arg(&skipped.to_string()) {
+        } else if is_arg(&skipped.to_string()) {
+            skipped_args.push(skipped.to_string());
+        } else {
+            let meant = suggest::closest(&skipped.to_string(), &names);
+            let hint = match meant {
+                Some(meant) => format!(": did you mean `skip({meant})`?"),
+                None => String::new(),
+            };
+            skipped_args.extend(meant.map(str::to_owned));
             cx.error_spanned_by(
                 skipped,
                 format!(
-                    "`skip({skipped})`: `{name}` has no argument `{skipped}`; {}",
+                    "`skip({skipped})`: `{name}` has no argument `{skipped}` ({}){hint}",
                     argument_list(&analyzed.args)
                 ),
             );
@@ -79,15 +92,42 @@ fn check_key_arguments(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func, cx
     }
     let Some(template) = &args.key else { return };
     let has_self = func.sig.receiver().is_some();
+    // Arguments the template should name but does not: the likely meaning of
+    // a placeholder that names no argument.
+    let mut unnamed: Vec<String> = analyzed
+        .args
+        .iter()
+        .filter(|arg| !template.placeholders().any(|(root, _)| arg.ident == root))
+        .map(|arg| arg.ident.to_string())
+        .filter(|arg| !skipped_args.contains(arg))
+        .collect();
     for (root, _) in template.placeholders() {
         if root == "self" && has_self {
             continue;
         }
         if !is_arg(root) {
+            // With one argument left out, that is what the user meant;
+            // otherwise only a near spelling is.
+            let meant = match unnamed.as_slice() {
+                [only] => Some(only.clone()),
+                candidates => suggest::closest(root, candidates).map(str::to_owned),
+            };
+            let hint = match &meant {
+                Some(meant) => {
+                    unnamed.retain(|arg| arg != meant);
+                    format!(": did you mean `{{{meant}}}`?")
+                }
+                None => String::new(),
+            };
+            let missing = if root == "self" {
+                "no `self` receiver".to_owned()
+            } else {
+                format!("no argument `{root}`")
+            };
             cx.error_spanned_by(
                 &template.lit,
                 format!(
-                    "key template names `{{{root}}}`, but `{name}` has no argument `{root}`; {}",
+                    "key template names `{{{root}}}`, but `{name}` has {missing} ({}){hint}",
                     argument_list(&analyzed.args)
                 ),
             );
@@ -99,10 +139,8 @@ fn check_key_arguments(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func, cx
         }
     }
     for arg in &analyzed.args {
-        let used = template.placeholders().any(|(root, _)| arg.ident == root);
-        let skipped = args.skip.iter().any(|s| *s == arg.ident);
-        if !used && !skipped {
-            let ident = &arg.ident;
+        let ident = &arg.ident;
+        if unnamed.iter().any(|name| ident == name) {
             cx.error_spanned_by(
                 ident,
                 format!(
@@ -114,7 +152,13 @@ fn check_key_arguments(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func, cx
     }
 }
 
+/// Called only when the `Ctxt` holds no error, so every required part is
+/// there.
 fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStream {
+    let (Some(prefix), Some(ttl_ms), Some(output)) = (&args.prefix, args.ttl_ms, &analyzed.output)
+    else {
+        unreachable!("missing or invalid options and return types are errors")
+    };
     let krate = &args.krate;
     let private = quote!(#krate::__private);
     let site = Span::mixed_site();
@@ -126,16 +170,24 @@ fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStrea
     let body_future = Ident::new("__tc_body", site);
     let ret_value = Ident::new("__tc_ret", site);
 
-    let prefix = &args.prefix;
-    let ttl_ms = args.ttl_ms;
-    let ret = &analyzed.ret;
-    let value_ty = &analyzed.value_ty;
-    let shape = format_ident!("{}", analyzed.shape.runtime_name());
+    let ret = &output.ret;
+    let value_ty = &output.value_ty;
+    let shape = format_ident!("{}", output.shape.runtime_name());
     let block = &func.block;
 
-    let cache_expr = match &args.cache {
-        Some(expr) => quote_spanned!(expr.span()=> &(#expr)),
-        None => quote!(#private::global()),
+    // An invisible group keeps the expression's precedence without
+    // parentheses of our own, so a type error spans exactly what the user
+    // wrote (parentheses spanned on its first token would cut it there).
+    let cache_binding = match &args.cache {
+        Some(CacheOption { name, expr }) => {
+            let span = expr.span();
+            let mut group = Group::new(Delimiter::None, expr.to_token_stream());
+            group.set_span(span);
+            let reference = quote_spanned!(span=> &#group);
+            let expected = respanned(quote!(&#private::Cache), name.span());
+            quote!(let #cache: #expected = #reference;)
+        }
+        None => quote!(let #cache: &#private::Cache = #private::global();),
     };
     let key_parts = match &args.key {
         Some(template) => template_parts(template, &writer, &private),
@@ -146,7 +198,7 @@ fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStrea
 
     quote! {
         let #codec = #make_codec;
-        let #cache: &#private::Cache = #cache_expr;
+        #cache_binding
         let #key: ::std::string::String = {
             let mut #writer = #private::KeyWriter::new(#prefix);
             #key_parts
@@ -182,15 +234,21 @@ fn default_parts(analyzed: &Func, skip: &[Ident], writer: &Ident) -> TokenStream
     let keyed = analyzed
         .args
         .iter()
-        .filter(|arg| !skip.iter().any(|s| *s == arg.ident));
+        .filter(|arg| !skip.contains(&arg.ident));
     keyed
         .enumerate()
-        .map(|(index, Arg { ident, ty })| quote_spanned!(ty.span()=> #writer.arg(#index, &#ident);))
+        // Spanned on the argument's name: a type that is not a `KeyPart` is
+        // one error there, not a second label on the call.
+        .map(|(index, Arg { ident, .. })| quote_spanned!(ident.span()=> #writer.arg(#index, &#ident);))
         .collect()
 }
 
 fn template_parts(template: &Template, writer: &Ident, private: &TokenStream) -> TokenStream {
     let span = template.lit.span();
+    // Field names come from inside the string: marked as generated (at the
+    // same place), so rustc does not offer to rewrite the whole literal into
+    // the field it thinks was meant.
+    let field_span = span.resolved_at(Span::mixed_site());
     template
         .pieces
         .iter()
@@ -198,18 +256,130 @@ fn template_parts(template: &Template, writer: &Ident, private: &TokenStream) ->
             Piece::Literal(text) => quote!(#writer.literal(#text);),
             Piece::Placeholder { root, fields } => {
                 let root = Ident::new(root, span);
-                let fields = fields.iter().map(|field| match field.parse::<u32>() {
+                let field_tokens = fields.iter().map(|field| match field.parse::<u32>() {
                     Ok(index) => {
-                        let index = syn::Index { index, span };
+                        let index = syn::Index {
+                            index,
+                            span: field_span,
+                        };
                         quote_spanned!(span=> .#index)
                     }
                     Err(_) => {
-                        let field = Ident::new(field, span);
+                        let field = Ident::new(field, field_span);
                         quote_spanned!(span=> .#field)
                     }
                 });
-                quote_spanned!(span=> #private::KeyPart::write_key(&#root #(#fields)*, &mut #writer);)
+                // In the context of the argument's last token, so a type
+                // error is one label on the template, not two.
+                let call_span = if fields.is_empty() { span } else { field_span };
+                let write_key = respanned(quote!(#private::KeyPart::write_key), call_span);
+                quote_spanned!(span=> #write_key(&#root #(#field_tokens)*, &mut #writer);)
             }
         })
         .collect()
+}
+
+/// `tokens` with every span set to `span`: for generated paths that a type
+/// error names, so it points at what the user wrote rather than at the whole
+/// attribute.
+fn respanned(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut inner = Group::new(group.delimiter(), respanned(group.stream(), span));
+                inner.set_span(span);
+                token = TokenTree::Group(inner);
+            }
+            token.set_span(span);
+            token
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    /// The messages of the `compile_error!`s an expansion ends with.
+    fn errors(args: TokenStream, item: TokenStream) -> Vec<String> {
+        let output = super::cache_aside(args, item).to_string();
+        output
+            .split("compile_error !")
+            .skip(1)
+            .map(|call| {
+                let start = call.find('"').unwrap() + 1;
+                let end = call.rfind('"').unwrap();
+                call[start..end].to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reports_every_mistake_once() {
+        let errors = errors(
+            quote!(
+                prefix = "user",
+                ttl = "5 minutes",
+                key = "{user_id}",
+                skip(dbase)
+            ),
+            quote!(
+                async fn user(db: &str, id: u64) -> String {
+                    String::new()
+                }
+            ),
+        );
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].contains("write \\\"5m\\\""), "{errors:#?}");
+        assert!(
+            errors[1].contains("did you mean `skip(db)`?"),
+            "{errors:#?}"
+        );
+        assert!(errors[2].contains("did you mean `{id}`?"), "{errors:#?}");
+    }
+
+    #[test]
+    fn a_suggested_option_is_not_also_missing() {
+        let errors = errors(
+            quote!(prefix = "user", tll = "5m"),
+            quote!(
+                async fn user(id: u64) -> String {
+                    String::new()
+                }
+            ),
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+    }
+
+    #[test]
+    fn keeps_the_function_when_wrong() {
+        let output = super::cache_aside(
+            quote!(prefix = "user"),
+            quote!(
+                async fn user(id: u64) -> u64 {
+                    id
+                }
+            ),
+        )
+        .to_string();
+        assert!(output.starts_with("async fn user"), "{output}");
+        assert!(output.contains("missing `ttl`"), "{output}");
+    }
+
+    #[test]
+    fn expands_a_valid_function() {
+        let output = super::cache_aside(
+            quote!(prefix = "user", ttl = 60, key = "{id}"),
+            quote!(
+                async fn user(id: u64) -> u64 {
+                    id
+                }
+            ),
+        )
+        .to_string();
+        assert!(!output.contains("compile_error"), "{output}");
+        assert!(output.contains("60000u64"), "{output}");
+    }
 }

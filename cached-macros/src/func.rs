@@ -34,15 +34,22 @@ pub(crate) struct Arg {
     pub(crate) ty: Type,
 }
 
-pub(crate) struct Func {
-    pub(crate) args: Vec<Arg>,
+/// The declared return type and what of it is cached.
+pub(crate) struct Output {
     pub(crate) ret: Type,
     pub(crate) value_ty: Type,
     pub(crate) shape: ShapeKind,
 }
 
+pub(crate) struct Func {
+    pub(crate) args: Vec<Arg>,
+    /// `None` when the function returns `()`: an error in the `Ctxt`; the
+    /// arguments are still checked against the options.
+    pub(crate) output: Option<Output>,
+}
+
 impl Func {
-    pub(crate) fn analyze(item: &ItemFn, cx: &mut Ctxt) -> Option<Self> {
+    pub(crate) fn analyze(item: &ItemFn, cx: &mut Ctxt) -> Self {
         let sig = &item.sig;
         if sig.asyncness.is_none() {
             cx.error_spanned_by(
@@ -71,7 +78,8 @@ impl Func {
                     &sig.ident,
                     "this function returns `()`: there is nothing to cache. Return the value to cache (`-> User`, `-> Option<User>`, `-> Result<User, E>`), or use `#[invalidates]` for a function that changes data",
                 );
-                return None;
+                check_generics(item, &args, cx);
+                return Self { args, output: None };
             }
         };
         let (shape, value_ty) = shape_of(&ret);
@@ -88,12 +96,14 @@ impl Func {
             );
         }
         check_generics(item, &args, cx);
-        Some(Self {
+        Self {
             args,
-            ret,
-            value_ty,
-            shape,
-        })
+            output: Some(Output {
+                ret,
+                value_ty,
+                shape,
+            }),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod ctxt;
 mod duration;
 mod expand;
 mod func;
+mod suggest;
 mod template;
 
 use proc_macro::TokenStream;

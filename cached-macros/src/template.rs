@@ -56,10 +56,11 @@ impl Template {
                     .chars()
                     .find(|&c| !is_literal_char(c) && !SEPARATORS.contains(&c))
                 {
-                    let hint = if bad == '}' {
-                        "a `}` without its `{`".to_owned()
-                    } else {
-                        format!("{bad:?} cannot appear in a key")
+                    let hint = match bad {
+                        '}' => "a `}` without its `{`".to_owned(),
+                        ' ' => "a space cannot appear in a key".to_owned(),
+                        c if c.is_whitespace() => format!("{c:?} cannot appear in a key"),
+                        c => format!("`{c}` cannot appear in a key"),
                     };
                     return Err(err(format!(
                         "{hint} (template {text:?}): between placeholders write letters, digits, `-`, `_`, `.` and the separators `:` `/` `|` `@` `=` `;`"

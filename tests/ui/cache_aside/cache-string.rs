@@ -1,0 +1,15 @@
+use tiercache::{Cache, cache_aside};
+
+struct Repo {
+    cache: Cache,
+}
+
+impl Repo {
+    #[cache_aside(prefix = "user", ttl = "5m", cache = "self.cache")]
+    async fn user(&self, id: u64) -> String {
+        let _ = &self.cache;
+        format!("user-{id}")
+    }
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use tiercache::cache_aside;
+
+#[cache_aside(prefix = "square", ttl = "5m")]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+fn main() {}

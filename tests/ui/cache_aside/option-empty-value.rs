@@ -1,0 +1,8 @@
+use tiercache::cache_aside;
+
+#[cache_aside(prefix = "user", ttl = , key = "{id}")]
+async fn user(id: u64) -> String {
+    format!("user-{id}")
+}
+
+fn main() {}
