@@ -87,7 +87,7 @@
 //! [moka]: https://docs.rs/moka
 //! [Redis]: https://redis.io
 
-pub use tiercache_macros::cache_aside;
+pub use tiercache_macros::{cache_aside, invalidates, write_through};
 pub use tiercache_runtime::{
     Cache, CacheBuilder, DEFAULT_L1_CAPACITY, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, Error,
     KeyPart, KeyWriter, Stats, global, key, set_global,
@@ -95,7 +95,7 @@ pub use tiercache_runtime::{
 
 /// The macros and the types they work with, for a glob import.
 pub mod prelude {
-    pub use crate::{Cache, KeyPart, cache_aside};
+    pub use crate::{Cache, KeyPart, cache_aside, invalidates, write_through};
 }
 
 /// For generated code only: not part of the API, may change in any release.

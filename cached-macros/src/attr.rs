@@ -1,5 +1,6 @@
-//! The options of `#[cache_aside(...)]`: parsed into raw `name = value`
-//! records first, then checked one by one so every mistake is reported.
+//! The options of `#[cache_aside(...)]`, `#[write_through(...)]` and
+//! `#[invalidates(...)]`: parsed into raw `name = value` records first, then
+//! checked one by one so every mistake is reported.
 
 use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt;
@@ -10,16 +11,81 @@ use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
 use crate::ctxt::Ctxt;
 use crate::duration;
 use crate::suggest;
-use crate::template::Template;
+use crate::template::{Piece, Template};
 
 /// Option names, in the order the docs list them.
 const PREFIX: &str = "prefix";
 const TTL: &str = "ttl";
 const KEY: &str = "key";
 const SKIP: &str = "skip";
+const TAGS: &str = "tags";
+const KEYS: &str = "keys";
+const PREFIXES: &str = "prefixes";
+const WHEN: &str = "when";
 const CACHE: &str = "cache";
 const CRATE: &str = "crate";
-const OPTIONS: &[&str] = &[PREFIX, TTL, KEY, SKIP, CACHE, CRATE];
+/// Every option of every macro, for messages about a value.
+const OPTIONS: &[&str] = &[
+    PREFIX, TTL, KEY, SKIP, TAGS, KEYS, PREFIXES, WHEN, CACHE, CRATE,
+];
+
+/// Which attribute is being expanded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    CacheAside,
+    WriteThrough,
+    Invalidates,
+}
+
+impl Kind {
+    pub(crate) fn attribute(self) -> &'static str {
+        match self {
+            Self::CacheAside => "#[cache_aside]",
+            Self::WriteThrough => "#[write_through]",
+            Self::Invalidates => "#[invalidates]",
+        }
+    }
+
+    /// The options this attribute takes, in the order the docs list them.
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            Self::CacheAside => &[PREFIX, TTL, KEY, SKIP, TAGS, CACHE, CRATE],
+            Self::WriteThrough => &[PREFIX, TTL, KEY, SKIP, TAGS, CACHE, CRATE],
+            Self::Invalidates => &[TAGS, KEYS, PREFIXES, WHEN, CACHE, CRATE],
+        }
+    }
+
+    fn required(self) -> &'static [&'static str] {
+        match self {
+            Self::CacheAside => &[PREFIX, TTL],
+            Self::WriteThrough => &[PREFIX, TTL, KEY],
+            Self::Invalidates => &[],
+        }
+    }
+
+    /// Whether the attribute stores values (and so has a key and a TTL).
+    pub(crate) fn caches(self) -> bool {
+        self != Self::Invalidates
+    }
+}
+
+/// `when = "..."` of `#[invalidates]`.
+#[derive(Clone, Copy)]
+pub(crate) enum When {
+    After,
+    Before,
+    Always,
+}
+
+impl When {
+    pub(crate) fn runtime_name(self) -> &'static str {
+        match self {
+            Self::After => "After",
+            Self::Before => "Before",
+            Self::Always => "Always",
+        }
+    }
+}
 
 /// One `name`, `name = value` or `name(a, b)` as written.
 struct RawOption {
@@ -73,14 +139,22 @@ fn parse_raw(input: ParseStream) -> syn::Result<Vec<RawOption>> {
     Ok(options)
 }
 
-/// The checked options of `#[cache_aside]`. A required option that is
-/// missing or invalid is `None`, its error is in the `Ctxt`, and nothing is
+/// The checked options of an attribute. A required option that is missing
+/// or invalid is `None`, its error is in the `Ctxt`, and nothing is
 /// generated; the other options are still checked against the function.
-pub(crate) struct CacheAsideArgs {
+pub(crate) struct Args {
+    pub(crate) kind: Kind,
     pub(crate) prefix: Option<LitStr>,
     pub(crate) ttl_ms: Option<u64>,
     pub(crate) key: Option<Template>,
     pub(crate) skip: Vec<Ident>,
+    /// Tag templates (`"org:{org}"`).
+    pub(crate) tags: Vec<Template>,
+    /// `prefix:key` templates of `#[invalidates]` (`"user:{id}"`).
+    pub(crate) keys: Vec<Template>,
+    /// Prefixes `#[invalidates]` forgets whole.
+    pub(crate) prefixes: Vec<LitStr>,
+    pub(crate) when: When,
     pub(crate) cache: Option<CacheOption>,
     pub(crate) krate: Path,
 }
@@ -92,10 +166,10 @@ pub(crate) struct CacheOption {
     pub(crate) expr: Expr,
 }
 
-impl CacheAsideArgs {
+impl Args {
     /// Parses and checks the options; every mistake is recorded in `cx`.
     /// `None` comes back only when the attribute does not parse at all.
-    pub(crate) fn parse(args: TokenStream, cx: &mut Ctxt) -> Option<Self> {
+    pub(crate) fn parse(kind: Kind, args: TokenStream, cx: &mut Ctxt) -> Option<Self> {
         let raw = match parse_raw.parse2(args) {
             Ok(raw) => raw,
             Err(error) => {
@@ -108,11 +182,14 @@ impl CacheAsideArgs {
         let mut suggested: Vec<&str> = Vec::new();
         let (mut prefix, mut ttl_ms, mut key, mut skip, mut cache, mut krate) =
             (None, None, None, Vec::new(), None, None);
+        let (mut tags, mut keys, mut prefixes, mut when) =
+            (Vec::new(), Vec::new(), Vec::new(), When::After);
+        let options = kind.options();
         for RawOption { name, value } in raw {
             let text = name.to_string();
-            if !OPTIONS.contains(&text.as_str()) {
-                let closest = suggest::closest(&text, OPTIONS);
-                cx.error_spanned_by(&name, unknown_option(&text, closest));
+            if !options.contains(&text.as_str()) {
+                let closest = suggest::closest(&text, options);
+                cx.error_spanned_by(&name, unknown_option(kind, &text, closest));
                 suggested.extend(closest);
                 continue;
             }
@@ -146,25 +223,54 @@ impl CacheAsideArgs {
                         })
                     }
                     CRATE => krate = record(cx, crate_path(&expr)),
+                    TAGS => {
+                        tags =
+                            record(cx, templates(TAGS, &expr, Template::parse)).unwrap_or_default()
+                    }
+                    KEYS => {
+                        keys = record(cx, templates(KEYS, &expr, prefixed_key)).unwrap_or_default()
+                    }
+                    PREFIXES => prefixes = record(cx, prefix_list(&expr)).unwrap_or_default(),
+                    WHEN => when = record(cx, when_value(&expr)).unwrap_or(When::After),
                     _ => unreachable!("every option is matched"),
                 },
                 (_, _) => cx
                     .error_spanned_by(&name, format!("`{text}` takes a value: {}", example(&text))),
             }
         }
-        for option in [PREFIX, TTL] {
+        for &option in kind.required() {
             if !seen.iter().any(|s| s == option) && !suggested.contains(&option) {
+                let why = if option == KEY {
+                    ": the key of the entry it writes, the same template as the `#[cache_aside]` that reads it"
+                } else {
+                    ""
+                };
                 cx.push(syn::Error::new(
                     Span::call_site(),
-                    format!("missing `{option}`: add {}", example(option)),
+                    format!("missing `{option}`{why}: add {}", example(option)),
                 ));
             }
         }
+        let targets = [TAGS, KEYS, PREFIXES];
+        if kind == Kind::Invalidates
+            && !seen.iter().any(|s| targets.contains(&s.as_str()))
+            && !suggested.iter().any(|s| targets.contains(s))
+        {
+            cx.push(syn::Error::new(
+                Span::call_site(),
+                "nothing to invalidate: add `tags = [\"org:{org}\"]`, `keys = [\"user:{id}\"]` or `prefixes = [\"user\"]`",
+            ));
+        }
         Some(Self {
+            kind,
             prefix,
             ttl_ms,
             key,
             skip,
+            tags,
+            keys,
+            prefixes,
+            when,
             cache,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::tiercache)),
         })
@@ -182,21 +288,145 @@ fn example(option: &str) -> &'static str {
         KEY => "`key = \"{id}:{lang}\"`",
         CACHE => "`cache = self.cache` (any expression that derefs to `tiercache::Cache`)",
         CRATE => "`crate = \"my_crate::tiercache\"`",
+        TAGS => "`tags = [\"org:{org}\"]`",
+        KEYS => "`keys = [\"user:{id}\"]` (the prefix, then the key template)",
+        PREFIXES => "`prefixes = [\"user\"]`",
+        WHEN => "`when = \"before\"` (or \"after\", the default, or \"always\")",
         _ => "`skip(db)`",
     }
 }
 
-fn unknown_option(text: &str, closest: Option<&str>) -> String {
-    let valid = OPTIONS
+fn unknown_option(kind: Kind, text: &str, closest: Option<&str>) -> String {
+    let valid = kind
+        .options()
         .iter()
         .map(|o| format!("`{o}`"))
         .collect::<Vec<_>>()
         .join(", ");
+    let attribute = kind.attribute();
+    if OPTIONS.contains(&text) {
+        let owner = [Kind::CacheAside, Kind::WriteThrough, Kind::Invalidates]
+            .into_iter()
+            .filter(|other| other.options().contains(&text))
+            .map(Kind::attribute)
+            .collect::<Vec<_>>()
+            .join(" and ");
+        return format!(
+            "`{text}` is an option of {owner}, not of {attribute}: valid options are {valid}"
+        );
+    }
     match closest {
         Some(option) => {
             format!("unknown option `{text}`: did you mean `{option}`? Valid options: {valid}")
         }
         None => format!("unknown option `{text}`: valid options are {valid}"),
+    }
+}
+
+/// `tags = ["org:{org}", ...]`: a non-empty list of string templates.
+fn templates(
+    option: &str,
+    expr: &Expr,
+    parse: fn(&LitStr) -> syn::Result<Template>,
+) -> syn::Result<Vec<Template>> {
+    let items = match expr {
+        Expr::Array(array) => &array.elems,
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => {
+            return Err(syn::Error::new_spanned(
+                lit,
+                format!(
+                    "`{option}` takes a list: write `{option} = [{:?}]`",
+                    lit.value()
+                ),
+            ));
+        }
+        _ => {
+            return Err(syn::Error::new_spanned(
+                expr,
+                format!(
+                    "`{option}` takes a list of string literals: {}",
+                    example(option)
+                ),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(syn::Error::new_spanned(
+            expr,
+            format!(
+                "`{option} = []` is empty: list at least one, e.g. {}, or remove `{option}`",
+                example(option)
+            ),
+        ));
+    }
+    let mut errors: Option<syn::Error> = None;
+    let mut parsed = Vec::new();
+    for item in items {
+        let result = string_value(option, item).and_then(|lit| parse(&lit));
+        match result {
+            Ok(template) => parsed.push(template),
+            Err(error) => match &mut errors {
+                Some(errors) => errors.combine(error),
+                None => errors = Some(error),
+            },
+        }
+    }
+    errors.map_or(Ok(parsed), Err)
+}
+
+/// `"user:{id}"` in `keys = [...]`: a literal prefix, `:`, then the key
+/// template, as `#[cache_aside(prefix = "user", key = "{id}")]` renders it.
+fn prefixed_key(lit: &LitStr) -> syn::Result<Template> {
+    let template = Template::parse(lit)?;
+    let prefix = match template.pieces.first() {
+        Some(Piece::Literal(text)) => text.split_once(':').map(|(prefix, _)| prefix),
+        _ => None,
+    };
+    let Some(prefix) = prefix else {
+        return Err(syn::Error::new_spanned(
+            lit,
+            format!(
+                "a key starts with its prefix and `:`, as the reader names them: write `keys = [\"user:{}\"]` for `#[cache_aside(prefix = \"user\", key = {:?})]`",
+                lit.value(),
+                lit.value()
+            ),
+        ));
+    };
+    if let Some(message) = prefix_error(prefix) {
+        return Err(syn::Error::new_spanned(lit, message));
+    }
+    Ok(template)
+}
+
+/// `prefixes = ["user", ...]`.
+fn prefix_list(expr: &Expr) -> syn::Result<Vec<LitStr>> {
+    let templates = templates(PREFIXES, expr, |lit| match prefix_error(&lit.value()) {
+        Some(message) => Err(syn::Error::new_spanned(lit, message)),
+        None => Template::parse(lit),
+    })?;
+    Ok(templates.into_iter().map(|template| template.lit).collect())
+}
+
+fn when_value(expr: &Expr) -> syn::Result<When> {
+    let lit = string_value(WHEN, expr)?;
+    match lit.value().as_str() {
+        "after" => Ok(When::After),
+        "before" => Ok(When::Before),
+        "always" => Ok(When::Always),
+        other => {
+            let hint = match suggest::closest(other, &["after", "before", "always"]) {
+                Some(meant) => format!("did you mean \"{meant}\"? "),
+                None => String::new(),
+            };
+            Err(syn::Error::new_spanned(
+                &lit,
+                format!(
+                    "`when = {other:?}` is not a moment: {hint}write \"after\" (the default: after the body succeeded), \"before\" (before the body, and after it succeeded) or \"always\" (after the body, even when it failed)"
+                ),
+            ))
+        }
     }
 }
 
@@ -316,7 +546,7 @@ mod tests {
 
     fn errors_of(args: TokenStream) -> Vec<String> {
         let mut cx = Ctxt::default();
-        CacheAsideArgs::parse(args, &mut cx);
+        Args::parse(Kind::CacheAside, args, &mut cx);
         match cx.check() {
             Ok(()) => Vec::new(),
             Err(error) => error.into_iter().map(|e| e.to_string()).collect(),

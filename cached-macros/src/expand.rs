@@ -1,37 +1,58 @@
-//! Writes the cached function.
+//! Writes the function back, wrapped.
 //!
-//! The generated body builds the key, tries L1 inline, and hands the rest to
-//! `__private::load` with the original body as a future. On any error the
-//! original function is emitted unchanged, followed by the errors, so the
-//! user sees only what is wrong and the IDE keeps working.
+//! `#[cache_aside]`: the generated body builds the key, tries L1 inline, and
+//! hands the rest to `__private::load` with the original body as a future.
+//! `#[write_through]` and `#[invalidates]` render their keys and tags, then
+//! hand the body to `__private::write_through` / `__private::invalidating`.
+//! On any error the original function is emitted unchanged, followed by the
+//! errors, so the user sees only what is wrong and the IDE keeps working.
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
-use crate::attr::{CacheAsideArgs, CacheOption};
+use crate::attr::{Args, CacheOption, Kind};
 use crate::ctxt::Ctxt;
 use crate::func::{Arg, Func};
 use crate::suggest;
 use crate::template::{Piece, Template};
 
 pub(crate) fn cache_aside(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::CacheAside, args, item)
+}
+
+pub(crate) fn write_through(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::WriteThrough, args, item)
+}
+
+pub(crate) fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Invalidates, args, item)
+}
+
+fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let mut func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
         Err(error) => {
             let error = syn::Error::new(
                 error.span(),
-                format!("`#[cache_aside]` goes on an `async fn` with a body: {error}"),
+                format!(
+                    "`{}` goes on an `async fn` with a body: {error}",
+                    kind.attribute()
+                ),
             );
             return with_errors(item, error);
         }
     };
     let mut cx = Ctxt::default();
-    let args = CacheAsideArgs::parse(args, &mut cx);
-    let analyzed = Func::analyze(&func, &mut cx);
+    let args = Args::parse(kind, args, &mut cx);
+    let analyzed = Func::analyze(&func, kind, &mut cx);
     if let Some(args) = &args {
-        check_key_arguments(&func, args, &analyzed, &mut cx);
+        if kind.caches() {
+            check_key_arguments(&func, args, &analyzed, &mut cx);
+        }
+        check_templates(&func, &analyzed, &args.tags, "tag", &mut cx);
+        check_templates(&func, &analyzed, &args.keys, "key", &mut cx);
     }
     if let Err(error) = cx.check() {
         return with_errors(item, error);
@@ -39,9 +60,43 @@ pub(crate) fn cache_aside(args: TokenStream, item: TokenStream) -> TokenStream {
     let Some(args) = args else {
         unreachable!("options that do not parse are an error")
     };
-    let body = generate(&func, &args, &analyzed);
+    let body = match kind {
+        Kind::CacheAside | Kind::WriteThrough => generate(&func, &args, &analyzed),
+        Kind::Invalidates => generate_invalidates(&func, &args, &analyzed),
+    };
     *func.block = syn::parse_quote!({ #body });
     quote!(#func)
+}
+
+/// Tag and `keys` templates name arguments (or `self`) that exist.
+fn check_templates(
+    func: &ItemFn,
+    analyzed: &Func,
+    templates: &[Template],
+    what: &str,
+    cx: &mut Ctxt,
+) {
+    let name = &func.sig.ident;
+    let names: Vec<String> = analyzed.args.iter().map(|a| a.ident.to_string()).collect();
+    let has_self = func.sig.receiver().is_some();
+    for template in templates {
+        for (root, _) in template.placeholders() {
+            if (root == "self" && has_self) || names.iter().any(|n| n == root) {
+                continue;
+            }
+            let hint = match suggest::closest(root, &names) {
+                Some(meant) => format!(": did you mean `{{{meant}}}`?"),
+                None => String::new(),
+            };
+            cx.error_spanned_by(
+                &template.lit,
+                format!(
+                    "{what} template names `{{{root}}}`, but `{name}` has no argument `{root}` ({}){hint}",
+                    argument_list(&analyzed.args)
+                ),
+            );
+        }
+    }
 }
 
 fn with_errors(item: TokenStream, error: syn::Error) -> TokenStream {
@@ -58,8 +113,9 @@ fn argument_list(args: &[Arg]) -> String {
 }
 
 /// `skip(...)` and the template name arguments that exist; with a template,
-/// every argument is either in it or skipped.
-fn check_key_arguments(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func, cx: &mut Ctxt) {
+/// every argument of a `#[cache_aside]` is either in it or skipped (a
+/// `#[write_through]` has arguments that are the data it writes).
+fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctxt) {
     let name = &func.sig.ident;
     let is_arg = |ident: &str| analyzed.args.iter().any(|a| a.ident == ident);
     let names: Vec<String> = analyzed.args.iter().map(|a| a.ident.to_string()).collect();
@@ -138,6 +194,9 @@ fn check_key_arguments(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func, cx
             );
         }
     }
+    if args.kind != Kind::CacheAside {
+        return;
+    }
     for arg in &analyzed.args {
         let ident = &arg.ident;
         if unnamed.iter().any(|name| ident == name) {
@@ -152,9 +211,88 @@ fn check_key_arguments(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func, cx
     }
 }
 
+/// `let cache: &Cache = ...;` for the `cache` option, or the global cache.
+fn cache_binding(args: &Args, cache: &Ident, private: &TokenStream) -> TokenStream {
+    match &args.cache {
+        // An invisible group keeps the expression's precedence without
+        // parentheses of our own, so a type error spans exactly what the
+        // user wrote (parentheses spanned on its first token would cut it
+        // there).
+        Some(CacheOption { name, expr }) => {
+            let span = expr.span();
+            let mut group = Group::new(Delimiter::None, expr.to_token_stream());
+            group.set_span(span);
+            let reference = quote_spanned!(span=> &#group);
+            let expected = respanned(quote!(&#private::Cache), name.span());
+            quote!(let #cache: #expected = #reference;)
+        }
+        None => quote!(let #cache: &#private::Cache = #private::global();),
+    }
+}
+
+/// `vec![rendered template, ...]`: each template written from scratch (tags,
+/// and the `prefix:key` templates of `#[invalidates]`).
+fn rendered(templates: &[Template], private: &TokenStream) -> TokenStream {
+    let writer = Ident::new("__tc_writer", Span::mixed_site());
+    let items = templates.iter().map(|template| {
+        let parts = template_parts(template, &writer, private);
+        quote!({
+            let mut #writer = #private::KeyWriter::bare();
+            #parts
+            #writer.finish()
+        })
+    });
+    quote!(::std::vec![#(#items),*])
+}
+
+/// The body of an `#[invalidates]` function.
+fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
+    let Some(output) = &analyzed.output else {
+        unreachable!("#[invalidates] takes any return type")
+    };
+    let krate = &args.krate;
+    let private = quote!(#krate::__private);
+    let site = Span::mixed_site();
+    let cache = Ident::new("__tc_cache", site);
+    let owned = Ident::new("__tc_owned", site);
+    let body_future = Ident::new("__tc_body", site);
+    let ret_value = Ident::new("__tc_ret", site);
+    let ret = &output.ret;
+    let shape = format_ident!("{}", output.shape.runtime_name());
+    let when = format_ident!("{}", args.when.runtime_name());
+    let block = &func.block;
+    let binding = cache_binding(args, &cache, &private);
+    let tags = rendered(&args.tags, &private);
+    let keys = rendered(&args.keys, &private);
+    let prefixes = args
+        .prefixes
+        .iter()
+        .map(|lit| quote!(::std::string::String::from(#lit)));
+    quote! {
+        #binding
+        let #owned = #private::Cache::clone(#cache);
+        let __tc_tags: ::std::vec::Vec<::std::string::String> = #tags;
+        let __tc_keys: ::std::vec::Vec<::std::string::String> = #keys;
+        #[allow(unreachable_code, clippy::needless_return, clippy::let_and_return)]
+        let #body_future = async move {
+            let #ret_value: #ret = #block;
+            #ret_value
+        };
+        #private::invalidating::<#private::#shape, #ret, _>(
+            #owned,
+            #private::When::#when,
+            __tc_tags,
+            __tc_keys,
+            ::std::vec![#(#prefixes),*],
+            #body_future,
+        )
+        .await
+    }
+}
+
 /// Called only when the `Ctxt` holds no error, so every required part is
 /// there.
-fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStream {
+fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     let (Some(prefix), Some(ttl_ms), Some(output)) = (&args.prefix, args.ttl_ms, &analyzed.output)
     else {
         unreachable!("missing or invalid options and return types are errors")
@@ -175,20 +313,9 @@ fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStrea
     let shape = format_ident!("{}", output.shape.runtime_name());
     let block = &func.block;
 
-    // An invisible group keeps the expression's precedence without
-    // parentheses of our own, so a type error spans exactly what the user
-    // wrote (parentheses spanned on its first token would cut it there).
-    let cache_binding = match &args.cache {
-        Some(CacheOption { name, expr }) => {
-            let span = expr.span();
-            let mut group = Group::new(Delimiter::None, expr.to_token_stream());
-            group.set_span(span);
-            let reference = quote_spanned!(span=> &#group);
-            let expected = respanned(quote!(&#private::Cache), name.span());
-            quote!(let #cache: #expected = #reference;)
-        }
-        None => quote!(let #cache: &#private::Cache = #private::global();),
-    };
+    let cache_binding = cache_binding(args, &cache, &private);
+    let tags = rendered(&args.tags, &private);
+    let tags_ident = Ident::new("__tc_tags", site);
     let key_parts = match &args.key {
         Some(template) => template_parts(template, &writer, &private),
         None => default_parts(analyzed, &args.skip, &writer),
@@ -196,7 +323,13 @@ fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStrea
     let codec = Ident::new("__tc_codec", site);
     let make_codec = quote_spanned!(value_ty.span()=> #private::codec::<#value_ty>());
 
-    quote! {
+    let spec = quote! {
+        {
+            const SPEC: #private::Spec = #private::Spec::new(#prefix, #ttl_ms);
+            &SPEC
+        }
+    };
+    let prologue = quote! {
         let #codec = #make_codec;
         #cache_binding
         let #key: ::std::string::String = {
@@ -204,11 +337,32 @@ fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStrea
             #key_parts
             #writer.finish()
         };
+    };
+    if args.kind == Kind::WriteThrough {
+        return quote! {
+            #prologue
+            let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
+            let #owned = #private::Cache::clone(#cache);
+            #[allow(unreachable_code, clippy::needless_return, clippy::let_and_return)]
+            let #body_future = async move {
+                let #ret_value: #ret = #block;
+                #ret_value
+            };
+            #private::write_through::<#private::#shape, #ret, _>(
+                #owned, #spec, #codec, #key, #tags_ident, #body_future,
+            )
+            .await
+        };
+    }
+
+    quote! {
+        #prologue
         if let ::core::option::Option::Some(#hit) =
             #private::l1_get::<#private::#shape, #ret>(#cache, &#key, #codec)
         {
             return #hit;
         }
+        let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         let #owned = #private::Cache::clone(#cache);
         #[allow(unreachable_code, clippy::needless_return, clippy::let_and_return)]
         let #body_future = async move {
@@ -216,15 +370,7 @@ fn generate(func: &ItemFn, args: &CacheAsideArgs, analyzed: &Func) -> TokenStrea
             #ret_value
         };
         #private::load::<#private::#shape, #ret, _>(
-            #owned,
-            {
-                const SPEC: #private::Spec = #private::Spec::new(#prefix, #ttl_ms);
-                &SPEC
-            },
-            #codec,
-            #key,
-            ::std::vec::Vec::new(),
-            #body_future,
+            #owned, #spec, #codec, #key, #tags_ident, #body_future,
         )
         .await
     }

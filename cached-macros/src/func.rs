@@ -6,6 +6,7 @@ use syn::{
     FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments, ReturnType, Type,
 };
 
+use crate::attr::Kind;
 use crate::ctxt::Ctxt;
 
 /// How the return type maps to the cached value (the runtime's `Shape`s).
@@ -49,12 +50,15 @@ pub(crate) struct Func {
 }
 
 impl Func {
-    pub(crate) fn analyze(item: &ItemFn, cx: &mut Ctxt) -> Self {
+    pub(crate) fn analyze(item: &ItemFn, kind: Kind, cx: &mut Ctxt) -> Self {
         let sig = &item.sig;
         if sig.asyncness.is_none() {
             cx.error_spanned_by(
                 sig.fn_token,
-                "`#[cache_aside]` caches an `async fn`: write `async fn` (a blocking function would hold a thread while it waits for Redis)",
+                format!(
+                    "`{}` goes on an `async fn`: write `async fn` (a blocking function would hold a thread while it waits for Redis)",
+                    kind.attribute()
+                ),
             );
         }
         let mut args = Vec::new();
@@ -70,6 +74,28 @@ impl Func {
                     "a cached function's arguments need names (the key is built from them): write `name: Type` and destructure in the body",
                 ),
             }
+        }
+        if !kind.caches() {
+            // `#[invalidates]` takes any return type; a `Result` tells
+            // success from failure.
+            let ret: Type = match &sig.output {
+                ReturnType::Type(_, ty) => (**ty).clone(),
+                ReturnType::Default => syn::parse_quote!(()),
+            };
+            let (shape, value_ty) = match shape_of(&ret) {
+                (ShapeKind::Fallible | ShapeKind::FallibleOptional, ok) => {
+                    (ShapeKind::Fallible, ok)
+                }
+                _ => (ShapeKind::Plain, ret.clone()),
+            };
+            return Self {
+                args,
+                output: Some(Output {
+                    ret,
+                    value_ty,
+                    shape,
+                }),
+            };
         }
         let ret = match &sig.output {
             ReturnType::Type(_, ty) => (**ty).clone(),

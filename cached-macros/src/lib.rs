@@ -18,3 +18,17 @@ use proc_macro::TokenStream;
 pub fn cache_aside(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cache_aside(args.into(), item.into()).into()
 }
+
+/// Stores what an `async fn` returns under the key a `#[cache_aside]` reads.
+/// Documented in the `tiercache` crate.
+#[proc_macro_attribute]
+pub fn write_through(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::write_through(args.into(), item.into()).into()
+}
+
+/// Invalidates tags, keys or prefixes when an `async fn` succeeds.
+/// Documented in the `tiercache` crate.
+#[proc_macro_attribute]
+pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::invalidates(args.into(), item.into()).into()
+}
