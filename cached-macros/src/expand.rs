@@ -150,10 +150,15 @@ fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctx
     let has_self = func.sig.receiver().is_some();
     // Arguments the template should name but does not: the likely meaning of
     // a placeholder that names no argument.
+    // An argument a tag names is accounted for too: it describes the entry
+    // (`tags = ["org:{org}"]` next to `key = "{id}"`).
+    let in_tags =
+        |arg: &Arg| args.tags.iter().any(|tag| tag.placeholders().any(|(root, _)| arg.ident == root));
     let mut unnamed: Vec<String> = analyzed
         .args
         .iter()
         .filter(|arg| !template.placeholders().any(|(root, _)| arg.ident == root))
+        .filter(|arg| !in_tags(arg))
         .map(|arg| arg.ident.to_string())
         .filter(|arg| !skipped_args.contains(arg))
         .collect();
