@@ -46,6 +46,7 @@
 //! | `ttl = "5m"` | **required.** How long a value stays fresh: `"250ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"1d"`, or an integer of seconds. |
 //! | `key = "{id}:{lang}"` | The key, from argument names (and fields: `{self.tenant}`, `{query.page}`), separated by one of `: / \| @ = ;`. Every argument must be in the template or in `skip`. Default: every argument but the receiver and `skip`ped ones. |
 //! | `skip(db, conn)` | Arguments that do not change the result (handles, clients, loggers). |
+//! | `tags = ["org:{org}"]` | Tags the entry carries; invalidating one forgets every entry carrying it, in O(1). |
 //! | `cache = self.cache` | The [`Cache`] to use: any expression of type `Cache`, `&Cache`, `Arc<Cache>`…. Default: the [global](set_global) one. |
 //! | `crate = "path"` | Where tiercache is, for crates that re-export it. |
 //!
@@ -60,6 +61,22 @@
 //! valid one), a template naming an argument that does not exist, an argument
 //! type that cannot be part of a key ([`KeyPart`]), a generic parameter that
 //! no argument mentions, a return type with nothing to cache.
+//!
+//! # Writes
+//!
+//! - [`macro@write_through`] (`prefix`, `ttl`, `key` required, `tags`, `skip`,
+//!   `cache`, `crate`): runs the body and stores the value it returns under
+//!   the key the matching `#[cache_aside]` reads, in L1 and Redis; other
+//!   instances drop their L1 copy. `Err` and `None` store nothing.
+//! - [`macro@invalidates`] (`tags`, `keys = ["prefix:{arg}"]`, `prefixes`,
+//!   `when = "after" | "before" | "always"`, `cache`, `crate`): runs the body
+//!   and, when it succeeds, invalidates what it lists.
+//! - [`Cache::invalidate_tags`], [`Cache::invalidate_key`],
+//!   [`Cache::invalidate_prefix`], [`Cache::clear`]: the same, explicitly.
+//!
+//! Invalidation is O(1) whatever the number of entries (versioned tags: see
+//! [`tags`]), race-free (a load that started before an invalidation is never
+//! served after it), and reaches the L1 of every instance over Redis pub/sub.
 //!
 //! # Keys
 //!
@@ -90,7 +107,7 @@
 pub use tiercache_macros::{cache_aside, invalidates, write_through};
 pub use tiercache_runtime::{
     Cache, CacheBuilder, DEFAULT_L1_CAPACITY, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, Error,
-    KeyPart, KeyWriter, Stats, global, key, set_global,
+    KeyPart, KeyWriter, Stats, global, key, set_global, tags,
 };
 
 /// The macros and the types they work with, for a glob import.
