@@ -53,7 +53,7 @@ impl Repo {
     #[cache_aside(prefix = "even", ttl = "5m", cache = self.cache)]
     async fn even_only(&self, id: u64) -> Result<u64, String> {
         self.queries.fetch_add(1, SeqCst);
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             Ok(id)
         } else {
             Err(format!("{id} is odd"))
@@ -64,14 +64,14 @@ impl Repo {
     #[cache_aside(prefix = "maybe", ttl = "5m", cache = self.cache)]
     async fn maybe(&self, id: u64) -> Option<u64> {
         self.queries.fetch_add(1, SeqCst);
-        (id % 2 == 0).then_some(id)
+        (id.is_multiple_of(2)).then_some(id)
     }
 
     /// `Ok(None)` for odd ids.
     #[cache_aside(prefix = "lookup", ttl = "5m", cache = self.cache)]
     async fn lookup(&self, id: u64) -> Result<Option<u64>, String> {
         self.queries.fetch_add(1, SeqCst);
-        Ok((id % 2 == 0).then_some(id))
+        Ok((id.is_multiple_of(2)).then_some(id))
     }
 
     #[cache_aside(prefix = "slow", ttl = "5m", cache = self.cache)]
