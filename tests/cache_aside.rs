@@ -101,16 +101,6 @@ impl Repo {
     }
 }
 
-/// A cache on the shared test server, in a namespace of its own.
-async fn cache_in(namespace: &str) -> Cache {
-    Cache::builder()
-        .namespace(namespace)
-        .redis(support::shared().url())
-        .build()
-        .await
-        .expect("valid settings")
-}
-
 fn stats(l1_hits: u64, l2_hits: u64, misses: u64, loads: u64, errors: u64) -> Stats {
     let mut stats = Stats::default();
     stats.l1_hits = l1_hits;
@@ -123,7 +113,7 @@ fn stats(l1_hits: u64, l2_hits: u64, misses: u64, loads: u64, errors: u64) -> St
 
 #[tokio::test]
 async fn hits_and_misses_per_layer() {
-    let a = Repo::new(cache_in("layers").await);
+    let a = Repo::new(support::cache_in("layers").await);
     let expected = User {
         id: 1,
         name: "user-1".into(),
@@ -139,7 +129,7 @@ async fn hits_and_misses_per_layer() {
     );
 
     // Another instance (another process, as far as the cache knows).
-    let b = Repo::new(cache_in("layers").await);
+    let b = Repo::new(support::cache_in("layers").await);
     assert_eq!(b.user(1).await, Ok(expected.clone()));
     assert_eq!(b.queries(), 0, "the second instance's loader never runs");
     assert_eq!(b.cache.stats(), stats(0, 1, 0, 0, 0), "L2 hit");
@@ -150,7 +140,7 @@ async fn hits_and_misses_per_layer() {
 
 #[tokio::test]
 async fn the_key_is_namespace_prefix_and_escaped_arguments() {
-    let repo = Repo::new(cache_in("keys").await);
+    let repo = Repo::new(support::cache_in("keys").await);
     repo.pair("a b", "c").await;
     let mut redis = support::raw(&support::shared().url()).await;
     let stored: Option<Vec<u8>> = redis.get("keys:pair:a%20b:c").await.unwrap();
@@ -160,7 +150,7 @@ async fn the_key_is_namespace_prefix_and_escaped_arguments() {
 
 #[tokio::test]
 async fn keys_are_injective() {
-    let repo = Repo::new(cache_in("injective").await);
+    let repo = Repo::new(support::cache_in("injective").await);
     assert_eq!(repo.pair("1:2", "3").await, "1:2+3");
     assert_eq!(repo.pair("1", "2:3").await, "1+2:3");
     assert_eq!(repo.queries(), 2, "two different entries");
@@ -178,7 +168,7 @@ async fn keys_are_injective() {
 
 #[tokio::test]
 async fn errors_are_returned_and_never_cached() {
-    let repo = Repo::new(cache_in("errors").await);
+    let repo = Repo::new(support::cache_in("errors").await);
     assert_eq!(repo.even_only(3).await, Err("3 is odd".to_owned()));
     assert_eq!(repo.even_only(3).await, Err("3 is odd".to_owned()));
     assert_eq!(repo.queries(), 2, "an Err is not cached");
@@ -193,7 +183,7 @@ async fn errors_are_returned_and_never_cached() {
 
 #[tokio::test]
 async fn none_is_returned_and_not_cached() {
-    let repo = Repo::new(cache_in("none").await);
+    let repo = Repo::new(support::cache_in("none").await);
     assert_eq!(repo.maybe(1).await, None);
     assert_eq!(repo.maybe(1).await, None);
     assert_eq!(repo.queries(), 2, "None is not cached");
@@ -224,12 +214,12 @@ async fn corrupt_values_in_redis_are_misses_and_get_overwritten() {
     for (id, bytes) in (10u64..).zip(garbage) {
         let key = format!("corrupt:user:{id}");
         let _: () = redis.set(&key, bytes).await.unwrap();
-        let repo = Repo::new(cache_in("corrupt").await);
+        let repo = Repo::new(support::cache_in("corrupt").await);
         assert_eq!(repo.user(id).await.unwrap().id, id, "{bytes:?} is a miss");
         assert_eq!(repo.queries(), 1);
         let stored: Vec<u8> = redis.get(&key).await.unwrap();
         assert_eq!(&stored[..3], b"tc\x01", "{bytes:?} was overwritten");
-        let fresh = Repo::new(cache_in("corrupt").await);
+        let fresh = Repo::new(support::cache_in("corrupt").await);
         assert_eq!(fresh.user(id).await.unwrap().id, id);
         assert_eq!(fresh.queries(), 0, "the overwritten entry is an L2 hit");
     }
@@ -239,13 +229,13 @@ async fn corrupt_values_in_redis_are_misses_and_get_overwritten() {
 async fn an_older_envelope_version_is_a_miss() {
     let url = support::shared().url();
     let mut redis = support::raw(&url).await;
-    let writer = Repo::new(cache_in("old-format").await);
+    let writer = Repo::new(support::cache_in("old-format").await);
     writer.user(5).await.unwrap();
     let mut stored: Vec<u8> = redis.get("old-format:user:5").await.unwrap();
     stored[2] = 0; // format version 0
     let _: () = redis.set("old-format:user:5", stored).await.unwrap();
 
-    let reader = Repo::new(cache_in("old-format").await);
+    let reader = Repo::new(support::cache_in("old-format").await);
     assert_eq!(reader.user(5).await.unwrap().id, 5);
     assert_eq!(reader.queries(), 1, "reloaded");
     let stored: Vec<u8> = redis.get("old-format:user:5").await.unwrap();
@@ -254,20 +244,20 @@ async fn an_older_envelope_version_is_a_miss() {
 
 #[tokio::test]
 async fn a_value_of_another_type_is_a_miss_not_a_wrong_value() {
-    let repo = Repo::new(cache_in("foreign").await);
+    let repo = Repo::new(support::cache_in("foreign").await);
     assert_eq!(repo.shared_number(1).await, 1);
     // Same prefix and key, another type: L1 and L2 both hold a u64.
     assert_eq!(repo.shared_text(1).await, "text-1");
     assert_eq!(repo.queries(), 2);
     // Through L2 only, from a fresh instance.
-    let fresh = Repo::new(cache_in("foreign").await);
+    let fresh = Repo::new(support::cache_in("foreign").await);
     assert_eq!(fresh.shared_number(1).await, 1);
     assert_eq!(fresh.queries(), 1, "the String overwrote the u64 in Redis");
 }
 
 #[tokio::test]
 async fn concurrent_callers_of_a_cold_key_share_one_load() {
-    let repo = Arc::new(Repo::new(cache_in("flight").await));
+    let repo = Arc::new(Repo::new(support::cache_in("flight").await));
     let calls: Vec<_> = (0..200)
         .map(|_| {
             let repo = repo.clone();
@@ -300,7 +290,7 @@ async fn l1_entries_do_not_outlive_their_ttl() {
 #[tokio::test]
 async fn l2_entries_expire_with_the_ttl() {
     let url = support::shared().url();
-    let repo = Repo::new(cache_in("expiry").await);
+    let repo = Repo::new(support::cache_in("expiry").await);
     repo.short_lived(1).await;
     let mut redis = support::raw(&url).await;
     let ttl_ms: i64 = redis::cmd("PTTL")

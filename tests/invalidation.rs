@@ -56,19 +56,6 @@ impl Source {
     }
 }
 
-async fn instance(namespace: &str) -> Cache {
-    instance_on(&support::shared().url(), namespace).await
-}
-
-async fn instance_on(url: &str, namespace: &str) -> Cache {
-    Cache::builder()
-        .namespace(namespace)
-        .redis(url)
-        .build()
-        .await
-        .expect("valid settings")
-}
-
 /// Waits until `source` answers `id` with something else than `stale`.
 async fn sees_change(source: &Source, id: u64, stale: u64) -> bool {
     support::eventually(Duration::from_secs(2), async || {
@@ -79,8 +66,8 @@ async fn sees_change(source: &Source, id: u64, stale: u64) -> bool {
 
 #[tokio::test]
 async fn invalidate_key_reaches_every_instance() {
-    let a = Source::new(instance("inv-key").await);
-    let b = Source::new(instance("inv-key").await);
+    let a = Source::new(support::cache_in("inv-key").await);
+    let b = Source::new(support::cache_in("inv-key").await);
     let first = a.row(1).await;
     assert_eq!(b.row(1).await, first, "b reads a's value from L2");
     assert_eq!(b.row(1).await, first, "and then from its L1");
@@ -97,8 +84,8 @@ async fn invalidate_key_reaches_every_instance() {
 
 #[tokio::test]
 async fn invalidate_prefix_forgets_one_function_everywhere() {
-    let a = Source::new(instance("inv-prefix").await);
-    let b = Source::new(instance("inv-prefix").await);
+    let a = Source::new(support::cache_in("inv-prefix").await);
+    let b = Source::new(support::cache_in("inv-prefix").await);
     let rows: Vec<u64> = [a.row(1).await, a.row(2).await].into();
     let other = a.other(1).await;
     for (id, row) in (1..).zip(&rows) {
@@ -110,15 +97,15 @@ async fn invalidate_prefix_forgets_one_function_everywhere() {
         assert!(sees_change(&a, id, *row).await, "row {id} reloaded on a");
     }
     assert_eq!(a.other(1).await, other, "another prefix is untouched");
-    let fresh = Source::new(instance("inv-prefix").await);
+    let fresh = Source::new(support::cache_in("inv-prefix").await);
     assert_eq!(fresh.other(1).await, other, "in Redis too");
     assert_eq!(fresh.loads(), 0);
 }
 
 #[tokio::test]
 async fn clear_forgets_the_namespace_and_only_it() {
-    let a = Source::new(instance("inv-clear").await);
-    let neighbour = Source::new(instance("inv-clear-neighbour").await);
+    let a = Source::new(support::cache_in("inv-clear").await);
+    let neighbour = Source::new(support::cache_in("inv-clear-neighbour").await);
     let row = a.row(1).await;
     let other = a.other(1).await;
     let next_door = neighbour.row(1).await;
@@ -131,7 +118,7 @@ async fn clear_forgets_the_namespace_and_only_it() {
         next_door,
         "another namespace is untouched"
     );
-    let reader = Source::new(instance("inv-clear-neighbour").await);
+    let reader = Source::new(support::cache_in("inv-clear-neighbour").await);
     assert_eq!(reader.row(1).await, next_door);
     assert_eq!(reader.loads(), 0, "its Redis entries too");
 }
@@ -140,7 +127,7 @@ async fn clear_forgets_the_namespace_and_only_it() {
 /// however late it lands: not from L1, not from Redis.
 #[tokio::test]
 async fn a_load_that_raced_with_an_invalidation_is_never_served() {
-    let a = Source::new(instance("race").await);
+    let a = Source::new(support::cache_in("race").await);
     let gate_closed = a
         .gate
         .acquire_many(Semaphore::MAX_PERMITS as u32)
@@ -158,7 +145,7 @@ async fn a_load_that_raced_with_an_invalidation_is_never_served() {
     let next = a.row(1).await;
     assert_ne!(next, raced, "the raced value is not kept in L1");
     assert_eq!(a.loads(), 2);
-    let reader = Source::new(instance("race").await);
+    let reader = Source::new(support::cache_in("race").await);
     assert_eq!(reader.row(1).await, next, "Redis holds the reloaded value");
 }
 
@@ -166,7 +153,7 @@ async fn a_load_that_raced_with_an_invalidation_is_never_served() {
 async fn the_same_race_through_redis_only() {
     // Writer and reader are different instances: the raced value reaches
     // Redis (recorded with the old versions) and must be refused there.
-    let loader = Source::new(instance("race-l2").await);
+    let loader = Source::new(support::cache_in("race-l2").await);
     let gate_closed = loader
         .gate
         .acquire_many(Semaphore::MAX_PERMITS as u32)
@@ -177,27 +164,14 @@ async fn the_same_race_through_redis_only() {
         async move { loader.row(1).await }
     });
     loader.started.notified().await;
-    let other = Source::new(instance("race-l2").await);
+    let other = Source::new(support::cache_in("race-l2").await);
     other.cache.invalidate_prefix("row").await.unwrap();
     drop(gate_closed);
     let raced = loading.await.unwrap();
 
-    let reader = Source::new(instance("race-l2").await);
+    let reader = Source::new(support::cache_in("race-l2").await);
     assert_ne!(reader.row(1).await, raced, "Redis refuses the raced value");
     assert_eq!(reader.loads(), 1);
-}
-
-/// Counts the commands Redis executed, from `INFO commandstats`.
-async fn commands_executed(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(redis)
-        .await
-        .unwrap();
-    info.lines()
-        .filter_map(|line| line.split("calls=").nth(1))
-        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[tokio::test]
@@ -207,14 +181,14 @@ async fn invalidation_is_the_same_work_for_1_or_1000_entries() {
     let mut redis = support::raw(&url).await;
     let mut work = Vec::new();
     for (namespace, entries) in [("one", 1u64), ("thousand", 1000)] {
-        let a = Source::new(instance_on(&url, namespace).await);
+        let a = Source::new(support::cache_on(&url, namespace).await);
         for id in 0..entries {
             a.row(id).await;
         }
         let last = a.row(entries - 1).await;
-        let before = commands_executed(&mut redis).await;
+        let before = support::commands_executed(&mut redis).await;
         a.cache.invalidate_prefix("row").await.unwrap();
-        let after = commands_executed(&mut redis).await;
+        let after = support::commands_executed(&mut redis).await;
         // Minus the INFO command of the first measurement.
         work.push(after - before - 1);
         assert_ne!(a.row(entries - 1).await, last, "invalidated");
@@ -230,8 +204,8 @@ async fn invalidation_is_the_same_work_for_1_or_1000_entries() {
 async fn a_lost_subscription_drops_l1_before_it_can_serve_missed_changes() {
     let server = support::RedisServer::start();
     let url = server.url();
-    let a = Source::new(instance_on(&url, "killed").await);
-    let b = Source::new(instance_on(&url, "killed").await);
+    let a = Source::new(support::cache_on(&url, "killed").await);
+    let b = Source::new(support::cache_on(&url, "killed").await);
     let first = a.row(1).await;
     assert_eq!(a.row(1).await, first, "in a's L1");
 
@@ -269,7 +243,7 @@ async fn a_lost_subscription_drops_l1_before_it_can_serve_missed_changes() {
 
 #[tokio::test]
 async fn an_instance_ignores_its_own_messages() {
-    let a = Source::new(instance("own").await);
+    let a = Source::new(support::cache_in("own").await);
     a.row(1).await;
     a.cache.invalidate_key("row", "1").await.unwrap();
     let row = a.row(1).await;
@@ -292,7 +266,7 @@ async fn without_redis_invalidation_is_local_and_succeeds() {
 #[tokio::test]
 async fn invalidating_while_redis_is_down_reports_it_and_still_clears_l1() {
     let mut server = support::RedisServer::start();
-    let a = Source::new(instance_on(&server.url(), "down").await);
+    let a = Source::new(support::cache_on(&server.url(), "down").await);
     let row = a.row(1).await;
     server.stop();
     let result = a.cache.invalidate_key("row", "1").await;
@@ -312,7 +286,7 @@ async fn invalidation_crosses_processes() {
         return; // in the child, the work is done by `child_invalidates`
     }
     let url = support::shared().url();
-    let a = Source::new(instance("processes").await);
+    let a = Source::new(support::cache_in("processes").await);
     let first = a.row(1).await;
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_invalidates", "--test-threads=1"])
@@ -333,6 +307,6 @@ async fn child_invalidates() {
     let Some(url) = std::env::var_os("TIERCACHE_CHILD_URL") else {
         return; // run alone, it has nothing to do
     };
-    let cache = instance_on(url.to_str().unwrap(), "processes").await;
+    let cache = support::cache_on(url.to_str().unwrap(), "processes").await;
     cache.invalidate_key("row", "1").await.unwrap();
 }

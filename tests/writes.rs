@@ -171,15 +171,6 @@ fn database(
     Arc::new(Mutex::new(rows))
 }
 
-async fn instance(namespace: &str) -> Cache {
-    Cache::builder()
-        .namespace(namespace)
-        .redis(support::shared().url())
-        .build()
-        .await
-        .expect("valid settings")
-}
-
 /// Polls `service.user(id, org)` until its name is `name`.
 async fn eventually_named(service: &Service, id: u64, org: u64, name: &str) -> bool {
     support::eventually(Duration::from_secs(2), async || {
@@ -191,8 +182,8 @@ async fn eventually_named(service: &Service, id: u64, org: u64, name: &str) -> b
 #[tokio::test]
 async fn a_tag_invalidates_every_entry_carrying_it_on_every_instance() {
     let db = database([(1, 7, "ada"), (2, 7, "bob"), (3, 8, "cy")]);
-    let a = Service::new(instance("tags").await, &db);
-    let b = Service::new(instance("tags").await, &db);
+    let a = Service::new(support::cache_in("tags").await, &db);
+    let b = Service::new(support::cache_in("tags").await, &db);
     for (id, org) in [(1, 7), (2, 7), (3, 8)] {
         a.user(id, org).await.unwrap();
         b.user(id, org).await.unwrap(); // L2, then L1 on b
@@ -229,7 +220,7 @@ async fn a_tag_invalidates_every_entry_carrying_it_on_every_instance() {
 #[tokio::test]
 async fn invalidates_skips_an_error_unless_told_always() {
     let db = database([(1, 7, "ada")]);
-    let a = Service::new(instance("when").await, &db);
+    let a = Service::new(support::cache_in("when").await, &db);
     a.user(1, 7).await.unwrap();
 
     assert_eq!(a.rename_org(7, "").await, Err("empty suffix".into()));
@@ -255,7 +246,7 @@ async fn invalidates_skips_an_error_unless_told_always() {
 #[tokio::test]
 async fn invalidates_before_also_invalidates_before_the_body() {
     let db = database([(1, 7, "ada")]);
-    let a = Service::new(instance("before").await, &db);
+    let a = Service::new(support::cache_in("before").await, &db);
     a.user(1, 7).await.unwrap();
     let (started, go) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)));
     let resetting = tokio::spawn({
@@ -274,8 +265,8 @@ async fn invalidates_before_also_invalidates_before_the_body() {
 #[tokio::test]
 async fn write_through_replaces_the_entry_everywhere() {
     let db = database([(1, 7, "ada")]);
-    let a = Service::new(instance("write").await, &db);
-    let b = Service::new(instance("write").await, &db);
+    let a = Service::new(support::cache_in("write").await, &db);
+    let b = Service::new(support::cache_in("write").await, &db);
     a.user(1, 7).await.unwrap();
     assert_eq!(b.user(1, 7).await.unwrap().name, "ada"); // now in b's L1
 
@@ -292,7 +283,7 @@ async fn write_through_replaces_the_entry_everywhere() {
     );
     assert_eq!(b.reads(), 0, "and read the written value from Redis");
 
-    let fresh = Service::new(instance("write").await, &db);
+    let fresh = Service::new(support::cache_in("write").await, &db);
     assert_eq!(fresh.user(1, 7).await, Some(saved));
     assert_eq!(fresh.reads(), 0);
 }
@@ -300,7 +291,7 @@ async fn write_through_replaces_the_entry_everywhere() {
 #[tokio::test]
 async fn write_through_stores_nothing_on_error() {
     let db = database([(1, 7, "ada")]);
-    let a = Service::new(instance("write-err").await, &db);
+    let a = Service::new(support::cache_in("write-err").await, &db);
     a.user(1, 7).await.unwrap();
     assert_eq!(a.save(1, 7, "").await, Err("a name is required".into()));
     assert_eq!(a.user(1, 7).await.unwrap().name, "ada");
@@ -310,7 +301,7 @@ async fn write_through_stores_nothing_on_error() {
 #[tokio::test]
 async fn a_write_through_and_an_invalidation_stack() {
     let db = database([(1, 7, "ada")]);
-    let a = Service::new(instance("stack").await, &db);
+    let a = Service::new(support::cache_in("stack").await, &db);
     assert_eq!(a.org_members(7).await, [1]);
     a.create(2, 7, "bob").await.unwrap();
     assert_eq!(a.org_members(7).await, [1, 2], "the list was invalidated");
@@ -322,11 +313,11 @@ async fn a_write_through_and_an_invalidation_stack() {
 #[tokio::test]
 async fn a_reader_of_another_type_sees_a_miss_not_a_wrong_value() {
     let db = database([(1, 7, "ada")]);
-    let a = Service::new(instance("types").await, &db);
+    let a = Service::new(support::cache_in("types").await, &db);
     a.save_name_only(1).await; // a String under user:1
     assert_eq!(a.user(1, 7).await.unwrap().name, "ada", "not the String");
     assert_eq!(a.reads(), 1);
-    let fresh = Service::new(instance("types").await, &db);
+    let fresh = Service::new(support::cache_in("types").await, &db);
     assert_eq!(fresh.user(1, 7).await.unwrap().name, "ada");
     assert_eq!(fresh.reads(), 0, "the reader's reload replaced it in Redis");
     assert_eq!(USER_PREFIX, "user");
@@ -337,8 +328,8 @@ async fn a_reader_of_another_type_sees_a_miss_not_a_wrong_value() {
 #[tokio::test]
 async fn a_slow_reader_never_overwrites_a_write_through() {
     let db = database([(1, 7, "old")]);
-    let reader = Service::new(instance("write-race").await, &db);
-    let writer = Service::new(instance("write-race").await, &db);
+    let reader = Service::new(support::cache_in("write-race").await, &db);
+    let writer = Service::new(support::cache_in("write-race").await, &db);
     let closed = reader
         .gate
         .acquire_many(Semaphore::MAX_PERMITS as u32)
@@ -361,7 +352,7 @@ async fn a_slow_reader_never_overwrites_a_write_through() {
         eventually_named(&reader, 1, 7, "new").await,
         "the reader's L1 does not keep the old row"
     );
-    let fresh = Service::new(instance("write-race").await, &db);
+    let fresh = Service::new(support::cache_in("write-race").await, &db);
     assert_eq!(
         fresh.user(1, 7).await.unwrap().name,
         "new",
@@ -375,7 +366,7 @@ async fn a_slow_reader_never_overwrites_a_write_through() {
 #[tokio::test]
 async fn a_load_that_raced_with_a_tag_invalidation_is_never_served() {
     let db = database([(1, 7, "old")]);
-    let a = Service::new(instance("tag-race").await, &db);
+    let a = Service::new(support::cache_in("tag-race").await, &db);
     let closed = a
         .gate
         .acquire_many(Semaphore::MAX_PERMITS as u32)
@@ -395,7 +386,7 @@ async fn a_load_that_raced_with_a_tag_invalidation_is_never_served() {
         "new",
         "reloaded, not served from L1"
     );
-    let fresh = Service::new(instance("tag-race").await, &db);
+    let fresh = Service::new(support::cache_in("tag-race").await, &db);
     assert_eq!(
         fresh.user(1, 7).await.unwrap().name,
         "new",
@@ -411,19 +402,14 @@ async fn invalidating_a_tag_is_the_same_work_for_1_or_1000_entries() {
     let mut work = Vec::new();
     for (namespace, entries) in [("one", 1u64), ("thousand", 1000)] {
         let db = database((0..entries).map(|id| (id, 7, "x")));
-        let cache = Cache::builder()
-            .namespace(namespace)
-            .redis(url.as_str())
-            .build()
-            .await
-            .unwrap();
+        let cache = support::cache_on(&url, namespace).await;
         let a = Service::new(cache, &db);
         for id in 0..entries {
             a.user(id, 7).await.unwrap();
         }
-        let before = commands(&mut redis).await;
+        let before = support::commands_executed(&mut redis).await;
         a.cache.invalidate_tags(["org:7"]).await.unwrap();
-        work.push(commands(&mut redis).await - before - 1); // minus one INFO
+        work.push(support::commands_executed(&mut redis).await - before - 1); // minus one INFO
         let reads = a.reads();
         a.user(0, 7).await.unwrap();
         assert_eq!(a.reads(), reads + 1, "invalidated");
@@ -433,22 +419,4 @@ async fn invalidating_a_tag_is_the_same_work_for_1_or_1000_entries() {
         [2, 2],
         "one SET and one PUBLISH, whatever the entries"
     );
-}
-
-async fn commands(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(redis)
-        .await
-        .unwrap();
-    info.lines()
-        .filter_map(|line| {
-            line.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
 }

@@ -169,3 +169,39 @@ pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> boo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A cache on the Redis at `url`, in `namespace` (each test its own, so
+/// tests on a shared server do not see each other's entries).
+pub async fn cache_on(url: &str, namespace: &str) -> tiercache::Cache {
+    tiercache::Cache::builder()
+        .namespace(namespace)
+        .redis(url)
+        .build()
+        .await
+        .expect("valid settings")
+}
+
+/// A cache on the test binary's shared server, in `namespace`.
+pub async fn cache_in(namespace: &str) -> tiercache::Cache {
+    cache_on(&shared().url(), namespace).await
+}
+
+/// The number of commands Redis has executed (`INFO commandstats`),
+/// counting this `INFO` itself only from the next call on.
+pub async fn commands_executed(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .expect("INFO answers");
+    info.lines()
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
