@@ -477,6 +477,13 @@ mod tests {
         assert!(render("#").contains("%23"));
     }
 
+    #[cfg(feature = "uuid")]
+    #[test]
+    fn uuids_are_hyphenated() {
+        let id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        assert_eq!(render(&id), "p:01234567-89ab-cdef-0123-456789abcdef");
+    }
+
     #[test]
     fn names_are_checked() {
         assert!(check_name("namespace", "shop-eu/v2").is_ok());
