@@ -7,83 +7,133 @@
 //!
 //! Each replica has its own `Cache` (its own L1) on the same Redis and
 //! namespace. What one replica loads, the other reads from Redis (L2) without
-//! running its loader; what one replica invalidates, every replica forgets.
+//! running its loader. What one replica writes with `#[write_through]`, the
+//! other drops from its L1 and reads from Redis; what one replica invalidates
+//! with `#[invalidates]`, every replica forgets.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use tiercache::{Cache, cache_aside};
+use tiercache::{Cache, Stats, cache_aside, invalidates, write_through};
 
 const NAMESPACE: &str = "tiercache-example";
 
+/// A user row joined with its organisation's name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct User {
     id: u64,
     name: String,
+    org: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Order {
+impl fmt::Display for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{} {} ({})", self.id, self.name, self.org)
+    }
+}
+
+/// An organisation row.
+#[derive(Debug)]
+struct Org {
     id: u64,
-    cents: u64,
+    name: String,
+}
+
+impl fmt::Display for Org {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "org {} {}", self.id, self.name)
+    }
 }
 
 #[derive(Debug)]
 enum DbError {
-    NotFound(u64),
+    NoUser { id: u64, org: u64 },
+    NoOrg(u64),
 }
 
-impl std::fmt::Display for DbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotFound(id) => write!(f, "no row {id}"),
+            Self::NoUser { id, org } => write!(f, "no user {id} in org {org}"),
+            Self::NoOrg(org) => write!(f, "no org {org}"),
         }
     }
 }
 
 /// A stand-in for the database: slow, and counts its queries.
-#[derive(Default)]
 struct Db {
     queries: AtomicUsize,
-    renamed: Mutex<HashMap<u64, String>>,
+    /// id -> (name, org)
+    users: Mutex<HashMap<u64, (String, u64)>>,
+    /// org -> name
+    orgs: Mutex<HashMap<u64, String>>,
 }
 
 impl Db {
-    async fn select_user(&self, id: u64) -> Result<User, DbError> {
-        self.round_trip().await;
-        match id {
-            0 => Err(DbError::NotFound(id)),
-            _ => {
-                let renamed = self.renamed.lock().unwrap().get(&id).cloned();
-                let name = renamed.unwrap_or_else(|| format!("user-{id}"));
-                Ok(User { id, name })
-            }
+    fn new() -> Self {
+        let users = [(42, "Grace", 7), (43, "Alan", 7), (9, "Edsger", 8)];
+        Self {
+            queries: AtomicUsize::new(0),
+            users: Mutex::new(
+                users
+                    .into_iter()
+                    .map(|(id, name, org)| (id, (name.to_owned(), org)))
+                    .collect(),
+            ),
+            orgs: Mutex::new(HashMap::from([
+                (7, "Acme".to_owned()),
+                (8, "Globex".to_owned()),
+            ])),
         }
     }
 
-    async fn update_name(&self, id: u64, name: &str) {
+    async fn select_user(&self, id: u64, org: u64) -> Result<User, DbError> {
         self.round_trip().await;
-        self.renamed.lock().unwrap().insert(id, name.to_owned());
+        let row = self.users.lock().unwrap().get(&id).cloned();
+        match row {
+            Some((name, in_org)) if in_org == org => Ok(User {
+                id,
+                name,
+                org: self.orgs.lock().unwrap()[&org].clone(),
+            }),
+            _ => Err(DbError::NoUser { id, org }),
+        }
     }
 
-    async fn select_orders(&self, user_id: u64) -> Result<Vec<Order>, DbError> {
+    async fn update_user(&self, id: u64, org: u64, name: &str) -> Result<User, DbError> {
         self.round_trip().await;
-        Ok((1..=3)
-            .map(|n| Order {
-                id: user_id * 100 + n,
-                cents: n * 1250,
-            })
-            .collect())
+        self.users
+            .lock()
+            .unwrap()
+            .insert(id, (name.to_owned(), org));
+        let org_name = self.orgs.lock().unwrap().get(&org).cloned();
+        let org_name = org_name.ok_or(DbError::NoOrg(org))?;
+        Ok(User {
+            id,
+            name: name.to_owned(),
+            org: org_name,
+        })
+    }
+
+    async fn update_org(&self, org: u64, name: &str) -> Result<Org, DbError> {
+        self.round_trip().await;
+        let mut orgs = self.orgs.lock().unwrap();
+        let row = orgs.get_mut(&org).ok_or(DbError::NoOrg(org))?;
+        name.clone_into(row);
+        Ok(Org {
+            id: org,
+            name: name.to_owned(),
+        })
     }
 
     async fn round_trip(&self) {
         self.queries.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     fn queries(&self) -> usize {
@@ -98,23 +148,27 @@ struct Repo {
 }
 
 impl Repo {
-    #[cache_aside(prefix = "user", ttl = "5m", key = "{id}", cache = self.cache)]
-    async fn user(&self, id: u64) -> Result<User, DbError> {
-        self.db.select_user(id).await
+    /// A read, cached under `user:{id}` and tagged with the user and its org.
+    /// (Tags are rendered from arguments, so the org is one: say, from the
+    /// request path `/orgs/{org}/users/{id}`.)
+    #[cache_aside(prefix = "user", ttl = "5m", key = "{id}", tags = ["user:{id}", "org:{org}"], cache = self.cache)]
+    async fn user(&self, id: u64, org: u64) -> Result<User, DbError> {
+        self.db.select_user(id, org).await
     }
 
-    #[cache_aside(prefix = "orders", ttl = "30s", key = "{user_id}", cache = self.cache)]
-    async fn orders(&self, user_id: u64) -> Result<Vec<Order>, DbError> {
-        self.db.select_orders(user_id).await
+    /// A write: the saved user replaces the entry `user(id, org)` reads, in
+    /// this replica's L1 and in Redis; the other replicas drop their L1 copy.
+    #[write_through(prefix = "user", ttl = "5m", key = "{id}", tags = ["user:{id}", "org:{org}"], cache = self.cache)]
+    async fn save_user(&self, id: u64, org: u64, name: &str) -> Result<User, DbError> {
+        self.db.update_user(id, org, name).await
     }
 
-    /// A write: update the database, then invalidate the cached `user(id)`
-    /// in Redis and in the L1 of every replica. The key is rendered the way
-    /// `key = "{id}"` renders it.
-    async fn rename(&self, id: u64, name: &str) -> Result<(), tiercache::Error> {
-        self.db.update_name(id, name).await;
-        let key = tiercache::key::render(&id);
-        self.cache.invalidate_key("user", &key).await
+    /// A write that changes every cached user of the org (they carry its
+    /// name): once it succeeds, whatever is tagged `org:{org}` is forgotten,
+    /// in Redis and in every replica's L1.
+    #[invalidates(tags = ["org:{org}"], cache = self.cache)]
+    async fn rename_org(&self, org: u64, name: &str) -> Result<Org, DbError> {
+        self.db.update_org(org, name).await
     }
 }
 
@@ -122,94 +176,111 @@ impl Repo {
 async fn main() -> ExitCode {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
 
-    // `Cache::builder().build()` succeeds with Redis down (calls then run on
-    // L1 and the loader), so check here that there is a Redis to show.
-    let mut conn = match connect(&url).await {
-        Ok(conn) => conn,
-        Err(why) => {
-            eprintln!("No Redis at {url}: {why}");
-            eprintln!();
-            eprintln!("This example needs a local Redis. Start one with");
-            eprintln!("    redis-server --port 6379 --daemonize yes");
-            eprintln!("(install it with `apt-get install -y redis-server`), or point");
-            eprintln!(
-                "REDIS_URL at one: REDIS_URL=redis://host:port cargo run --example redis_service"
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    // Start from a clean slate, so that every run shows the same thing.
-    let stale: Vec<String> = scan(&mut conn, &format!("{NAMESPACE}:*")).await;
-    if !stale.is_empty() {
-        let _: () = conn.del(&stale).await.expect("DEL");
-    }
-
     // One database, two replicas of the service: each with its own `Cache`
     // (its own L1) on the same Redis and namespace.
-    let db = Arc::new(Db::default());
+    let db = Arc::new(Db::new());
     let a = Replica::start("replica A", &url, &db).await;
+
+    // `build()` succeeds with Redis down (calls then run on L1 and the
+    // loader), so check here that there is a Redis to show.
+    if let Err(error) = a.repo.cache.ping().await {
+        eprintln!("No Redis at {url}: {error}");
+        eprintln!();
+        eprintln!("This example needs a local Redis. Start one with");
+        eprintln!("    redis-server --port 6379 --daemonize yes");
+        eprintln!("(install it with `apt-get install -y redis-server`), or point");
+        eprintln!(
+            "REDIS_URL at one: REDIS_URL=redis://host:port cargo run --example redis_service"
+        );
+        return ExitCode::FAILURE;
+    }
+    // Start from a clean slate, so that every run shows the same thing:
+    // forget what earlier runs left in the namespace (O(1), nothing deleted).
+    if let Err(error) = a.repo.cache.clear().await {
+        eprintln!("Could not clear the namespace: {error}");
+        return ExitCode::FAILURE;
+    }
     let b = Replica::start("replica B", &url, &db).await;
 
-    println!("-- replica A loads from the database and fills L1 and Redis");
-    call(&a, &db, "user(42)", a.repo.user(42)).await;
-    call(&a, &db, "user(42)", a.repo.user(42)).await;
-    call(&a, &db, "orders(42)", a.repo.orders(42)).await;
+    match run(&a, &b, &db).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-    println!("-- replica B finds them in Redis: its loader does not run");
-    call(&b, &db, "user(42)", b.repo.user(42)).await;
-    call(&b, &db, "user(42)", b.repo.user(42)).await;
-    call(&b, &db, "orders(42)", b.repo.orders(42)).await;
+async fn run(a: &Replica, b: &Replica, db: &Db) -> Result<(), String> {
+    println!("-- replica A loads user 42 from the database, into its L1 and Redis");
+    call(a, db, "user(42, 7)", a.repo.user(42, 7)).await;
+    call(a, db, "user(42, 7)", a.repo.user(42, 7)).await;
+
+    println!("-- replica B finds it in Redis: its loader does not run");
+    call(b, db, "user(42, 7)", b.repo.user(42, 7)).await;
+    call(b, db, "user(42, 7)", b.repo.user(42, 7)).await;
 
     println!("-- an Err is not cached, in L1 or in Redis: every call queries again");
-    call(&b, &db, "user(0)", b.repo.user(0)).await;
-    call(&b, &db, "user(0)", b.repo.user(0)).await;
-    call(&a, &db, "user(0)", a.repo.user(0)).await;
+    call(b, db, "user(1, 7)", b.repo.user(1, 7)).await;
+    call(b, db, "user(1, 7)", b.repo.user(1, 7)).await;
+    call(a, db, "user(1, 7)", a.repo.user(1, 7)).await;
 
-    println!("-- replica A renames user 42 and invalidates it, for every replica");
-    let heard_before = b.repo.cache.stats().remote_invalidations;
-    let renamed = a.repo.rename(42, "Ada").await;
-    println!("replica A  rename(42, \"Ada\") -> {renamed:?}");
-    let waiting = Instant::now();
-    while b.repo.cache.stats().remote_invalidations == heard_before {
-        assert!(waiting.elapsed() < Duration::from_secs(5), "no message");
-        tokio::time::sleep(Duration::from_micros(100)).await;
-    }
-    println!("replica B  heard of it over pub/sub and dropped its L1 copy");
-    call(&b, &db, "user(42)", b.repo.user(42)).await;
-    call(&a, &db, "user(42)", a.repo.user(42)).await;
-
-    println!("-- 20 concurrent requests for a cold key on replica B");
-    let queries_before = db.queries();
-    let started = Instant::now();
-    let requests: Vec<_> = (0..20)
+    println!("-- 20 concurrent calls for a cold key on replica B share one load");
+    let queries = db.queries();
+    let calls: Vec<_> = (0..20)
         .map(|_| {
-            let repo = b.repo.clone();
-            tokio::spawn(async move { repo.user(7).await })
+            let repo = Arc::clone(&b.repo);
+            tokio::spawn(async move { repo.user(9, 8).await })
         })
         .collect();
-    for request in requests {
-        request.await.expect("no panic").expect("user 7 exists");
+    for call in calls {
+        call.await.expect("no panic").expect("user 9 exists");
     }
     println!(
-        "20 x user(7): {} database query, {:.1?} in all",
-        db.queries() - queries_before,
-        started.elapsed()
+        "{}  {:<26} {:<6}  db +{}  one load for the 20 calls",
+        b.name,
+        "20 x user(9, 8)",
+        "loaded",
+        db.queries() - queries
     );
 
-    println!("-- in Redis, entries are {{namespace}}:{{prefix}}:{{key}}");
-    for key in ["user:42", "orders:42", "user:7"] {
-        let key = format!("{NAMESPACE}:{key}");
-        let ttl_ms: i64 = conn.pttl(&key).await.expect("PTTL");
-        let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
-        println!("{key:<28} expires in {:.0?}", ttl);
-    }
+    println!(
+        "-- replica A saves user 42 (#[write_through]): B drops its L1 copy, reads A's from Redis"
+    );
+    let heard = b.repo.cache.stats().remote_invalidations;
+    call(
+        a,
+        db,
+        r#"save_user(42, 7, "Ada")"#,
+        a.repo.save_user(42, 7, "Ada"),
+    )
+    .await;
+    wait_for_message(b, heard, "its L1 copy of user 42 is dropped").await?;
+    call(a, db, "user(42, 7)", a.repo.user(42, 7)).await;
+    call(b, db, "user(42, 7)", b.repo.user(42, 7)).await;
+
+    println!(
+        r#"-- replica A renames org 7 (#[invalidates(tags = ["org:{{org}}"])]): B reloads org 7's users only"#
+    );
+    let heard = b.repo.cache.stats().remote_invalidations;
+    call(
+        a,
+        db,
+        r#"rename_org(7, "Acme Corp")"#,
+        a.repo.rename_org(7, "Acme Corp"),
+    )
+    .await;
+    wait_for_message(b, heard, "its L1 entries tagged org:7 are dropped").await?;
+    call(b, db, "user(42, 7)", b.repo.user(42, 7)).await;
+    call(a, db, "user(42, 7)", a.repo.user(42, 7)).await;
+    call(b, db, "user(9, 8)", b.repo.user(9, 8)).await;
 
     println!("-- stats");
-    for Replica { name, repo } in [&a, &b] {
-        println!("{name}: {:?}", repo.cache.stats());
+    for replica in [a, b] {
+        println!("{}  {}", replica.name, summary(&replica.repo.cache.stats()));
     }
     println!("database queries: {}", db.queries());
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// One instance of the service.
@@ -234,72 +305,66 @@ impl Replica {
     }
 }
 
-/// Runs one call on a replica and prints how it was answered.
-async fn call<T: std::fmt::Debug>(
+/// Runs one call on a replica and prints how it was answered: from L1, from
+/// Redis, by a load, with an error, or (not a cached read) as a write.
+async fn call<T: fmt::Display>(
     Replica { name, repo }: &Replica,
     db: &Db,
     label: &str,
     future: impl Future<Output = Result<T, DbError>>,
 ) {
     let (before, queries) = (repo.cache.stats(), db.queries());
-    let started = Instant::now();
     let result = future.await;
-    let elapsed = started.elapsed();
     let after = repo.cache.stats();
     let answer = if after.l1_hits > before.l1_hits {
         "L1 hit"
     } else if after.l2_hits > before.l2_hits {
         "L2 hit"
-    } else if after.errors > before.errors {
+    } else if result.is_err() {
         "error"
-    } else {
+    } else if after.misses > before.misses {
         "loaded"
+    } else {
+        "write"
     };
-    let queries = db.queries() - queries;
     let shown = match &result {
-        Ok(value) => format!("{value:?}"),
+        Ok(value) => format!("Ok: {value}"),
         Err(error) => format!("Err: {error}"),
     };
-    let shown = match shown.char_indices().nth(44) {
-        Some((end, _)) => format!("{}…", &shown[..end]),
-        None => shown,
-    };
-    println!("{name}  {label:<11} {answer:>6} {elapsed:>9.1?}  db queries +{queries}  {shown}");
+    let queries = db.queries() - queries;
+    println!("{name}  {label:<26} {answer:<6}  db +{queries}  {shown}");
 }
 
-/// A quick PING, so that a missing Redis is reported at once.
-async fn connect(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
-    let attempt = async {
-        let client = redis::Client::open(url)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        Ok::<_, redis::RedisError>(conn)
-    };
-    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("no answer within 2 s".to_owned()),
-    }
-}
-
-/// The keys matching `pattern`, with `SCAN` (never `KEYS` on a shared Redis).
-async fn scan(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .expect("SCAN");
-        keys.extend(batch);
-        if next == 0 {
-            return keys;
+/// Pub/sub is asynchronous: waits (at most 1 s) until `replica` has applied
+/// a message from the other replica, i.e. dropped the L1 entries it covers.
+async fn wait_for_message(
+    replica: &Replica,
+    heard_before: u64,
+    effect: &str,
+) -> Result<(), String> {
+    let started = Instant::now();
+    while replica.repo.cache.stats().remote_invalidations == heard_before {
+        if started.elapsed() > Duration::from_secs(1) {
+            return Err(format!(
+                "{} heard nothing over pub/sub within 1 s",
+                replica.name
+            ));
         }
-        cursor = next;
+        tokio::time::sleep(Duration::from_micros(100)).await;
     }
+    println!("{}  hears of it over pub/sub: {effect}", replica.name);
+    Ok(())
+}
+
+fn summary(stats: &Stats) -> String {
+    format!(
+        "L1 hits {}, L2 hits {}, misses {}, loads {} ({} failed), remote invalidations {}, Redis errors {}",
+        stats.l1_hits,
+        stats.l2_hits,
+        stats.misses,
+        stats.loads,
+        stats.errors,
+        stats.remote_invalidations,
+        stats.redis_errors,
+    )
 }
