@@ -151,7 +151,9 @@ impl Repo {
     /// A read, cached under `user:{id}` and tagged with the user and its org.
     /// (Tags are rendered from arguments, so the org is one: say, from the
     /// request path `/orgs/{org}/users/{id}`.)
-    #[cache_aside(prefix = "user", ttl = "5m", key = "{id}", tags = ["user:{id}", "org:{org}"], cache = self.cache)]
+    /// `org` only names a tag (a user's org is part of the row, the caller
+    /// passes it along): `skip(org)` says it does not change the result.
+    #[cache_aside(prefix = "user", ttl = "5m", key = "{id}", tags = ["user:{id}", "org:{org}"], skip(org), cache = self.cache)]
     async fn user(&self, id: u64, org: u64) -> Result<User, DbError> {
         self.db.select_user(id, org).await
     }

@@ -4,5 +4,7 @@
 fn ui() {
     let cases = trybuild::TestCases::new();
     cases.compile_fail("tests/ui/cache_aside/*.rs");
+    cases.compile_fail("tests/ui/write_through/*.rs");
+    cases.compile_fail("tests/ui/invalidates/*.rs");
     cases.pass("tests/ui/pass/*.rs");
 }

@@ -51,12 +51,13 @@ impl Service {
         self.db.lock().unwrap().get(&id).cloned()
     }
 
-    #[cache_aside(prefix = "user", ttl = "10m", key = "{id}", tags = ["user:{id}", "org:{org}"], cache = self.cache)]
+    /// `org` only names a tag: the caller passes the user's org along.
+    #[cache_aside(prefix = "user", ttl = "10m", key = "{id}", tags = ["user:{id}", "org:{org}"], skip(org), cache = self.cache)]
     async fn user(&self, id: u64, org: u64) -> Option<User> {
         self.reads.fetch_add(1, SeqCst);
         self.read_started.notify_one();
         drop(self.gate.acquire().await.unwrap());
-        self.row(id).filter(|user| user.org == org)
+        self.row(id).inspect(|user| debug_assert_eq!(user.org, org))
     }
 
     /// Stores the saved row under the key `user` reads.
@@ -191,6 +192,7 @@ async fn a_tag_invalidates_every_entry_carrying_it_on_every_instance() {
     assert_eq!(b.reads(), 0);
 
     assert_eq!(a.rename_org(7, "!").await, Ok(2));
+    assert_eq!(a.cache.stats().invalidations, 1);
     assert_eq!(
         a.user(1, 7).await.unwrap().name,
         "ada!",
@@ -271,6 +273,7 @@ async fn write_through_replaces_the_entry_everywhere() {
     assert_eq!(b.user(1, 7).await.unwrap().name, "ada"); // now in b's L1
 
     let saved = a.save(1, 7, "ada lovelace").await.unwrap().unwrap();
+    assert_eq!(a.cache.stats().writes, 1);
     assert_eq!(
         a.user(1, 7).await,
         Some(saved.clone()),

@@ -213,7 +213,7 @@ impl Args {
                     KEY => {
                         key = record(
                             cx,
-                            string_value(KEY, &expr).and_then(|lit| Template::parse(&lit)),
+                            string_value(KEY, &expr).and_then(|lit| Template::parse(&lit, "key")),
                         )
                     }
                     CACHE => {
@@ -224,8 +224,7 @@ impl Args {
                     }
                     CRATE => krate = record(cx, crate_path(&expr)),
                     TAGS => {
-                        tags =
-                            record(cx, templates(TAGS, &expr, Template::parse)).unwrap_or_default()
+                        tags = record(cx, templates(TAGS, &expr, tag_template)).unwrap_or_default()
                     }
                     KEYS => {
                         keys = record(cx, templates(KEYS, &expr, prefixed_key)).unwrap_or_default()
@@ -240,15 +239,12 @@ impl Args {
         }
         for &option in kind.required() {
             if !seen.iter().any(|s| s == option) && !suggested.contains(&option) {
-                let why = if option == KEY {
-                    ": the key of the entry it writes, the same template as the `#[cache_aside]` that reads it"
+                let message = if option == KEY {
+                    "missing `key`: add the key template of the `#[cache_aside]` that reads this entry, e.g. `key = \"{id}\"`".to_owned()
                 } else {
-                    ""
+                    format!("missing `{option}`: add {}", example(option))
                 };
-                cx.push(syn::Error::new(
-                    Span::call_site(),
-                    format!("missing `{option}`{why}: add {}", example(option)),
-                ));
+                cx.push(syn::Error::new(Span::call_site(), message));
             }
         }
         let targets = [TAGS, KEYS, PREFIXES];
@@ -305,14 +301,24 @@ fn unknown_option(kind: Kind, text: &str, closest: Option<&str>) -> String {
         .join(", ");
     let attribute = kind.attribute();
     if OPTIONS.contains(&text) {
-        let owner = [Kind::CacheAside, Kind::WriteThrough, Kind::Invalidates]
+        let owners: Vec<Kind> = [Kind::CacheAside, Kind::WriteThrough, Kind::Invalidates]
             .into_iter()
             .filter(|other| other.options().contains(&text))
-            .map(Kind::attribute)
+            .collect();
+        let owner = owners
+            .iter()
+            .map(|owner| owner.attribute())
             .collect::<Vec<_>>()
             .join(" and ");
+        // A writer may also invalidate: the option belongs on a second
+        // attribute of the same function.
+        let instead = if kind == Kind::WriteThrough && owners == [Kind::Invalidates] {
+            "move it to an `#[invalidates(...)]` on the same function, or remove it"
+        } else {
+            "remove it"
+        };
         return format!(
-            "`{text}` is an option of {owner}, not of {attribute}: valid options are {valid}"
+            "`{text}` is an option of {owner}, not of {attribute}: {instead}. Valid options of {attribute} are {valid}"
         );
     }
     match closest {
@@ -364,7 +370,7 @@ fn templates(
     let mut errors: Option<syn::Error> = None;
     let mut parsed = Vec::new();
     for item in items {
-        let result = string_value(option, item).and_then(|lit| parse(&lit));
+        let result = list_item(option, item).and_then(|lit| parse(&lit));
         match result {
             Ok(template) => parsed.push(template),
             Err(error) => match &mut errors {
@@ -376,25 +382,78 @@ fn templates(
     errors.map_or(Ok(parsed), Err)
 }
 
+/// One entry of `tags = [...]`, `keys = [...]` or `prefixes = [...]`: a
+/// string literal.
+fn list_item(option: &str, item: &Expr) -> syn::Result<LitStr> {
+    if let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = item
+    {
+        return Ok(lit.clone());
+    }
+    let instead = match (option, single_ident(item)) {
+        (TAGS, Some(name)) => format!("`tags = [\"{name}:{{{name}}}\"]`"),
+        (KEYS, Some(name)) => format!(
+            "`keys = [\"user:{{{name}}}\"]`, where `user` is the prefix of the `#[cache_aside]` that reads the key"
+        ),
+        (_, Some(name)) => format!("`{option} = [{name:?}]`"),
+        (_, None) => example(option).to_owned(),
+    };
+    Err(syn::Error::new_spanned(
+        item,
+        format!("`{option}` lists string literals: write {instead}"),
+    ))
+}
+
+/// A tag: a template that renders to something.
+fn tag_template(lit: &LitStr) -> syn::Result<Template> {
+    let template = Template::parse(lit, "tag")?;
+    if template.pieces.is_empty() {
+        return Err(syn::Error::new_spanned(
+            lit,
+            "a tag cannot be empty: name what the entries share, e.g. \"org:{org}\", or remove it",
+        ));
+    }
+    Ok(template)
+}
+
 /// `"user:{id}"` in `keys = [...]`: a literal prefix, `:`, then the key
 /// template, as `#[cache_aside(prefix = "user", key = "{id}")]` renders it.
 fn prefixed_key(lit: &LitStr) -> syn::Result<Template> {
-    let template = Template::parse(lit)?;
-    let prefix = match template.pieces.first() {
-        Some(Piece::Literal(text)) => text.split_once(':').map(|(prefix, _)| prefix),
-        _ => None,
+    let template = Template::parse(lit, "key")?;
+    let value = lit.value();
+    let first = match template.pieces.first() {
+        Some(Piece::Literal(text)) => text.as_str(),
+        _ => "",
     };
-    let Some(prefix) = prefix else {
+    let Some((prefix, rest)) = first.split_once(':') else {
+        if template.pieces.len() == 1 && prefix_error(first, &PrefixIn::Prefixes).is_none() {
+            return Err(syn::Error::new_spanned(
+                lit,
+                format!(
+                    "{value:?} is a prefix, not a key: write `prefixes = [{value:?}]` to forget every entry of `#[cache_aside(prefix = {value:?})]`, or `keys = [\"{value}:{{id}}\"]` for the one entry of key \"{{id}}\""
+                ),
+            ));
+        }
+        // `"user{id}"` or `"user/{id}"` most likely misses the `:` after
+        // the prefix; `"{id}"` misses the prefix.
+        let (prefix, key) = match first.trim_end_matches(['/', '|', '@', '=', ';']) {
+            written
+                if !written.is_empty() && prefix_error(written, &PrefixIn::Prefix).is_none() =>
+            {
+                (written, &value[first.len()..])
+            }
+            _ => ("user", value.as_str()),
+        };
         return Err(syn::Error::new_spanned(
             lit,
             format!(
-                "a key starts with its prefix and `:`, as the reader names them: write `keys = [\"user:{}\"]` for `#[cache_aside(prefix = \"user\", key = {:?})]`",
-                lit.value(),
-                lit.value()
+                "{value:?} does not start with a prefix and `:`: a key in `keys` is the prefix of the `#[cache_aside]` that reads it, `:`, then its key template. Write `keys = [\"{prefix}:{key}\"]` for `#[cache_aside(prefix = {prefix:?}, key = {key:?})]`"
             ),
         ));
     };
-    if let Some(message) = prefix_error(prefix) {
+    let rest = format!("{rest}{}", &value[first.len()..]);
+    if let Some(message) = prefix_error(prefix, &PrefixIn::Key(&rest)) {
         return Err(syn::Error::new_spanned(lit, message));
     }
     Ok(template)
@@ -402,9 +461,11 @@ fn prefixed_key(lit: &LitStr) -> syn::Result<Template> {
 
 /// `prefixes = ["user", ...]`.
 fn prefix_list(expr: &Expr) -> syn::Result<Vec<LitStr>> {
-    let templates = templates(PREFIXES, expr, |lit| match prefix_error(&lit.value()) {
-        Some(message) => Err(syn::Error::new_spanned(lit, message)),
-        None => Template::parse(lit),
+    let templates = templates(PREFIXES, expr, |lit| {
+        match prefix_error(&lit.value(), &PrefixIn::Prefixes) {
+            Some(message) => Err(syn::Error::new_spanned(lit, message)),
+            None => Template::parse(lit, "key"),
+        }
     })?;
     Ok(templates.into_iter().map(|template| template.lit).collect())
 }
@@ -416,14 +477,14 @@ fn when_value(expr: &Expr) -> syn::Result<When> {
         "before" => Ok(When::Before),
         "always" => Ok(When::Always),
         other => {
-            let hint = match suggest::closest(other, &["after", "before", "always"]) {
-                Some(meant) => format!("did you mean \"{meant}\"? "),
-                None => String::new(),
+            let write = match suggest::closest(other, &["after", "before", "always"]) {
+                Some(meant) => format!("did you mean \"{meant}\"? Write"),
+                None => "write".to_owned(),
             };
             Err(syn::Error::new_spanned(
                 &lit,
                 format!(
-                    "`when = {other:?}` is not a moment: {hint}write \"after\" (the default: after the body succeeded), \"before\" (before the body, and after it succeeded) or \"always\" (after the body, even when it failed)"
+                    "`when = {other:?}` is not a moment: {write} \"after\" (the default: after the body succeeded), \"before\" (before the body, and after it succeeded) or \"always\" (after the body, even when it failed)"
                 ),
             ))
         }
@@ -498,19 +559,45 @@ fn cache_expr(expr: Expr) -> syn::Result<Expr> {
 
 fn prefix_value(expr: &Expr) -> syn::Result<LitStr> {
     let lit = string_value(PREFIX, expr)?;
-    match prefix_error(&lit.value()) {
+    match prefix_error(&lit.value(), &PrefixIn::Prefix) {
         Some(message) => Err(syn::Error::new_spanned(&lit, message)),
         None => Ok(lit),
     }
 }
 
-fn prefix_error(text: &str) -> Option<String> {
+/// Where a prefix is written, to say what to write instead.
+enum PrefixIn<'a> {
+    /// `prefix = "user"`.
+    Prefix,
+    /// `prefixes = ["user"]`.
+    Prefixes,
+    /// `keys = ["user:{id}"]`, with what follows the prefix's `:`.
+    Key(&'a str),
+}
+
+impl PrefixIn<'_> {
+    fn write(&self, prefix: &str) -> String {
+        match self {
+            Self::Prefix => format!("`prefix = {prefix:?}`"),
+            Self::Prefixes => format!("`prefixes = [{prefix:?}]`"),
+            Self::Key(rest) => format!("`keys = [\"{prefix}:{rest}\"]`"),
+        }
+    }
+}
+
+fn prefix_error(text: &str, written: &PrefixIn) -> Option<String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
     if text.is_empty() {
-        return Some(
-            "the prefix is empty: name what this function caches, e.g. `prefix = \"user\"`"
-                .to_owned(),
-        );
+        let what = match written {
+            PrefixIn::Prefix => "name what this function caches",
+            PrefixIn::Prefixes | PrefixIn::Key(_) => {
+                "name the prefix of the `#[cache_aside]` to invalidate"
+            }
+        };
+        return Some(format!(
+            "the prefix is empty: {what}, e.g. {}",
+            written.write("user")
+        ));
     }
     let bad = text.chars().find(|&c| !allowed(c))?;
     let fixed: String = text
@@ -523,7 +610,8 @@ fn prefix_error(text: &str) -> Option<String> {
         ""
     };
     Some(format!(
-        "invalid prefix {text:?}: `{bad}` cannot appear in a prefix{why}. Use ASCII letters, digits and `-`, `_`, `.`, `/`: `prefix = {fixed:?}`"
+        "invalid prefix {text:?}: `{bad}` cannot appear in a prefix{why}. Use ASCII letters, digits and `-`, `_`, `.`, `/`: {}",
+        written.write(&fixed)
     ))
 }
 
@@ -566,12 +654,17 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        assert_eq!(prefix_error("user"), None);
-        assert_eq!(prefix_error("user/v1.2_x-y"), None);
-        let error = prefix_error("user:v1").unwrap();
+        let prefix = |text| prefix_error(text, &PrefixIn::Prefix);
+        assert_eq!(prefix("user"), None);
+        assert_eq!(prefix("user/v1.2_x-y"), None);
+        let error = prefix("user:v1").unwrap();
         assert!(error.contains("`prefix = \"user-v1\"`"), "{error}");
-        assert!(prefix_error("").unwrap().contains("empty"));
-        assert!(prefix_error("café").unwrap().contains("`é`"));
+        assert!(prefix("").unwrap().contains("empty"));
+        assert!(prefix("café").unwrap().contains("`é`"));
+        let error = prefix_error("user list", &PrefixIn::Prefixes).unwrap();
+        assert!(error.contains("`prefixes = [\"user-list\"]`"), "{error}");
+        let error = prefix_error("user list", &PrefixIn::Key("{id}")).unwrap();
+        assert!(error.contains("`keys = [\"user-list:{id}\"]`"), "{error}");
     }
 
     #[test]

@@ -80,18 +80,33 @@ fn check_templates(
     let names: Vec<String> = analyzed.args.iter().map(|a| a.ident.to_string()).collect();
     let has_self = func.sig.receiver().is_some();
     for template in templates {
-        for (root, _) in template.placeholders() {
+        for (root, fields) in template.placeholders() {
             if (root == "self" && has_self) || names.iter().any(|n| n == root) {
                 continue;
             }
-            let hint = match suggest::closest(root, &names) {
-                Some(meant) => format!(": did you mean `{{{meant}}}`?"),
-                None => String::new(),
+            // `{self.org}` in a free function most likely means an `org`
+            // argument.
+            let meant = match (root, fields.first()) {
+                ("self", Some(field)) => suggest::closest(field, &names),
+                ("self", None) => None,
+                _ => suggest::closest(root, &names),
+            };
+            let hint = match (meant, root) {
+                (Some(meant), _) => format!(": did you mean `{{{meant}}}`?"),
+                (None, "self") => {
+                    ": name an argument, or make it a method that takes `&self`".to_owned()
+                }
+                (None, _) => String::new(),
+            };
+            let missing = if root == "self" {
+                "no `self` receiver".to_owned()
+            } else {
+                format!("no argument `{root}`")
             };
             cx.error_spanned_by(
                 &template.lit,
                 format!(
-                    "{what} template names `{{{root}}}`, but `{name}` has no argument `{root}` ({}){hint}",
+                    "{what} template names `{{{root}}}`, but `{name}` has {missing} ({}){hint}",
                     argument_list(&analyzed.args)
                 ),
             );
@@ -150,15 +165,12 @@ fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctx
     let has_self = func.sig.receiver().is_some();
     // Arguments the template should name but does not: the likely meaning of
     // a placeholder that names no argument.
-    // An argument a tag names is accounted for too: it describes the entry
-    // (`tags = ["org:{org}"]` next to `key = "{id}"`).
-    let in_tags =
-        |arg: &Arg| args.tags.iter().any(|tag| tag.placeholders().any(|(root, _)| arg.ident == root));
+    // An argument only a tag names is not accounted for: two calls that
+    // differ in it would share the entry. `skip(org)` says it cannot differ.
     let mut unnamed: Vec<String> = analyzed
         .args
         .iter()
         .filter(|arg| !template.placeholders().any(|(root, _)| arg.ident == root))
-        .filter(|arg| !in_tags(arg))
         .map(|arg| arg.ident.to_string())
         .filter(|arg| !skipped_args.contains(arg))
         .collect();
@@ -167,10 +179,11 @@ fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctx
             continue;
         }
         if !is_arg(root) {
-            // With one argument left out, that is what the user meant;
-            // otherwise only a near spelling is.
+            // With one argument left out of a reader's key, that is what
+            // the user meant; otherwise only a near spelling is (a writer's
+            // other arguments are the data it writes).
             let meant = match unnamed.as_slice() {
-                [only] => Some(only.clone()),
+                [only] if args.kind == Kind::CacheAside => Some(only.clone()),
                 candidates => suggest::closest(root, candidates).map(str::to_owned),
             };
             let hint = match &meant {
@@ -237,10 +250,10 @@ fn cache_binding(args: &Args, cache: &Ident, private: &TokenStream) -> TokenStre
 
 /// `vec![rendered template, ...]`: each template written from scratch (tags,
 /// and the `prefix:key` templates of `#[invalidates]`).
-fn rendered(templates: &[Template], private: &TokenStream) -> TokenStream {
+fn rendered(templates: &[Template], private: &TokenStream, write: &TokenStream) -> TokenStream {
     let writer = Ident::new("__tc_writer", Span::mixed_site());
     let items = templates.iter().map(|template| {
-        let parts = template_parts(template, &writer, private);
+        let parts = template_parts(template, &writer, write);
         quote!({
             let mut #writer = #private::KeyWriter::bare();
             #parts
@@ -262,13 +275,15 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
     let owned = Ident::new("__tc_owned", site);
     let body_future = Ident::new("__tc_body", site);
     let ret_value = Ident::new("__tc_ret", site);
+    let tags_ident = Ident::new("__tc_tags", site);
+    let keys_ident = Ident::new("__tc_keys", site);
     let ret = &output.ret;
     let shape = format_ident!("{}", output.shape.runtime_name());
     let when = format_ident!("{}", args.when.runtime_name());
     let block = &func.block;
     let binding = cache_binding(args, &cache, &private);
-    let tags = rendered(&args.tags, &private);
-    let keys = rendered(&args.keys, &private);
+    let tags = rendered(&args.tags, &private, &quote!(#private::TagPart::write_tag));
+    let keys = rendered(&args.keys, &private, &quote!(#private::KeyPart::write_key));
     let prefixes = args
         .prefixes
         .iter()
@@ -276,8 +291,8 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
     quote! {
         #binding
         let #owned = #private::Cache::clone(#cache);
-        let __tc_tags: ::std::vec::Vec<::std::string::String> = #tags;
-        let __tc_keys: ::std::vec::Vec<::std::string::String> = #keys;
+        let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
+        let #keys_ident: ::std::vec::Vec<::std::string::String> = #keys;
         #[allow(unreachable_code, clippy::needless_return, clippy::let_and_return)]
         let #body_future = async move {
             let #ret_value: #ret = #block;
@@ -286,8 +301,8 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
         #private::invalidating::<#private::#shape, #ret, _>(
             #owned,
             #private::When::#when,
-            __tc_tags,
-            __tc_keys,
+            #tags_ident,
+            #keys_ident,
             ::std::vec![#(#prefixes),*],
             #body_future,
         )
@@ -319,10 +334,10 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     let block = &func.block;
 
     let cache_binding = cache_binding(args, &cache, &private);
-    let tags = rendered(&args.tags, &private);
+    let tags = rendered(&args.tags, &private, &quote!(#private::TagPart::write_tag));
     let tags_ident = Ident::new("__tc_tags", site);
     let key_parts = match &args.key {
-        Some(template) => template_parts(template, &writer, &private),
+        Some(template) => template_parts(template, &writer, &quote!(#private::KeyPart::write_key)),
         None => default_parts(analyzed, &args.skip, &writer),
     };
     let codec = Ident::new("__tc_codec", site);
@@ -394,7 +409,10 @@ fn default_parts(analyzed: &Func, skip: &[Ident], writer: &Ident) -> TokenStream
         .collect()
 }
 
-fn template_parts(template: &Template, writer: &Ident, private: &TokenStream) -> TokenStream {
+/// The statements writing a template; `write` is the function that writes a
+/// placeholder's value (`KeyPart::write_key`, or `TagPart::write_tag` for its
+/// diagnostic).
+fn template_parts(template: &Template, writer: &Ident, write: &TokenStream) -> TokenStream {
     let span = template.lit.span();
     // Field names come from inside the string: marked as generated (at the
     // same place), so rustc does not offer to rewrite the whole literal into
@@ -423,7 +441,7 @@ fn template_parts(template: &Template, writer: &Ident, private: &TokenStream) ->
                 // In the context of the argument's last token, so a type
                 // error is one label on the template, not two.
                 let call_span = if fields.is_empty() { span } else { field_span };
-                let write_key = respanned(quote!(#private::KeyPart::write_key), call_span);
+                let write_key = respanned(write.clone(), call_span);
                 quote_spanned!(span=> #write_key(&#root #(#field_tokens)*, &mut #writer);)
             }
         })
@@ -455,7 +473,11 @@ mod tests {
 
     /// The messages of the `compile_error!`s an expansion ends with.
     fn errors(args: TokenStream, item: TokenStream) -> Vec<String> {
-        let output = super::cache_aside(args, item).to_string();
+        errors_of(super::cache_aside(args, item))
+    }
+
+    fn errors_of(output: TokenStream) -> Vec<String> {
+        let output = output.to_string();
         output
             .split("compile_error !")
             .skip(1)
@@ -532,5 +554,87 @@ mod tests {
         .to_string();
         assert!(!output.contains("compile_error"), "{output}");
         assert!(output.contains("60000u64"), "{output}");
+    }
+
+    #[test]
+    fn a_writer_is_not_told_to_key_its_data() {
+        let errors = errors_of(super::write_through(
+            quote!(prefix = "user", ttl = "5m", key = "{uid}"),
+            quote!(
+                async fn save(user: User) -> User {
+                    user
+                }
+            ),
+        ));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(!errors[0].contains("did you mean"), "{errors:#?}");
+        let errors = errors_of(super::write_through(
+            quote!(prefix = "user", ttl = "5m", key = "{uid}"),
+            quote!(
+                async fn save(id: u64, user: User) -> User {
+                    user
+                }
+            ),
+        ));
+        assert!(errors[0].contains("did you mean `{id}`?"), "{errors:#?}");
+    }
+
+    #[test]
+    fn a_writer_or_invalidator_may_destructure_what_it_does_not_name() {
+        let errors = errors_of(super::invalidates(
+            quote!(keys = ["user:{id}"]),
+            quote!(
+                async fn rename(id: u64, (first, last): (String, String)) {
+                    drop((id, first, last));
+                }
+            ),
+        ));
+        assert!(errors.is_empty(), "{errors:#?}");
+        let errors = errors_of(super::write_through(
+            quote!(prefix = "user", ttl = "5m", key = "{id}"),
+            quote!(
+                async fn rename(id: u64, (first, last): (String, String)) -> String {
+                    format!("{id}{first}{last}")
+                }
+            ),
+        ));
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+
+    #[test]
+    fn says_what_an_invalidation_should_list() {
+        let item = quote!(
+            async fn delete(id: u64) {}
+        );
+        let cases = [
+            (quote!(keys = [id]), "write `keys = [\\\"user:{id}\\\"]`"),
+            (quote!(tags = [id]), "write `tags = [\\\"id:{id}\\\"]`"),
+            (
+                quote!(keys = ["user{id}"]),
+                "Write `keys = [\\\"user:{id}\\\"]`",
+            ),
+            (
+                quote!(keys = ["user/{id}"]),
+                "Write `keys = [\\\"user:{id}\\\"]`",
+            ),
+            (
+                quote!(keys = ["users"]),
+                "write `prefixes = [\\\"users\\\"]`",
+            ),
+            (
+                quote!(keys = ["user@v1:{id}"]),
+                "`keys = [\\\"user-v1:{id}\\\"]`",
+            ),
+            (quote!(keys = [":{id}"]), "the prefix is empty"),
+            (quote!(tags = [""]), "a tag cannot be empty"),
+            (quote!(tags = ["{self.org}"]), "has no `self` receiver"),
+            (quote!(tags = ["{self.id}"]), "did you mean `{id}`?"),
+            (quote!(tags = ["org {id}"]), "cannot appear in a tag"),
+        ];
+        for (args, expected) in cases {
+            let errors = errors_of(super::invalidates(args.clone(), item.clone()));
+            assert_eq!(errors.len(), 1, "{args}: {errors:#?}");
+            assert!(errors[0].contains(expected), "{args}: {errors:#?}");
+        }
     }
 }

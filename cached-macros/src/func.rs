@@ -69,10 +69,15 @@ impl Func {
                     ident: pat.ident.clone(),
                     ty: (*arg.ty).clone(),
                 }),
-                pat => cx.error_spanned_by(
+                // Only a reader's default key takes every argument; a
+                // writer's or invalidator's templates name what they use,
+                // and a template naming a destructured argument is an
+                // error there.
+                pat if kind == Kind::CacheAside => cx.error_spanned_by(
                     pat,
                     "a cached function's arguments need names (the key is built from them): write `name: Type` and destructure in the body",
                 ),
+                _ => {}
             }
         }
         if !kind.caches() {
@@ -100,20 +105,30 @@ impl Func {
         let ret = match &sig.output {
             ReturnType::Type(_, ty) => (**ty).clone(),
             ReturnType::Default => {
-                cx.error_spanned_by(
-                    &sig.ident,
-                    "this function returns `()`: there is nothing to cache. Return the value to cache (`-> User`, `-> Option<User>`, `-> Result<User, E>`), or use `#[invalidates]` for a function that changes data",
-                );
+                let message = match kind {
+                    Kind::WriteThrough => {
+                        "this function returns `()`: there is nothing to store. Return the value written (`-> User`, `-> Option<User>`, `-> Result<User, E>`), or use `#[invalidates(keys = [\"user:{id}\"])]` to drop the cached entry instead"
+                    }
+                    _ => {
+                        "this function returns `()`: there is nothing to cache. Return the value to cache (`-> User`, `-> Option<User>`, `-> Result<User, E>`), or use `#[invalidates]` for a function that changes data"
+                    }
+                };
+                cx.error_spanned_by(&sig.ident, message);
                 check_generics(item, &args, cx);
                 return Self { args, output: None };
             }
         };
         let (shape, value_ty) = shape_of(&ret);
         if is_unit(&value_ty) {
-            cx.error_spanned_by(
-                &value_ty,
-                "the cached value would be `()`: there is nothing to cache. Return the value to cache, or use `#[invalidates]` for a function that changes data",
-            );
+            let message = match kind {
+                Kind::WriteThrough => {
+                    "the value written would be `()`: there is nothing to store. Return the value written (`Result<User, E>`), or use `#[invalidates(keys = [\"user:{id}\"])]` to drop the cached entry instead"
+                }
+                _ => {
+                    "the cached value would be `()`: there is nothing to cache. Return the value to cache, or use `#[invalidates]` for a function that changes data"
+                }
+            };
+            cx.error_spanned_by(&value_ty, message);
         }
         if let Type::ImplTrait(_) = value_ty {
             cx.error_spanned_by(

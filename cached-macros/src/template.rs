@@ -1,4 +1,5 @@
-//! Key templates: `key = "{id}:{lang}"`, `key = "{self.tenant}/{id}"`.
+//! Key and tag templates: `key = "{id}:{lang}"`, `key = "{self.tenant}/{id}"`,
+//! `tags = ["org:{org}"]`.
 
 use syn::LitStr;
 
@@ -26,7 +27,8 @@ pub(crate) struct Template {
 }
 
 impl Template {
-    pub(crate) fn parse(lit: &LitStr) -> syn::Result<Self> {
+    /// `what` names the template in messages: `"key"` or `"tag"`.
+    pub(crate) fn parse(lit: &LitStr, what: &str) -> syn::Result<Self> {
         let text = lit.value();
         let err = |message: String| syn::Error::new(lit.span(), message);
         let mut pieces = Vec::new();
@@ -35,18 +37,18 @@ impl Template {
             if let Some(after) = rest.strip_prefix('{') {
                 let Some(end) = after.find('}') else {
                     return Err(err(format!(
-                        "unclosed `{{` in key template {text:?}: close the placeholder, e.g. \"{{id}}\""
+                        "unclosed `{{` in {what} template {text:?}: close the placeholder, e.g. \"{{id}}\""
                     )));
                 };
                 let inner = &after[..end];
                 if inner.contains('{') {
                     return Err(err(format!(
-                        "unclosed `{{` in key template {text:?}: close each placeholder before the next, e.g. \"{{a}}:{{b}}\""
+                        "unclosed `{{` in {what} template {text:?}: close each placeholder before the next, e.g. \"{{a}}:{{b}}\""
                     )));
                 }
                 pieces.push(
                     placeholder(inner)
-                        .map_err(|why| err(format!("{why} in key template {text:?}")))?,
+                        .map_err(|why| err(format!("{why} in {what} template {text:?}")))?,
                 );
                 rest = &after[end + 1..];
             } else {
@@ -58,9 +60,9 @@ impl Template {
                 {
                     let hint = match bad {
                         '}' => "a `}` without its `{`".to_owned(),
-                        ' ' => "a space cannot appear in a key".to_owned(),
-                        c if c.is_whitespace() => format!("{c:?} cannot appear in a key"),
-                        c => format!("`{c}` cannot appear in a key"),
+                        ' ' => format!("a space cannot appear in a {what}"),
+                        c if c.is_whitespace() => format!("{c:?} cannot appear in a {what}"),
+                        c => format!("`{c}` cannot appear in a {what}"),
                     };
                     return Err(err(format!(
                         "{hint} (template {text:?}): between placeholders write letters, digits, `-`, `_`, `.` and the separators `:` `/` `|` `@` `=` `;`"
@@ -142,7 +144,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Piece>, String> {
         let lit = LitStr::new(text, proc_macro2::Span::call_site());
-        Template::parse(&lit)
+        Template::parse(&lit, "key")
             .map(|t| t.pieces)
             .map_err(|e| e.to_string())
     }
@@ -184,5 +186,15 @@ mod tests {
             assert!(error.contains(why), "{bad:?}: {error}");
         }
         assert!(parse("{a}-x:{b}").is_ok());
+    }
+
+    #[test]
+    fn names_what_the_template_is() {
+        let lit = LitStr::new("org:{org", proc_macro2::Span::call_site());
+        let error = Template::parse(&lit, "tag").err().unwrap().to_string();
+        assert!(error.contains("in tag template"), "{error}");
+        let lit = LitStr::new("org {org}", proc_macro2::Span::call_site());
+        let error = Template::parse(&lit, "tag").err().unwrap().to_string();
+        assert!(error.contains("cannot appear in a tag"), "{error}");
     }
 }

@@ -421,6 +421,7 @@ where
     let Outcome::Value(value) = S::outcome(&result) else {
         return result;
     };
+    Counters::bump(&inner.counters.writes);
     // Readers of this key that are loading now loaded the old value: make
     // them leave it out of L1, here and (through the message) elsewhere.
     let written = Invalidation {

@@ -112,6 +112,7 @@ impl Inner {
             return Ok(());
         }
         invalidation.sender = self.id;
+        Counters::bump(&self.counters.invalidations);
         let result = match &self.l2 {
             None => Ok(()),
             Some(l2) => {

@@ -80,6 +80,25 @@ pub trait KeyPart {
     const MAY_BE_NONE: bool = false;
 }
 
+/// A value named in a tag template: any [`KeyPart`]. Its own trait only so
+/// that a type without `KeyPart` gets a message about tags.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of a tag",
+    label = "this value is named in a tag, but `{Self}` does not implement `KeyPart`",
+    note = "name another argument or field in the tag (`\"org:{{org_id}}\"`), or implement `tiercache::KeyPart` for `{Self}`"
+)]
+pub trait TagPart {
+    /// Writes the value as a key part.
+    fn write_tag(&self, out: &mut KeyWriter);
+}
+
+impl<T: KeyPart + ?Sized> TagPart for T {
+    fn write_tag(&self, out: &mut KeyWriter) {
+        self.write_key(out);
+    }
+}
+
 /// Where a key is rendered. Every value written through it is escaped; see
 /// the [module docs](self) for the encoding.
 #[derive(Debug, Clone)]

@@ -23,6 +23,11 @@ pub struct Stats {
     pub errors: u64,
     /// Redis operations that failed or timed out (the calls still succeeded).
     pub redis_errors: u64,
+    /// Values stored by `#[write_through]`.
+    pub writes: u64,
+    /// Invalidations this instance made (explicit calls and
+    /// `#[invalidates]`), whether or not Redis could be told.
+    pub invalidations: u64,
     /// Invalidations received from other instances and applied to L1.
     pub remote_invalidations: u64,
     /// Times the invalidation subscription was lost (each time L1 was
@@ -52,6 +57,8 @@ pub(crate) struct Counters {
     pub(crate) loads: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) redis_errors: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) invalidations: AtomicU64,
     pub(crate) remote_invalidations: AtomicU64,
     pub(crate) subscription_losses: AtomicU64,
 }
@@ -69,6 +76,8 @@ impl Counters {
             loads: self.loads.load(Relaxed),
             errors: self.errors.load(Relaxed),
             redis_errors: self.redis_errors.load(Relaxed),
+            writes: self.writes.load(Relaxed),
+            invalidations: self.invalidations.load(Relaxed),
             remote_invalidations: self.remote_invalidations.load(Relaxed),
             subscription_losses: self.subscription_losses.load(Relaxed),
         }

@@ -1,0 +1,8 @@
+use tiercache::write_through;
+
+#[write_through(prefix = "user", key = "{id}")]
+async fn save_user(id: u64, name: String) -> String {
+    format!("{id}:{name}")
+}
+
+fn main() {}
