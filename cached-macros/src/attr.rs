@@ -144,7 +144,7 @@ fn parse_raw(input: ParseStream) -> syn::Result<Vec<RawOption>> {
 /// generated; the other options are still checked against the function.
 pub(crate) struct Args {
     pub(crate) kind: Kind,
-    pub(crate) prefix: Option<LitStr>,
+    pub(crate) prefix: Option<Prefix>,
     pub(crate) ttl_ms: Option<u64>,
     pub(crate) key: Option<Template>,
     pub(crate) skip: Vec<Ident>,
@@ -279,7 +279,9 @@ fn record<T>(cx: &mut Ctxt, result: syn::Result<T>) -> Option<T> {
 
 fn example(option: &str) -> &'static str {
     match option {
-        PREFIX => "`prefix = \"user\"` (names what this function caches; shared by its writers)",
+        PREFIX => {
+            "`prefix = \"user\"` (names what this function caches; shared by its writers), or a `const` such as `prefix = USER`"
+        }
         TTL => "`ttl = \"5m\"` (or \"30s\", \"1h30m\", or an integer of seconds)",
         KEY => "`key = \"{id}:{lang}\"`",
         CACHE => "`cache = self.cache` (any expression that derefs to `tiercache::Cache`)",
@@ -557,11 +559,43 @@ fn cache_expr(expr: Expr) -> syn::Result<Expr> {
     }
 }
 
-fn prefix_value(expr: &Expr) -> syn::Result<LitStr> {
+/// `prefix = "user"`, or `prefix = USER` naming a `const &str` that a
+/// reader and its writers share.
+pub(crate) enum Prefix {
+    Literal(LitStr),
+    /// Checked at compile time by a const assertion in the generated code.
+    Const(Path),
+}
+
+impl quote::ToTokens for Prefix {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        match self {
+            Self::Literal(lit) => lit.to_tokens(tokens),
+            Self::Const(path) => path.to_tokens(tokens),
+        }
+    }
+}
+
+/// A path whose last segment is `SCREAMING_CASE`: a constant, by Rust's
+/// naming convention (a lowercase name is more likely a forgotten string).
+fn const_path(expr: &Expr) -> Option<Path> {
+    let Expr::Path(path) = expr else { return None };
+    let last = path.path.segments.last()?.ident.to_string();
+    let screaming = last.chars().any(|c| c.is_ascii_uppercase())
+        && last
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    (path.qself.is_none() && screaming).then(|| path.path.clone())
+}
+
+fn prefix_value(expr: &Expr) -> syn::Result<Prefix> {
+    if let Some(path) = const_path(expr) {
+        return Ok(Prefix::Const(path));
+    }
     let lit = string_value(PREFIX, expr)?;
     match prefix_error(&lit.value(), &PrefixIn::Prefix) {
         Some(message) => Err(syn::Error::new_spanned(&lit, message)),
-        None => Ok(lit),
+        None => Ok(Prefix::Literal(lit)),
     }
 }
 

@@ -12,7 +12,7 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
-use crate::attr::{Args, CacheOption, Kind};
+use crate::attr::{Args, CacheOption, Kind, Prefix};
 use crate::ctxt::Ctxt;
 use crate::func::{Arg, Func};
 use crate::suggest;
@@ -349,7 +349,18 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
             &SPEC
         }
     };
+    // A `const` prefix is checked where it is used, at compile time.
+    let check_prefix = match prefix {
+        Prefix::Literal(_) => quote!(),
+        Prefix::Const(path) => quote_spanned! {path.span()=>
+            const _: () = ::core::assert!(
+                #private::is_valid_prefix(#path),
+                "a cache prefix must be a non-empty name of ASCII letters, digits and `-`, `_`, `.`, `/`"
+            );
+        },
+    };
     let prologue = quote! {
+        #check_prefix
         let #codec = #make_codec;
         #cache_binding
         let #key: ::std::string::String = {

@@ -234,14 +234,30 @@ fn shorten(key: String) -> String {
     short
 }
 
-/// Checks a namespace or prefix: non-empty, and only `A-Z a-z 0-9 - _ . /`,
-/// so that `namespace:prefix:key` splits one way only.
+/// Whether `name` can be a namespace or prefix: non-empty, and only `A-Z
+/// a-z 0-9 - _ . /`, so that `namespace:prefix:key` splits one way only.
+/// A `const fn`, so that a `const` prefix is checked at compile time.
+#[doc(hidden)]
+#[must_use]
+pub const fn is_valid_prefix(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Checks a namespace or prefix with [`is_valid_prefix`].
 pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), crate::Error> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
-    if valid {
+    if is_valid_prefix(name) {
         Ok(())
     } else {
         Err(crate::Error::InvalidName {

@@ -33,7 +33,7 @@ pub mod __private {
         Cacheable, Codec, Spec, When, invalidating, l1_get, load, write_through,
     };
     pub use crate::cache::{Cache, global};
-    pub use crate::key::{KeyPart, KeyWriter, TagPart};
+    pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
     pub use crate::shape::{Fallible, FallibleOptional, Optional, Outcome, Plain, Shape};
 
     /// Checks that a cached value's type can be cached and returns what the
