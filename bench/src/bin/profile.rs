@@ -1,0 +1,291 @@
+//! A small binary for instruction-level profiles of the hit paths
+//! (`valgrind --tool=callgrind`, `perf`): `profile VARIANT N` makes N hits
+//! of one key after filling it once. VARIANT: tiercache-u64, cached-u64,
+//! tiercache-string, cached-string, moka-future, moka-sync, sketch-u64 (L1), and
+//! l2-tiercache, l2-raw, l2-cached (one task, sequential L2 hits; Redis from
+//! `TIERCACHE_BENCH_REDIS` or started here).
+//!
+//! Instructions per hit = (Ir at N2 - Ir at N1) / (N2 - N1).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use cached::macros::{cached, concurrent_cached};
+use tiercache::{Cache, cache_aside};
+use tiercache_bench::{BenchError, Item, item, raw, redis_url};
+
+#[cache_aside(prefix = "l2", ttl = "10m", cache = cache, skip(cache))]
+async fn tc_l2(cache: &Cache, id: u64) -> Item {
+    item(id)
+}
+
+#[concurrent_cached(
+    ty = "cached::AsyncRedisCache<u64, Item>",
+    create = {
+        cached::AsyncRedisCache::builder("cached-l2")
+            .ttl(std::time::Duration::from_secs(600))
+            .connection_string(redis_url())
+            .connection_manager(true)
+            .build()
+            .await
+            .expect("AsyncRedisCache builds")
+    },
+    map_error = |e| BenchError(format!("{e:?}"))
+)]
+async fn cached_redis(id: u64) -> Result<Item, BenchError> {
+    Ok(item(id))
+}
+
+#[inline(never)]
+async fn l2_hits(variant: &str, n: u64) {
+    let cache = Cache::builder()
+        .namespace("profile")
+        .redis(redis_url())
+        .l1_capacity(0)
+        .build()
+        .await
+        .expect("cache");
+    let mut conn = raw(redis_url()).await;
+    let json = serde_json::to_vec(&item(7)).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("raw:l2:7")
+        .arg(json)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    black_box(tc_l2(&cache, 7).await);
+    black_box(tc_l2(&cache, 7).await);
+    black_box(cached_redis(7).await.unwrap());
+    match variant {
+        "l2-tiercache" => {
+            for _ in 0..n {
+                black_box(tc_l2(&cache, black_box(7)).await);
+            }
+            let stats = cache.stats();
+            assert!(stats.loads <= 1, "{stats:?}");
+        }
+        "l2-raw" => {
+            for _ in 0..n {
+                let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(format!("raw:l2:{}", black_box(7)))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(serde_json::from_slice::<Item>(&bytes.unwrap()).unwrap());
+            }
+        }
+        "l2-cached" => {
+            for _ in 0..n {
+                black_box(cached_redis(black_box(7)).await.unwrap());
+            }
+        }
+        other => panic!("unknown variant {other}"),
+    }
+}
+
+#[cache_aside(prefix = "l1u64", ttl = "10m")]
+async fn tc_u64(id: u64) -> Item {
+    item(id)
+}
+
+#[cache_aside(prefix = "l1str", ttl = "10m")]
+async fn tc_str(name: String) -> Item {
+    item(name.len() as u64)
+}
+
+#[cached(ttl_secs = 600)]
+async fn cached_u64(id: u64) -> Item {
+    item(id)
+}
+
+#[cached(ttl_secs = 600)]
+async fn cached_str(name: String) -> Item {
+    item(name.len() as u64)
+}
+
+/// A sketch of an L1 lookup without moka on the hit path, to size what a
+/// different L1 could give (not tiercache code): the key rendered into a
+/// stack buffer (itoa, no allocation), hashed once (foldhash), one of 16
+/// `RwLock` shards, a hash-table probe with that hash, an expiry check, a
+/// downcast and a clone of the value.
+struct Sketch {
+    hasher: hashbrown::DefaultHashBuilder,
+    shards: Vec<std::sync::RwLock<hashbrown::HashTable<SketchEntry>>>,
+}
+
+struct SketchEntry {
+    hash: u64,
+    key: Box<str>,
+    value: Arc<dyn std::any::Any + Send + Sync>,
+    expires: std::time::Instant,
+}
+
+impl Sketch {
+    fn new() -> Self {
+        Self {
+            hasher: Default::default(),
+            shards: (0..16).map(|_| Default::default()).collect(),
+        }
+    }
+
+    fn key<'b>(buf: &'b mut [u8; 64], prefix: &str, id: u64) -> &'b str {
+        let mut fmt = itoa::Buffer::new();
+        let digits = fmt.format(id);
+        let len = prefix.len() + 1 + digits.len();
+        buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        buf[prefix.len()] = b':';
+        buf[prefix.len() + 1..len].copy_from_slice(digits.as_bytes());
+        std::str::from_utf8(&buf[..len]).unwrap()
+    }
+
+    fn insert(&self, key: &str, value: Arc<dyn std::any::Any + Send + Sync>) {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shards[(hash >> 60) as usize].write().unwrap();
+        shard.insert_unique(
+            hash,
+            SketchEntry {
+                hash,
+                key: key.into(),
+                value,
+                expires: std::time::Instant::now() + std::time::Duration::from_secs(600),
+            },
+            |e| e.hash,
+        );
+    }
+
+    #[inline(never)]
+    fn get<T: Clone + 'static>(&self, prefix: &str, id: u64) -> Option<T> {
+        use std::hash::BuildHasher;
+        let mut buf = [0u8; 64];
+        let key = Self::key(&mut buf, prefix, id);
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shards[(hash >> 60) as usize].read().unwrap();
+        let entry = shard.find(hash, |e| e.hash == hash && &*e.key == key)?;
+        if entry.expires <= std::time::Instant::now() {
+            return None;
+        }
+        entry.value.downcast_ref::<T>().cloned()
+    }
+}
+
+#[inline(never)]
+async fn hits(variant: &str, n: u64) {
+    let name = String::from("user-4242");
+    let moka_f: moka::future::Cache<String, Arc<Item>> = moka::future::Cache::new(10_000);
+    let moka_s: moka::sync::Cache<String, Arc<Item>> = moka::sync::Cache::new(10_000);
+    moka_f.insert("l1u64:42".into(), Arc::new(item(42))).await;
+    moka_s.insert("l1u64:42".into(), Arc::new(item(42)));
+    black_box(tc_u64(42).await);
+    black_box(cached_u64(42).await);
+    black_box(tc_str(name.clone()).await);
+    black_box(cached_str(name.clone()).await);
+    match variant {
+        "tiercache-u64" => {
+            for _ in 0..n {
+                black_box(tc_u64(black_box(42)).await);
+            }
+        }
+        "cached-u64" => {
+            for _ in 0..n {
+                black_box(cached_u64(black_box(42)).await);
+            }
+        }
+        "tiercache-string" => {
+            for _ in 0..n {
+                black_box(tc_str(black_box(&name).clone()).await);
+            }
+        }
+        "cached-string" => {
+            for _ in 0..n {
+                black_box(cached_str(black_box(&name).clone()).await);
+            }
+        }
+        "moka-future" => {
+            for _ in 0..n {
+                black_box(moka_f.get(black_box("l1u64:42")).await);
+            }
+        }
+        "sketch-u64" => {
+            let sketch = Sketch::new();
+            sketch.insert("l1u64:42", Arc::new(item(42)));
+            assert!(sketch.get::<Item>("l1u64", 42).is_some());
+            for _ in 0..n {
+                black_box(sketch.get::<Item>("l1u64", black_box(42)));
+            }
+        }
+        "moka-sync" => {
+            for _ in 0..n {
+                black_box(moka_s.get(black_box("l1u64:42")));
+            }
+        }
+        other => panic!("unknown variant {other}"),
+    }
+}
+
+/// Two threads, each on its own current-thread runtime, over 1,000 keys.
+fn two_threads(variant: &str, n: u64) {
+    let sketch = Sketch::new();
+    let keys: Vec<String> = (0..1_000).map(|id| format!("l1u64:{id}")).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for id in 0..1_000u64 {
+            black_box(tc_u64(id).await);
+            black_box(cached_u64(id).await);
+            sketch.insert(&keys[id as usize], Arc::new(item(id)));
+        }
+    });
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let sketch = &sketch;
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    for i in 0..n / 2 {
+                        let id = (i + t * 500) % 1_000;
+                        match variant {
+                            "2t-tiercache" => drop(black_box(tc_u64(id).await)),
+                            "2t-cached" => drop(black_box(cached_u64(id).await)),
+                            "2t-sketch" => drop(black_box(sketch.get::<Item>("l1u64", id))),
+                            other => panic!("unknown variant {other}"),
+                        }
+                    }
+                });
+            });
+        }
+    });
+    let el = start.elapsed();
+    eprintln!(
+        "{variant}: {n} hits on 2 threads, {:.2} M/s",
+        n as f64 / el.as_secs_f64() / 1e6
+    );
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let variant = args.next().expect("VARIANT");
+    let n: u64 = args.next().map_or(100_000, |s| s.parse().expect("N"));
+    if variant.starts_with("2t-") {
+        two_threads(&variant, n);
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let start = std::time::Instant::now();
+    if variant.starts_with("l2-") {
+        rt.block_on(l2_hits(&variant, n));
+    } else {
+        rt.block_on(hits(&variant, n));
+    }
+    eprintln!(
+        "{variant}: {n} hits, {:.0} ns/hit",
+        start.elapsed().as_nanos() as f64 / n as f64
+    );
+}
