@@ -158,14 +158,16 @@ where
         }
     };
 
+    // Before anything is read: an invalidation from now on outdates them.
     let epoch = inner.epoch();
+    let generations = inner.generations.snapshot(spec.prefix, &tags);
     let l2 = L2Call::new(inner, spec, &key, &tags);
     let seen = match &l2 {
         Some(l2) => match l2.read(codec).await {
             L2Read::Hit(value, fresh_for) => {
                 let shared = (codec.share)(&value);
                 let ttl = fresh_for.min(spec.ttl);
-                inner.keep_in_l1(key, Entry::shared(shared.clone(), ttl, &tags), epoch);
+                inner.keep_in_l1(key, Entry::shared(shared.clone(), ttl, generations), epoch);
                 leader.land(Landed::Value(shared, Source::L2));
                 count_answer(inner, Source::L2);
                 return S::from_value(value);
@@ -183,7 +185,11 @@ where
     match S::outcome(&result) {
         Outcome::Value(value) => {
             let shared = (codec.share)(value);
-            inner.keep_in_l1(key, Entry::shared(shared.clone(), spec.ttl, &tags), epoch);
+            inner.keep_in_l1(
+                key,
+                Entry::shared(shared.clone(), spec.ttl, generations),
+                epoch,
+            );
             leader.land(Landed::Value(shared, Source::Load));
             count_answer(inner, Source::Load);
             // Without the versions read before the load, a write could
@@ -412,6 +418,7 @@ where
     F: Future<Output = R>,
 {
     let inner = &*cache.inner;
+    let generations = inner.generations.snapshot(spec.prefix, &tags);
     let l2 = L2Call::new(inner, spec, &key, &tags);
     let versions = match &l2 {
         Some(l2) => l2.versions().await,
@@ -432,7 +439,7 @@ where
     inner.apply_locally(&written);
     let epoch = inner.epoch();
     let shared = (codec.share)(value);
-    inner.keep_in_l1(key, Entry::shared(shared, spec.ttl, &tags), epoch);
+    inner.keep_in_l1(key, Entry::shared(shared, spec.ttl, generations), epoch);
     if let (Some(l2), Some(versions)) = (l2, versions) {
         let message = serde_json::to_vec(&written).expect("an invalidation serializes");
         l2.write(

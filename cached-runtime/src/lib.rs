@@ -11,6 +11,7 @@ mod coherence;
 mod envelope;
 mod error;
 mod flight;
+mod generations;
 pub mod key;
 mod l1;
 mod l2;
