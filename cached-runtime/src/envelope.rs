@@ -17,7 +17,9 @@
 //! type, a short buffer, a payload serde rejects — is reported as `None`, a
 //! miss, and the caller overwrites it with a fresh load.
 
-use std::any::type_name;
+use std::any::{TypeId, type_name};
+use std::collections::HashMap;
+use std::sync::{LazyLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -35,8 +37,25 @@ const HEADER_LEN: usize = 32;
 /// It is the SHA-1 of [`std::any::type_name`]: the fully qualified path with
 /// generic arguments, stable across builds of one compiler. A compiler upgrade
 /// that prints a type differently only costs a round of misses.
-pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
-    stable_hash(type_name::<T>().as_bytes())
+///
+/// Computed once per type and process (a SHA-1 on every decode was a tenth
+/// of an L2 hit's client time).
+pub(crate) fn fingerprint<T: ?Sized + 'static>() -> u64 {
+    static KNOWN: LazyLock<RwLock<HashMap<TypeId, u64>>> = LazyLock::new(RwLock::default);
+    let id = TypeId::of::<T>();
+    let known = KNOWN
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+        .copied();
+    known.unwrap_or_else(|| {
+        let fingerprint = stable_hash(type_name::<T>().as_bytes());
+        KNOWN
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, fingerprint);
+        fingerprint
+    })
 }
 
 /// The first 8 bytes of the SHA-1 of `bytes`: the same on every build and
@@ -126,7 +145,7 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Option<(Meta, &[u8])> {
 }
 
 /// Decodes an envelope holding a `T`; `None` for anything else.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<(Meta, T)> {
+pub(crate) fn decode<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Option<(Meta, T)> {
     let (meta, payload) = decode_meta(bytes)?;
     if meta.fingerprint != fingerprint::<T>() {
         return None;
