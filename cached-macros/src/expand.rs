@@ -263,6 +263,22 @@ fn rendered(templates: &[Template], private: &TokenStream, write: &TokenStream) 
     quote!(::std::vec![#(#items),*])
 }
 
+/// `let __tc_body = async move { <the function's block> };`: the body as a
+/// future for the runtime, its type pinned to the declared return type so
+/// that a type error points at the signature.
+fn body_statement(ret: &syn::Type, block: &syn::Block) -> TokenStream {
+    let site = Span::mixed_site();
+    let body_future = Ident::new("__tc_body", site);
+    let ret_value = Ident::new("__tc_ret", site);
+    quote! {
+        #[allow(unreachable_code, clippy::needless_return, clippy::let_and_return)]
+        let #body_future = async move {
+            let #ret_value: #ret = #block;
+            #ret_value
+        };
+    }
+}
+
 /// The body of an `#[invalidates]` function.
 fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     let Some(output) = &analyzed.output else {
@@ -274,13 +290,12 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
     let cache = Ident::new("__tc_cache", site);
     let owned = Ident::new("__tc_owned", site);
     let body_future = Ident::new("__tc_body", site);
-    let ret_value = Ident::new("__tc_ret", site);
     let tags_ident = Ident::new("__tc_tags", site);
     let keys_ident = Ident::new("__tc_keys", site);
     let ret = &output.ret;
     let shape = format_ident!("{}", output.shape.runtime_name());
     let when = format_ident!("{}", args.when.runtime_name());
-    let block = &func.block;
+    let body_statement = body_statement(ret, &func.block);
     let binding = cache_binding(args, &cache, &private);
     let tags = rendered(&args.tags, &private, &quote!(#private::TagPart::write_tag));
     let keys = rendered(&args.keys, &private, &quote!(#private::KeyPart::write_key));
@@ -293,11 +308,7 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
         let #owned = #private::Cache::clone(#cache);
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         let #keys_ident: ::std::vec::Vec<::std::string::String> = #keys;
-        #[allow(unreachable_code, clippy::needless_return, clippy::let_and_return)]
-        let #body_future = async move {
-            let #ret_value: #ret = #block;
-            #ret_value
-        };
+        #body_statement
         #private::invalidating::<#private::#shape, #ret, _>(
             #owned,
             #private::When::#when,
@@ -326,12 +337,11 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     let hit = Ident::new("__tc_hit", site);
     let owned = Ident::new("__tc_owned", site);
     let body_future = Ident::new("__tc_body", site);
-    let ret_value = Ident::new("__tc_ret", site);
 
     let ret = &output.ret;
     let value_ty = &output.value_ty;
     let shape = format_ident!("{}", output.shape.runtime_name());
-    let block = &func.block;
+    let body_statement = body_statement(ret, &func.block);
 
     let cache_binding = cache_binding(args, &cache, &private);
     let tags = rendered(&args.tags, &private, &quote!(#private::TagPart::write_tag));
@@ -374,11 +384,7 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
             #prologue
             let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
             let #owned = #private::Cache::clone(#cache);
-            #[allow(unreachable_code, clippy::needless_return, clippy::let_and_return)]
-            let #body_future = async move {
-                let #ret_value: #ret = #block;
-                #ret_value
-            };
+            #body_statement
             #private::write_through::<#private::#shape, #ret, _>(
                 #owned, #spec, #codec, #key, #tags_ident, #body_future,
             )
@@ -395,11 +401,7 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         }
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         let #owned = #private::Cache::clone(#cache);
-        #[allow(unreachable_code, clippy::needless_return, clippy::let_and_return)]
-        let #body_future = async move {
-            let #ret_value: #ret = #block;
-            #ret_value
-        };
+        #body_statement
         #private::load::<#private::#shape, #ret, _>(
             #owned, #spec, #codec, #key, #tags_ident, #body_future,
         )
