@@ -423,3 +423,36 @@ async fn invalidating_a_tag_is_the_same_work_for_1_or_1000_entries() {
         "one SET and one PUBLISH, whatever the entries"
     );
 }
+
+/// Redis may evict a version key (under `maxmemory`): the entries that
+/// recorded it become misses, never stale hits, and the tag works again.
+#[tokio::test]
+async fn an_evicted_version_key_costs_a_miss_not_a_stale_value() {
+    let db = database([(1, 7, "old")]);
+    let a = Service::new(support::cache_in("evicted").await, &db);
+    a.user(1, 7).await.unwrap();
+    db.lock().unwrap().get_mut(&1).unwrap().name = "new".into();
+    let mut redis = support::raw(&support::shared().url()).await;
+    let evicted: u64 = redis::cmd("DEL")
+        .arg("evicted:#t:org:7")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(evicted, 1, "the tag's version key existed");
+
+    let fresh = Service::new(support::cache_in("evicted").await, &db);
+    assert_eq!(
+        fresh.user(1, 7).await.unwrap().name,
+        "new",
+        "a miss, not the old entry"
+    );
+    assert_eq!(fresh.reads(), 1);
+    fresh.cache.invalidate_tags(["org:7"]).await.unwrap();
+    db.lock().unwrap().get_mut(&1).unwrap().name = "newer".into();
+    let reader = Service::new(support::cache_in("evicted").await, &db);
+    assert_eq!(
+        reader.user(1, 7).await.unwrap().name,
+        "newer",
+        "the re-created tag invalidates again"
+    );
+}
