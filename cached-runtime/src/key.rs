@@ -277,20 +277,31 @@ macro_rules! display_key_part {
     )*};
 }
 
+/// Integers: decimal, through `itoa` (on the hit path, `core::fmt` was a
+/// tenth of an L1 hit).
+macro_rules! integer_key_part {
+    ($($ty:ty),* $(,)?) => {$(
+        impl KeyPart for $ty {
+            #[inline]
+            fn write_key(&self, out: &mut KeyWriter) {
+                // Digits and `-` need no escaping.
+                out.buf.push_str(itoa::Buffer::new().format(*self));
+            }
+        }
+    )*};
+}
+
+integer_key_part!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
+
+impl KeyPart for bool {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.buf.push_str(if *self { "true" } else { "false" });
+    }
+}
+
 display_key_part!(
-    u8,
-    u16,
-    u32,
-    u64,
-    u128,
-    usize,
-    i8,
-    i16,
-    i32,
-    i64,
-    i128,
-    isize,
-    bool,
     std::num::NonZeroU32,
     std::num::NonZeroU64,
     std::net::IpAddr,
