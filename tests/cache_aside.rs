@@ -454,3 +454,56 @@ async fn l1_capacity_zero_turns_l1_off() {
         "the second call is an L2 hit"
     );
 }
+
+#[tokio::test]
+async fn a_stalled_redis_trips_the_breaker_and_a_probe_brings_it_back() {
+    let server = support::RedisServer::start();
+    let cache = Cache::builder()
+        .namespace("breaker")
+        .redis(server.url())
+        .redis_timeout(Duration::from_millis(100))
+        .circuit_breaker(3, Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let repo = Repo::new(cache);
+    let mut admin = support::raw(&server.url()).await;
+    // Redis answers nobody for 1.5 s.
+    let pause = tokio::spawn(async move {
+        let _: Result<(), _> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(1.5)
+            .query_async(&mut admin)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for id in 1..=10 {
+        assert_eq!(repo.user(id).await.unwrap().id, id, "every call succeeds");
+    }
+    let stats = repo.cache.stats();
+    assert!(stats.breaker_open && stats.breaker_trips == 1, "{stats:?}");
+    assert!(
+        stats.redis_errors <= 4,
+        "after 3 timeouts calls skip Redis instead of waiting (a probe may add one): {stats:?}"
+    );
+    assert!(stats.redis_skipped >= 6, "{stats:?}");
+    pause.await.unwrap();
+
+    // Redis is back: a probe closes the breaker and L2 is used again.
+    let mut id = 100;
+    let closed = support::eventually(Duration::from_secs(5), async || {
+        id += 1;
+        repo.user(id).await.unwrap();
+        !repo.cache.stats().breaker_open
+    })
+    .await;
+    assert!(closed, "the breaker closes once Redis answers");
+    repo.user(id + 1).await.unwrap(); // loaded, and written to Redis
+    let fresh = Repo::new(support::cache_on(&server.url(), "breaker").await);
+    fresh.user(id + 1).await.unwrap();
+    assert_eq!(
+        fresh.queries(),
+        0,
+        "the tripped instance writes to Redis again"
+    );
+}

@@ -272,8 +272,8 @@ impl<'a> L2Call<'a> {
         })
     }
 
-    fn redis_failed(&self, error: &dyn std::fmt::Display, what: &str) {
-        Counters::bump(&self.inner.counters.redis_errors);
+    fn redis_failed(&self, error: &crate::l2::L2Error, what: &str) {
+        self.inner.counters.redis_failed(error);
         tracing::debug!(%error, key = self.entry_key, "L2 {what} failed");
     }
 

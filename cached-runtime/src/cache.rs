@@ -22,6 +22,10 @@ pub const DEFAULT_NAMESPACE: &str = "tiercache";
 pub const DEFAULT_L1_CAPACITY: u64 = 10_000;
 /// The default bound on each Redis operation.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(200);
+/// The default circuit breaker: open after this many consecutive failures…
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+/// …and probe Redis once per this long while open.
+pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
 
 /// A two-level cache: an in-process L1 (moka) in front of an optional shared
 /// L2 (Redis).
@@ -145,7 +149,7 @@ impl Inner {
                 l2.invalidate(&versions, &entries, &self.names.channel(), &message)
                     .await
                     .map_err(|error| {
-                        Counters::bump(&self.counters.redis_errors);
+                        self.counters.redis_failed(&error);
                         Error::from(error)
                     })
             }
@@ -266,7 +270,12 @@ impl Cache {
     /// A snapshot of the counters.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
+        let mut stats = self.inner.counters.snapshot();
+        if let Some(l2) = &self.inner.l2 {
+            stats.breaker_trips = l2.breaker.trips();
+            stats.breaker_open = l2.breaker.is_open();
+        }
+        stats
     }
 
     /// The namespace every Redis key of this cache starts with.
@@ -314,6 +323,7 @@ pub struct CacheBuilder {
     redis_url: Option<String>,
     l1_capacity: u64,
     redis_timeout: Duration,
+    breaker: (u32, Duration),
 }
 
 impl Default for CacheBuilder {
@@ -323,6 +333,7 @@ impl Default for CacheBuilder {
             redis_url: None,
             l1_capacity: DEFAULT_L1_CAPACITY,
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
+            breaker: (DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_COOLDOWN),
         }
     }
 }
@@ -355,6 +366,15 @@ impl CacheBuilder {
         self
     }
 
+    /// The circuit breaker in front of Redis: after `failures` consecutive
+    /// connection failures or timeouts, calls skip Redis (no waiting), and
+    /// one call per `cooldown` probes it; a success closes the breaker.
+    /// Default: 5 failures, 1 s.
+    pub fn circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.breaker = (failures, cooldown);
+        self
+    }
+
     /// Builds the cache. With Redis configured, it tries to connect within
     /// the Redis timeout; a Redis that is not there yet is no error: calls
     /// run without L2 until it answers.
@@ -372,6 +392,13 @@ impl CacheBuilder {
                 reason: "must be longer than zero",
             });
         }
+        let (failures, cooldown) = self.breaker;
+        if failures == 0 || cooldown.is_zero() {
+            return Err(Error::InvalidSetting {
+                setting: "circuit_breaker",
+                reason: "needs at least one failure and a cooldown longer than zero",
+            });
+        }
         let l2 = match self.redis_url {
             None => None,
             Some(url) => {
@@ -380,7 +407,8 @@ impl CacheBuilder {
                     source,
                 };
                 let client = redis::Client::open(url.as_str()).map_err(invalid)?;
-                let l2 = L2::new(client, self.redis_timeout).map_err(invalid)?;
+                let breaker = crate::breaker::Breaker::new(failures, cooldown);
+                let l2 = L2::new(client, self.redis_timeout, breaker).map_err(invalid)?;
                 if let Err(error) = l2.warm_up().await {
                     tracing::warn!(%error, "Redis is not reachable yet; running on L1 until it is");
                 }

@@ -46,6 +46,10 @@ pub enum Error {
     /// Redis did not answer within the configured timeout.
     #[error("Redis did not answer within {0:?}")]
     RedisTimeout(std::time::Duration),
+    /// Redis was not asked: it failed repeatedly and the circuit breaker is
+    /// open until a probe succeeds.
+    #[error("Redis is unavailable: the circuit breaker is open after repeated failures")]
+    RedisUnavailable,
 }
 
 impl From<crate::l2::L2Error> for Error {
@@ -53,6 +57,7 @@ impl From<crate::l2::L2Error> for Error {
         match error {
             crate::l2::L2Error::Timeout(after) => Self::RedisTimeout(after),
             crate::l2::L2Error::Redis(error) => Self::Redis(error),
+            crate::l2::L2Error::BreakerOpen => Self::RedisUnavailable,
         }
     }
 }

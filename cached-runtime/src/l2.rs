@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::breaker::{Breaker, is_connection_failure};
 use crate::tags::{fresh_version, parse_version};
 
 /// Why an L2 operation did not happen.
@@ -24,6 +25,8 @@ use crate::tags::{fresh_version, parse_version};
 pub(crate) enum L2Error {
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("Redis skipped: the circuit breaker is open after repeated failures")]
+    BreakerOpen,
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
 }
@@ -70,6 +73,7 @@ pub(crate) struct L2 {
     client: redis::Client,
     conn: ConnectionManager,
     timeout: Duration,
+    pub(crate) breaker: Breaker,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -78,7 +82,11 @@ fn millis(d: Duration) -> u64 {
 
 impl L2 {
     /// Prepares the connection without waiting for it.
-    pub(crate) fn new(client: redis::Client, timeout: Duration) -> Result<Self, redis::RedisError> {
+    pub(crate) fn new(
+        client: redis::Client,
+        timeout: Duration,
+        breaker: Breaker,
+    ) -> Result<Self, redis::RedisError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -92,6 +100,7 @@ impl L2 {
             client,
             conn,
             timeout,
+            breaker,
         })
     }
 
@@ -107,10 +116,20 @@ impl L2 {
         &self,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, L2Error> {
-        match tokio::time::timeout(self.timeout, op).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(L2Error::Timeout(self.timeout)),
+        if !self.breaker.allow() {
+            return Err(L2Error::BreakerOpen);
         }
+        let result = match tokio::time::timeout(self.timeout, op).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(L2Error::Redis(error)),
+            Err(_) => Err(L2Error::Timeout(self.timeout)),
+        };
+        match &result {
+            Err(L2Error::Redis(error)) if !is_connection_failure(error) => self.breaker.success(),
+            Err(_) => self.breaker.failure(),
+            Ok(_) => self.breaker.success(),
+        }
+        result
     }
 
     async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, L2Error> {

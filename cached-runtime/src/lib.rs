@@ -6,6 +6,7 @@
 //! code the macros generate and are not part of the API.
 
 mod aside;
+mod breaker;
 mod cache;
 mod coherence;
 mod envelope;
@@ -20,8 +21,8 @@ mod stats;
 pub mod tags;
 
 pub use cache::{
-    Cache, CacheBuilder, DEFAULT_L1_CAPACITY, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, global,
-    set_global,
+    Cache, CacheBuilder, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES, DEFAULT_L1_CAPACITY,
+    DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, global, set_global,
 };
 pub use error::Error;
 pub use key::{KeyPart, KeyWriter};

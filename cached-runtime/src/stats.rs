@@ -23,6 +23,12 @@ pub struct Stats {
     pub errors: u64,
     /// Redis operations that failed or timed out (the calls still succeeded).
     pub redis_errors: u64,
+    /// Redis operations skipped because the circuit breaker was open.
+    pub redis_skipped: u64,
+    /// Times the circuit breaker opened.
+    pub breaker_trips: u64,
+    /// Whether the circuit breaker is open now (calls skip Redis).
+    pub breaker_open: bool,
     /// Values stored by `#[write_through]`.
     pub writes: u64,
     /// Invalidations this instance made (explicit calls and
@@ -57,6 +63,7 @@ pub(crate) struct Counters {
     pub(crate) loads: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) redis_errors: AtomicU64,
+    pub(crate) redis_skipped: AtomicU64,
     pub(crate) writes: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     pub(crate) remote_invalidations: AtomicU64,
@@ -68,6 +75,15 @@ impl Counters {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// Counts a failed or skipped Redis operation.
+    pub(crate) fn redis_failed(&self, error: &crate::l2::L2Error) {
+        let counter = match error {
+            crate::l2::L2Error::BreakerOpen => &self.redis_skipped,
+            _ => &self.redis_errors,
+        };
+        Self::bump(counter);
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
         Stats {
             l1_hits: self.l1_hits.load(Relaxed),
@@ -76,6 +92,9 @@ impl Counters {
             loads: self.loads.load(Relaxed),
             errors: self.errors.load(Relaxed),
             redis_errors: self.redis_errors.load(Relaxed),
+            redis_skipped: self.redis_skipped.load(Relaxed),
+            breaker_trips: 0,
+            breaker_open: false,
             writes: self.writes.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
             remote_invalidations: self.remote_invalidations.load(Relaxed),

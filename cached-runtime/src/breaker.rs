@@ -1,0 +1,133 @@
+//! A circuit breaker in front of Redis.
+//!
+//! A Redis that is down answers at once (connection refused), but a Redis
+//! that is slow or unreachable costs every call the full timeout. After
+//! `threshold` consecutive failures the breaker opens: calls skip Redis (a
+//! miss, a skipped write) without waiting. Once per `cooldown` one call goes
+//! through as a probe; its success closes the breaker, its failure keeps it
+//! open for another cooldown. Only failures of the connection count (I/O
+//! errors, refusals, dropped connections, timeouts), not errors of a
+//! command, so a foreign value under one key cannot turn L2 off.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+pub(crate) struct Breaker {
+    threshold: u32,
+    cooldown_ms: u64,
+    origin: Instant,
+    failures: AtomicU32,
+    /// Milliseconds since `origin` until which calls skip Redis; 0 = closed.
+    open_until: AtomicU64,
+    trips: AtomicU64,
+}
+
+impl Breaker {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            cooldown_ms: u64::try_from(cooldown.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            origin: Instant::now(),
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            trips: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this call may use Redis: always while closed; while open,
+    /// one call per cooldown (the probe).
+    #[inline]
+    pub(crate) fn allow(&self) -> bool {
+        let until = self.open_until.load(SeqCst);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        now >= until
+            && self
+                .open_until
+                .compare_exchange(until, now.saturating_add(self.cooldown_ms), SeqCst, SeqCst)
+                .is_ok()
+    }
+
+    #[inline]
+    pub(crate) fn success(&self) {
+        // Read before writing: a healthy hot path stays free of shared writes.
+        if self.failures.load(SeqCst) != 0 {
+            self.failures.store(0, SeqCst);
+        }
+        if self.open_until.load(SeqCst) != 0 {
+            self.open_until.store(0, SeqCst);
+            tracing::info!("Redis answers again: circuit breaker closed");
+        }
+    }
+
+    pub(crate) fn failure(&self) {
+        let failures = self.failures.fetch_add(1, SeqCst).saturating_add(1);
+        if failures < self.threshold {
+            return;
+        }
+        let until = self.now_ms().saturating_add(self.cooldown_ms);
+        if self.open_until.swap(until, SeqCst) == 0 {
+            self.trips.fetch_add(1, SeqCst);
+            tracing::warn!(
+                failures,
+                "Redis keeps failing: circuit breaker open, calls skip it"
+            );
+        }
+    }
+
+    /// How many times the breaker opened.
+    pub(crate) fn trips(&self) -> u64 {
+        self.trips.load(SeqCst)
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_until.load(SeqCst) != 0
+    }
+}
+
+/// Whether an error says the connection, not the command, failed.
+pub(crate) fn is_connection_failure(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || error.is_unrecoverable_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_the_threshold_and_probes_once_per_cooldown() {
+        let breaker = Breaker::new(3, Duration::from_millis(50));
+        assert!(breaker.allow());
+        breaker.failure();
+        breaker.failure();
+        assert!(breaker.allow(), "2 failures: still closed");
+        breaker.failure();
+        assert!(breaker.is_open() && !breaker.allow(), "3 failures: open");
+        assert_eq!(breaker.trips(), 1);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(breaker.allow(), "the probe");
+        assert!(!breaker.allow(), "one probe per cooldown");
+        breaker.failure();
+        assert!(!breaker.allow(), "the probe failed: open again");
+        assert_eq!(breaker.trips(), 1, "still the same trip");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(breaker.allow());
+        breaker.success();
+        assert!(
+            !breaker.is_open() && breaker.allow(),
+            "the probe succeeded: closed"
+        );
+    }
+}
