@@ -10,37 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cached::macros::{cached, concurrent_cached};
+use cached::macros::concurrent_cached;
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 use tiercache::{Cache, cache_aside};
+use tiercache_bench::l1::{cached_str, cached_u64, tc_str, tc_u64};
 use tiercache_bench::{BenchError, Item, item, raw, redis_url};
 
 // ---------------------------------------------------------------------------
 // The functions under test
-
-/// tiercache, L1 hit, u64 argument (global cache: `Cache::in_memory()`).
-#[cache_aside(prefix = "l1u64", ttl = "10m")]
-async fn tc_u64(id: u64) -> Item {
-    item(id)
-}
-
-/// tiercache, L1 hit, String argument.
-#[cache_aside(prefix = "l1str", ttl = "10m")]
-async fn tc_str(name: String) -> Item {
-    item(name.len() as u64)
-}
-
-/// `cached`, async `#[cached(ttl_secs = …)]`, u64 argument.
-#[cached(ttl_secs = 600)]
-async fn cached_u64(id: u64) -> Item {
-    item(id)
-}
-
-/// `cached`, async `#[cached(ttl_secs = …)]`, String argument.
-#[cached(ttl_secs = 600)]
-async fn cached_str(name: String) -> Item {
-    item(name.len() as u64)
-}
 
 /// tiercache with Redis; the cache decides L1 on or off.
 #[cache_aside(prefix = "l2", ttl = "10m", cache = cache, skip(cache))]

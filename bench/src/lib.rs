@@ -46,6 +46,39 @@ pub fn item(id: u64) -> Item {
     }
 }
 
+/// The functions under test of the L1 cases, shared by the criterion suite
+/// and the `profile` binary so both measure the same code.
+pub mod l1 {
+    use cached::macros::cached;
+    use tiercache::cache_aside;
+
+    use super::{Item, item};
+
+    /// tiercache, L1 hit, u64 argument (global cache: `Cache::in_memory()`).
+    #[cache_aside(prefix = "l1u64", ttl = "10m")]
+    pub async fn tc_u64(id: u64) -> Item {
+        item(id)
+    }
+
+    /// tiercache, L1 hit, String argument.
+    #[cache_aside(prefix = "l1str", ttl = "10m")]
+    pub async fn tc_str(name: String) -> Item {
+        item(name.len() as u64)
+    }
+
+    /// `cached`, async `#[cached(ttl_secs = …)]`, u64 argument.
+    #[cached(ttl_secs = 600)]
+    pub async fn cached_u64(id: u64) -> Item {
+        item(id)
+    }
+
+    /// `cached`, async `#[cached(ttl_secs = …)]`, String argument.
+    #[cached(ttl_secs = 600)]
+    pub async fn cached_str(name: String) -> Item {
+        item(name.len() as u64)
+    }
+}
+
 /// An error type for `cached`'s `#[concurrent_cached]`, which needs `Result`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]

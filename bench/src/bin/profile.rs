@@ -10,8 +10,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use cached::macros::{cached, concurrent_cached};
+use cached::macros::concurrent_cached;
 use tiercache::{Cache, cache_aside};
+use tiercache_bench::l1::{cached_str, cached_u64, tc_str, tc_u64};
 use tiercache_bench::{BenchError, Item, item, raw, redis_url};
 
 #[cache_aside(prefix = "l2", ttl = "10m", cache = cache, skip(cache))]
@@ -81,26 +82,6 @@ async fn l2_hits(variant: &str, n: u64) {
         }
         other => panic!("unknown variant {other}"),
     }
-}
-
-#[cache_aside(prefix = "l1u64", ttl = "10m")]
-async fn tc_u64(id: u64) -> Item {
-    item(id)
-}
-
-#[cache_aside(prefix = "l1str", ttl = "10m")]
-async fn tc_str(name: String) -> Item {
-    item(name.len() as u64)
-}
-
-#[cached(ttl_secs = 600)]
-async fn cached_u64(id: u64) -> Item {
-    item(id)
-}
-
-#[cached(ttl_secs = 600)]
-async fn cached_str(name: String) -> Item {
-    item(name.len() as u64)
 }
 
 /// A sketch of an L1 lookup without moka on the hit path, to size what a
