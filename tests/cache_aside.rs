@@ -401,17 +401,7 @@ async fn a_slow_redis_costs_at_most_the_timeout() {
         .await
         .unwrap();
     let repo = Repo::new(cache);
-    let mut admin = support::raw(&server.url()).await;
-    // Redis answers nobody for 2 s. (The admin connection's own response
-    // timeout gives up on the reply; the server sleeps all the same.)
-    let pause = tokio::spawn(async move {
-        let _: Result<(), _> = redis::cmd("DEBUG")
-            .arg("SLEEP")
-            .arg(2)
-            .query_async(&mut admin)
-            .await;
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pause = support::stall(&server.url(), 2.0).await;
     let started = Instant::now();
     assert_eq!(repo.user(1).await.unwrap().id, 1);
     let took = started.elapsed();
@@ -467,16 +457,7 @@ async fn a_stalled_redis_trips_the_breaker_and_a_probe_brings_it_back() {
         .await
         .unwrap();
     let repo = Repo::new(cache);
-    let mut admin = support::raw(&server.url()).await;
-    // Redis answers nobody for 1.5 s.
-    let pause = tokio::spawn(async move {
-        let _: Result<(), _> = redis::cmd("DEBUG")
-            .arg("SLEEP")
-            .arg(1.5)
-            .query_async(&mut admin)
-            .await;
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pause = support::stall(&server.url(), 1.5).await;
     for id in 1..=10 {
         assert_eq!(repo.user(id).await.unwrap().id, id, "every call succeeds");
     }

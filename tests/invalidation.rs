@@ -128,11 +128,7 @@ async fn clear_forgets_the_namespace_and_only_it() {
 #[tokio::test]
 async fn a_load_that_raced_with_an_invalidation_is_never_served() {
     let a = Source::new(support::cache_in("race").await);
-    let gate_closed = a
-        .gate
-        .acquire_many(Semaphore::MAX_PERMITS as u32)
-        .await
-        .unwrap();
+    let gate_closed = support::close(&a.gate).await;
     let loading = tokio::spawn({
         let a = a.clone();
         async move { a.row(1).await }
@@ -154,11 +150,7 @@ async fn the_same_race_through_redis_only() {
     // Writer and reader are different instances: the raced value reaches
     // Redis (recorded with the old versions) and must be refused there.
     let loader = Source::new(support::cache_in("race-l2").await);
-    let gate_closed = loader
-        .gate
-        .acquire_many(Semaphore::MAX_PERMITS as u32)
-        .await
-        .unwrap();
+    let gate_closed = support::close(&loader.gate).await;
     let loading = tokio::spawn({
         let loader = loader.clone();
         async move { loader.row(1).await }

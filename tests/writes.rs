@@ -333,11 +333,7 @@ async fn a_slow_reader_never_overwrites_a_write_through() {
     let db = database([(1, 7, "old")]);
     let reader = Service::new(support::cache_in("write-race").await, &db);
     let writer = Service::new(support::cache_in("write-race").await, &db);
-    let closed = reader
-        .gate
-        .acquire_many(Semaphore::MAX_PERMITS as u32)
-        .await
-        .unwrap();
+    let closed = support::close(&reader.gate).await;
     let reading = tokio::spawn({
         let reader = reader.clone();
         async move { reader.user(1, 7).await }
@@ -370,11 +366,7 @@ async fn a_slow_reader_never_overwrites_a_write_through() {
 async fn a_load_that_raced_with_a_tag_invalidation_is_never_served() {
     let db = database([(1, 7, "old")]);
     let a = Service::new(support::cache_in("tag-race").await, &db);
-    let closed = a
-        .gate
-        .acquire_many(Semaphore::MAX_PERMITS as u32)
-        .await
-        .unwrap();
+    let closed = support::close(&a.gate).await;
     let loading = tokio::spawn({
         let a = a.clone();
         async move { a.user(1, 7).await }

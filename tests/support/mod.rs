@@ -205,3 +205,29 @@ pub async fn commands_executed(redis: &mut redis::aio::MultiplexedConnection) ->
         })
         .sum()
 }
+
+/// Makes the Redis at `url` answer nobody for `seconds` (`DEBUG SLEEP`),
+/// from a task that ends when Redis answers again. Returns once the sleep
+/// has begun. (The admin connection's own response timeout gives up on the
+/// reply; the server sleeps all the same.)
+pub async fn stall(url: &str, seconds: f64) -> tokio::task::JoinHandle<()> {
+    let mut admin = raw(url).await;
+    let stalled = tokio::spawn(async move {
+        let _: Result<(), _> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(seconds)
+            .query_async(&mut admin)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stalled
+}
+
+/// Closes a gate that test loaders pass through: they wait until the
+/// returned permit is dropped.
+pub async fn close(gate: &tokio::sync::Semaphore) -> tokio::sync::SemaphorePermit<'_> {
+    let all = u32::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u32::MAX);
+    gate.acquire_many(all)
+        .await
+        .expect("the gate is never closed for good")
+}
