@@ -54,7 +54,7 @@ pub struct Cache {
 }
 
 pub(crate) struct Inner {
-    pub(crate) namespace: String,
+    /// The namespace, and the Redis names derived from it.
     pub(crate) names: Names,
     /// Tells this instance's own invalidation messages from others'.
     pub(crate) id: u64,
@@ -137,7 +137,7 @@ impl Inner {
                     .collect();
                 versions.extend(invalidation.prefixes.iter().map(|p| self.names.prefix(p)));
                 if invalidation.all {
-                    versions.push(self.names.namespace());
+                    versions.push(self.names.namespace_version());
                 }
                 let entries: Vec<String> = invalidation
                     .keys
@@ -183,8 +183,7 @@ impl Cache {
     fn from_parts(namespace: String, l1_capacity: u64, l2: Option<L2>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                names: Names::new(&namespace),
-                namespace,
+                names: Names::new(namespace),
                 id: fastrand::u64(..),
                 l1: L1::new(l1_capacity),
                 l2,
@@ -281,7 +280,7 @@ impl Cache {
     /// The namespace every Redis key of this cache starts with.
     #[must_use]
     pub fn namespace(&self) -> &str {
-        &self.inner.namespace
+        self.inner.names.as_str()
     }
 
     /// Whether this cache has a Redis layer (configured; it may be down:
@@ -308,7 +307,7 @@ impl Cache {
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
-            .field("namespace", &self.inner.namespace)
+            .field("namespace", &self.inner.names.as_str())
             .field("redis", &self.inner.l2.is_some())
             .field("stats", &self.stats())
             .finish_non_exhaustive()

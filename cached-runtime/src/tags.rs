@@ -65,10 +65,13 @@ pub(crate) struct Names {
 }
 
 impl Names {
-    pub(crate) fn new(namespace: &str) -> Self {
-        Self {
-            namespace: namespace.to_owned(),
-        }
+    pub(crate) fn new(namespace: String) -> Self {
+        Self { namespace }
+    }
+
+    /// The namespace itself.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.namespace
     }
 
     /// `key` is the rendered `prefix:…` key.
@@ -84,7 +87,7 @@ impl Names {
         format!("{}:#p:{prefix}", self.namespace)
     }
 
-    pub(crate) fn namespace(&self) -> String {
+    pub(crate) fn namespace_version(&self) -> String {
         format!("{}:#ns", self.namespace)
     }
 
@@ -96,7 +99,7 @@ impl Names {
     /// namespace's, the prefix's, then each tag's.
     pub(crate) fn versions_of(&self, prefix: &str, tags: &[String]) -> Vec<String> {
         let mut keys = Vec::with_capacity(2 + tags.len());
-        keys.push(self.namespace());
+        keys.push(self.namespace_version());
         keys.push(self.prefix(prefix));
         keys.extend(tags.iter().map(|tag| self.tag(tag)));
         keys
@@ -155,11 +158,12 @@ mod tests {
 
     #[test]
     fn names_never_collide_with_entries() {
-        let names = Names::new("shop");
+        let names = Names::new("shop".to_owned());
         assert_eq!(names.entry("user:42"), "shop:user:42");
         assert_eq!(names.tag("org:7"), "shop:#t:org:7");
         assert_eq!(names.prefix("user"), "shop:#p:user");
-        assert_eq!(names.namespace(), "shop:#ns");
+        assert_eq!(names.as_str(), "shop");
+        assert_eq!(names.namespace_version(), "shop:#ns");
         assert_eq!(names.channel(), "shop:#events");
         assert_eq!(
             names.versions_of("user", &["org:7".into()]),
