@@ -16,13 +16,39 @@ use crate::generations::Snapshot;
 
 /// One L1 entry: the value, how long it may live, and the generations of
 /// its namespace, prefix and tags when its load started. Cloned on every
-/// hit: keep it to `Arc`s.
+/// hit: keep it to `Arc`s and small copies.
 #[derive(Clone)]
 pub(crate) struct Entry {
-    value: Shared,
+    pub(crate) value: Shared,
     ttl: Duration,
     generations: Snapshot,
+    /// For entries that outlive their fresh period or refresh early: when
+    /// it ends, and XFetch's `delta·β`. `None`: fresh until it expires.
+    pub(crate) timing: Option<Timing>,
 }
+
+/// When an entry stops being fresh, for functions with `stale`,
+/// `fail_safe` or `refresh_ahead`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub(crate) fresh_until: Instant,
+    pub(crate) xfetch_scale: Duration,
+}
+
+impl Timing {
+    /// Whether a hit may be answered from the entry without more ado: it is
+    /// fresh and XFetch does not pick this hit to refresh it.
+    #[inline]
+    pub(crate) fn serve_now(&self, now: Instant) -> bool {
+        match self.fresh_until.checked_duration_since(now) {
+            Some(gap) if !gap.is_zero() => !crate::spec::xfetch(gap, self.xfetch_scale),
+            _ => false,
+        }
+    }
+}
+
+/// A cached "nothing" (`cache_none`), stored in place of a value.
+pub(crate) struct Absent;
 
 impl Entry {
     #[cfg(test)]
@@ -37,7 +63,14 @@ impl Entry {
             value,
             ttl,
             generations,
+            timing: None,
         }
+    }
+
+    /// With its fresh period checked on every hit (see [`Timing`]).
+    pub(crate) fn timed(mut self, timing: Option<Timing>) -> Self {
+        self.timing = timing;
+        self
     }
 }
 
@@ -76,14 +109,24 @@ impl L1 {
         Self { entries }
     }
 
-    /// The value under `key`, of whatever type it was stored with, unless
-    /// it was invalidated (then it is dropped).
+    /// The value under `key`, of whatever type it was stored with, if it
+    /// is fresh and was not invalidated (then it is dropped).
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Shared> {
+        let entry = self.entry(key)?;
+        match entry.timing {
+            Some(timing) if !timing.serve_now(Instant::now()) => None,
+            _ => Some(entry.value),
+        }
+    }
+
+    /// The entry under `key`, fresh or not, unless it was invalidated.
+    #[inline]
+    pub(crate) fn entry(&self, key: &str) -> Option<Entry> {
         let entries = self.entries.as_ref()?;
         let entry = entries.get(key)?;
         if entry.generations.is_current() {
-            Some(entry.value)
+            Some(entry)
         } else {
             entries.invalidate(key);
             None

@@ -95,6 +95,17 @@ impl Names {
         format!("{}:#events", self.namespace)
     }
 
+    /// The cross-process load lock of an entry (`key`: `prefix:…`).
+    pub(crate) fn lock(&self, key: &str) -> String {
+        format!("{}:#lock:{key}", self.namespace)
+    }
+
+    /// Where a lock holder announces that it is done: the message is the
+    /// entry's `prefix:…` key.
+    pub(crate) fn landed_channel(&self) -> String {
+        format!("{}:#landed", self.namespace)
+    }
+
     /// The version keys an entry of `prefix` with `tags` records: the
     /// namespace's, the prefix's, then each tag's.
     pub(crate) fn versions_of(&self, prefix: &str, tags: &[String]) -> Vec<String> {
