@@ -53,6 +53,9 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
         }
         check_templates(&func, &analyzed, &args.tags, "tag", &mut cx);
         check_templates(&func, &analyzed, &args.keys, "key", &mut cx);
+        if kind == Kind::CacheAside {
+            crate::resilience::check(&func, args, &analyzed, &mut cx);
+        }
     }
     if let Err(error) = cx.check() {
         return with_errors(item, error);
@@ -353,9 +356,15 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     let codec = Ident::new("__tc_codec", site);
     let make_codec = quote_spanned!(value_ty.span()=> #private::codec::<#value_ty>());
 
+    let spec = crate::resilience::spec(
+        &private,
+        &prefix.to_token_stream(),
+        ttl_ms,
+        &args.resilience,
+    );
     let spec = quote! {
         {
-            const SPEC: #private::Spec = #private::Spec::new(#prefix, #ttl_ms);
+            const SPEC: #private::Spec = #spec;
             &SPEC
         }
     };
@@ -392,6 +401,24 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         };
     }
 
+    let timed_out = crate::resilience::timed_out(&private, ret, &args.resilience);
+    let load = if args.resilience.detaching().is_some() {
+        let detached = crate::resilience::detached(func, ret, &private);
+        quote! {
+            #private::load_detached::<#private::#shape, #ret>(
+                #owned, #spec, #codec, #key, #tags_ident, #detached, #timed_out,
+            )
+            .await
+        }
+    } else {
+        quote! {
+            #body_statement
+            #private::load::<#private::#shape, #ret, _>(
+                #owned, #spec, #codec, #key, #tags_ident, #body_future, #timed_out,
+            )
+            .await
+        }
+    };
     quote! {
         #prologue
         if let ::core::option::Option::Some(#hit) =
@@ -401,11 +428,7 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         }
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         let #owned = #private::Cache::clone(#cache);
-        #body_statement
-        #private::load::<#private::#shape, #ret, _>(
-            #owned, #spec, #codec, #key, #tags_ident, #body_future,
-        )
-        .await
+        #load
     }
 }
 
