@@ -365,7 +365,7 @@ where
             Some(timing) => (
                 timing.fresh_until > now,
                 now.saturating_duration_since(timing.fresh_until),
-                unix_ms_at(timing.fresh_until, now),
+                timing.expires_at_ms,
             ),
         };
         if fresh {
@@ -451,10 +451,11 @@ fn serve_fallback<S: Shape<R>, R>(
     Counters::bump(&inner.counters.misses);
     let throttle = inner.settings.fail_safe_throttle;
     let generations = inner.generations.snapshot(ctx.spec.prefix, &ctx.tags);
+    let fresh = (throttle, expiry(throttle));
     let entry = l1_entry(
         ctx.spec,
         fallback.value.clone(),
-        throttle,
+        fresh,
         Duration::ZERO,
         generations,
     );
@@ -467,10 +468,12 @@ fn serve_fallback<S: Shape<R>, R>(
 
 /// An L1 entry fresh for `fresh_for` from now (zero for a value already
 /// stale), kept through the function's stale and fail-safe windows.
+/// `expires_at_ms` is the end of its fresh period as its envelope records
+/// it: a refresh compares it with what Redis holds.
 fn l1_entry(
     spec: &Spec,
     value: Shared,
-    fresh_for: Duration,
+    (fresh_for, expires_at_ms): (Duration, u64),
     load_time: Duration,
     generations: crate::generations::Snapshot,
 ) -> Entry {
@@ -480,22 +483,16 @@ fn l1_entry(
     let now = Instant::now();
     let timing = Timing {
         fresh_until: now + fresh_for,
+        expires_at_ms,
         xfetch_scale: load_time.mul_f64(spec.refresh_beta),
     };
     Entry::shared(value, fresh_for + spec.keep(), generations).timed(Some(timing))
 }
 
-/// The Unix ms of an instant (`now` is `Instant::now()`).
-fn unix_ms_at(at: Instant, now: Instant) -> u64 {
-    let now_ms = envelope::unix_ms(SystemTime::now());
-    match at.checked_duration_since(now) {
-        Some(ahead) => now_ms.saturating_add(millis(ahead)),
-        None => now_ms.saturating_sub(millis(now.saturating_duration_since(at))),
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// The end of a fresh period starting now, as envelopes record it.
+fn expiry(fresh_for: Duration) -> u64 {
+    let millis = u64::try_from(fresh_for.as_millis()).unwrap_or(u64::MAX);
+    envelope::unix_ms(SystemTime::now()).saturating_add(millis)
 }
 
 /// Sleeps until `at`, or forever.
@@ -561,9 +558,9 @@ where
                     if let Some(fresh_for) = found.meta.remaining(now)
                         && newer
                     {
-                        let ttl = fresh_for.min(spec.ttl);
+                        let fresh = (fresh_for.min(spec.ttl), found.meta.expires_at_ms);
                         let load_time = found.meta.load_time();
-                        let entry = l1_entry(spec, shared.clone(), ttl, load_time, generations);
+                        let entry = l1_entry(spec, shared.clone(), fresh, load_time, generations);
                         inner.keep_in_l1(ctx.key.clone(), entry, epoch);
                         if let Some(leader) = leader {
                             leader.land(Landed::Value(shared.clone(), Source::L2));
@@ -572,7 +569,8 @@ where
                             count_answer(inner, Source::L2);
                         }
                         let scale = load_time.mul_f64(spec.refresh_beta);
-                        if crate::spec::xfetch(fresh_for, scale)
+                        if mode == Mode::Call
+                            && crate::spec::xfetch(fresh_for, scale)
                             && body.refresh(ctx, found.meta.expires_at_ms)
                         {
                             Counters::bump(&inner.counters.early_refreshes);
@@ -587,7 +585,7 @@ where
                             let entry = l1_entry(
                                 spec,
                                 shared.clone(),
-                                Duration::ZERO,
+                                (Duration::ZERO, found.meta.expires_at_ms),
                                 found.meta.load_time(),
                                 generations.clone(),
                             );
@@ -738,7 +736,14 @@ where
         Some(value) => (ctx.codec.share)(value),
         None => Arc::new(Absent),
     };
-    let entry = l1_entry(spec, shared.clone(), ttl, load_time, generations);
+    let expires_at_ms = expiry(ttl);
+    let entry = l1_entry(
+        spec,
+        shared.clone(),
+        (ttl, expires_at_ms),
+        load_time,
+        generations,
+    );
     inner.keep_in_l1(ctx.key.clone(), entry, epoch);
     if let Some(leader) = leader {
         leader.land(Landed::Value(shared, Source::Load));
@@ -750,7 +755,8 @@ where
     // invalidation it raced with: skip it.
     if let (Some(l2), Some(seen)) = (l2, seen) {
         let write = Write::IfUnchanged(seen, lease.as_mut());
-        l2.write(ctx.codec, value, load_time, ttl, write).await;
+        let fresh = (ttl, expires_at_ms);
+        l2.write(ctx.codec, value, load_time, fresh, write).await;
     }
     Some(result)
 }
@@ -886,15 +892,16 @@ impl<'a> L2Call<'a> {
             .ok()
     }
 
-    /// Writes the value (`None`: a cached "nothing"), fresh for `fresh` and
-    /// kept through the stale and fail-safe windows, with the tag versions
-    /// read before it was loaded or written: one round trip.
+    /// Writes the value (`None`: a cached "nothing"), fresh for `fresh`
+    /// (until the Unix ms given) and kept through the stale and fail-safe
+    /// windows, with the tag versions read before it was loaded or written:
+    /// one round trip.
     pub(crate) async fn write<V>(
         &self,
         codec: Codec<V>,
         value: Option<&V>,
         load_time: Duration,
-        fresh: Duration,
+        (fresh, expires_at_ms): (Duration, u64),
         how: Write<'_>,
     ) {
         let versions = match &how {
@@ -903,6 +910,7 @@ impl<'a> L2Call<'a> {
         };
         let meta = Meta {
             tag_versions: versions,
+            expires_at_ms,
             ..Meta::fresh((codec.fingerprint)(), fresh, load_time)
         };
         let bytes = match (codec.encode)(&meta, value) {
@@ -997,12 +1005,15 @@ where
     inner.apply_locally(&written);
     let epoch = inner.epoch();
     let shared = (codec.share)(value);
-    let entry = l1_entry(spec, shared, spec.ttl, Duration::ZERO, generations);
+    let expires_at_ms = expiry(spec.ttl);
+    let fresh = (spec.ttl, expires_at_ms);
+    let entry = l1_entry(spec, shared, fresh, Duration::ZERO, generations);
     inner.keep_in_l1(key, entry, epoch);
     if let (Some(l2), Some(versions)) = (l2, versions) {
         let message = serde_json::to_vec(&written).expect("an invalidation serializes");
         let write = Write::Announced(versions, message);
-        l2.write(codec, Some(value), Duration::ZERO, spec.ttl, write)
+        let fresh = (spec.ttl, expires_at_ms);
+        l2.write(codec, Some(value), Duration::ZERO, fresh, write)
             .await;
     }
     result

@@ -32,6 +32,8 @@ pub(crate) struct Entry {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Timing {
     pub(crate) fresh_until: Instant,
+    /// The same moment as its envelope in Redis records it (Unix ms).
+    pub(crate) expires_at_ms: u64,
     pub(crate) xfetch_scale: Duration,
 }
 
