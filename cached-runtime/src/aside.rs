@@ -50,10 +50,13 @@ pub struct Codec<V> {
     /// Serializes a value (`None`: a cached "nothing") into an envelope.
     pub(crate) encode: fn(&Meta, Option<&V>) -> Result<Vec<u8>, serde_json::Error>,
     /// Reads an envelope holding a `V` or a cached "nothing" of `V`.
-    pub(crate) decode: fn(&[u8]) -> Option<(Meta, Option<V>)>,
+    pub(crate) decode: fn(&[u8]) -> Option<Decoded<V>>,
     /// Identifies `V` in envelopes.
     pub(crate) fingerprint: fn() -> u64,
 }
+
+/// An envelope's metadata and value (`None`: a cached "nothing").
+pub(crate) type Decoded<V> = (Meta, Option<V>);
 
 impl<V> Clone for Codec<V> {
     fn clone(&self) -> Self {
