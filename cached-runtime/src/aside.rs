@@ -225,6 +225,7 @@ where
         fallback: Option<Fallback>,
     ) -> R {
         let slot = leader.as_ref().map(Leader::slot);
+        let offered_before = slot.clone();
         let task_ctx = ctx.clone();
         let mut task =
             tokio::spawn(async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await });
@@ -242,7 +243,17 @@ where
         tokio::select! {
             biased;
             finished = &mut task => match finished {
-                Ok(result) => result.expect("a caller's load answers"),
+                Ok(Some(result)) => result,
+                // It offered a stale value, then left the refresh to
+                // another process.
+                Ok(None) => {
+                    let slot = offered_before.expect("only a leader offers");
+                    match flight::wait(slot).await {
+                        Some(Landed::Value(shared, _)) => answer::<S, R>(ctx.codec, &shared)
+                            .expect("the offered value is the function's"),
+                        _ => unreachable!("a load that answers nobody offered a value"),
+                    }
+                }
                 Err(error) => std::panic::resume_unwind(error.into_panic()),
             },
             Some((answer, _)) = offered => answer,
@@ -384,7 +395,7 @@ where
             Counters::bump(&inner.counters.stale_served);
             return answer;
         }
-        if past <= spec.stale && inner.flights.busy(&ctx.key) {
+        if B::DETACHED && past <= spec.stale && inner.flights.busy(&ctx.key) {
             // A refresh runs already.
             Counters::bump(&inner.counters.l1_hits);
             Counters::bump(&inner.counters.stale_served);
@@ -635,7 +646,7 @@ where
                         .filter(|_| !answered)
                         .map(|soft| started + soft);
                     if now >= give_up_at || soft_at.is_some_and(|at| now >= at) {
-                        if mode != Mode::Call {
+                        if mode != Mode::Call || answered {
                             return None; // another process refreshes it
                         }
                         if !answered
