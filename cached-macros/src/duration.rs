@@ -46,6 +46,11 @@ pub(crate) fn parse(name: &str, value: &Expr) -> syn::Result<u64> {
                 _ => err(format!("`{name}` takes whole seconds: {GRAMMAR}")),
             }
         }
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(_), ..
+        }) => err(format!(
+            "`{name}` takes a duration, not a bool: write `{name} = \"1h\"`, or leave `{name}` out; {GRAMMAR}"
+        )),
         Expr::Unary(ExprUnary {
             op: UnOp::Neg(_), ..
         }) => err(format!("`{name}` must be longer than zero: {GRAMMAR}")),

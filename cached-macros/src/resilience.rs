@@ -9,7 +9,7 @@
 //! is renamed to a binding of the copy, as async-trait does.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
-use quote::{ToTokens, quote, quote_spanned};
+use quote::{ToTokens, quote};
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, ReceiverKind, Type};
 
@@ -85,27 +85,47 @@ pub(crate) fn check(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctxt) 
     if let (Some((_, soft)), Some((hard, hard_ms))) = (&r.timeout, &r.hard_timeout)
         && hard_ms <= soft
     {
+        let shown = |ms: u64| {
+            if ms.is_multiple_of(1000) {
+                format!("{}s", ms / 1000)
+            } else {
+                format!("{ms}ms")
+            }
+        };
         cx.error_spanned_by(
             hard,
-            "`hard_timeout` must be longer than `timeout`: past `timeout` the callers take the fail-safe value while the load goes on, until `hard_timeout` ends it",
+            format!(
+                "`hard_timeout` ({}) must be longer than `timeout` ({}): past `timeout` the callers take the fail-safe value while the load goes on, until `hard_timeout` ends it. Write a longer `hard_timeout`, e.g. `hard_timeout = \"{}\"`",
+                shown(*hard_ms),
+                shown(*soft),
+                shown(soft * 5),
+            ),
         );
     }
     if let Some(option) = r.detaching() {
         for input in &func.sig.inputs {
-            let mutable = match input {
-                FnArg::Receiver(receiver) => borrowed(receiver) == Some(true),
-                FnArg::Typed(arg) => {
-                    matches!(&*arg.ty, Type::Reference(r) if r.mutability.is_some())
+            let instead = match input {
+                FnArg::Receiver(receiver) if borrowed(receiver) == Some(true) => {
+                    "take `&self` (keep what the body changes in an `Arc<Mutex<_>>` or an atomic, which the copies share)".to_owned()
                 }
+                FnArg::Typed(arg) => match (&*arg.pat, &*arg.ty) {
+                    (syn::Pat::Ident(pat), Type::Reference(r)) if r.mutability.is_some() => {
+                        let (name, referent) = (&pat.ident, tokens(&r.elem));
+                        format!("take `{name}: &{referent}` or `{name}: {referent}`")
+                    }
+                    (_, Type::Reference(r)) if r.mutability.is_some() => {
+                        format!("take `&{}` or the value", tokens(&r.elem))
+                    }
+                    _ => continue,
+                },
+                FnArg::Receiver(_) => continue,
             };
-            if mutable {
-                cx.error_spanned_by(
-                    input,
-                    format!(
-                        "`{option}` runs `{name}` again in the background, on copies of its arguments, and cannot copy a `&mut` borrow: take `&self` or the value, or remove `{option}`"
-                    ),
-                );
-            }
+            cx.error_spanned_by(
+                input,
+                format!(
+                    "`{option}` runs `{name}` again in the background, on copies of its arguments, and cannot copy a `&mut` borrow: {instead}, or remove `{option}`"
+                ),
+            );
         }
     }
 }
@@ -155,65 +175,96 @@ pub(crate) fn spec(
 
 /// The function's error for `hard_timeout`, spanned on the option so that a
 /// missing `From<LoadTimeout>` is reported there.
+///
+/// The conversion goes through a local trait, so that the error says what
+/// `hard_timeout` needs rather than only that a bound does not hold.
 pub(crate) fn timed_out(private: &TokenStream, ret: &Type, r: &Resilience) -> TokenStream {
-    match &r.hard_timeout {
-        Some((option, ms)) => {
-            let from = quote_spanned!(option.span()=> ::core::convert::From::from);
-            quote! {
-                ::core::option::Option::Some(
-                    (|| ::core::result::Result::Err(#from(#private::LoadTimeout::after_ms(#ms))))
-                        as fn() -> #ret
-                )
+    let Some((option, ms)) = &r.hard_timeout else {
+        return quote!(::core::option::Option::None);
+    };
+    // A trait of the error type itself: rustc reports its message when
+    // the `From` bound under it does not hold (a trait of another type, or
+    // `From` alone, gets rustc's generic "trait bound not satisfied").
+    let error = respanned(quote!(HardTimeoutError::timed_out(#ms)), option.span());
+    // On the option too, for rustc's note "required for `E` to implement
+    // `HardTimeoutError`".
+    let imp = respanned(
+        quote! {
+            impl<E: ::core::convert::From<#private::LoadTimeout>> HardTimeoutError for E {
+                fn timed_out(ms: u64) -> Self {
+                    ::core::convert::From::from(#private::LoadTimeout::after_ms(ms))
+                }
             }
-        }
-        None => quote!(::core::option::Option::None),
+        },
+        option.span(),
+    );
+    quote! {
+        ::core::option::Option::Some({
+            #[diagnostic::on_unimplemented(
+                message = "`hard_timeout` ends a slow load with an error, but the error type `{Self}` cannot be made from a `tiercache::LoadTimeout`",
+                label = "needs `{Self}: From<tiercache::LoadTimeout>`",
+                note = "implement `From<tiercache::LoadTimeout>` for `{Self}` (e.g. with a `Timeout(tiercache::LoadTimeout)` variant), or use `timeout` with `fail_safe` to answer a slow load with the old value instead"
+            )]
+            trait HardTimeoutError: ::core::marker::Sized {
+                fn timed_out(ms: u64) -> Self;
+            }
+            #imp
+            (|| ::core::result::Result::Err(#error)) as fn() -> #ret
+        })
     }
 }
 
 /// `Detached::new(...)`: owned copies of `self` and the arguments, and a
-/// closure that starts the body on fresh clones of them.
+/// closure that starts the body on fresh copies of them (`Owned::owned`
+/// again, rather than `Clone::clone`: a type that is not `Owned` is then
+/// reported once, with `Owned`'s message, on the argument or `self`; see
+/// `copy_of`).
 pub(crate) fn detached(func: &ItemFn, ret: &Type, private: &TokenStream) -> TokenStream {
     let this = Ident::new("__tc_self", Span::call_site());
     let owned_this = Ident::new("__tc_self_owned", Span::mixed_site());
     let mut copies = Vec::new();
     let mut clones = Vec::new();
     let mut rebinds = Vec::new();
+    // A borrowed `self` or argument is copied from `&*name`, not `name` (see
+    // `copy_of`); clippy's `borrow_deref_ref` would flag that on the user's
+    // tokens.
     for input in &func.sig.inputs {
         match input {
             FnArg::Receiver(receiver) => {
-                let span = receiver.span();
+                let (first, last) = (first_span(receiver), receiver.self_token.span);
                 let self_token = Ident::new("self", receiver.self_token.span);
-                if borrowed(receiver).is_some() {
-                    copies.push(quote_spanned!(span=> let #owned_this = #private::Owned::owned(#self_token);));
+                let copy = if borrowed(receiver).is_some() {
                     rebinds.push(quote!(let #this = &#owned_this;));
+                    copy_of(private, quote!(&*#self_token), first, last)
                 } else {
-                    copies.push(quote_spanned!(span=> let #owned_this = #private::Owned::owned(&#self_token);));
                     rebinds.push(quote!(let #this = #owned_this;));
-                }
-                clones.push(quote!(let #owned_this = ::core::clone::Clone::clone(&#owned_this);));
+                    copy_of(private, quote!(&#self_token), first, last)
+                };
+                copies.push(quote!(#[allow(clippy::borrow_deref_ref)] let #owned_this = #copy;));
+                let again = copy_of(private, quote!(&#owned_this), first, last);
+                clones.push(quote!(let #owned_this = #again;));
             }
             FnArg::Typed(arg) => {
                 let syn::Pat::Ident(pat) = &*arg.pat else {
                     continue;
                 };
                 let ident = &pat.ident;
-                let span = arg.ty.span();
+                let (first, last) = (ident.span(), last_span(&arg.ty));
                 match &*arg.ty {
                     Type::Reference(reference) => {
                         let referent = &reference.elem;
-                        copies.push(
-                            quote_spanned!(span=> let #ident = #private::Owned::owned(#ident);),
-                        );
+                        let copy = copy_of(private, quote!(&*#ident), first, last);
+                        copies.push(quote!(#[allow(clippy::borrow_deref_ref)] let #ident = #copy;));
                         rebinds.push(quote!(let #ident: &#referent = ::core::borrow::Borrow::borrow(&#ident);));
                     }
                     _ => {
-                        copies.push(
-                            quote_spanned!(span=> let #ident = #private::Owned::owned(&#ident);),
-                        );
+                        let copy = copy_of(private, quote!(&#ident), first, last);
+                        copies.push(quote!(let #ident = #copy;));
                     }
                 }
+                let again = copy_of(private, quote!(&#ident), first, last);
                 let mutability = &pat.mutability;
-                clones.push(quote!(let #mutability #ident = ::core::clone::Clone::clone(&#ident);));
+                clones.push(quote!(let #mutability #ident = #again;));
             }
         }
     }
@@ -231,6 +282,76 @@ pub(crate) fn detached(func: &ItemFn, ret: &Type, private: &TokenStream) -> Toke
             }
         })
     }}
+}
+
+/// `Owned::owned(<reference>)` (`&name`, or `&*name` for a reference),
+/// with `name` spanned on `first` and the rest on `last`.
+///
+/// Found by trying: this way rustc reports a type that is not `Owned` on
+/// the argument, with `Owned`'s message and its own help (`#[derive(Clone)]`).
+/// Spanned otherwise, the error points at the whole attribute, or loses the
+/// message for "consider borrowing here" (a `&` before the argument's name
+/// in the signature, which is wrong).
+fn copy_of(private: &TokenStream, reference: TokenStream, first: Span, last: Span) -> TokenStream {
+    let mut tokens: Vec<TokenTree> = reference.into_iter().collect();
+    let mut name = tokens.pop();
+    if let Some(name) = &mut name {
+        // Keeps the name's hygiene (`__tc_self_owned` is the macro's).
+        name.set_span(name.span().located_at(first));
+    }
+    // `&` on `last`; the `*` of `&*name` on `first`.
+    let reference: TokenStream = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut token)| {
+            token.set_span(if index == 0 { last } else { first });
+            token
+        })
+        .collect();
+    let path = respanned(quote!(#private::Owned::owned), last);
+    let mut args = proc_macro2::Group::new(
+        proc_macro2::Delimiter::Parenthesis,
+        quote!(#reference #name),
+    );
+    args.set_span(last);
+    quote!(#path #args)
+}
+
+fn first_span(tokens: impl ToTokens) -> Span {
+    tokens
+        .into_token_stream()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |token| token.span())
+}
+
+/// The span of the last token of a type (`>` of `Vec<u8>`).
+fn last_span(ty: &Type) -> Span {
+    fn last(tokens: TokenStream) -> Option<Span> {
+        match tokens.into_iter().last()? {
+            TokenTree::Group(group) => Some(group.span_close()),
+            token => Some(token.span()),
+        }
+    }
+    last(ty.to_token_stream()).unwrap_or_else(|| ty.span())
+}
+
+/// `tokens` with every span set to `span`, so that an error about a
+/// generated path points at the user's token it stands for.
+fn respanned(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respanned(group.stream(), span));
+                inner.set_span(span);
+                token = TokenTree::Group(inner);
+            }
+            token.set_span(span);
+            token
+        })
+        .collect()
 }
 
 /// Replaces the `self` keyword (not `self::` paths) with `this`.

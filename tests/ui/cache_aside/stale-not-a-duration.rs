@@ -1,0 +1,8 @@
+use tiercache::cache_aside;
+
+#[cache_aside(prefix = "price", ttl = "5m", stale = true)]
+async fn price(sku: String) -> u64 {
+    sku.len() as u64 * 100
+}
+
+fn main() {}
