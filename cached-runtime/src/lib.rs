@@ -52,7 +52,7 @@ pub mod __private {
     #[diagnostic::on_unimplemented(
         message = "`{Self}` cannot be copied into a background run of the function",
         label = "`stale`, `refresh_ahead` and `timeout` need a copy of this",
-        note = "those options run the function again in the background, on copies of its arguments and of `self`: make this type `Clone + Send + Sync + 'static` (share state behind an `Arc`), or remove the option"
+        note = "those options run the function again in the background, on copies of its arguments and of `self`: make this type `Clone + Send + Sync + 'static` (share state behind an `Arc`, not an `Rc`), or remove the option"
     )]
     pub trait Owned {
         /// The copy.
