@@ -373,15 +373,15 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         #check_prefix
         let #codec = #make_codec;
         #cache_binding
-        let #key: ::std::string::String = {
-            let mut #writer = #private::KeyWriter::new(#prefix);
-            #key_parts
-            #writer.finish()
-        };
     };
     if args.kind == Kind::WriteThrough {
         return quote! {
             #prologue
+            let #key: ::std::string::String = {
+                let mut #writer = #private::KeyWriter::new(#prefix);
+                #key_parts
+                #writer.finish()
+            };
             let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
             let #owned = #private::Cache::clone(#cache);
             #body_statement
@@ -392,13 +392,20 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         };
     }
 
+    // A hit looks the key up where it was rendered (on the stack): only a
+    // miss makes its `String`.
     quote! {
         #prologue
-        if let ::core::option::Option::Some(#hit) =
-            #private::l1_get::<#private::#shape, #ret>(#cache, &#key, #codec)
-        {
-            return #hit;
-        }
+        let #key: ::std::string::String = {
+            let mut #writer = #private::KeyWriter::new(#prefix);
+            #key_parts
+            if let ::core::option::Option::Some(#hit) =
+                #private::l1_get_rendered::<#private::#shape, #ret>(#cache, &#writer, #codec)
+            {
+                return #hit;
+            }
+            #writer.finish()
+        };
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         let #owned = #private::Cache::clone(#cache);
         #body_statement

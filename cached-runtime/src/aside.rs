@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use crate::cache::{Cache, Inner};
 use crate::envelope::{self, Meta};
 use crate::flight::{self, Landed, Role, Shared, Source};
+use crate::key::KeyWriter;
 use crate::l1::Entry;
 use crate::shape::{Outcome, Shape};
 use crate::stats::Counters;
@@ -114,6 +115,16 @@ where
     let value = (codec.unshare)(&cache.inner.l1.get(key)?)?;
     Counters::bump(&cache.inner.counters.l1_hits);
     Some(S::from_value(value))
+}
+
+/// Step 1 as generated code takes it: the key still in its writer, so that a
+/// hit never makes the key's `String`.
+#[inline]
+pub fn l1_get_rendered<S, R>(cache: &Cache, key: &KeyWriter, codec: Codec<S::Value>) -> Option<R>
+where
+    S: Shape<R>,
+{
+    l1_get::<S, R>(cache, &key.as_key(), codec)
 }
 
 /// Step 2: L2, then the body, single-flighted per key. `tags` are the

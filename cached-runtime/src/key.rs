@@ -28,6 +28,9 @@
 //!
 //! Rendered keys longer than [`MAX_KEY_LEN`] bytes keep a readable head and
 //! end in `#` and the SHA-1 of the whole rendered key.
+//!
+//! A key is rendered on the stack (up to [`INLINE_KEY_LEN`] bytes, then on
+//! the heap): an L1 hit looks it up there, and only a miss makes a `String`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -35,12 +38,18 @@ use std::fmt::{self, Write as _};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 /// Rendered keys (prefix and arguments) longer than this are shortened to a
 /// readable head plus a hash of the whole.
 pub const MAX_KEY_LEN: usize = 250;
 
 /// How many bytes of a shortened key stay readable.
 const HASHED_HEAD_LEN: usize = 64;
+
+/// Keys up to this many bytes are rendered without a heap allocation: every
+/// key that is not shortened fits.
+const INLINE_KEY_LEN: usize = 256;
 
 /// A value that can be part of a cache key.
 ///
@@ -101,42 +110,62 @@ impl<T: KeyPart + ?Sized> TagPart for T {
 
 /// Where a key is rendered. Every value written through it is escaped; see
 /// the [module docs](self) for the encoding.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KeyWriter {
-    buf: String,
+    /// Always UTF-8: only whole `str`s and ASCII bytes are written.
+    buf: SmallVec<[u8; INLINE_KEY_LEN]>,
+}
+
+impl fmt::Debug for KeyWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyWriter")
+            .field("buf", &String::from_utf8_lossy(&self.buf))
+            .finish()
+    }
 }
 
 impl KeyWriter {
     /// Starts the key of one call site: `prefix:`.
     #[doc(hidden)]
+    #[inline]
     pub fn new(prefix: &str) -> Self {
-        let mut buf = String::with_capacity(prefix.len() + 24);
-        buf.push_str(prefix);
-        buf.push(':');
-        Self { buf }
+        let mut writer = Self::bare();
+        writer.push_str(prefix);
+        writer.buf.push(b':');
+        writer
     }
 
     /// Starts a tag or a full `prefix:key` template: no prefix of its own.
     #[doc(hidden)]
+    #[inline]
     pub fn bare() -> Self {
-        Self { buf: String::new() }
+        Self {
+            buf: SmallVec::new(),
+        }
+    }
+
+    #[inline]
+    fn push_str(&mut self, s: &str) {
+        self.buf.extend_from_slice(s.as_bytes());
     }
 
     /// Writes text, escaped.
     pub fn write_str(&mut self, s: &str) {
         let bytes = s.as_bytes();
         if bytes.iter().all(|&b| is_unreserved(b)) {
-            self.buf.push_str(s);
+            self.push_str(s);
             return;
         }
         for &b in bytes {
             if is_unreserved(b) {
-                self.buf.push(b as char);
+                self.buf.push(b);
             } else {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                self.buf.push('%');
-                self.buf.push(HEX[usize::from(b >> 4)] as char);
-                self.buf.push(HEX[usize::from(b & 0xF)] as char);
+                self.buf.extend_from_slice(&[
+                    b'%',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xF)],
+                ]);
             }
         }
     }
@@ -150,45 +179,65 @@ impl KeyWriter {
                 Ok(())
             }
         }
-        // Writing into a String cannot fail.
+        // Writing into a buffer cannot fail.
         let _ = write!(Escaping(self), "{value}");
     }
 
     /// Writes a template's literal text. Only generated code calls this, with
     /// text the macro has checked contains no character a value could hold.
     #[doc(hidden)]
+    #[inline]
     pub fn literal(&mut self, text: &'static str) {
-        self.buf.push_str(text);
+        self.push_str(text);
     }
 
     /// Writes one argument of a default (all-arguments) key, `:`-separated.
     #[doc(hidden)]
+    #[inline]
     pub fn arg<T: KeyPart + ?Sized>(&mut self, index: usize, value: &T) {
         if index > 0 {
-            self.buf.push(':');
+            self.buf.push(b':');
         }
         value.write_key(self);
     }
 
-    fn structure(&mut self, c: char) {
+    fn structure(&mut self, c: u8) {
         self.buf.push(c);
     }
 
     fn sequence<'a, T: KeyPart + 'a>(&mut self, items: impl IntoIterator<Item = &'a T>) {
-        self.structure('[');
+        self.structure(b'[');
         for (i, item) in items.into_iter().enumerate() {
             if i > 0 {
-                self.structure(',');
+                self.structure(b',');
             }
             item.write_key(self);
         }
-        self.structure(']');
+        self.structure(b']');
+    }
+
+    /// The text written so far, unshortened.
+    fn text(&self) -> Cow<'_, str> {
+        // Never lossy: only whole `str`s and ASCII bytes are written.
+        std::str::from_utf8(&self.buf)
+            .map_or_else(|_| String::from_utf8_lossy(&self.buf), Cow::Borrowed)
+    }
+
+    /// The rendered key as [`finish`](Self::finish) returns it, without
+    /// allocating unless it is overlong: what an L1 lookup needs.
+    #[inline]
+    pub(crate) fn as_key(&self) -> Cow<'_, str> {
+        if self.buf.len() <= MAX_KEY_LEN {
+            self.text()
+        } else {
+            Cow::Owned(shorten(self.text().into_owned()))
+        }
     }
 
     /// The rendered key (`prefix:…`), shortened with a hash when overlong.
     #[doc(hidden)]
     pub fn finish(self) -> String {
-        shorten(self.buf)
+        shorten(self.text().into_owned())
     }
 }
 
@@ -207,9 +256,9 @@ impl KeyWriter {
 /// assert_eq!(format!("team:{}", render("R&D")), "team:R%26D");
 /// ```
 pub fn render<T: KeyPart + ?Sized>(value: &T) -> String {
-    let mut writer = KeyWriter { buf: String::new() };
+    let mut writer = KeyWriter::bare();
     value.write_key(&mut writer);
-    writer.buf
+    writer.text().into_owned()
 }
 
 /// The characters a value is written with unescaped.
@@ -285,7 +334,7 @@ macro_rules! integer_key_part {
             #[inline]
             fn write_key(&self, out: &mut KeyWriter) {
                 // Digits and `-` need no escaping.
-                out.buf.push_str(itoa::Buffer::new().format(*self));
+                out.push_str(itoa::Buffer::new().format(*self));
             }
         }
     )*};
@@ -297,7 +346,7 @@ integer_key_part!(
 
 impl KeyPart for bool {
     fn write_key(&self, out: &mut KeyWriter) {
-        out.buf.push_str(if *self { "true" } else { "false" });
+        out.push_str(if *self { "true" } else { "false" });
     }
 }
 
@@ -335,8 +384,8 @@ impl KeyPart for Cow<'_, str> {
 
 impl KeyPart for () {
     fn write_key(&self, out: &mut KeyWriter) {
-        out.structure('(');
-        out.structure(')');
+        out.structure(b'(');
+        out.structure(b')');
     }
 }
 
@@ -358,10 +407,10 @@ impl<T: KeyPart> KeyPart for Option<T> {
 
     fn write_key(&self, out: &mut KeyWriter) {
         match self {
-            None => out.structure('~'),
+            None => out.structure(b'~'),
             Some(value) => {
                 if T::MAY_BE_NONE {
-                    out.structure('!');
+                    out.structure(b'!');
                 }
                 value.write_key(out);
             }
@@ -401,14 +450,14 @@ impl<T: KeyPart> KeyPart for BTreeSet<T> {
 
 impl<K: KeyPart, V: KeyPart> KeyPart for BTreeMap<K, V> {
     fn write_key(&self, out: &mut KeyWriter) {
-        out.structure('[');
+        out.structure(b'[');
         for (i, (k, v)) in self.iter().enumerate() {
             if i > 0 {
-                out.structure(',');
+                out.structure(b',');
             }
             (k, v).write_key(out);
         }
-        out.structure(']');
+        out.structure(b']');
     }
 }
 
@@ -416,14 +465,14 @@ macro_rules! tuple_key_part {
     ($($name:ident $idx:tt),+) => {
         impl<$($name: KeyPart),+> KeyPart for ($($name,)+) {
             fn write_key(&self, out: &mut KeyWriter) {
-                out.structure('(');
+                out.structure(b'(');
                 $(
                     if $idx > 0 {
-                        out.structure(',');
+                        out.structure(b',');
                     }
                     self.$idx.write_key(out);
                 )+
-                out.structure(')');
+                out.structure(b')');
             }
         }
     };

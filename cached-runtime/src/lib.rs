@@ -32,7 +32,7 @@ pub use stats::Stats;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::aside::{
-        Cacheable, Codec, Spec, When, invalidating, l1_get, load, write_through,
+        Cacheable, Codec, Spec, When, invalidating, l1_get, l1_get_rendered, load, write_through,
     };
     pub use crate::cache::{Cache, global};
     pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
