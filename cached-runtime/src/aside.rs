@@ -112,19 +112,30 @@ pub fn l1_get<S, R>(cache: &Cache, key: &str, codec: Codec<S::Value>) -> Option<
 where
     S: Shape<R>,
 {
-    let value = (codec.unshare)(&cache.inner.l1.get(key)?)?;
-    Counters::bump(&cache.inner.counters.l1_hits);
-    Some(S::from_value(value))
+    l1_hit::<S, R>(cache, key.as_bytes(), codec)
 }
 
 /// Step 1 as generated code takes it: the key still in its writer, so that a
-/// hit never makes the key's `String`.
-#[inline]
+/// hit never makes the key's `String`. Inlined whole into the caller, where
+/// the codec is a constant: the downcast and the clone are then direct calls
+/// that write the value where the caller returns it.
+#[inline(always)]
 pub fn l1_get_rendered<S, R>(cache: &Cache, key: &KeyWriter, codec: Codec<S::Value>) -> Option<R>
 where
     S: Shape<R>,
 {
-    l1_get::<S, R>(cache, &key.as_key(), codec)
+    l1_hit::<S, R>(cache, &key.as_key(), codec)
+}
+
+#[inline(always)]
+fn l1_hit<S, R>(cache: &Cache, key: &[u8], codec: Codec<S::Value>) -> Option<R>
+where
+    S: Shape<R>,
+{
+    let hit = cache.inner.l1.get(key)?;
+    let value = (codec.unshare)(&hit)?;
+    Counters::bump(&cache.inner.counters.l1_hits);
+    Some(S::from_value(value))
 }
 
 /// Step 2: L2, then the body, single-flighted per key. `tags` are the

@@ -38,7 +38,7 @@ use std::fmt::{self, Write as _};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use smallvec::SmallVec;
+use arrayvec::ArrayString;
 
 /// Rendered keys (prefix and arguments) longer than this are shortened to a
 /// readable head plus a hash of the whole.
@@ -110,18 +110,18 @@ impl<T: KeyPart + ?Sized> TagPart for T {
 
 /// Where a key is rendered. Every value written through it is escaped; see
 /// the [module docs](self) for the encoding.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct KeyWriter {
-    /// Always UTF-8: only whole `str`s and ASCII bytes are written.
-    buf: SmallVec<[u8; INLINE_KEY_LEN]>,
+    buf: Buf,
 }
 
-impl fmt::Debug for KeyWriter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyWriter")
-            .field("buf", &String::from_utf8_lossy(&self.buf))
-            .finish()
-    }
+/// The text of a key: on the stack until it outgrows it. The size is the
+/// point: boxing the inline variant would allocate on every call.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+enum Buf {
+    Inline(ArrayString<INLINE_KEY_LEN>),
+    Spilled(String),
 }
 
 impl KeyWriter {
@@ -131,7 +131,7 @@ impl KeyWriter {
     pub fn new(prefix: &str) -> Self {
         let mut writer = Self::bare();
         writer.push_str(prefix);
-        writer.buf.push(b':');
+        writer.push_str(":");
         writer
     }
 
@@ -140,13 +140,50 @@ impl KeyWriter {
     #[inline]
     pub fn bare() -> Self {
         Self {
-            buf: SmallVec::new(),
+            buf: Buf::Inline(ArrayString::new()),
         }
     }
 
     #[inline]
     fn push_str(&mut self, s: &str) {
-        self.buf.extend_from_slice(s.as_bytes());
+        match &mut self.buf {
+            Buf::Inline(inline) => {
+                if inline.try_push_str(s).is_err() {
+                    self.spill(s);
+                }
+            }
+            Buf::Spilled(heap) => heap.push_str(s),
+        }
+    }
+
+    #[cold]
+    fn spill(&mut self, s: &str) {
+        let mut heap = String::with_capacity(2 * INLINE_KEY_LEN + s.len());
+        heap.push_str(self.as_str());
+        heap.push_str(s);
+        self.buf = Buf::Spilled(heap);
+    }
+
+    /// An ASCII byte, as text.
+    #[inline]
+    fn push_ascii(&mut self, b: u8) {
+        let c = char::from(b);
+        match &mut self.buf {
+            Buf::Inline(inline) => {
+                if inline.try_push(c).is_err() {
+                    self.spill(c.encode_utf8(&mut [0; 4]));
+                }
+            }
+            Buf::Spilled(heap) => heap.push(c),
+        }
+    }
+
+    /// The text written so far, unshortened.
+    fn as_str(&self) -> &str {
+        match &self.buf {
+            Buf::Inline(inline) => inline,
+            Buf::Spilled(heap) => heap,
+        }
     }
 
     /// Writes text, escaped.
@@ -158,14 +195,12 @@ impl KeyWriter {
         }
         for &b in bytes {
             if is_unreserved(b) {
-                self.buf.push(b);
+                self.push_ascii(b);
             } else {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                self.buf.extend_from_slice(&[
-                    b'%',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xF)],
-                ]);
+                self.push_ascii(b'%');
+                self.push_ascii(HEX[usize::from(b >> 4)]);
+                self.push_ascii(HEX[usize::from(b & 0xF)]);
             }
         }
     }
@@ -196,13 +231,13 @@ impl KeyWriter {
     #[inline]
     pub fn arg<T: KeyPart + ?Sized>(&mut self, index: usize, value: &T) {
         if index > 0 {
-            self.buf.push(b':');
+            self.push_str(":");
         }
         value.write_key(self);
     }
 
     fn structure(&mut self, c: u8) {
-        self.buf.push(c);
+        self.push_ascii(c);
     }
 
     fn sequence<'a, T: KeyPart + 'a>(&mut self, items: impl IntoIterator<Item = &'a T>) {
@@ -216,28 +251,26 @@ impl KeyWriter {
         self.structure(b']');
     }
 
-    /// The text written so far, unshortened.
-    fn text(&self) -> Cow<'_, str> {
-        // Never lossy: only whole `str`s and ASCII bytes are written.
-        std::str::from_utf8(&self.buf)
-            .map_or_else(|_| String::from_utf8_lossy(&self.buf), Cow::Borrowed)
-    }
-
-    /// The rendered key as [`finish`](Self::finish) returns it, without
-    /// allocating unless it is overlong: what an L1 lookup needs.
+    /// The bytes of the rendered key as [`finish`](Self::finish) returns
+    /// it, without allocating unless it is overlong: what an L1 lookup needs.
     #[inline]
-    pub(crate) fn as_key(&self) -> Cow<'_, str> {
-        if self.buf.len() <= MAX_KEY_LEN {
-            self.text()
+    pub(crate) fn as_key(&self) -> Cow<'_, [u8]> {
+        let text = self.as_str();
+        if text.len() <= MAX_KEY_LEN {
+            Cow::Borrowed(text.as_bytes())
         } else {
-            Cow::Owned(shorten(self.text().into_owned()))
+            Cow::Owned(shorten(text.to_owned()).into_bytes())
         }
     }
 
     /// The rendered key (`prefix:…`), shortened with a hash when overlong.
     #[doc(hidden)]
     pub fn finish(self) -> String {
-        shorten(self.text().into_owned())
+        let text = match self.buf {
+            Buf::Inline(inline) => inline.as_str().to_owned(),
+            Buf::Spilled(heap) => heap,
+        };
+        shorten(text)
     }
 }
 
@@ -258,7 +291,7 @@ impl KeyWriter {
 pub fn render<T: KeyPart + ?Sized>(value: &T) -> String {
     let mut writer = KeyWriter::bare();
     value.write_key(&mut writer);
-    writer.text().into_owned()
+    writer.as_str().to_owned()
 }
 
 /// The characters a value is written with unescaped.

@@ -1,5 +1,5 @@
 //! The engine behind [tiercache](https://docs.rs/tiercache): keys, the L2
-//! envelope, L1 (moka), L2 (Redis), single-flight and stats.
+//! envelope, L1 (quick_cache), L2 (Redis), single-flight and stats.
 //!
 //! Depend on `tiercache`, not on this crate: it re-exports everything here
 //! that is public, with the macros. Items under `__private` exist for the
