@@ -134,7 +134,7 @@ where
 {
     let hit = cache.inner.l1.get(key)?;
     let value = (codec.unshare)(&hit)?;
-    Counters::bump(&cache.inner.counters.l1_hits);
+    cache.inner.counters.l1_hits.bump();
     Some(S::from_value(value))
 }
 
