@@ -12,8 +12,9 @@
 //! cost about as much as the whole hit of the `cached` crate. What moka did
 //! beside the lookup is done here:
 //!
-//! - per-entry TTL: each entry keeps the `Instant` it expires at, checked on
-//!   every hit; an expired entry is a miss and is removed. Expired entries
+//! - per-entry TTL: each entry keeps when it expires, checked on every hit
+//!   (on a coarse clock while that is enough to tell, see [`Expiry`]); an
+//!   expired entry is a miss and is removed. Expired entries
 //!   nobody asks for again stay until the policy evicts them, within the
 //!   capacity;
 //! - `clear` is O(1): it bumps an epoch that every entry recorded when it
@@ -62,11 +63,62 @@ impl Entry {
 /// `Arc` (the map hands out clones), not each `Arc` of the entry.
 struct Slot {
     entry: Entry,
-    /// When the entry expires: its TTL counted from its (re)insertion;
-    /// `None` when that is past what an `Instant` can hold.
-    expires: Option<Instant>,
+    /// When the entry expires: its TTL counted from its (re)insertion.
+    expires: Expiry,
     /// The [`L1::clear`] epoch it was inserted in.
     cleared: u64,
+}
+
+/// When an entry expires, on two clocks. The precise one (`Instant`, the
+/// clock's `CLOCK_MONOTONIC`) costs about as much as the rest of a hit; the
+/// coarse one (`CLOCK_MONOTONIC_COARSE`: the time at the last kernel tick,
+/// a few ms behind) a tenth of it. A hit reads the coarse clock, and the
+/// precise one only in the last [`COARSE_MARGIN`] of the entry's life: the
+/// coarse clock lags by less than that, so an entry is never served past
+/// its TTL by the precise clock.
+#[derive(Clone, Copy)]
+struct Expiry {
+    /// Before this, on the coarse clock, the entry is fresh for sure.
+    surely_fresh_until: coarsetime::Instant,
+    /// When it expires; `None` when that is past what an `Instant` holds.
+    at: Option<Instant>,
+}
+
+/// More than the coarse clock can lag the precise one: a kernel tick (1 to
+/// 10 ms), with room for a late tick.
+const COARSE_MARGIN: Duration = Duration::from_millis(50);
+
+/// Whether coarsetime's clock is monotonic here (elsewhere it may be the
+/// wall clock, which can go back: then only the precise clock is used).
+const COARSE_IS_MONOTONIC: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "freebsd"
+));
+
+impl Expiry {
+    fn after(ttl: Duration) -> Self {
+        let coarse = coarsetime::Instant::now_without_cache_update();
+        // coarsetime's durations hold 2^32 s: far beyond any TTL worth a
+        // fast path.
+        let fast_for = ttl
+            .checked_sub(COARSE_MARGIN)
+            .filter(|_| COARSE_IS_MONOTONIC)
+            .map(|d| d.min(Duration::from_secs(u64::from(u32::MAX) / 2)));
+        Self {
+            surely_fresh_until: fast_for
+                .and_then(|d| coarse.checked_add(d.into()))
+                .unwrap_or(coarse),
+            at: Instant::now().checked_add(ttl),
+        }
+    }
+
+    #[inline]
+    fn is_fresh(&self) -> bool {
+        coarsetime::Instant::now_without_cache_update() < self.surely_fresh_until
+            || self.at.is_none_or(|at| Instant::now() < at)
+    }
 }
 
 /// The rendered key, as bytes: a lookup hashes the `&[u8]` it borrows.
@@ -111,11 +163,11 @@ impl L1 {
         }
     }
 
-    /// Whether a held entry may be served at `now`.
+    /// Whether a held entry may be served.
     #[inline]
-    fn servable(&self, slot: &Slot, now: Instant) -> bool {
+    fn servable(&self, slot: &Slot) -> bool {
         slot.cleared == self.cleared.load(SeqCst)
-            && slot.expires.is_none_or(|expires| now < expires)
+            && slot.expires.is_fresh()
             && slot.entry.generations.is_current()
     }
 
@@ -127,12 +179,11 @@ impl L1 {
         let entries = self.entries.as_ref()?;
         let key = key.as_ref();
         let slot = entries.get(key)?;
-        let now = Instant::now();
-        if self.servable(&slot, now) {
+        if self.servable(&slot) {
             Some(Hit(slot))
         } else {
             // Unless it was replaced meanwhile by an entry that is servable.
-            entries.remove_if(key, |slot| !self.servable(slot, now));
+            entries.remove_if(key, |slot| !self.servable(slot));
             None
         }
     }
@@ -143,7 +194,7 @@ impl L1 {
             // outdates it.
             let cleared = self.cleared.load(SeqCst);
             let slot = Slot {
-                expires: Instant::now().checked_add(entry.ttl),
+                expires: Expiry::after(entry.ttl),
                 cleared,
                 entry,
             };
@@ -184,6 +235,29 @@ mod tests {
         assert!(l1.get("b").is_some());
         l1.remove("b");
         assert!(l1.get("b").is_none());
+    }
+
+    #[test]
+    fn entries_longer_than_the_coarse_margin_expire_on_time() {
+        let l1 = L1::new(100);
+        let ttl = COARSE_MARGIN * 3;
+        let before_insert = Instant::now();
+        l1.insert("a".into(), Entry::new(1u8, ttl));
+        let after_insert = Instant::now();
+        assert!(l1.get("a").is_some());
+        // In the margin, where the precise clock decides.
+        std::thread::sleep(ttl - COARSE_MARGIN / 2 - before_insert.elapsed());
+        let (early, found, late) = (
+            before_insert.elapsed(),
+            l1.get("a").is_some(),
+            after_insert.elapsed(),
+        );
+        // The entry expires `ttl` after a moment between the two instants.
+        let insert_took = after_insert - before_insert;
+        assert!(found || late >= ttl - insert_took, "expired early");
+        assert!(!found || early < ttl + insert_took, "served late");
+        std::thread::sleep(COARSE_MARGIN);
+        assert!(l1.get("a").is_none(), "expired");
     }
 
     #[test]
