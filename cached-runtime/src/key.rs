@@ -29,7 +29,7 @@
 //! Rendered keys longer than [`MAX_KEY_LEN`] bytes keep a readable head and
 //! end in `#` and the SHA-1 of the whole rendered key.
 //!
-//! A key is rendered on the stack (up to [`INLINE_KEY_LEN`] bytes, then on
+//! A key is rendered on the stack (up to 256 bytes, then on
 //! the heap): an L1 hit looks it up there, and only a miss makes a `String`.
 
 use std::borrow::Cow;
