@@ -605,6 +605,24 @@ mod tests {
         assert!(render("#").contains("%23"));
     }
 
+    #[test]
+    fn a_lookup_uses_the_key_a_miss_stores() {
+        for len in [
+            0,
+            10,
+            MAX_KEY_LEN - 2,
+            MAX_KEY_LEN - 1,
+            INLINE_KEY_LEN,
+            1000,
+        ] {
+            let mut w = KeyWriter::new("p");
+            "x".repeat(len).as_str().write_key(&mut w);
+            (1u8, "a b").write_key(&mut w);
+            let lookup = w.as_key().into_owned();
+            assert_eq!(lookup, w.finish().into_bytes(), "{len}");
+        }
+    }
+
     #[cfg(feature = "uuid")]
     #[test]
     fn uuids_are_hyphenated() {
