@@ -409,9 +409,12 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         let #owned = #private::Cache::clone(#cache);
         #body_statement
-        #private::load::<#private::#shape, #ret, _>(
+        // Boxed: the miss path's state (the body, L2 and the flight) would
+        // otherwise make the function's future kilobytes large, moved and
+        // zeroed on every call, hits included.
+        ::std::boxed::Box::pin(#private::load::<#private::#shape, #ret, _>(
             #owned, #spec, #codec, #key, #tags_ident, #body_future,
-        )
+        ))
         .await
     }
 }
