@@ -134,7 +134,7 @@ where
 {
     let hit = cache.inner.l1.get(key)?;
     let value = (codec.unshare)(&hit)?;
-    cache.inner.counters.l1_hits.bump();
+    Counters::bump(&cache.inner.counters.l1_hits);
     Some(S::from_value(value))
 }
 

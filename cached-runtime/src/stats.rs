@@ -73,8 +73,9 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+    /// Counts one, in any kind of counter.
+    pub(crate) fn bump(counter: &impl Bump) {
+        counter.bump();
     }
 
     /// Counts a failed or skipped Redis operation.
@@ -102,6 +103,25 @@ impl Counters {
             remote_invalidations: self.remote_invalidations.load(Relaxed),
             subscription_losses: self.subscription_losses.load(Relaxed),
         }
+    }
+}
+
+/// A counter [`Counters::bump`] counts in.
+pub(crate) trait Bump {
+    /// Adds one.
+    fn bump(&self);
+}
+
+impl Bump for AtomicU64 {
+    fn bump(&self) {
+        self.fetch_add(1, Relaxed);
+    }
+}
+
+impl Bump for PerThread {
+    #[inline]
+    fn bump(&self) {
+        PerThread::bump(self);
     }
 }
 
