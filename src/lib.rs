@@ -47,13 +47,20 @@
 //! | `key = "{id}:{lang}"` | The key, from argument names (and fields: `{self.tenant}`, `{query.page}`), separated by one of `: / \| @ = ;`. Every argument must be in the template or in `skip`. Default: every argument but the receiver and `skip`ped ones. |
 //! | `skip(db, conn)` | Arguments that do not change the result (handles, clients, loggers). |
 //! | `tags = ["org:{org}"]` | Tags the entry carries; invalidating one forgets every entry carrying it, in O(1). |
+//! | `stale = "1h"` | Past `ttl`, serve the old value at once while one background refresh runs. |
+//! | `fail_safe = "1h"` | When the load fails or times out, serve a value up to this far past its `ttl`. |
+//! | `timeout = "2s"` | With a fail-safe value at hand, answer a slower load with it (the load goes on). |
+//! | `hard_timeout = "10s"` | Give a load up: the fail-safe value, or `Err(E::from(LoadTimeout))`. |
+//! | `refresh_ahead` | Refresh shortly before expiry, in the background (XFetch; `= 2.0` sets β). |
+//! | `lock = false` | No cross-process lock for this function. |
+//! | `cache_none = "30s"` | Cache a `None` for this long. |
 //! | `cache = self.cache` | The [`Cache`] to use: any expression of type `Cache`, `&Cache`, `Arc<Cache>`…. Default: the [global](set_global) one. |
 //! | `crate = "path"` | Where tiercache is, for crates that re-export it. |
 //!
 //! Return types: `T`, `Option<T>`, `Result<T, E>` or `Result<Option<T>, E>`
 //! (aliases like `io::Result<T>` included). Only a value is cached — `T`,
-//! `Some(v)`, `Ok(v)`, `Ok(Some(v))`; `None` and `Err` are returned as they
-//! are and never cached. `T` must be `Serialize + DeserializeOwned + Clone +
+//! `Some(v)`, `Ok(v)`, `Ok(Some(v))`; `Err` is returned as it is and never
+//! cached, `None` only with `cache_none`. `T` must be `Serialize + DeserializeOwned + Clone +
 //! Send + Sync + 'static`.
 //!
 //! Misuse is a compile error on the token at fault, saying what to write
@@ -89,11 +96,19 @@
 //!
 //! - **L1 hit**: a typed lookup; the value is cloned out. No Redis, no
 //!   deserialization. L1 entries never outlive their TTL.
-//! - **L2 hit**: one `GET`; the envelope (format version, type fingerprint,
-//!   load time, expiry) is checked, the value fills L1.
-//! - **Miss**: one caller per key and process runs the body (the others wait
-//!   and share its value); the value is written to L1 and, with one `SET`, to
-//!   Redis.
+//! - **L2 hit**: one `MGET` of the entry and its tag versions; the envelope
+//!   (format version, type fingerprint, load time, expiry) is checked, the
+//!   value fills L1.
+//! - **Miss**: one caller per key runs the body, across processes (a lease
+//!   lock in Redis; the others wait, woken over pub/sub, and share its
+//!   value); the value is written to L1 and, in one round trip, to Redis.
+//! - **Stampedes and failures**, per function: `stale = "1h"` serves an
+//!   expired value at once while one background refresh runs;
+//!   `refresh_ahead` refreshes hot keys before they expire (XFetch);
+//!   `fail_safe = "1h"` serves the old value when the load fails (`timeout`
+//!   when it is slow, `hard_timeout` to give up with [`LoadTimeout`]);
+//!   `cache_none = "30s"` caches a `None`. Fresh periods get a few percent
+//!   of TTL jitter. See the README's "Stampedes and failures".
 //! - **Bad data**: a value that does not decode (garbage, another type, an
 //!   older format) is a miss, and the fresh load overwrites it.
 //! - **Redis down or slow**: each Redis operation is bounded
@@ -106,9 +121,10 @@
 
 pub use tiercache_macros::{cache_aside, invalidates, write_through};
 pub use tiercache_runtime::{
-    Cache, CacheBuilder, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES, DEFAULT_L1_CAPACITY,
-    DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, Error, KeyPart, KeyWriter, Stats, global, key,
-    set_global, tags,
+    Cache, CacheBuilder, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES,
+    DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_L1_CAPACITY, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT,
+    DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, DEFAULT_TTL_JITTER, Error, KeyPart, KeyWriter,
+    LoadTimeout, Stats, global, key, set_global, tags,
 };
 
 /// The macros and the types they work with, for a glob import.

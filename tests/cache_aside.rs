@@ -145,7 +145,7 @@ async fn the_key_is_namespace_prefix_and_escaped_arguments() {
     let mut redis = support::raw(&support::shared().url()).await;
     let stored: Option<Vec<u8>> = redis.get("keys:pair:a%20b:c").await.unwrap();
     let stored = stored.expect("the entry is stored under the documented key");
-    assert_eq!(&stored[..3], b"tc\x01", "in the versioned envelope");
+    assert_eq!(&stored[..3], b"tc\x02", "in the versioned envelope");
 }
 
 #[tokio::test]
@@ -218,7 +218,7 @@ async fn corrupt_values_in_redis_are_misses_and_get_overwritten() {
         assert_eq!(repo.user(id).await.unwrap().id, id, "{bytes:?} is a miss");
         assert_eq!(repo.queries(), 1);
         let stored: Vec<u8> = redis.get(&key).await.unwrap();
-        assert_eq!(&stored[..3], b"tc\x01", "{bytes:?} was overwritten");
+        assert_eq!(&stored[..3], b"tc\x02", "{bytes:?} was overwritten");
         let fresh = Repo::new(support::cache_in("corrupt").await);
         assert_eq!(fresh.user(id).await.unwrap().id, id);
         assert_eq!(fresh.queries(), 0, "the overwritten entry is an L2 hit");
@@ -232,14 +232,14 @@ async fn an_older_envelope_version_is_a_miss() {
     let writer = Repo::new(support::cache_in("old-format").await);
     writer.user(5).await.unwrap();
     let mut stored: Vec<u8> = redis.get("old-format:user:5").await.unwrap();
-    stored[2] = 0; // format version 0
+    stored[2] = 1; // format version 1
     let _: () = redis.set("old-format:user:5", stored).await.unwrap();
 
     let reader = Repo::new(support::cache_in("old-format").await);
     assert_eq!(reader.user(5).await.unwrap().id, 5);
     assert_eq!(reader.queries(), 1, "reloaded");
     let stored: Vec<u8> = redis.get("old-format:user:5").await.unwrap();
-    assert_eq!(stored[2], 1, "and rewritten in the current format");
+    assert_eq!(stored[2], 2, "and rewritten in the current format");
 }
 
 #[tokio::test]

@@ -142,3 +142,77 @@ async fn a_cancelled_leader_does_not_strand_its_waiters() {
     }
     assert_eq!(loader.runs.load(SeqCst), 2);
 }
+
+/// The same loader behind options that run loads in the background
+/// (`stale`): the load is a task of its own.
+#[derive(Clone)]
+struct Background(Arc<Loader>);
+
+impl Background {
+    #[cache_aside(prefix = "bg-panics-once", ttl = "1m", stale = "1m", cache = self.0.cache)]
+    async fn panics_once(&self, id: u64) -> u64 {
+        if self.0.runs.fetch_add(1, SeqCst) == 0 {
+            self.0.release.notified().await;
+            panic!("first run panics");
+        }
+        id
+    }
+
+    #[cache_aside(prefix = "bg-blocks", ttl = "1m", stale = "1m", cache = self.0.cache)]
+    async fn blocks(&self, id: u64) -> u64 {
+        self.0.runs.fetch_add(1, SeqCst);
+        self.0.release.notified().await;
+        id
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_a_background_load_reaches_its_caller_and_not_the_waiters() {
+    let loader = Background(Loader::new());
+    let leader = tokio::spawn({
+        let loader = loader.clone();
+        async move { loader.panics_once(4).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let waiting = waiters(10, || {
+        let loader = loader.clone();
+        tokio::spawn(async move { loader.panics_once(4).await })
+    })
+    .await;
+    loader.0.release.notify_one();
+    assert!(
+        leader.await.unwrap_err().is_panic(),
+        "the caller sees the panic"
+    );
+    for waiter in waiting {
+        assert_eq!(waiter.await.unwrap(), 4);
+    }
+    assert_eq!(loader.0.runs.load(SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_background_load_outlives_its_cancelled_caller() {
+    let loader = Background(Loader::new());
+    let leader = tokio::spawn({
+        let loader = loader.clone();
+        async move { loader.blocks(5).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let waiting = waiters(10, || {
+        let loader = loader.clone();
+        tokio::spawn(async move { loader.blocks(5).await })
+    })
+    .await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    loader.0.release.notify_one();
+    for waiter in waiting {
+        assert_eq!(waiter.await.unwrap(), 5);
+    }
+    assert_eq!(
+        loader.0.runs.load(SeqCst),
+        1,
+        "the load went on without its caller: no second run"
+    );
+}

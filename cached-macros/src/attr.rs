@@ -24,9 +24,32 @@ const PREFIXES: &str = "prefixes";
 const WHEN: &str = "when";
 const CACHE: &str = "cache";
 const CRATE: &str = "crate";
+pub(crate) const LOCK: &str = "lock";
+pub(crate) const REFRESH_AHEAD: &str = "refresh_ahead";
+pub(crate) const STALE: &str = "stale";
+pub(crate) const FAIL_SAFE: &str = "fail_safe";
+pub(crate) const TIMEOUT: &str = "timeout";
+pub(crate) const HARD_TIMEOUT: &str = "hard_timeout";
+pub(crate) const CACHE_NONE: &str = "cache_none";
 /// Every option of every macro, for messages about a value.
 const OPTIONS: &[&str] = &[
-    PREFIX, TTL, KEY, SKIP, TAGS, KEYS, PREFIXES, WHEN, CACHE, CRATE,
+    PREFIX,
+    TTL,
+    KEY,
+    SKIP,
+    TAGS,
+    KEYS,
+    PREFIXES,
+    WHEN,
+    CACHE,
+    CRATE,
+    LOCK,
+    REFRESH_AHEAD,
+    STALE,
+    FAIL_SAFE,
+    TIMEOUT,
+    HARD_TIMEOUT,
+    CACHE_NONE,
 ];
 
 /// Which attribute is being expanded.
@@ -49,7 +72,22 @@ impl Kind {
     /// The options this attribute takes, in the order the docs list them.
     fn options(self) -> &'static [&'static str] {
         match self {
-            Self::CacheAside => &[PREFIX, TTL, KEY, SKIP, TAGS, CACHE, CRATE],
+            Self::CacheAside => &[
+                PREFIX,
+                TTL,
+                KEY,
+                SKIP,
+                TAGS,
+                STALE,
+                FAIL_SAFE,
+                TIMEOUT,
+                HARD_TIMEOUT,
+                REFRESH_AHEAD,
+                LOCK,
+                CACHE_NONE,
+                CACHE,
+                CRATE,
+            ],
             Self::WriteThrough => &[PREFIX, TTL, KEY, SKIP, TAGS, CACHE, CRATE],
             Self::Invalidates => &[TAGS, KEYS, PREFIXES, WHEN, CACHE, CRATE],
         }
@@ -157,6 +195,36 @@ pub(crate) struct Args {
     pub(crate) when: When,
     pub(crate) cache: Option<CacheOption>,
     pub(crate) krate: Path,
+    pub(crate) resilience: Resilience,
+}
+
+/// The stampede and failure options of `#[cache_aside]`, each with the
+/// option's name, for errors that depend on the function.
+#[derive(Default)]
+pub(crate) struct Resilience {
+    pub(crate) stale: Option<(Ident, u64)>,
+    pub(crate) fail_safe: Option<(Ident, u64)>,
+    pub(crate) timeout: Option<(Ident, u64)>,
+    pub(crate) hard_timeout: Option<(Ident, u64)>,
+    /// XFetch's β; `Some(0.0)` for `refresh_ahead = false`.
+    pub(crate) refresh_ahead: Option<(Ident, f64)>,
+    pub(crate) lock: Option<(Ident, bool)>,
+    pub(crate) cache_none: Option<(Ident, u64)>,
+}
+
+impl Resilience {
+    /// The option that makes the body run in the background (and so needs
+    /// owned copies of the arguments), if any.
+    pub(crate) fn detaching(&self) -> Option<&Ident> {
+        let refresh = self
+            .refresh_ahead
+            .as_ref()
+            .filter(|(_, beta)| *beta > 0.0)
+            .map(|(name, _)| name);
+        let stale = self.stale.as_ref().map(|(name, _)| name);
+        let timeout = self.timeout.as_ref().map(|(name, _)| name);
+        stale.or(refresh).or(timeout)
+    }
 }
 
 /// `cache = expr`, with the option's name: a value of the wrong type is
@@ -184,6 +252,7 @@ impl Args {
             (None, None, None, Vec::new(), None, None);
         let (mut tags, mut keys, mut prefixes, mut when) =
             (Vec::new(), Vec::new(), Vec::new(), When::After);
+        let mut resilience = Resilience::default();
         let options = kind.options();
         for RawOption { name, value } in raw {
             let text = name.to_string();
@@ -200,6 +269,14 @@ impl Args {
             seen.push(text.clone());
             match (text.as_str(), value) {
                 (SKIP, RawValue::List(names)) => skip.extend(names),
+                (REFRESH_AHEAD, RawValue::Flag) => resilience.refresh_ahead = Some((name, 1.0)),
+                (LOCK, RawValue::Flag) => resilience.lock = Some((name, true)),
+                (REFRESH_AHEAD, RawValue::Assign(expr)) => {
+                    resilience.refresh_ahead = record(cx, beta(&expr)).map(|beta| (name, beta));
+                }
+                (LOCK, RawValue::Assign(expr)) => {
+                    resilience.lock = record(cx, bool_value(LOCK, &expr)).map(|on| (name, on));
+                }
                 (SKIP, RawValue::Assign(expr)) => cx.error_spanned_by(
                     quote::quote!(#name = #expr),
                     format!(
@@ -231,6 +308,17 @@ impl Args {
                     }
                     PREFIXES => prefixes = record(cx, prefix_list(&expr)).unwrap_or_default(),
                     WHEN => when = record(cx, when_value(&expr)).unwrap_or(When::After),
+                    STALE | FAIL_SAFE | TIMEOUT | HARD_TIMEOUT | CACHE_NONE => {
+                        let ms = record(cx, duration::parse(&text, &expr));
+                        let slot = match text.as_str() {
+                            STALE => &mut resilience.stale,
+                            FAIL_SAFE => &mut resilience.fail_safe,
+                            TIMEOUT => &mut resilience.timeout,
+                            HARD_TIMEOUT => &mut resilience.hard_timeout,
+                            _ => &mut resilience.cache_none,
+                        };
+                        *slot = ms.map(|ms| (name.clone(), ms));
+                    }
                     _ => unreachable!("every option is matched"),
                 },
                 (_, _) => cx
@@ -269,6 +357,7 @@ impl Args {
             when,
             cache,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::tiercache)),
+            resilience,
         })
     }
 }
@@ -290,6 +379,19 @@ fn example(option: &str) -> &'static str {
         KEYS => "`keys = [\"user:{id}\"]` (the prefix, then the key template)",
         PREFIXES => "`prefixes = [\"user\"]`",
         WHEN => "`when = \"before\"` (or \"after\", the default, or \"always\")",
+        STALE => {
+            "`stale = \"1h\"` (past the ttl, serve the old value at once while one refresh runs)"
+        }
+        FAIL_SAFE => {
+            "`fail_safe = \"1h\"` (when the load fails or times out, serve a value up to this much past its ttl)"
+        }
+        TIMEOUT => "`timeout = \"2s\"` (past it, a slow load is answered with the fail-safe value)",
+        HARD_TIMEOUT => "`hard_timeout = \"10s\"` (past it, the load is given up)",
+        CACHE_NONE => "`cache_none = \"30s\"` (cache `None` for this long)",
+        LOCK => "`lock = false` (or `true`, the default with Redis)",
+        REFRESH_AHEAD => {
+            "`refresh_ahead` (or `refresh_ahead = 2.0`, XFetch's beta: higher refreshes earlier)"
+        }
         _ => "`skip(db)`",
     }
 }
@@ -470,6 +572,50 @@ fn prefix_list(expr: &Expr) -> syn::Result<Vec<LitStr>> {
         }
     })?;
     Ok(templates.into_iter().map(|template| template.lit).collect())
+}
+
+/// `refresh_ahead = true | false | β`.
+fn beta(expr: &Expr) -> syn::Result<f64> {
+    let err = |message: &str| Err(syn::Error::new_spanned(expr, message));
+    let Expr::Lit(ExprLit { lit, .. }) = expr else {
+        return err(
+            "`refresh_ahead` takes `true`, `false` or XFetch's beta as a number, e.g. `refresh_ahead = 1.0` (the default when written alone); higher refreshes earlier",
+        );
+    };
+    let value = match lit {
+        Lit::Bool(on) => return Ok(if on.value { 1.0 } else { 0.0 }),
+        Lit::Float(f) => f.base10_parse::<f64>(),
+        Lit::Int(i) => i.base10_parse::<f64>(),
+        _ => return err("`refresh_ahead` takes `true`, `false` or a number such as `1.0`"),
+    };
+    match value {
+        Ok(beta) if beta > 0.0 && beta <= 10.0 => Ok(beta),
+        _ => err(
+            "`refresh_ahead`'s beta must be above 0 and at most 10 (1.0 is XFetch's optimum; write `refresh_ahead = false` to turn it off)",
+        ),
+    }
+}
+
+fn bool_value(option: &str, expr: &Expr) -> syn::Result<bool> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(on), ..
+        }) => Ok(on.value),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(text),
+            ..
+        }) if matches!(text.value().as_str(), "true" | "false") => Err(syn::Error::new_spanned(
+            expr,
+            format!(
+                "`{option}` takes a bool, not a string: write `{option} = {}`",
+                text.value()
+            ),
+        )),
+        _ => Err(syn::Error::new_spanned(
+            expr,
+            format!("`{option}` takes `true` or `false`: {}", example(option)),
+        )),
+    }
 }
 
 fn when_value(expr: &Expr) -> syn::Result<When> {

@@ -53,6 +53,9 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
         }
         check_templates(&func, &analyzed, &args.tags, "tag", &mut cx);
         check_templates(&func, &analyzed, &args.keys, "key", &mut cx);
+        if kind == Kind::CacheAside {
+            crate::resilience::check(&func, args, &analyzed, &mut cx);
+        }
     }
     if let Err(error) = cx.check() {
         return with_errors(item, error);
@@ -353,9 +356,15 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     let codec = Ident::new("__tc_codec", site);
     let make_codec = quote_spanned!(value_ty.span()=> #private::codec::<#value_ty>());
 
+    let spec = crate::resilience::spec(
+        &private,
+        &prefix.to_token_stream(),
+        ttl_ms,
+        &args.resilience,
+    );
     let spec = quote! {
         {
-            const SPEC: #private::Spec = #private::Spec::new(#prefix, #ttl_ms);
+            const SPEC: #private::Spec = #spec;
             &SPEC
         }
     };
@@ -392,6 +401,27 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         };
     }
 
+    // Boxed: the miss path's state (the body, L2 and the flight) would
+    // otherwise make the function's future kilobytes large, moved and
+    // zeroed on every call, hits included.
+    let timed_out = crate::resilience::timed_out(&private, ret, &args.resilience);
+    let load = if args.resilience.detaching().is_some() {
+        let detached = crate::resilience::detached(func, ret, &private);
+        quote! {
+            ::std::boxed::Box::pin(#private::load_detached::<#private::#shape, #ret>(
+                #owned, #spec, #codec, #key, #tags_ident, #detached, #timed_out,
+            ))
+            .await
+        }
+    } else {
+        quote! {
+            #body_statement
+            ::std::boxed::Box::pin(#private::load::<#private::#shape, #ret, _>(
+                #owned, #spec, #codec, #key, #tags_ident, #body_future, #timed_out,
+            ))
+            .await
+        }
+    };
     // A hit looks the key up where it was rendered (on the stack): only a
     // miss makes its `String`.
     quote! {
@@ -408,14 +438,7 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         };
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         let #owned = #private::Cache::clone(#cache);
-        #body_statement
-        // Boxed: the miss path's state (the body, L2 and the flight) would
-        // otherwise make the function's future kilobytes large, moved and
-        // zeroed on every call, hits included.
-        ::std::boxed::Box::pin(#private::load::<#private::#shape, #ret, _>(
-            #owned, #spec, #codec, #key, #tags_ident, #body_future,
-        ))
-        .await
+        #load
     }
 }
 

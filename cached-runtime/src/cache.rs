@@ -13,6 +13,8 @@ use crate::generations::Generations;
 use crate::key::check_name;
 use crate::l1::L1;
 use crate::l2::L2;
+use crate::lock::Landings;
+use crate::spec::Settings;
 use crate::stats::{Counters, Stats};
 use crate::tags::{Invalidation, Names};
 
@@ -61,6 +63,9 @@ pub(crate) struct Inner {
     pub(crate) l1: L1,
     pub(crate) l2: Option<L2>,
     pub(crate) flights: Flights,
+    /// Keys this instance waits on for another process's load.
+    pub(crate) landings: Landings,
+    pub(crate) settings: Settings,
     pub(crate) counters: Counters,
     /// What L1 entries depend on: bumped by tag, prefix and namespace
     /// invalidations.
@@ -177,10 +182,15 @@ impl Cache {
     /// runtime and cannot fail.
     #[must_use]
     pub fn in_memory() -> Self {
-        Self::from_parts(DEFAULT_NAMESPACE.to_owned(), DEFAULT_L1_CAPACITY, None)
+        Self::from_parts(
+            DEFAULT_NAMESPACE.to_owned(),
+            DEFAULT_L1_CAPACITY,
+            None,
+            Settings::default(),
+        )
     }
 
-    fn from_parts(namespace: String, l1_capacity: u64, l2: Option<L2>) -> Self {
+    fn from_parts(namespace: String, l1_capacity: u64, l2: Option<L2>, settings: Settings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 names: Names::new(namespace),
@@ -188,6 +198,8 @@ impl Cache {
                 l1: L1::new(l1_capacity),
                 l2,
                 flights: Flights::default(),
+                landings: Landings::default(),
+                settings,
                 counters: Counters::default(),
                 generations: Generations::default(),
                 epoch: AtomicU64::new(0),
@@ -323,6 +335,7 @@ pub struct CacheBuilder {
     l1_capacity: u64,
     redis_timeout: Duration,
     breaker: (u32, Duration),
+    settings: Settings,
 }
 
 impl Default for CacheBuilder {
@@ -333,6 +346,7 @@ impl Default for CacheBuilder {
             l1_capacity: DEFAULT_L1_CAPACITY,
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
             breaker: (DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_COOLDOWN),
+            settings: Settings::default(),
         }
     }
 }
@@ -374,6 +388,48 @@ impl CacheBuilder {
         self
     }
 
+    /// Whether a miss takes the cross-process lock, so that one process
+    /// loads a key while the others wait for its value (default: on; it
+    /// needs Redis). A function's `lock = false` turns it off for that
+    /// function alone.
+    pub fn lock(mut self, lock: bool) -> Self {
+        self.settings.lock = lock;
+        self
+    }
+
+    /// How long a lock holder may load before another process may take
+    /// over (default 10 s). The holder renews it every third of it while
+    /// its load runs, so this bounds how long the others wait for a
+    /// holder that died, not how long a load may take.
+    pub fn lock_lease(mut self, lease: Duration) -> Self {
+        self.settings.lock_lease = lease;
+        self
+    }
+
+    /// How long a caller waits for another caller's load (in this process
+    /// or another) before it serves a fail-safe value or loads itself
+    /// (default 5 s).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.settings.lock_wait = wait;
+        self
+    }
+
+    /// Shortens each fresh period by a random share of up to `share` of
+    /// the TTL, so that entries loaded together do not expire together
+    /// (default 0.05: up to 5 %). `0.0` turns it off; at most `0.5`.
+    pub fn ttl_jitter(mut self, share: f64) -> Self {
+        self.settings.jitter = share;
+        self
+    }
+
+    /// After a fail-safe activation, how long the old value is served
+    /// before the load is tried again (default 10 s): a failing database
+    /// is not retried on every call.
+    pub fn fail_safe_throttle(mut self, pause: Duration) -> Self {
+        self.settings.fail_safe_throttle = pause;
+        self
+    }
+
     /// Builds the cache. With Redis configured, it tries to connect within
     /// the Redis timeout; a Redis that is not there yet is no error: calls
     /// run without L2 until it answers.
@@ -398,6 +454,19 @@ impl CacheBuilder {
                 reason: "needs at least one failure and a cooldown longer than zero",
             });
         }
+        let settings = self.settings;
+        if !(0.0..=0.5).contains(&settings.jitter) {
+            return Err(Error::InvalidSetting {
+                setting: "ttl_jitter",
+                reason: "must be between 0.0 and 0.5",
+            });
+        }
+        if settings.lock_lease < Duration::from_millis(3) || settings.lock_wait.is_zero() {
+            return Err(Error::InvalidSetting {
+                setting: "lock_lease / lock_wait",
+                reason: "must be longer than zero (the lease at least 3 ms)",
+            });
+        }
         let l2 = match self.redis_url {
             None => None,
             Some(url) => {
@@ -414,7 +483,7 @@ impl CacheBuilder {
                 Some(l2)
             }
         };
-        let cache = Cache::from_parts(self.namespace, self.l1_capacity, l2);
+        let cache = Cache::from_parts(self.namespace, self.l1_capacity, l2, settings);
         if let Some(l2) = &cache.inner.l2 {
             let subscribed = Arc::new(Notify::new());
             let first = subscribed.notified();
@@ -469,7 +538,13 @@ mod tests {
     #[test]
     fn nothing_invalidated_is_served() {
         let cache = Cache::builder().l1_capacity(300_000);
-        let inner = Cache::from_parts(DEFAULT_NAMESPACE.to_owned(), cache.l1_capacity, None).inner;
+        let inner = Cache::from_parts(
+            DEFAULT_NAMESPACE.to_owned(),
+            cache.l1_capacity,
+            None,
+            Settings::default(),
+        )
+        .inner;
         let fill = |prefix: &str, tags: &[String]| {
             for i in 0..100_000 {
                 let generations = inner.generations.snapshot(prefix, tags);

@@ -6,6 +6,10 @@
 //! entries. Messages from this instance are skipped: it applied them before
 //! publishing.
 //!
+//! The same connection carries the landing messages of the cross-process
+//! load lock (see [`crate::lock`]): they wake this instance's callers that
+//! wait for another process's load.
+//!
 //! A listener that loses its connection may have missed messages, so it
 //! drops the whole L1 at once, and again when it is subscribed anew: after
 //! that, only values loaded or read from L2 since (where tag versions are
@@ -39,6 +43,9 @@ async fn listen(
     channel: String,
     subscribed: Arc<Notify>,
 ) {
+    let Some(landed) = inner.upgrade().map(|i| i.names.landed_channel()) else {
+        return;
+    };
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
@@ -52,6 +59,7 @@ async fn listen(
         let connected = tokio::time::timeout(timeout, async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(&landed).await?;
             redis::RedisResult::Ok(pubsub)
         })
         .await;
@@ -72,13 +80,23 @@ async fn listen(
         backoff = MIN_BACKOFF;
         match inner.upgrade() {
             // Whatever was published while we were not listening is lost.
-            Some(inner) => inner.forget_l1(),
+            Some(inner) => {
+                inner.forget_l1();
+                inner.landings.wake_all();
+            }
             None => return,
         }
         subscribed.notify_waiters();
         let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {
             let Some(inner) = inner.upgrade() else { return };
+            if message.get_channel_name() == landed {
+                // Another process's load of a key this one may wait for.
+                if let Ok(key) = std::str::from_utf8(message.get_payload_bytes()) {
+                    inner.landings.landed(key);
+                }
+                continue;
+            }
             match serde_json::from_slice::<Invalidation>(message.get_payload_bytes()) {
                 Ok(invalidation) if invalidation.sender != inner.id => {
                     inner.apply_locally(&invalidation);

@@ -3,15 +3,20 @@
 //! ```text
 //! offset  size  field
 //! 0       2     magic "tc"
-//! 2       1     format version (1)
-//! 3       8     type fingerprint (u64 LE): SHA-1 of the value's type name
-//! 11      8     load time, Unix ms (u64 LE)
-//! 19      4     load duration, µs (u32 LE, saturating)
-//! 23      8     expiry, Unix ms (u64 LE): end of the fresh period
-//! 31      1     tag count n
-//! 32      8·n   tag versions (u64 LE each)
-//! 32+8n   ...   payload (serde_json)
+//! 2       1     format version (2)
+//! 3       1     flags: bit 0 = "nothing" (a cached `None`, no payload)
+//! 4       8     type fingerprint (u64 LE): SHA-1 of the value's type name
+//! 12      8     load time, Unix ms (u64 LE)
+//! 20      4     load duration, µs (u32 LE, saturating): XFetch's delta
+//! 24      8     expiry, Unix ms (u64 LE): end of the fresh period
+//! 32      1     tag count n
+//! 33      8·n   tag versions (u64 LE each)
+//! 33+8n   ...   payload (serde_json)
 //! ```
+//!
+//! The Redis key outlives the fresh period by the function's stale and
+//! fail-safe windows; the expiry field tells the reader which period it is
+//! in.
 //!
 //! Anything that does not decode — another magic, another version, another
 //! type, a short buffer, a payload serde rejects — is reported as `None`, a
@@ -27,8 +32,9 @@ use serde::de::DeserializeOwned;
 
 const MAGIC: &[u8; 2] = b"tc";
 /// Bumped whenever the layout above changes: old entries become misses.
-const FORMAT_VERSION: u8 = 1;
-const HEADER_LEN: usize = 32;
+const FORMAT_VERSION: u8 = 2;
+const HEADER_LEN: usize = 33;
+const ABSENT: u8 = 1;
 
 /// Identifies the Rust type a payload was written from, so that a reader of
 /// another type (another function sharing a prefix, a renamed struct, another
@@ -73,6 +79,8 @@ pub(crate) struct Meta {
     pub(crate) load_micros: u32,
     pub(crate) expires_at_ms: u64,
     pub(crate) tag_versions: Vec<u64>,
+    /// A cached "nothing" (`cache_none`): no payload.
+    pub(crate) absent: bool,
 }
 
 impl Meta {
@@ -86,7 +94,18 @@ impl Meta {
             load_micros: u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX),
             expires_at_ms: now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
             tag_versions: Vec::new(),
+            absent: false,
         }
+    }
+
+    /// How long a load took, as recorded.
+    pub(crate) fn load_time(&self) -> Duration {
+        Duration::from_micros(u64::from(self.load_micros))
+    }
+
+    /// How long ago the fresh period ended (zero while fresh).
+    pub(crate) fn past_expiry(&self, now: SystemTime) -> Duration {
+        Duration::from_millis(unix_ms(now).saturating_sub(self.expires_at_ms))
     }
 
     /// How long the value stays fresh from `now`, if it still is.
@@ -101,12 +120,16 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Serializes `value` with its metadata.
-pub(crate) fn encode<T: Serialize>(meta: &Meta, value: &T) -> Result<Vec<u8>, serde_json::Error> {
+/// Serializes `value` (`None`: a cached "nothing") with its metadata.
+pub(crate) fn encode<T: Serialize>(
+    meta: &Meta,
+    value: Option<&T>,
+) -> Result<Vec<u8>, serde_json::Error> {
     let tags = u8::try_from(meta.tag_versions.len()).expect("at most 255 tags per entry");
     let mut out = Vec::with_capacity(HEADER_LEN + 8 * meta.tag_versions.len() + 128);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
+    out.push(if value.is_none() { ABSENT } else { 0 });
     out.extend_from_slice(&meta.fingerprint.to_le_bytes());
     out.extend_from_slice(&meta.loaded_at_ms.to_le_bytes());
     out.extend_from_slice(&meta.load_micros.to_le_bytes());
@@ -115,7 +138,9 @@ pub(crate) fn encode<T: Serialize>(meta: &Meta, value: &T) -> Result<Vec<u8>, se
     for version in &meta.tag_versions {
         out.extend_from_slice(&version.to_le_bytes());
     }
-    serde_json::to_writer(&mut out, value)?;
+    if let Some(value) = value {
+        serde_json::to_writer(&mut out, value)?;
+    }
     Ok(out)
 }
 
@@ -124,6 +149,10 @@ pub(crate) fn encode<T: Serialize>(meta: &Meta, value: &T) -> Result<Vec<u8>, se
 pub(crate) fn decode_meta(bytes: &[u8]) -> Option<(Meta, &[u8])> {
     let mut r = Reader(bytes);
     if r.take(2)? != MAGIC || r.take(1)?[0] != FORMAT_VERSION {
+        return None;
+    }
+    let flags = r.take(1)?[0];
+    if flags & !ABSENT != 0 {
         return None;
     }
     let fingerprint = r.u64()?;
@@ -139,19 +168,24 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Option<(Meta, &[u8])> {
             load_micros,
             expires_at_ms,
             tag_versions,
+            absent: flags & ABSENT != 0,
         },
         r.0,
     ))
 }
 
-/// Decodes an envelope holding a `T`; `None` for anything else.
-pub(crate) fn decode<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Option<(Meta, T)> {
+/// Decodes an envelope holding a `T` (`Some`) or a cached "nothing" of `T`
+/// (`None`); `None` for anything else.
+pub(crate) fn decode<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Option<(Meta, Option<T>)> {
     let (meta, payload) = decode_meta(bytes)?;
     if meta.fingerprint != fingerprint::<T>() {
         return None;
     }
+    if meta.absent {
+        return payload.is_empty().then_some((meta, None));
+    }
     let value = serde_json::from_slice(payload).ok()?;
-    Some((meta, value))
+    Some((meta, Some(value)))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -203,10 +237,17 @@ mod tests {
             Duration::from_millis(3),
         );
         meta.tag_versions = vec![1, u64::MAX];
-        let bytes = encode(&meta, &user()).unwrap();
+        let bytes = encode(&meta, Some(&user())).unwrap();
         let (read, value) = decode::<User>(&bytes).unwrap();
         assert_eq!(read, meta);
-        assert_eq!(value, user());
+        assert_eq!(value, Some(user()));
+        let nothing = encode::<User>(&meta, None).unwrap();
+        let (read, value) = decode::<User>(&nothing).unwrap();
+        assert!(read.absent && value.is_none());
+        assert!(
+            decode::<Other>(&nothing).is_none(),
+            "another type's nothing"
+        );
         assert_eq!(read.load_micros, 3000);
         assert!(read.remaining(SystemTime::now()).unwrap() > Duration::from_secs(59));
     }
@@ -218,7 +259,7 @@ mod tests {
             Duration::from_secs(60),
             Duration::ZERO,
         );
-        let bytes = encode(&meta, &user()).unwrap();
+        let bytes = encode(&meta, Some(&user())).unwrap();
         assert!(decode::<Other>(&bytes).is_none());
         assert_ne!(fingerprint::<User>(), fingerprint::<Other>());
         assert_ne!(fingerprint::<Vec<u8>>(), fingerprint::<Vec<i8>>());
@@ -231,7 +272,7 @@ mod tests {
             Duration::from_secs(60),
             Duration::ZERO,
         );
-        let good = encode(&meta, &user()).unwrap();
+        let good = encode(&meta, Some(&user())).unwrap();
         for len in 0..good.len() {
             assert!(
                 decode::<User>(&good[..len]).is_none(),
@@ -239,13 +280,16 @@ mod tests {
             );
         }
         let mut old = good.clone();
-        old[2] = 0;
+        old[2] = 1;
         assert!(decode::<User>(&old).is_none(), "older format version");
+        let mut flagged = good.clone();
+        flagged[3] = 0x80;
+        assert!(decode::<User>(&flagged).is_none(), "unknown flags");
         for bytes in [&b""[..], b"{\"id\":7}", b"tc\x01", &[0xff; 64]] {
             assert!(decode::<User>(bytes).is_none());
         }
         let mut tags = good;
-        tags[31] = 200; // claims 200 tag versions that are not there
+        tags[32] = 200; // claims 200 tag versions that are not there
         assert!(decode::<User>(&tags).is_none());
     }
 

@@ -61,3 +61,38 @@ impl From<crate::l2::L2Error> for Error {
         }
     }
 }
+
+/// A load cut off by `hard_timeout`: the error a `#[cache_aside]` function
+/// with `hard_timeout` returns, through its error type's
+/// `From<LoadTimeout>`, when no fail-safe value is at hand.
+///
+/// ```
+/// #[derive(Debug)]
+/// enum DbError {
+///     Timeout(tiercache_runtime::LoadTimeout),
+///     // ...
+/// }
+///
+/// impl From<tiercache_runtime::LoadTimeout> for DbError {
+///     fn from(timeout: tiercache_runtime::LoadTimeout) -> Self {
+///         Self::Timeout(timeout)
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the load did not finish within {after:?} (`hard_timeout`)")]
+pub struct LoadTimeout {
+    /// The `hard_timeout` that ran out.
+    pub after: std::time::Duration,
+}
+
+impl LoadTimeout {
+    /// For generated code.
+    #[doc(hidden)]
+    #[must_use]
+    pub const fn after_ms(ms: u64) -> Self {
+        Self {
+            after: std::time::Duration::from_millis(ms),
+        }
+    }
+}

@@ -10,7 +10,11 @@
 //! the caller whose body produced it.
 //!
 //! The leader is the one place where a cross-process lock can be taken: a
-//! caller only loads while it holds a [`Leader`].
+//! caller only loads while it holds a [`Leader`]. A leader owns its place in
+//! the map (an `Arc`), so it can move into a background task: a refresh, or
+//! a load that goes on after its caller stopped waiting. Such a leader may
+//! [`offer`](Leader::offer) a fail-safe value to the waiters before it lands
+//! the real one.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -23,6 +27,8 @@ use tokio::sync::watch;
 pub(crate) enum Source {
     L2,
     Load,
+    /// An old value served because the load failed or is slow.
+    FailSafe,
 }
 
 /// A value shared between L1 and a flight's waiters: an `Arc` around the
@@ -38,46 +44,51 @@ pub(crate) enum Landed {
     Absent,
 }
 
+/// What the callers of a flight take: the first value offered or landed.
 type Slot = watch::Receiver<Option<Landed>>;
+type Map = Arc<Mutex<HashMap<String, Slot>>>;
 
 #[derive(Default)]
 pub(crate) struct Flights {
-    in_flight: Mutex<HashMap<String, Slot>>,
+    in_flight: Map,
 }
 
-pub(crate) enum Role<'a> {
-    Leader(Leader<'a>),
+pub(crate) enum Role {
+    Leader(Leader),
     Waiter(Slot),
 }
 
-impl Flights {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        // The map is consistent after every statement; a panic elsewhere
-        // while it was held does not make it unsafe to use.
-        self.in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
+fn lock(map: &Map) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    // The map is consistent after every statement; a panic elsewhere while
+    // it was held does not make it unsafe to use.
+    map.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
+impl Flights {
     /// Joins the flight for `key`, or starts one.
-    pub(crate) fn join<'a>(&'a self, key: &str) -> Role<'a> {
-        let mut map = self.map();
+    pub(crate) fn join(&self, key: &str) -> Role {
+        let mut map = lock(&self.in_flight);
         if let Some(slot) = map.get(key) {
             return Role::Waiter(slot.clone());
         }
         let (tx, rx) = watch::channel(None);
         map.insert(key.to_owned(), rx.clone());
         Role::Leader(Leader {
-            flights: self,
+            map: self.in_flight.clone(),
             key: key.to_owned(),
             tx,
             rx,
         })
     }
 
+    /// Whether a load of `key` is under way.
+    pub(crate) fn busy(&self, key: &str) -> bool {
+        lock(&self.in_flight).contains_key(key)
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.map().len()
+        lock(&self.in_flight).len()
     }
 }
 
@@ -88,15 +99,26 @@ pub(crate) async fn wait(mut slot: Slot) -> Option<Landed> {
 
 /// The one caller that loads a key. Dropping it without [`Leader::land`]
 /// wakes the waiters empty-handed.
-pub(crate) struct Leader<'a> {
-    flights: &'a Flights,
+pub(crate) struct Leader {
+    map: Map,
     key: String,
     tx: watch::Sender<Option<Landed>>,
     /// Identifies this flight's entry in the map.
     rx: Slot,
 }
 
-impl Leader<'_> {
+impl Leader {
+    /// What the flight's callers wait on.
+    pub(crate) fn slot(&self) -> Slot {
+        self.rx.clone()
+    }
+
+    /// Hands a value to the waiters now, and to callers that join from now
+    /// on, while the load goes on: a fail-safe value when it is slow.
+    pub(crate) fn offer(&self, landed: Landed) {
+        self.tx.send_replace(Some(landed));
+    }
+
     /// Hands the result to every waiter and closes the flight.
     pub(crate) fn land(self, landed: Landed) {
         // Remove first: a caller arriving from now on finds the value in L1
@@ -106,7 +128,7 @@ impl Leader<'_> {
     }
 
     fn leave(&self) {
-        let mut map = self.flights.map();
+        let mut map = lock(&self.map);
         if map
             .get(&self.key)
             .is_some_and(|slot| slot.same_channel(&self.rx))
@@ -116,7 +138,7 @@ impl Leader<'_> {
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Leader {
     fn drop(&mut self) {
         self.leave();
     }

@@ -37,10 +37,38 @@ use crate::generations::Snapshot;
 /// hit: keep it to `Arc`s and small `Copy` fields.
 #[derive(Clone)]
 pub(crate) struct Entry {
-    value: Shared,
+    pub(crate) value: Shared,
     ttl: Duration,
     generations: Snapshot,
+    /// For entries that outlive their fresh period or refresh early: when
+    /// it ends, and XFetch's `delta·β`. `None`: fresh until it expires.
+    pub(crate) timing: Option<Timing>,
 }
+
+/// When an entry stops being fresh, for functions with `stale`,
+/// `fail_safe` or `refresh_ahead`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub(crate) fresh_until: Instant,
+    /// The same moment as its envelope in Redis records it (Unix ms).
+    pub(crate) expires_at_ms: u64,
+    pub(crate) xfetch_scale: Duration,
+}
+
+impl Timing {
+    /// Whether a hit may be answered from the entry without more ado: it is
+    /// fresh and XFetch does not pick this hit to refresh it.
+    #[inline]
+    pub(crate) fn serve_now(&self, now: Instant) -> bool {
+        match self.fresh_until.checked_duration_since(now) {
+            Some(gap) if !gap.is_zero() => !crate::spec::xfetch(gap, self.xfetch_scale),
+            _ => false,
+        }
+    }
+}
+
+/// A cached "nothing" (`cache_none`), stored in place of a value.
+pub(crate) struct Absent;
 
 impl Entry {
     #[cfg(test)]
@@ -55,7 +83,14 @@ impl Entry {
             value,
             ttl,
             generations,
+            timing: None,
         }
+    }
+
+    /// With its fresh period checked on every hit (see [`Timing`]).
+    pub(crate) fn timed(mut self, timing: Option<Timing>) -> Self {
+        self.timing = timing;
+        self
     }
 }
 
@@ -163,7 +198,7 @@ impl L1 {
         }
     }
 
-    /// Whether a held entry may be served.
+    /// Whether a held entry may be served at all, fresh or not.
     #[inline]
     fn servable(&self, slot: &Slot) -> bool {
         slot.cleared == self.cleared.load(SeqCst)
@@ -172,12 +207,28 @@ impl L1 {
     }
 
     /// The value under `key` (the rendered key, as `str` or bytes), of
-    /// whatever type it was stored with, unless it expired, was cleared or
-    /// was invalidated (then it is dropped).
+    /// whatever type it was stored with, if it is fresh and was not
+    /// invalidated (then it is dropped).
     #[inline]
     pub(crate) fn get<K: AsRef<[u8]> + ?Sized>(&self, key: &K) -> Option<Hit> {
+        let hit = self.lookup(key.as_ref())?;
+        match hit.0.entry.timing {
+            Some(timing) if !timing.serve_now(Instant::now()) => None,
+            _ => Some(hit),
+        }
+    }
+
+    /// The entry under `key`, fresh or not, unless it expired, was cleared
+    /// or was invalidated.
+    pub(crate) fn entry<K: AsRef<[u8]> + ?Sized>(&self, key: &K) -> Option<Entry> {
+        self.lookup(key.as_ref()).map(|hit| hit.0.entry.clone())
+    }
+
+    /// The slot under `key`, unless it expired, was cleared or was
+    /// invalidated (then it is dropped).
+    #[inline]
+    fn lookup(&self, key: &[u8]) -> Option<Hit> {
         let entries = self.entries.as_ref()?;
-        let key = key.as_ref();
         let slot = entries.get(key)?;
         if self.servable(&slot) {
             Some(Hit(slot))

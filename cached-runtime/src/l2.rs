@@ -34,26 +34,86 @@ pub(crate) enum L2Error {
 /// Stores an entry only if it is still what the loader saw before loading
 /// (absent, or the same bytes by SHA-1), and extends its tag versions: a
 /// reader whose load raced with a write-through must not overwrite the newer
-/// value with the one it loaded before.
+/// value with the one it loaded before. Then, if the loader held the entry's
+/// lock, releases it and tells the waiting processes: the same round trip.
 ///
-/// KEYS: entry, version keys. ARGV: expected SHA-1 hex ("" for absent),
-/// envelope, TTL ms, version TTL ms.
+/// KEYS: entry, lock, version keys. ARGV: expected SHA-1 hex ("" for
+/// absent), envelope, TTL ms, version TTL ms, lock token ("": no lock),
+/// landing channel, landing message.
 static WRITE_IF_UNCHANGED: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local current = redis.call('GET', KEYS[1])
 local expected = ARGV[1]
+local stored = 0
 if (current == false and expected == '') or (current and redis.sha1hex(current) == expected) then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  for i = 2, #KEYS do
+  for i = 3, #KEYS do
     redis.call('PEXPIRE', KEYS[i], ARGV[4], 'GT')
   end
+  stored = 1
+end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[2]) == ARGV[5] then
+  redis.call('DEL', KEYS[2])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+end
+return stored
+",
+    )
+});
+
+/// Takes a lock for `lease` ms if it is free: `{1, lease}`; otherwise
+/// `{0, time left on the holder's lease in ms}`.
+///
+/// KEYS: lock. ARGV: token, lease ms.
+static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, tonumber(ARGV[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+",
+    )
+});
+
+/// Extends a lease that is still ours: 1, or 0 when it is not.
+///
+/// KEYS: lock. ARGV: token, lease ms.
+static RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+",
+    )
+});
+
+/// Releases a lock that is still ours and tells the waiting processes.
+///
+/// KEYS: lock. ARGV: token, landing channel, landing message.
+static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
   return 1
 end
 return 0
 ",
     )
 });
+
+/// A held lock, for the write that releases it.
+pub(crate) struct Held<'a> {
+    pub(crate) lock_key: &'a str,
+    pub(crate) token: &'a str,
+    pub(crate) channel: &'a str,
+    pub(crate) message: &'a str,
+}
 
 /// The SHA-1 hex the write script compares with; `""` stands for "absent".
 pub(crate) fn seen(entry: Option<&[u8]>) -> String {
@@ -228,7 +288,9 @@ impl L2 {
     }
 
     /// Stores an entry unless it changed since it was read as `seen` (see
-    /// [`seen`]): one round trip. `Ok(false)` when it had changed.
+    /// [`seen`]), and releases the lock `held`: one round trip. `Ok(false)`
+    /// when the entry had changed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn write_if_unchanged(
         &self,
         entry_key: &str,
@@ -237,16 +299,72 @@ impl L2 {
         ttl: Duration,
         version_keys: &[String],
         version_ttl: Duration,
+        held: Option<Held<'_>>,
     ) -> Result<bool, L2Error> {
         let mut invocation = WRITE_IF_UNCHANGED.key(entry_key);
+        let (lock_key, token, channel, message) = held.map_or(
+            (entry_key, "", "", ""),
+            |Held {
+                 lock_key,
+                 token,
+                 channel,
+                 message,
+             }| (lock_key, token, channel, message),
+        );
         invocation
+            .key(lock_key)
             .key(version_keys)
             .arg(seen)
             .arg(envelope)
             .arg(millis(ttl))
-            .arg(millis(version_ttl));
+            .arg(millis(version_ttl))
+            .arg(token)
+            .arg(channel)
+            .arg(message);
         let mut conn = self.conn.clone();
         self.bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Tries to take `lock_key` for `lease`: `Ok(None)` when taken, or
+    /// `Ok(Some(left))`, the time left on the current holder's lease.
+    pub(crate) async fn acquire(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Option<Duration>, L2Error> {
+        let mut invocation = ACQUIRE.key(lock_key);
+        invocation.arg(token).arg(millis(lease));
+        let mut conn = self.conn.clone();
+        let (taken, left): (i64, i64) = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok((taken != 1).then(|| Duration::from_millis(u64::try_from(left).unwrap_or(0))))
+    }
+
+    /// Extends a lease that is still ours; `Ok(false)` when it is not.
+    pub(crate) async fn renew(
+        &self,
+        lock_key: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, L2Error> {
+        let mut invocation = RENEW.key(lock_key);
+        invocation.arg(token).arg(millis(lease));
+        let mut conn = self.conn.clone();
+        let renewed: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(renewed == 1)
+    }
+
+    /// Releases a lock that is still ours and tells the waiters.
+    pub(crate) async fn release(&self, held: Held<'_>) -> Result<(), L2Error> {
+        let mut invocation = RELEASE.key(held.lock_key);
+        invocation
+            .arg(held.token)
+            .arg(held.channel)
+            .arg(held.message);
+        let mut conn = self.conn.clone();
+        self.bounded(invocation.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
     }
 
     /// Stores an entry and keeps its tag versions alive at least as long,

@@ -16,7 +16,9 @@ mod generations;
 pub mod key;
 mod l1;
 mod l2;
+mod lock;
 mod shape;
+mod spec;
 mod stats;
 pub mod tags;
 
@@ -24,19 +26,51 @@ pub use cache::{
     Cache, CacheBuilder, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES, DEFAULT_L1_CAPACITY,
     DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, global, set_global,
 };
-pub use error::Error;
+pub use error::{Error, LoadTimeout};
 pub use key::{KeyPart, KeyWriter};
+pub use spec::{
+    DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT, DEFAULT_TTL_JITTER,
+};
 pub use stats::Stats;
 
 /// For generated code only: not part of the API, may change in any release.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::aside::{
-        Cacheable, Codec, Spec, When, invalidating, l1_get, l1_get_rendered, load, write_through,
+        Cacheable, Codec, Detached, Spec, When, invalidating, l1_get, l1_get_rendered, load,
+        load_detached, write_through,
     };
     pub use crate::cache::{Cache, global};
+    pub use crate::error::LoadTimeout;
     pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
     pub use crate::shape::{Fallible, FallibleOptional, Optional, Outcome, Plain, Shape};
+
+    /// What a background run of a cached function needs of an argument
+    /// (or `self`): an owned copy it can clone for each run. Implemented
+    /// for every `Clone + Send + Sync + 'static` type, and through
+    /// `ToOwned` for references (`&str` is copied as a `String`).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be copied into a background run of the function",
+        label = "`stale`, `refresh_ahead` and `timeout` need a copy of this",
+        note = "those options run the function again in the background, on copies of its arguments and of `self`: make this type `Clone + Send + Sync + 'static` (share state behind an `Arc`), or remove the option"
+    )]
+    pub trait Owned {
+        /// The copy.
+        type Owned: Clone + Send + Sync + 'static;
+        /// Makes the copy.
+        fn owned(&self) -> Self::Owned;
+    }
+
+    impl<T: ?Sized + ToOwned> Owned for T
+    where
+        T::Owned: Clone + Send + Sync + 'static,
+    {
+        type Owned = T::Owned;
+
+        fn owned(&self) -> T::Owned {
+            self.to_owned()
+        }
+    }
 
     /// Checks that a cached value's type can be cached and returns what the
     /// cache paths need of it; spanned on the return type so that the error

@@ -31,6 +31,21 @@ pub struct Stats {
     pub breaker_trips: u64,
     /// Whether the circuit breaker is open now (calls skip Redis).
     pub breaker_open: bool,
+    /// Calls answered with a value past its fresh period, within `stale`,
+    /// while a refresh ran (counted in `l1_hits` or `l2_hits` too).
+    pub stale_served: u64,
+    /// Background refreshes started before expiry (`refresh_ahead`).
+    pub early_refreshes: u64,
+    /// Calls answered with a fail-safe value: the load failed, timed out,
+    /// or was slower than `timeout` (counted in `misses` too).
+    pub fail_safe: u64,
+    /// Loads cut off by `hard_timeout`.
+    pub load_timeouts: u64,
+    /// Loads that waited for another process holding the key's lock.
+    pub lock_waits: u64,
+    /// Waits for another caller's load that gave up after the cache's
+    /// `lock_wait` and loaded alone.
+    pub lock_timeouts: u64,
     /// Values stored by `#[write_through]`.
     pub writes: u64,
     /// Invalidations this instance made (explicit calls and
@@ -66,6 +81,12 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
     pub(crate) redis_errors: AtomicU64,
     pub(crate) redis_skipped: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) early_refreshes: AtomicU64,
+    pub(crate) fail_safe: AtomicU64,
+    pub(crate) load_timeouts: AtomicU64,
+    pub(crate) lock_waits: AtomicU64,
+    pub(crate) lock_timeouts: AtomicU64,
     pub(crate) writes: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     pub(crate) remote_invalidations: AtomicU64,
@@ -98,6 +119,12 @@ impl Counters {
             redis_skipped: self.redis_skipped.load(Relaxed),
             breaker_trips: 0,
             breaker_open: false,
+            stale_served: self.stale_served.load(Relaxed),
+            early_refreshes: self.early_refreshes.load(Relaxed),
+            fail_safe: self.fail_safe.load(Relaxed),
+            load_timeouts: self.load_timeouts.load(Relaxed),
+            lock_waits: self.lock_waits.load(Relaxed),
+            lock_timeouts: self.lock_timeouts.load(Relaxed),
             writes: self.writes.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
             remote_invalidations: self.remote_invalidations.load(Relaxed),

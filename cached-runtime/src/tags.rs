@@ -24,13 +24,17 @@
 //! | `{ns}:#t:{tag}` | the version of a tag |
 //! | `{ns}:#p:{prefix}` | the version of a prefix |
 //! | `{ns}:#ns` | the version of the namespace |
+//! | `{ns}:#lock:{prefix}:{key}` | the load lock of an entry: a random token, with a lease |
 //! | channel `{ns}:#events` | invalidations, for the L1 of other instances |
+//! | channel `{ns}:#landed` | `{prefix}:{key}` of each load that released its lock |
 //!
 //! `#` never appears in a prefix or an escaped value, so these never collide
 //! with entries.
 //!
-//! A version key lives at least twice as long as the longest entry written
-//! with it (the write extends it with `PEXPIRE … GT`), so it never expires
+//! An entry's key expires at the end of its fresh period plus its function's
+//! `stale` and `fail_safe` windows; the envelope records where the fresh
+//! period ends. A version key lives at least twice as long as the longest
+//! entry written with it (the write extends it with `PEXPIRE … GT`), so it never expires
 //! under a live entry; if it is evicted anyway, see above.
 //!
 //! # Round trips
@@ -38,8 +42,13 @@
 //! - Read: one `MGET` of the entry and its tag versions. Only when a version
 //!   key does not exist yet (the first read of a tag) a second round trip
 //!   creates it (`SET NX`, then `GET`).
-//! - Write: one pipeline: `SET` of the entry and `PEXPIRE … GT` of its tag
-//!   versions (plus a `PUBLISH` for write-through).
+//! - Write after a load: one script: `SET` of the entry if it is still as
+//!   the load saw it, `PEXPIRE … GT` of its tag versions, and, when the
+//!   loader holds the lock, its release and a `PUBLISH` of the landing.
+//!   Write-through: one pipeline: `SET`, `PEXPIRE … GT`,
+//!   `PUBLISH`.
+//! - Lock (on a miss, with Redis): one script, `SET NX PX` or the holder's
+//!   time left.
 //! - Invalidate: one pipeline: `SET … XX KEEPTTL` of each version (a version
 //!   key that does not exist has no valid entry to invalidate) or `DEL` of
 //!   each key, and one `PUBLISH`.
@@ -93,6 +102,17 @@ impl Names {
 
     pub(crate) fn channel(&self) -> String {
         format!("{}:#events", self.namespace)
+    }
+
+    /// The cross-process load lock of an entry (`key`: `prefix:…`).
+    pub(crate) fn lock(&self, key: &str) -> String {
+        format!("{}:#lock:{key}", self.namespace)
+    }
+
+    /// Where a lock holder announces that it is done: the message is the
+    /// entry's `prefix:…` key.
+    pub(crate) fn landed_channel(&self) -> String {
+        format!("{}:#landed", self.namespace)
     }
 
     /// The version keys an entry of `prefix` with `tags` records: the
