@@ -1,7 +1,7 @@
 //! Cache an `async fn` with one attribute.
 //!
 //! tiercache puts a two-level cache in front of your function: an in-process
-//! L1 ([moka]) that answers in nanoseconds, and an optional shared L2
+//! L1 ([quick_cache]) that answers in nanoseconds, and an optional shared L2
 //! ([Redis]) so that every instance of your service sees the same entries.
 //! Concurrent callers of a cold key share one load, keys cannot collide,
 //! and a Redis that is down, slow or full of garbage never fails a call.
@@ -116,7 +116,7 @@
 //!   into a load and a write into a no-op. Calls never fail because of Redis,
 //!   and L2 is used again as soon as Redis answers.
 //!
-//! [moka]: https://docs.rs/moka
+//! [quick_cache]: https://docs.rs/quick_cache
 //! [Redis]: https://redis.io
 
 pub use tiercache_macros::{cache_aside, invalidates, write_through};

@@ -382,15 +382,15 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         #check_prefix
         let #codec = #make_codec;
         #cache_binding
-        let #key: ::std::string::String = {
-            let mut #writer = #private::KeyWriter::new(#prefix);
-            #key_parts
-            #writer.finish()
-        };
     };
     if args.kind == Kind::WriteThrough {
         return quote! {
             #prologue
+            let #key: ::std::string::String = {
+                let mut #writer = #private::KeyWriter::new(#prefix);
+                #key_parts
+                #writer.finish()
+            };
             let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
             let #owned = #private::Cache::clone(#cache);
             #body_statement
@@ -401,31 +401,41 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         };
     }
 
+    // Boxed: the miss path's state (the body, L2 and the flight) would
+    // otherwise make the function's future kilobytes large, moved and
+    // zeroed on every call, hits included.
     let timed_out = crate::resilience::timed_out(&private, ret, &args.resilience);
     let load = if args.resilience.detaching().is_some() {
         let detached = crate::resilience::detached(func, ret, &private);
         quote! {
-            #private::load_detached::<#private::#shape, #ret>(
+            ::std::boxed::Box::pin(#private::load_detached::<#private::#shape, #ret>(
                 #owned, #spec, #codec, #key, #tags_ident, #detached, #timed_out,
-            )
+            ))
             .await
         }
     } else {
         quote! {
             #body_statement
-            #private::load::<#private::#shape, #ret, _>(
+            ::std::boxed::Box::pin(#private::load::<#private::#shape, #ret, _>(
                 #owned, #spec, #codec, #key, #tags_ident, #body_future, #timed_out,
-            )
+            ))
             .await
         }
     };
+    // A hit looks the key up where it was rendered (on the stack): only a
+    // miss makes its `String`.
     quote! {
         #prologue
-        if let ::core::option::Option::Some(#hit) =
-            #private::l1_get::<#private::#shape, #ret>(#cache, &#key, #codec)
-        {
-            return #hit;
-        }
+        let #key: ::std::string::String = {
+            let mut #writer = #private::KeyWriter::new(#prefix);
+            #key_parts
+            if let ::core::option::Option::Some(#hit) =
+                #private::l1_get_rendered::<#private::#shape, #ret>(#cache, &#writer, #codec)
+            {
+                return #hit;
+            }
+            #writer.finish()
+        };
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         let #owned = #private::Cache::clone(#cache);
         #load

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::cache::{Cache, Inner};
 use crate::envelope::{self, Meta};
 use crate::flight::{self, Landed, Leader, Role, Shared, Source};
+use crate::key::KeyWriter;
 use crate::l1::{Absent, Entry, Timing};
 use crate::lock::Lease;
 use crate::shape::{Outcome, Shape};
@@ -94,8 +95,28 @@ pub fn l1_get<S, R>(cache: &Cache, key: &str, codec: Codec<S::Value>) -> Option<
 where
     S: Shape<R>,
 {
-    let shared = cache.inner.l1.get(key)?;
-    let answer = answer::<S, R>(codec, &shared)?;
+    l1_hit::<S, R>(cache, key.as_bytes(), codec)
+}
+
+/// Step 1 as generated code takes it: the key still in its writer, so that a
+/// hit never makes the key's `String`. Inlined whole into the caller, where
+/// the codec is a constant: the downcast and the clone are then direct calls
+/// that write the value where the caller returns it.
+#[inline(always)]
+pub fn l1_get_rendered<S, R>(cache: &Cache, key: &KeyWriter, codec: Codec<S::Value>) -> Option<R>
+where
+    S: Shape<R>,
+{
+    l1_hit::<S, R>(cache, &key.as_key(), codec)
+}
+
+#[inline(always)]
+fn l1_hit<S, R>(cache: &Cache, key: &[u8], codec: Codec<S::Value>) -> Option<R>
+where
+    S: Shape<R>,
+{
+    let hit = cache.inner.l1.get(key)?;
+    let answer = answer::<S, R>(codec, &hit)?;
     Counters::bump(&cache.inner.counters.l1_hits);
     Some(answer)
 }

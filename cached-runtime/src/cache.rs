@@ -29,8 +29,8 @@ pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
 /// …and probe Redis once per this long while open.
 pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
 
-/// A two-level cache: an in-process L1 (moka) in front of an optional shared
-/// L2 (Redis).
+/// A two-level cache: an in-process L1 (a bounded concurrent map, quick_cache)
+/// in front of an optional shared L2 (Redis).
 ///
 /// Cheap to clone (an `Arc`): clones share everything. Cached functions use
 /// the [global](crate::set_global) cache unless their `cache = …` option names

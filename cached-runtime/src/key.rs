@@ -28,6 +28,9 @@
 //!
 //! Rendered keys longer than [`MAX_KEY_LEN`] bytes keep a readable head and
 //! end in `#` and the SHA-1 of the whole rendered key.
+//!
+//! A key is rendered on the stack (up to 256 bytes, then on
+//! the heap): an L1 hit looks it up there, and only a miss makes a `String`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -35,12 +38,18 @@ use std::fmt::{self, Write as _};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use arrayvec::ArrayString;
+
 /// Rendered keys (prefix and arguments) longer than this are shortened to a
 /// readable head plus a hash of the whole.
 pub const MAX_KEY_LEN: usize = 250;
 
 /// How many bytes of a shortened key stay readable.
 const HASHED_HEAD_LEN: usize = 64;
+
+/// Keys up to this many bytes are rendered without a heap allocation: every
+/// key that is not shortened fits.
+const INLINE_KEY_LEN: usize = 256;
 
 /// A value that can be part of a cache key.
 ///
@@ -103,40 +112,95 @@ impl<T: KeyPart + ?Sized> TagPart for T {
 /// the [module docs](self) for the encoding.
 #[derive(Debug, Clone)]
 pub struct KeyWriter {
-    buf: String,
+    buf: Buf,
+}
+
+/// The text of a key: on the stack until it outgrows it. The size is the
+/// point: boxing the inline variant would allocate on every call.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+enum Buf {
+    Inline(ArrayString<INLINE_KEY_LEN>),
+    Spilled(String),
 }
 
 impl KeyWriter {
     /// Starts the key of one call site: `prefix:`.
     #[doc(hidden)]
+    #[inline]
     pub fn new(prefix: &str) -> Self {
-        let mut buf = String::with_capacity(prefix.len() + 24);
-        buf.push_str(prefix);
-        buf.push(':');
-        Self { buf }
+        let mut writer = Self::bare();
+        writer.push_str(prefix);
+        writer.push_str(":");
+        writer
     }
 
     /// Starts a tag or a full `prefix:key` template: no prefix of its own.
     #[doc(hidden)]
+    #[inline]
     pub fn bare() -> Self {
-        Self { buf: String::new() }
+        Self {
+            buf: Buf::Inline(ArrayString::new()),
+        }
+    }
+
+    #[inline]
+    fn push_str(&mut self, s: &str) {
+        match &mut self.buf {
+            Buf::Inline(inline) => {
+                if inline.try_push_str(s).is_err() {
+                    self.spill(s);
+                }
+            }
+            Buf::Spilled(heap) => heap.push_str(s),
+        }
+    }
+
+    #[cold]
+    fn spill(&mut self, s: &str) {
+        let mut heap = String::with_capacity(2 * INLINE_KEY_LEN + s.len());
+        heap.push_str(self.as_str());
+        heap.push_str(s);
+        self.buf = Buf::Spilled(heap);
+    }
+
+    /// An ASCII byte, as text.
+    #[inline]
+    fn push_ascii(&mut self, b: u8) {
+        let c = char::from(b);
+        match &mut self.buf {
+            Buf::Inline(inline) => {
+                if inline.try_push(c).is_err() {
+                    self.spill(c.encode_utf8(&mut [0; 4]));
+                }
+            }
+            Buf::Spilled(heap) => heap.push(c),
+        }
+    }
+
+    /// The text written so far, unshortened.
+    fn as_str(&self) -> &str {
+        match &self.buf {
+            Buf::Inline(inline) => inline,
+            Buf::Spilled(heap) => heap,
+        }
     }
 
     /// Writes text, escaped.
     pub fn write_str(&mut self, s: &str) {
         let bytes = s.as_bytes();
         if bytes.iter().all(|&b| is_unreserved(b)) {
-            self.buf.push_str(s);
+            self.push_str(s);
             return;
         }
         for &b in bytes {
             if is_unreserved(b) {
-                self.buf.push(b as char);
+                self.push_ascii(b);
             } else {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                self.buf.push('%');
-                self.buf.push(HEX[usize::from(b >> 4)] as char);
-                self.buf.push(HEX[usize::from(b & 0xF)] as char);
+                self.push_ascii(b'%');
+                self.push_ascii(HEX[usize::from(b >> 4)]);
+                self.push_ascii(HEX[usize::from(b & 0xF)]);
             }
         }
     }
@@ -150,45 +214,63 @@ impl KeyWriter {
                 Ok(())
             }
         }
-        // Writing into a String cannot fail.
+        // Writing into a buffer cannot fail.
         let _ = write!(Escaping(self), "{value}");
     }
 
     /// Writes a template's literal text. Only generated code calls this, with
     /// text the macro has checked contains no character a value could hold.
     #[doc(hidden)]
+    #[inline]
     pub fn literal(&mut self, text: &'static str) {
-        self.buf.push_str(text);
+        self.push_str(text);
     }
 
     /// Writes one argument of a default (all-arguments) key, `:`-separated.
     #[doc(hidden)]
+    #[inline]
     pub fn arg<T: KeyPart + ?Sized>(&mut self, index: usize, value: &T) {
         if index > 0 {
-            self.buf.push(':');
+            self.push_str(":");
         }
         value.write_key(self);
     }
 
-    fn structure(&mut self, c: char) {
-        self.buf.push(c);
+    fn structure(&mut self, c: u8) {
+        self.push_ascii(c);
     }
 
     fn sequence<'a, T: KeyPart + 'a>(&mut self, items: impl IntoIterator<Item = &'a T>) {
-        self.structure('[');
+        self.structure(b'[');
         for (i, item) in items.into_iter().enumerate() {
             if i > 0 {
-                self.structure(',');
+                self.structure(b',');
             }
             item.write_key(self);
         }
-        self.structure(']');
+        self.structure(b']');
+    }
+
+    /// The bytes of the rendered key as [`finish`](Self::finish) returns
+    /// it, without allocating unless it is overlong: what an L1 lookup needs.
+    #[inline]
+    pub(crate) fn as_key(&self) -> Cow<'_, [u8]> {
+        let text = self.as_str();
+        if text.len() <= MAX_KEY_LEN {
+            Cow::Borrowed(text.as_bytes())
+        } else {
+            Cow::Owned(shorten(text.to_owned()).into_bytes())
+        }
     }
 
     /// The rendered key (`prefix:…`), shortened with a hash when overlong.
     #[doc(hidden)]
     pub fn finish(self) -> String {
-        shorten(self.buf)
+        let text = match self.buf {
+            Buf::Inline(inline) => inline.as_str().to_owned(),
+            Buf::Spilled(heap) => heap,
+        };
+        shorten(text)
     }
 }
 
@@ -207,9 +289,9 @@ impl KeyWriter {
 /// assert_eq!(format!("team:{}", render("R&D")), "team:R%26D");
 /// ```
 pub fn render<T: KeyPart + ?Sized>(value: &T) -> String {
-    let mut writer = KeyWriter { buf: String::new() };
+    let mut writer = KeyWriter::bare();
     value.write_key(&mut writer);
-    writer.buf
+    writer.as_str().to_owned()
 }
 
 /// The characters a value is written with unescaped.
@@ -285,7 +367,7 @@ macro_rules! integer_key_part {
             #[inline]
             fn write_key(&self, out: &mut KeyWriter) {
                 // Digits and `-` need no escaping.
-                out.buf.push_str(itoa::Buffer::new().format(*self));
+                out.push_str(itoa::Buffer::new().format(*self));
             }
         }
     )*};
@@ -297,7 +379,7 @@ integer_key_part!(
 
 impl KeyPart for bool {
     fn write_key(&self, out: &mut KeyWriter) {
-        out.buf.push_str(if *self { "true" } else { "false" });
+        out.push_str(if *self { "true" } else { "false" });
     }
 }
 
@@ -335,8 +417,8 @@ impl KeyPart for Cow<'_, str> {
 
 impl KeyPart for () {
     fn write_key(&self, out: &mut KeyWriter) {
-        out.structure('(');
-        out.structure(')');
+        out.structure(b'(');
+        out.structure(b')');
     }
 }
 
@@ -358,10 +440,10 @@ impl<T: KeyPart> KeyPart for Option<T> {
 
     fn write_key(&self, out: &mut KeyWriter) {
         match self {
-            None => out.structure('~'),
+            None => out.structure(b'~'),
             Some(value) => {
                 if T::MAY_BE_NONE {
-                    out.structure('!');
+                    out.structure(b'!');
                 }
                 value.write_key(out);
             }
@@ -401,14 +483,14 @@ impl<T: KeyPart> KeyPart for BTreeSet<T> {
 
 impl<K: KeyPart, V: KeyPart> KeyPart for BTreeMap<K, V> {
     fn write_key(&self, out: &mut KeyWriter) {
-        out.structure('[');
+        out.structure(b'[');
         for (i, (k, v)) in self.iter().enumerate() {
             if i > 0 {
-                out.structure(',');
+                out.structure(b',');
             }
             (k, v).write_key(out);
         }
-        out.structure(']');
+        out.structure(b']');
     }
 }
 
@@ -416,14 +498,14 @@ macro_rules! tuple_key_part {
     ($($name:ident $idx:tt),+) => {
         impl<$($name: KeyPart),+> KeyPart for ($($name,)+) {
             fn write_key(&self, out: &mut KeyWriter) {
-                out.structure('(');
+                out.structure(b'(');
                 $(
                     if $idx > 0 {
-                        out.structure(',');
+                        out.structure(b',');
                     }
                     self.$idx.write_key(out);
                 )+
-                out.structure(')');
+                out.structure(b')');
             }
         }
     };
@@ -521,6 +603,24 @@ mod tests {
         assert_ne!(key, other);
         // The hashed form cannot be produced by a value: `#` is always escaped.
         assert!(render("#").contains("%23"));
+    }
+
+    #[test]
+    fn a_lookup_uses_the_key_a_miss_stores() {
+        for len in [
+            0,
+            10,
+            MAX_KEY_LEN - 2,
+            MAX_KEY_LEN - 1,
+            INLINE_KEY_LEN,
+            1000,
+        ] {
+            let mut w = KeyWriter::new("p");
+            "x".repeat(len).as_str().write_key(&mut w);
+            (1u8, "a b").write_key(&mut w);
+            let lookup = w.as_key().into_owned();
+            assert_eq!(lookup, w.finish().into_bytes(), "{len}");
+        }
     }
 
     #[cfg(feature = "uuid")]

@@ -1,22 +1,40 @@
-//! L1: the in-process layer, typed values in moka.
+//! L1: the in-process layer, typed values in a bounded concurrent map.
 //!
 //! Values are stored as `Arc<dyn Any>` around the function's own value type,
 //! so a hit is a hash lookup, a downcast and a `clone` of the value: no
 //! deserialization, no Redis. A downcast that fails (two functions sharing a
 //! prefix with different types) is a miss, like a foreign value in L2.
+//!
+//! The map is `quick_cache` (sharded, read-locked lookups, a CLOCK-PRO /
+//! S3-FIFO style eviction with a ghost queue), bounded in entries. It was
+//! moka until the L1 hit had to beat a plain `Mutex<HashMap>` cache: a moka
+//! `get` alone (SipHash, its clock, the read-log channel and housekeeping)
+//! cost about as much as the whole hit of the `cached` crate. What moka did
+//! beside the lookup is done here:
+//!
+//! - per-entry TTL: each entry keeps when it expires, checked on every hit
+//!   (on a coarse clock while that is enough to tell, see [`Expiry`]); an
+//!   expired entry is a miss and is removed. Expired entries
+//!   nobody asks for again stay until the policy evicts them, within the
+//!   capacity;
+//! - `clear` is O(1): it bumps an epoch that every entry recorded when it
+//!   was inserted; older entries are misses, removed when found and
+//!   otherwise evicted like expired ones.
+//!
+//! Keys are the rendered key's bytes, hashed once per lookup, so a hit can
+//! borrow them from the [`KeyWriter`](crate::KeyWriter) they were rendered in.
 
-#[cfg(test)]
+use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
-
-use moka::Expiry;
 
 use crate::flight::Shared;
 use crate::generations::Snapshot;
 
 /// One L1 entry: the value, how long it may live, and the generations of
 /// its namespace, prefix and tags when its load started. Cloned on every
-/// hit: keep it to `Arc`s and small copies.
+/// hit: keep it to `Arc`s and small `Copy` fields.
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) value: Shared,
@@ -76,82 +94,175 @@ impl Entry {
     }
 }
 
-/// Each entry lives for its own TTL, counted from its (re)insertion.
-struct PerEntryTtl;
+/// An entry as the map holds it, behind an `Arc`: a lookup clones that one
+/// `Arc` (the map hands out clones), not each `Arc` of the entry.
+struct Slot {
+    entry: Entry,
+    /// When the entry expires: its TTL counted from its (re)insertion.
+    expires: Expiry,
+    /// The [`L1::clear`] epoch it was inserted in.
+    cleared: u64,
+}
 
-impl Expiry<String, Entry> for PerEntryTtl {
-    fn expire_after_create(&self, _: &String, entry: &Entry, _: Instant) -> Option<Duration> {
-        Some(entry.ttl)
+/// When an entry expires, on two clocks. The precise one (`Instant`, the
+/// clock's `CLOCK_MONOTONIC`) costs about as much as the rest of a hit; the
+/// coarse one (`CLOCK_MONOTONIC_COARSE`: the time at the last kernel tick,
+/// a few ms behind) a tenth of it. A hit reads the coarse clock, and the
+/// precise one only in the last [`COARSE_MARGIN`] of the entry's life: the
+/// coarse clock lags by less than that, so an entry is never served past
+/// its TTL by the precise clock.
+#[derive(Clone, Copy)]
+struct Expiry {
+    /// Before this, on the coarse clock, the entry is fresh for sure.
+    surely_fresh_until: coarsetime::Instant,
+    /// When it expires; `None` when that is past what an `Instant` holds.
+    at: Option<Instant>,
+}
+
+/// More than the coarse clock can lag the precise one: a kernel tick (1 to
+/// 10 ms), with room for a late tick.
+const COARSE_MARGIN: Duration = Duration::from_millis(50);
+
+/// Whether coarsetime's clock is monotonic here (elsewhere it may be the
+/// wall clock, which can go back: then only the precise clock is used).
+const COARSE_IS_MONOTONIC: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "freebsd"
+));
+
+impl Expiry {
+    fn after(ttl: Duration) -> Self {
+        let coarse = coarsetime::Instant::now_without_cache_update();
+        // coarsetime's durations hold 2^32 s: far beyond any TTL worth a
+        // fast path.
+        let fast_for = ttl
+            .checked_sub(COARSE_MARGIN)
+            .filter(|_| COARSE_IS_MONOTONIC)
+            .map(|d| d.min(Duration::from_secs(u64::from(u32::MAX) / 2)));
+        Self {
+            surely_fresh_until: fast_for
+                .and_then(|d| coarse.checked_add(d.into()))
+                .unwrap_or(coarse),
+            at: Instant::now().checked_add(ttl),
+        }
     }
 
-    fn expire_after_update(
-        &self,
-        _: &String,
-        entry: &Entry,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(entry.ttl)
+    #[inline]
+    fn is_fresh(&self) -> bool {
+        coarsetime::Instant::now_without_cache_update() < self.surely_fresh_until
+            || self.at.is_none_or(|at| Instant::now() < at)
+    }
+}
+
+/// The rendered key, as bytes: a lookup hashes the `&[u8]` it borrows.
+type Key = Box<[u8]>;
+
+type Map = quick_cache::sync::Cache<Key, Arc<Slot>>;
+
+/// A value found in L1: derefs to the shared value.
+pub(crate) struct Hit(Arc<Slot>);
+
+impl Deref for Hit {
+    type Target = Shared;
+
+    #[inline]
+    fn deref(&self) -> &Shared {
+        &self.0.entry.value
     }
 }
 
 /// The in-process layer; disabled when built with a capacity of 0.
 pub(crate) struct L1 {
-    entries: Option<moka::sync::Cache<String, Entry>>,
+    entries: Option<Map>,
+    /// Bumped by [`L1::clear`]: entries of an older epoch are gone.
+    cleared: AtomicU64,
 }
 
 impl L1 {
     pub(crate) fn new(capacity: u64) -> Self {
         let entries = (capacity > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(PerEntryTtl)
-                .build()
+            let estimated = usize::try_from(capacity).unwrap_or(usize::MAX);
+            Map::with(
+                estimated,
+                capacity,
+                quick_cache::UnitWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            )
         });
-        Self { entries }
-    }
-
-    /// The value under `key`, of whatever type it was stored with, if it
-    /// is fresh and was not invalidated (then it is dropped).
-    #[inline]
-    pub(crate) fn get(&self, key: &str) -> Option<Shared> {
-        let entry = self.entry(key)?;
-        match entry.timing {
-            Some(timing) if !timing.serve_now(Instant::now()) => None,
-            _ => Some(entry.value),
+        Self {
+            entries,
+            cleared: AtomicU64::new(0),
         }
     }
 
-    /// The entry under `key`, fresh or not, unless it was invalidated.
+    /// Whether a held entry may be served at all, fresh or not.
     #[inline]
-    pub(crate) fn entry(&self, key: &str) -> Option<Entry> {
+    fn servable(&self, slot: &Slot) -> bool {
+        slot.cleared == self.cleared.load(SeqCst)
+            && slot.expires.is_fresh()
+            && slot.entry.generations.is_current()
+    }
+
+    /// The value under `key` (the rendered key, as `str` or bytes), of
+    /// whatever type it was stored with, if it is fresh and was not
+    /// invalidated (then it is dropped).
+    #[inline]
+    pub(crate) fn get<K: AsRef<[u8]> + ?Sized>(&self, key: &K) -> Option<Hit> {
+        let hit = self.lookup(key.as_ref())?;
+        match hit.0.entry.timing {
+            Some(timing) if !timing.serve_now(Instant::now()) => None,
+            _ => Some(hit),
+        }
+    }
+
+    /// The entry under `key`, fresh or not, unless it expired, was cleared
+    /// or was invalidated.
+    pub(crate) fn entry<K: AsRef<[u8]> + ?Sized>(&self, key: &K) -> Option<Entry> {
+        self.lookup(key.as_ref()).map(|hit| hit.0.entry.clone())
+    }
+
+    /// The slot under `key`, unless it expired, was cleared or was
+    /// invalidated (then it is dropped).
+    #[inline]
+    fn lookup(&self, key: &[u8]) -> Option<Hit> {
         let entries = self.entries.as_ref()?;
-        let entry = entries.get(key)?;
-        if entry.generations.is_current() {
-            Some(entry)
+        let slot = entries.get(key)?;
+        if self.servable(&slot) {
+            Some(Hit(slot))
         } else {
-            entries.invalidate(key);
+            // Unless it was replaced meanwhile by an entry that is servable.
+            entries.remove_if(key, |slot| !self.servable(slot));
             None
         }
     }
 
     pub(crate) fn insert(&self, key: String, entry: Entry) {
         if let Some(entries) = &self.entries {
-            entries.insert(key, entry);
+            // Read before the entry is in place: a `clear` from now on
+            // outdates it.
+            let cleared = self.cleared.load(SeqCst);
+            let slot = Slot {
+                expires: Expiry::after(entry.ttl),
+                cleared,
+                entry,
+            };
+            entries.insert(key.into_bytes().into_boxed_slice(), Arc::new(slot));
         }
     }
 
-    pub(crate) fn remove(&self, key: &str) {
+    pub(crate) fn remove<K: AsRef<[u8]> + ?Sized>(&self, key: &K) {
         if let Some(entries) = &self.entries {
-            entries.invalidate(key);
+            entries.remove(key.as_ref());
         }
     }
 
-    /// Drops every entry: O(1), entries are reclaimed in the background.
+    /// Drops every entry: O(1), entries are reclaimed as they are found or
+    /// evicted.
     pub(crate) fn clear(&self) {
-        if let Some(entries) = &self.entries {
-            entries.invalidate_all();
-        }
+        self.cleared.fetch_add(1, SeqCst);
     }
 }
 
@@ -175,6 +286,55 @@ mod tests {
         assert!(l1.get("b").is_some());
         l1.remove("b");
         assert!(l1.get("b").is_none());
+    }
+
+    #[test]
+    fn entries_longer_than_the_coarse_margin_expire_on_time() {
+        let l1 = L1::new(100);
+        let ttl = COARSE_MARGIN * 3;
+        let before_insert = Instant::now();
+        l1.insert("a".into(), Entry::new(1u8, ttl));
+        let after_insert = Instant::now();
+        assert!(l1.get("a").is_some());
+        // In the margin, where the precise clock decides.
+        std::thread::sleep(ttl - COARSE_MARGIN / 2 - before_insert.elapsed());
+        let (early, found, late) = (
+            before_insert.elapsed(),
+            l1.get("a").is_some(),
+            after_insert.elapsed(),
+        );
+        // The entry expires `ttl` after a moment between the two instants.
+        let insert_took = after_insert - before_insert;
+        assert!(found || late >= ttl - insert_took, "expired early");
+        assert!(!found || early < ttl + insert_took, "served late");
+        std::thread::sleep(COARSE_MARGIN);
+        assert!(l1.get("a").is_none(), "expired");
+    }
+
+    #[test]
+    fn clear_drops_everything_inserted_before() {
+        let l1 = L1::new(100);
+        l1.insert("a".into(), Entry::new(1u8, Duration::from_secs(60)));
+        l1.clear();
+        assert!(l1.get("a").is_none());
+        l1.insert("a".into(), Entry::new(2u8, Duration::from_secs(60)));
+        let value = l1.get("a").expect("inserted after the clear");
+        assert_eq!(value.downcast_ref::<u8>(), Some(&2));
+    }
+
+    #[test]
+    fn bounded_with_eviction() {
+        let l1 = L1::new(1_000);
+        for i in 0..10_000 {
+            l1.insert(format!("k:{i}"), Entry::new(i, Duration::from_secs(60)));
+            // A few keys stay hot: the policy keeps them.
+            for hot in 0..10 {
+                assert!(l1.get(format!("k:{hot}").as_str()).is_some() || i < hot);
+            }
+        }
+        let held = l1.entries.as_ref().unwrap().len();
+        assert!(held <= 1_100, "{held} entries held");
+        assert!(held >= 900, "{held} entries held");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The engine behind [tiercache](https://docs.rs/tiercache): keys, the L2
-//! envelope, L1 (moka), L2 (Redis), single-flight and stats.
+//! envelope, L1 (quick_cache), L2 (Redis), single-flight and stats.
 //!
 //! Depend on `tiercache`, not on this crate: it re-exports everything here
 //! that is public, with the macros. Items under `__private` exist for the
@@ -37,8 +37,8 @@ pub use stats::Stats;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::aside::{
-        Cacheable, Codec, Detached, Spec, When, invalidating, l1_get, load, load_detached,
-        write_through,
+        Cacheable, Codec, Detached, Spec, When, invalidating, l1_get, l1_get_rendered, load,
+        load_detached, write_through,
     };
     pub use crate::cache::{Cache, global};
     pub use crate::error::LoadTimeout;
