@@ -22,6 +22,7 @@ use crate::envelope::{self, Meta};
 use crate::flight::{self, Landed, Leader, Role, Shared, Source};
 use crate::key::KeyWriter;
 use crate::l1::{Absent, Entry, Timing};
+use crate::l2::Acquired;
 use crate::lock::Lease;
 use crate::shape::{Outcome, Shape};
 pub use crate::spec::Spec;
@@ -565,19 +566,12 @@ where
     let mut lease = None;
     if let Some(l2) = &l2 {
         let lock = spec.lock.unwrap_or(inner.settings.lock);
-        let watch = lock.then(|| inner.landings.watch(&ctx.key));
-        let lock_key = inner.names.lock(&ctx.key);
-        let token = crate::lock::token();
+        // Made on the first miss only: a hit needs none of them.
+        let mut watch = None;
+        let mut lock_id: Option<(String, String)> = None;
         let give_up_at = started + inner.settings.lock_wait;
         let mut waited = false;
         loop {
-            // Listening before the lock is tried: a landing in between
-            // is not missed.
-            let notified = watch.as_ref().map(|w| w.notify().notified());
-            tokio::pin!(notified);
-            if let Some(notified) = notified.as_mut().as_pin_mut() {
-                notified.enable();
-            }
             match l2.read(ctx.codec).await {
                 L2Read::Found(found) => {
                     let now = SystemTime::now();
@@ -647,15 +641,36 @@ where
             if !lock {
                 break;
             }
+            // Listening before the lock is tried: a landing in between is
+            // not missed.
+            let watch = watch.get_or_insert_with(|| inner.landings.watch(&ctx.key));
+            let notified = watch.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (lock_key, token) =
+                lock_id.get_or_insert_with(|| (inner.names.lock(&ctx.key), crate::lock::token()));
             let lease_time = inner.settings.lock_lease;
-            match l2.l2.acquire(&lock_key, &token, lease_time).await {
-                Ok(None) => {
-                    let key = ctx.key.clone();
+            let seen_entry = seen.as_ref().map_or("", |seen: &Seen| seen.entry.as_str());
+            match l2
+                .l2
+                .acquire(lock_key, token, lease_time, &l2.entry_key, seen_entry)
+                .await
+            {
+                Ok(Acquired::Taken) => {
+                    let (key, (lock_key, token)) =
+                        (ctx.key.clone(), lock_id.take().unwrap_or_default());
                     let held = Lease::start(&ctx.cache, lock_key, token, key, lease_time);
                     lease = Some(held);
                     break;
                 }
-                Ok(Some(left)) => {
+                Ok(Acquired::Landed) => {
+                    // Written since it was read: read it again (unless that
+                    // has gone on for as long as a caller waits).
+                    if Instant::now() >= give_up_at {
+                        break;
+                    }
+                }
+                Ok(Acquired::Held(left)) => {
                     if !waited {
                         waited = true;
                         Counters::bump(&inner.counters.lock_waits);
@@ -686,12 +701,7 @@ where
                     let wake = soft_at.map_or(wake, |at| wake.min(at));
                     tokio::select! {
                         () = until(Some(wake)) => {}
-                        () = async {
-                            match notified.as_mut().as_pin_mut() {
-                                Some(notified) => notified.await,
-                                None => std::future::pending().await,
-                            }
-                        } => {}
+                        () = notified => {}
                     }
                 }
                 Err(_) => break, // Redis failing: load without the lock
@@ -847,7 +857,7 @@ pub(crate) struct L2Call<'a> {
     inner: &'a Inner,
     pub(crate) l2: &'a crate::l2::L2,
     spec: &'a Spec,
-    entry_key: String,
+    pub(crate) entry_key: String,
     version_keys: Vec<String>,
 }
 

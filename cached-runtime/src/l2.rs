@@ -62,13 +62,21 @@ return stored
     )
 });
 
-/// Takes a lock for `lease` ms if it is free: `{1, lease}`; otherwise
-/// `{0, time left on the holder's lease in ms}`.
+/// Takes a lock for `lease` ms if it is free and the entry is still what
+/// the caller read: `{1, lease}`; `{2, 0}` when the entry changed since (a
+/// load landed between the read and this: read it rather than load again);
+/// otherwise `{0, time left on the holder's lease in ms}`.
 ///
-/// KEYS: lock. ARGV: token, lease ms.
+/// KEYS: lock, entry. ARGV: token, lease ms, SHA-1 hex of the entry as read
+/// ("" for absent).
 static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
+local current = redis.call('GET', KEYS[2])
+local seen = ARGV[3]
+if (current == false and seen ~= '') or (current and redis.sha1hex(current) ~= seen) then
+  return {2, 0}
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, tonumber(ARGV[2])}
 end
@@ -76,6 +84,16 @@ return {0, redis.call('PTTL', KEYS[1])}
 ",
     )
 });
+
+/// What [`L2::acquire`] found.
+pub(crate) enum Acquired {
+    /// The lock is ours.
+    Taken,
+    /// The entry changed since it was read.
+    Landed,
+    /// Another holder has it, for this much longer at most.
+    Held(Duration),
+}
 
 /// Extends a lease that is still ours: 1, or 0 when it is not.
 ///
@@ -325,19 +343,29 @@ impl L2 {
         self.bounded(invocation.invoke_async(&mut conn)).await
     }
 
-    /// Tries to take `lock_key` for `lease`: `Ok(None)` when taken, or
-    /// `Ok(Some(left))`, the time left on the current holder's lease.
+    /// Tries to take `lock_key` for `lease`, unless the entry changed since
+    /// it was read as `seen` (see [`seen`]).
     pub(crate) async fn acquire(
         &self,
         lock_key: &str,
         token: &str,
         lease: Duration,
-    ) -> Result<Option<Duration>, L2Error> {
+        entry_key: &str,
+        seen: &str,
+    ) -> Result<Acquired, L2Error> {
         let mut invocation = ACQUIRE.key(lock_key);
-        invocation.arg(token).arg(millis(lease));
+        invocation
+            .key(entry_key)
+            .arg(token)
+            .arg(millis(lease))
+            .arg(seen);
         let mut conn = self.conn.clone();
         let (taken, left): (i64, i64) = self.bounded(invocation.invoke_async(&mut conn)).await?;
-        Ok((taken != 1).then(|| Duration::from_millis(u64::try_from(left).unwrap_or(0))))
+        Ok(match taken {
+            1 => Acquired::Taken,
+            2 => Acquired::Landed,
+            _ => Acquired::Held(Duration::from_millis(u64::try_from(left).unwrap_or(0))),
+        })
     }
 
     /// Extends a lease that is still ours; `Ok(false)` when it is not.

@@ -675,8 +675,10 @@ fn markdown(args: &Args, rows: &Rows, c: &BTreeMap<String, f64>, stale: &[String
          raw = `GET` + `serde_json::from_slice` of the same payload on one `MultiplexedConnection`; \
          `cached` = `#[concurrent_cached]` with `AsyncRedisCache` (ConnectionManager, MessagePack). \
          64 tasks: each on its own key, so single-flight cannot merge calls.",
-        "**3. Miss.** A fresh key per call: tiercache reads (`MGET`), loads, and writes with one \
-         `EVALSHA` (a compare-and-set script: `GET`, `SET PX`, `PEXPIRE GT` of the versions); \
+        "**3. Miss.** A fresh key per call: tiercache reads (`MGET`), takes the cross-process \
+         lock (`EVALSHA`: `GET` of the entry, `SET NX PX`), loads, and writes with one `EVALSHA` \
+         (a compare-and-set script: `GET`, `SET PX`, `PEXPIRE GT` of the versions, then the \
+         lock's release and `PUBLISH`); \
          round trips are counted by a loopback proxy (a client burst answered by the server, \
          pipelines count once) and commands by `INFO commandstats` deltas (commands run inside \
          a script are counted as well).",
@@ -689,7 +691,8 @@ fn markdown(args: &Args, rows: &Rows, c: &BTreeMap<String, f64>, stale: &[String
          written in the bench: `SET` + `SADD` per entry, then `SMEMBERS` + `DEL` of every member \
          (one pipeline).",
         "**5. Stampede.** 1,000 tasks released at once on one cold key, 50 ms loader, 5 rounds; \
-         tiercache (with Redis) single-flights in the process (no cross-process lock yet). The \
+         tiercache (with Redis) single-flights in the process, and its one loader takes the \
+         cross-process lock (the multi-process case is `tests/resilience.rs`). The \
          baseline is the classic `GET`, `SET lock NX PX`, load, `SET`, `DEL lock`, or sleep \
          100 ms and retry.",
         "**6. Memory.** Resident set growth (`/proc/self/statm`) of a fresh process after filling \
