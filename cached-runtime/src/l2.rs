@@ -37,9 +37,9 @@ pub(crate) enum L2Error {
 /// value with the one it loaded before. Then, if the loader held the entry's
 /// lock, releases it and tells the waiting processes: the same round trip.
 ///
-/// KEYS: entry, lock, version keys. ARGV: expected SHA-1 hex ("" for
-/// absent), envelope, TTL ms, version TTL ms, lock token ("": no lock),
-/// landing channel, landing message.
+/// KEYS: entry, lock, lock's waiter flag, version keys. ARGV: expected
+/// SHA-1 hex ("" for absent), envelope, TTL ms, version TTL ms, lock token
+/// ("": no lock), landing channel, landing message.
 static WRITE_IF_UNCHANGED: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -48,14 +48,16 @@ local expected = ARGV[1]
 local stored = 0
 if (current == false and expected == '') or (current and redis.sha1hex(current) == expected) then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  for i = 3, #KEYS do
+  for i = 4, #KEYS do
     redis.call('PEXPIRE', KEYS[i], ARGV[4], 'GT')
   end
   stored = 1
 end
 if ARGV[5] ~= '' and redis.call('GET', KEYS[2]) == ARGV[5] then
   redis.call('DEL', KEYS[2])
-  redis.call('PUBLISH', ARGV[6], ARGV[7])
+  if redis.call('DEL', KEYS[3]) == 1 then
+    redis.call('PUBLISH', ARGV[6], ARGV[7])
+  end
 end
 return stored
 ",
@@ -67,8 +69,12 @@ return stored
 /// load landed between the read and this: read it rather than load again);
 /// otherwise `{0, time left on the holder's lease in ms}`.
 ///
-/// KEYS: lock, entry. ARGV: token, lease ms, SHA-1 hex of the entry as read
-/// ("" for absent).
+/// A caller that finds the lock held raises the lock's waiter flag, so
+/// that the holder publishes its landing only when someone waits for it
+/// (an uncontended miss publishes nothing).
+///
+/// KEYS: lock, entry, lock's waiter flag. ARGV: token, lease ms, SHA-1 hex
+/// of the entry as read ("" for absent).
 static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -80,10 +86,17 @@ end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, tonumber(ARGV[2])}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+local left = redis.call('PTTL', KEYS[1])
+redis.call('SET', KEYS[3], '1', 'PX', math.max(left, 1) + 1000)
+return {0, left}
 ",
     )
 });
+
+/// The waiter flag of a lock: `{ns}:#lock:…` → `{ns}:#lock:…#w`.
+pub(crate) fn waiters_key(lock_key: &str) -> String {
+    format!("{lock_key}#w")
+}
 
 /// What [`L2::acquire`] found.
 pub(crate) enum Acquired {
@@ -111,13 +124,16 @@ return 0
 
 /// Releases a lock that is still ours and tells the waiting processes.
 ///
-/// KEYS: lock. ARGV: token, landing channel, landing message.
+/// KEYS: lock, lock's waiter flag. ARGV: token, landing channel, landing
+/// message.
 static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  if redis.call('DEL', KEYS[2]) == 1 then
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
+  end
   return 1
 end
 return 0
@@ -128,6 +144,8 @@ return 0
 /// A held lock, for the write that releases it.
 pub(crate) struct Held<'a> {
     pub(crate) lock_key: &'a str,
+    /// Raised by the callers that wait (see `ACQUIRE`).
+    pub(crate) waiters_key: &'a str,
     pub(crate) token: &'a str,
     pub(crate) channel: &'a str,
     pub(crate) message: &'a str,
@@ -320,17 +338,19 @@ impl L2 {
         held: Option<Held<'_>>,
     ) -> Result<bool, L2Error> {
         let mut invocation = WRITE_IF_UNCHANGED.key(entry_key);
-        let (lock_key, token, channel, message) = held.map_or(
-            (entry_key, "", "", ""),
+        let (lock_key, waiters_key, token, channel, message) = held.map_or(
+            (entry_key, entry_key, "", "", ""),
             |Held {
                  lock_key,
+                 waiters_key,
                  token,
                  channel,
                  message,
-             }| (lock_key, token, channel, message),
+             }| (lock_key, waiters_key, token, channel, message),
         );
         invocation
             .key(lock_key)
+            .key(waiters_key)
             .key(version_keys)
             .arg(seen)
             .arg(envelope)
@@ -356,6 +376,7 @@ impl L2 {
         let mut invocation = ACQUIRE.key(lock_key);
         invocation
             .key(entry_key)
+            .key(waiters_key(lock_key))
             .arg(token)
             .arg(millis(lease))
             .arg(seen);
@@ -386,6 +407,7 @@ impl L2 {
     pub(crate) async fn release(&self, held: Held<'_>) -> Result<(), L2Error> {
         let mut invocation = RELEASE.key(held.lock_key);
         invocation
+            .key(held.waiters_key)
             .arg(held.token)
             .arg(held.channel)
             .arg(held.message);

@@ -10,9 +10,10 @@
 //! - **Renew**: while the loader runs, every third of the lease the holder
 //!   extends it, only if the token is still its own; a holder that dies
 //!   stops renewing and its lease runs out.
-//! - **Release**: compare-and-delete, then `PUBLISH` the entry's key on
-//!   `{ns}:#landed`: in the same script as the write of the value, so a
-//!   waiter that hears it finds the value in Redis. A holder that gives up
+//! - **Release**: compare-and-delete, then, if a loser raised the lock's
+//!   waiter flag (`…#w`), `PUBLISH` the entry's key on `{ns}:#landed`: in
+//!   the same script as the write of the value, so a waiter that hears it
+//!   finds the value in Redis, and an uncontended miss publishes nothing. A holder that gives up
 //!   (error, panic, cancelled) releases in the background.
 //! - **Wait**: a loser waits for the landing message (delivered by the
 //!   instance's pub/sub listener, see [`crate::coherence`]) or for the
@@ -97,6 +98,7 @@ impl Drop for Watch<'_> {
 pub(crate) struct Lease {
     cache: Cache,
     pub(crate) lock_key: String,
+    waiters_key: String,
     pub(crate) token: String,
     /// The landing message: the entry's `prefix:…` key.
     pub(crate) key: String,
@@ -138,6 +140,7 @@ impl Lease {
         };
         Self {
             cache: cache.clone(),
+            waiters_key: crate::l2::waiters_key(&lock_key),
             lock_key,
             token,
             key,
@@ -153,6 +156,7 @@ impl Lease {
         self.released = true;
         Held {
             lock_key: &self.lock_key,
+            waiters_key: &self.waiters_key,
             token: &self.token,
             channel,
             message: &self.key,
@@ -171,9 +175,10 @@ impl Drop for Lease {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (cache, lock_key, token, key) = (
+        let (cache, lock_key, waiters_key, token, key) = (
             self.cache.clone(),
             std::mem::take(&mut self.lock_key),
+            std::mem::take(&mut self.waiters_key),
             std::mem::take(&mut self.token),
             std::mem::take(&mut self.key),
         );
@@ -182,6 +187,7 @@ impl Drop for Lease {
             let channel = cache.inner.names.landed_channel();
             let held = Held {
                 lock_key: &lock_key,
+                waiters_key: &waiters_key,
                 token: &token,
                 channel: &channel,
                 message: &key,

@@ -25,6 +25,7 @@
 //! | `{ns}:#p:{prefix}` | the version of a prefix |
 //! | `{ns}:#ns` | the version of the namespace |
 //! | `{ns}:#lock:{prefix}:{key}` | the load lock of an entry: a random token, with a lease |
+//! | `{ns}:#lock:{prefix}:{key}#w` | raised while another process waits for that lock |
 //! | channel `{ns}:#events` | invalidations, for the L1 of other instances |
 //! | channel `{ns}:#landed` | `{prefix}:{key}` of each load that released its lock |
 //!
