@@ -14,9 +14,8 @@
 //!
 //! - per-entry TTL: each entry keeps when it expires, checked on every hit
 //!   (on a coarse clock while that is enough to tell, see [`Expiry`]); an
-//!   expired entry is a miss and is removed. Expired entries
-//!   nobody asks for again stay until the policy evicts them, within the
-//!   capacity;
+//!   expired entry is a miss and is removed. Expired entries nobody asks
+//!   for again stay until the policy evicts them, within the capacity;
 //! - `clear` is O(1): it bumps an epoch that every entry recorded when it
 //!   was inserted; older entries are misses, removed when found and
 //!   otherwise evicted like expired ones.
@@ -33,8 +32,8 @@ use crate::flight::Shared;
 use crate::generations::Snapshot;
 
 /// One L1 entry: the value, how long it may live, and the generations of
-/// its namespace, prefix and tags when its load started. Cloned on every
-/// hit: keep it to `Arc`s and small `Copy` fields.
+/// its namespace, prefix and tags when its load started. The map holds it
+/// behind an `Arc`: a hit clones that `Arc` and the value, not the entry.
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) value: Shared,
