@@ -633,30 +633,17 @@ async fn redis_stopped_and_restarted_twice_under_load_fails_no_call() {
     }
 }
 
-/// `PUBLISH` calls so far (`INFO commandstats`), scripts' included.
-async fn publishes(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(redis)
-        .await
-        .unwrap();
-    info.lines()
-        .find(|line| line.starts_with("cmdstat_publish:"))
-        .and_then(|line| line.split("calls=").nth(1)?.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn an_uncontended_miss_publishes_no_landing() {
     let mut redis = support::raw(&support::shared().url()).await;
     let db = Db::new(cache("quiet-landing").await);
-    let before = publishes(&mut redis).await;
+    let before = support::command_calls(&mut redis, "publish").await;
     for id in 100..110 {
         assert_eq!(db.locked(id).await, Ok(id));
     }
     assert_eq!(db.loads(), 10);
     // Other tests on this server may publish meanwhile: at most a few.
-    let published = publishes(&mut redis).await - before;
+    let published = support::command_calls(&mut redis, "publish").await - before;
     assert!(
         published < 5,
         "{published} PUBLISH for 10 uncontended misses"

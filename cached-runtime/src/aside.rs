@@ -412,13 +412,10 @@ where
             }
             return answer;
         }
-        if past <= spec.stale && body.refresh(&ctx, expires_at_ms) {
-            Counters::bump(&inner.counters.l1_hits);
-            Counters::bump(&inner.counters.stale_served);
-            return answer;
-        }
-        if B::DETACHED && past <= spec.stale && inner.flights.busy(&ctx.key) {
-            // A refresh runs already.
+        if B::DETACHED && past <= spec.stale {
+            // Served while a refresh runs: this call's, or one running
+            // already (then `refresh` starts none).
+            body.refresh(&ctx, expires_at_ms);
             Counters::bump(&inner.counters.l1_hits);
             Counters::bump(&inner.counters.stale_served);
             return answer;

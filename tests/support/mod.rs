@@ -189,12 +189,23 @@ pub async fn cache_in(namespace: &str) -> tiercache::Cache {
 /// The number of commands Redis has executed (`INFO commandstats`),
 /// counting this `INFO` itself only from the next call on.
 pub async fn commands_executed(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
+    command_calls(redis, "").await
+}
+
+/// The calls of `command` (`"publish"`; `""` for every command) so far, per
+/// `INFO commandstats`: commands run by scripts included.
+pub async fn command_calls(redis: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(redis)
         .await
         .expect("INFO answers");
+    let prefix = match command {
+        "" => "cmdstat_".to_owned(),
+        command => format!("cmdstat_{command}:"),
+    };
     info.lines()
+        .filter(|line| line.starts_with(&prefix))
         .filter_map(|line| {
             line.split("calls=")
                 .nth(1)?
