@@ -492,7 +492,7 @@ fn serve_fallback<S: Shape<R>, R>(
         Duration::ZERO,
         generations,
     );
-    inner.keep_in_l1(ctx.key.clone(), entry, inner.epoch());
+    inner.keep_in_l1(&ctx.key, entry, inner.epoch());
     if let Some(leader) = leader.take() {
         leader.land(Landed::Value(fallback.value.clone(), Source::FailSafe));
     }
@@ -587,7 +587,7 @@ where
                         let fresh = (fresh_for.min(spec.ttl), found.meta.expires_at_ms);
                         let load_time = found.meta.load_time();
                         let entry = l1_entry(spec, shared.clone(), fresh, load_time, generations);
-                        inner.keep_in_l1(ctx.key.clone(), entry, epoch);
+                        inner.keep_in_l1(&ctx.key, entry, epoch);
                         if let Some(leader) = leader {
                             leader.land(Landed::Value(shared.clone(), Source::L2));
                         }
@@ -615,7 +615,7 @@ where
                                 found.meta.load_time(),
                                 generations.clone(),
                             );
-                            inner.keep_in_l1(ctx.key.clone(), entry, epoch);
+                            inner.keep_in_l1(&ctx.key, entry, epoch);
                             leader.offer(Landed::Value(shared.clone(), Source::L2));
                             answered = true;
                             count_answer(inner, Source::L2);
@@ -647,10 +647,10 @@ where
             let (lock_key, token) =
                 lock_id.get_or_insert_with(|| (inner.names.lock(&ctx.key), crate::lock::token()));
             let lease_time = inner.settings.lock_lease;
-            let seen_entry = seen.as_ref().map_or("", |seen: &Seen| seen.entry.as_str());
+            let seen_entry = seen.as_ref().map_or_else(String::new, Seen::digest);
             match l2
                 .l2
-                .acquire(lock_key, token, lease_time, &l2.entry_key, seen_entry)
+                .acquire(lock_key, token, lease_time, &l2.entry_key, &seen_entry)
                 .await
             {
                 Ok(Acquired::Taken) => {
@@ -786,7 +786,7 @@ where
         load_time,
         generations,
     );
-    inner.keep_in_l1(ctx.key.clone(), entry, epoch);
+    inner.keep_in_l1(&ctx.key, entry, epoch);
     if let Some(leader) = leader {
         leader.land(Landed::Value(shared, Source::Load));
     }
@@ -831,12 +831,20 @@ pub(crate) struct Found<V> {
     pub(crate) seen: Seen,
 }
 
-/// What a read saw, for the write that follows the load.
+/// What a read saw, for the lock and the write that follow a load.
 pub(crate) struct Seen {
     /// The current versions of the entry's tags.
     versions: Vec<u64>,
-    /// The entry as it was (see [`crate::l2::seen`]).
-    entry: String,
+    /// The entry's bytes as read, if any. Hashed (see [`crate::l2::seen`])
+    /// only when the lock or the write compares them: a hit never does.
+    entry: Option<Vec<u8>>,
+}
+
+impl Seen {
+    /// The digest the lock and write scripts compare with.
+    fn digest(&self) -> String {
+        crate::l2::seen(self.entry.as_deref())
+    }
 }
 
 /// How an entry is written.
@@ -900,10 +908,7 @@ impl<'a> L2Call<'a> {
                 return L2Read::Unavailable;
             }
         };
-        let seen = |versions, entry: Option<&[u8]>| Seen {
-            versions,
-            entry: crate::l2::seen(entry),
-        };
+        let seen = |versions, entry| Seen { versions, entry };
         let Some(bytes) = read.entry else {
             return L2Read::Miss(seen(read.versions, None));
         };
@@ -914,12 +919,12 @@ impl<'a> L2Call<'a> {
                 expected,
                 "L2 value does not decode; loading"
             );
-            return L2Read::Miss(seen(read.versions, Some(&bytes)));
+            return L2Read::Miss(seen(read.versions, Some(bytes)));
         };
         if meta.tag_versions != read.versions {
-            return L2Read::Miss(seen(read.versions, Some(&bytes))); // invalidated
+            return L2Read::Miss(seen(read.versions, Some(bytes))); // invalidated
         }
-        let seen = seen(read.versions, Some(&bytes));
+        let seen = seen(read.versions, Some(bytes));
         L2Read::Found(Found { meta, value, seen })
     }
 
@@ -971,7 +976,7 @@ impl<'a> L2Call<'a> {
                 self.l2
                     .write_if_unchanged(
                         &self.entry_key,
-                        &seen.entry,
+                        &seen.digest(),
                         &bytes,
                         ttl,
                         &self.version_keys,
@@ -1050,7 +1055,7 @@ where
     let expires_at_ms = expiry(spec.ttl);
     let fresh = (spec.ttl, expires_at_ms);
     let entry = l1_entry(spec, shared, fresh, Duration::ZERO, generations);
-    inner.keep_in_l1(key, entry, epoch);
+    inner.keep_in_l1(&key, entry, epoch);
     if let (Some(l2), Some(versions)) = (l2, versions) {
         let message = serde_json::to_vec(&written).expect("an invalidation serializes");
         let write = Write::Announced(versions, message);

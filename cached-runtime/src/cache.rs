@@ -88,10 +88,13 @@ impl Inner {
     /// Inserting first and checking after leaves no gap: an invalidation that
     /// comes after the check removes the entry already in place. (Tag, prefix
     /// and namespace invalidations are caught by the entry's generations.)
-    pub(crate) fn keep_in_l1(&self, key: String, entry: crate::l1::Entry, epoch: u64) {
-        self.l1.insert(key.clone(), entry);
+    pub(crate) fn keep_in_l1(&self, key: &str, entry: crate::l1::Entry, epoch: u64) {
+        if !self.l1.enabled() {
+            return;
+        }
+        self.l1.insert(key.to_owned(), entry);
         if self.epoch() != epoch {
-            self.l1.remove(&key);
+            self.l1.remove(key);
         }
     }
 
@@ -549,7 +552,7 @@ mod tests {
             for i in 0..100_000 {
                 let generations = inner.generations.snapshot(prefix, tags);
                 let entry = Entry::shared(Arc::new(i), Duration::from_secs(60), generations);
-                inner.keep_in_l1(format!("{prefix}:{i}"), entry, inner.epoch());
+                inner.keep_in_l1(&format!("{prefix}:{i}"), entry, inner.epoch());
             }
         };
         let served = |prefix: &str| {

@@ -18,9 +18,9 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Where the value a flight landed came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +44,38 @@ pub(crate) enum Landed {
     Absent,
 }
 
-/// What the callers of a flight take: the first value offered or landed.
-type Slot = watch::Receiver<Option<Landed>>;
-type Map = Arc<Mutex<HashMap<String, Slot>>>;
+/// One flight: what its callers take (the first value offered or landed),
+/// and whether its leader is done. Waiters are woken through `notify`.
+#[derive(Default)]
+pub(crate) struct Flight {
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    landed: Option<Landed>,
+    done: bool,
+}
+
+impl Flight {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every write leaves the state consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.state());
+        self.notify.notify_waiters();
+    }
+}
+
+/// What the callers of a flight wait on.
+pub(crate) type Slot = Arc<Flight>;
+
+/// Keyed by the cache key; the hasher is fast, not DoS-resistant, like the
+/// L1's (keys are the application's own).
+type Map = Arc<Mutex<HashMap<Arc<str>, Slot, foldhash::fast::RandomState>>>;
 
 #[derive(Default)]
 pub(crate) struct Flights {
@@ -58,7 +87,7 @@ pub(crate) enum Role {
     Waiter(Slot),
 }
 
-fn lock(map: &Map) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+fn lock(map: &Map) -> MutexGuard<'_, HashMap<Arc<str>, Slot, foldhash::fast::RandomState>> {
     // The map is consistent after every statement; a panic elsewhere while
     // it was held does not make it unsafe to use.
     map.lock().unwrap_or_else(PoisonError::into_inner)
@@ -71,13 +100,13 @@ impl Flights {
         if let Some(slot) = map.get(key) {
             return Role::Waiter(slot.clone());
         }
-        let (tx, rx) = watch::channel(None);
-        map.insert(key.to_owned(), rx.clone());
+        let key: Arc<str> = key.into();
+        let flight = Slot::default();
+        map.insert(key.clone(), flight.clone());
         Role::Leader(Leader {
             map: self.in_flight.clone(),
-            key: key.to_owned(),
-            tx,
-            rx,
+            key,
+            flight,
         })
     }
 
@@ -93,30 +122,43 @@ impl Flights {
 }
 
 /// Waits for the flight to land; `None` if its leader gave up.
-pub(crate) async fn wait(mut slot: Slot) -> Option<Landed> {
-    slot.wait_for(Option::is_some).await.ok()?.clone()
+pub(crate) async fn wait(slot: Slot) -> Option<Landed> {
+    loop {
+        // Listening before looking: an update in between is not missed.
+        let notified = slot.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let state = slot.state();
+            if let Some(landed) = &state.landed {
+                return Some(landed.clone());
+            }
+            if state.done {
+                return None;
+            }
+        }
+        notified.await;
+    }
 }
 
 /// The one caller that loads a key. Dropping it without [`Leader::land`]
 /// wakes the waiters empty-handed.
 pub(crate) struct Leader {
     map: Map,
-    key: String,
-    tx: watch::Sender<Option<Landed>>,
-    /// Identifies this flight's entry in the map.
-    rx: Slot,
+    key: Arc<str>,
+    flight: Slot,
 }
 
 impl Leader {
     /// What the flight's callers wait on.
     pub(crate) fn slot(&self) -> Slot {
-        self.rx.clone()
+        self.flight.clone()
     }
 
     /// Hands a value to the waiters now, and to callers that join from now
     /// on, while the load goes on: a fail-safe value when it is slow.
     pub(crate) fn offer(&self, landed: Landed) {
-        self.tx.send_replace(Some(landed));
+        self.flight.update(|state| state.landed = Some(landed));
     }
 
     /// Hands the result to every waiter and closes the flight.
@@ -124,14 +166,17 @@ impl Leader {
         // Remove first: a caller arriving from now on finds the value in L1
         // (or starts a new flight), never a flight that already ended.
         self.leave();
-        self.tx.send_replace(Some(landed));
+        self.flight.update(|state| {
+            state.landed = Some(landed);
+            state.done = true;
+        });
     }
 
     fn leave(&self) {
         let mut map = lock(&self.map);
         if map
             .get(&self.key)
-            .is_some_and(|slot| slot.same_channel(&self.rx))
+            .is_some_and(|slot| Arc::ptr_eq(slot, &self.flight))
         {
             map.remove(&self.key);
         }
@@ -140,7 +185,10 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        self.leave();
+        if !self.flight.state().done {
+            self.leave();
+            self.flight.update(|state| state.done = true);
+        }
     }
 }
 

@@ -26,9 +26,11 @@ pub(crate) struct Generations {
 
 #[derive(Default)]
 struct Named {
-    counters: HashMap<String, Weak<AtomicU64>>,
+    counters: HashMap<String, Weak<AtomicU64>, foldhash::fast::RandomState>,
     /// Prune dead entries when the map reaches this size.
     prune_at: usize,
+    /// Where names are built for a lookup: no allocation per snapshot.
+    scratch: String,
 }
 
 /// The counters an entry depends on, with the values they had.
@@ -65,24 +67,15 @@ impl Generations {
 
     /// The counters of an entry of `prefix` carrying `tags`, as they are now.
     pub(crate) fn snapshot(&self, prefix: &str, tags: &[String]) -> Snapshot {
-        let mut counters = Vec::with_capacity(2 + tags.len());
-        counters.push(self.namespace.clone());
-        {
-            let mut named = self.named();
-            counters.push(named.counter(format!("p:{prefix}")));
-            for tag in tags {
-                counters.push(named.counter(format!("t:{tag}")));
-            }
-        }
-        Snapshot(
-            counters
-                .into_iter()
-                .map(|counter| {
-                    let seen = counter.load(SeqCst);
-                    (counter, seen)
-                })
-                .collect(),
-        )
+        let mut named = self.named();
+        let names = std::iter::once(("p:", prefix)).chain(tags.iter().map(|tag| ("t:", &**tag)));
+        let counters = std::iter::once(self.namespace.clone())
+            .chain(names.map(|(kind, name)| named.counter(kind, name)))
+            .map(|counter| {
+                let seen = counter.load(SeqCst);
+                (counter, seen)
+            });
+        Snapshot(counters.collect())
     }
 
     pub(crate) fn bump_namespace(&self) {
@@ -90,16 +83,19 @@ impl Generations {
     }
 
     pub(crate) fn bump_prefix(&self, prefix: &str) {
-        self.bump(&format!("p:{prefix}"));
+        self.bump("p:", prefix);
     }
 
     pub(crate) fn bump_tag(&self, tag: &str) {
-        self.bump(&format!("t:{tag}"));
+        self.bump("t:", tag);
     }
 
     /// A counter nobody holds needs no bump: no entry or load depends on it.
-    fn bump(&self, name: &str) {
-        let counter = self.named().counters.get(name).and_then(Weak::upgrade);
+    fn bump(&self, kind: &str, name: &str) {
+        let mut named = self.named();
+        let name = named.scratch_name(kind, name);
+        let counter = named.counters.get(&name).and_then(Weak::upgrade);
+        named.scratch = name;
         if let Some(counter) = counter {
             counter.fetch_add(1, SeqCst);
         }
@@ -112,8 +108,19 @@ impl Generations {
 }
 
 impl Named {
-    fn counter(&mut self, name: String) -> Counter {
+    /// `kind` + `name` in the scratch buffer, taken out (put it back).
+    fn scratch_name(&mut self, kind: &str, name: &str) -> String {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.push_str(kind);
+        scratch.push_str(name);
+        scratch
+    }
+
+    fn counter(&mut self, kind: &str, name: &str) -> Counter {
+        let name = self.scratch_name(kind, name);
         if let Some(counter) = self.counters.get(&name).and_then(Weak::upgrade) {
+            self.scratch = name;
             return counter;
         }
         if self.counters.len() >= self.prune_at {

@@ -238,6 +238,11 @@ impl L1 {
         }
     }
 
+    /// Whether entries are kept at all (a capacity of zero disables L1).
+    pub(crate) fn enabled(&self) -> bool {
+        self.entries.is_some()
+    }
+
     pub(crate) fn insert(&self, key: String, entry: Entry) {
         if let Some(entries) = &self.entries {
             // Read before the entry is in place: a `clear` from now on

@@ -153,8 +153,14 @@ pub(crate) struct Held<'a> {
 
 /// The SHA-1 hex the write script compares with; `""` stands for "absent".
 pub(crate) fn seen(entry: Option<&[u8]>) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     entry.map_or_else(String::new, |bytes| {
-        sha1_smol::Sha1::from(bytes).digest().to_string()
+        let digest = sha1_smol::Sha1::from(bytes).digest().bytes();
+        digest
+            .iter()
+            .flat_map(|byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]])
+            .map(char::from)
+            .collect()
     })
 }
 

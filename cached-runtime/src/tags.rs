@@ -85,20 +85,30 @@ impl Names {
     }
 
     /// `key` is the rendered `prefix:…` key.
+    /// The namespace, then `parts`: one allocation, no formatting (these
+    /// names are made on every L2 call).
+    fn name(&self, parts: &[&str]) -> String {
+        let len = self.namespace.len() + parts.iter().map(|part| part.len()).sum::<usize>();
+        let mut name = String::with_capacity(len);
+        name.push_str(&self.namespace);
+        parts.iter().for_each(|part| name.push_str(part));
+        name
+    }
+
     pub(crate) fn entry(&self, key: &str) -> String {
-        format!("{}:{key}", self.namespace)
+        self.name(&[":", key])
     }
 
     pub(crate) fn tag(&self, tag: &str) -> String {
-        format!("{}:#t:{tag}", self.namespace)
+        self.name(&[":#t:", tag])
     }
 
     pub(crate) fn prefix(&self, prefix: &str) -> String {
-        format!("{}:#p:{prefix}", self.namespace)
+        self.name(&[":#p:", prefix])
     }
 
     pub(crate) fn namespace_version(&self) -> String {
-        format!("{}:#ns", self.namespace)
+        self.name(&[":#ns"])
     }
 
     pub(crate) fn channel(&self) -> String {
@@ -107,7 +117,7 @@ impl Names {
 
     /// The cross-process load lock of an entry (`key`: `prefix:…`).
     pub(crate) fn lock(&self, key: &str) -> String {
-        format!("{}:#lock:{key}", self.namespace)
+        self.name(&[":#lock:", key])
     }
 
     /// Where a lock holder announces that it is done: the message is the

@@ -37,6 +37,61 @@ async fn cached_redis(id: u64) -> Result<Item, BenchError> {
     Ok(item(id))
 }
 
+/// Wall-clock latency of L2 hits, tiercache and raw `GET` + serde_json
+/// interleaved call by call on a multi-thread runtime (as the criterion
+/// bench runs them), so that drift on a noisy machine hits both alike.
+fn l2_ab(n: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (cache, mut conn) = rt.block_on(async {
+        let cache = Cache::builder()
+            .namespace("profile")
+            .redis(redis_url())
+            .l1_capacity(0)
+            .build()
+            .await
+            .expect("cache");
+        let mut conn = raw(redis_url()).await;
+        let json = serde_json::to_vec(&item(7)).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("raw:l2:7")
+            .arg(json)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        black_box(tc_l2(&cache, 7).await);
+        (cache, conn)
+    });
+    let (mut tc, mut rw) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        rt.block_on(async { black_box(tc_l2(&cache, black_box(7)).await) });
+        tc.push(start.elapsed());
+        let start = std::time::Instant::now();
+        rt.block_on(async {
+            let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(format!("raw:l2:{}", black_box(7)))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            black_box(serde_json::from_slice::<Item>(&bytes.unwrap()).unwrap())
+        });
+        rw.push(start.elapsed());
+    }
+    tc.sort();
+    rw.sort();
+    let median = |v: &[std::time::Duration]| v[v.len() / 2];
+    eprintln!(
+        "l2-ab: tiercache median {:?}, raw median {:?}, ratio {:.2}",
+        median(&tc),
+        median(&rw),
+        median(&tc).as_secs_f64() / median(&rw).as_secs_f64()
+    );
+}
+
 #[inline(never)]
 async fn l2_hits(variant: &str, n: u64) {
     let cache = Cache::builder()
@@ -251,6 +306,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let variant = args.next().expect("VARIANT");
     let n: u64 = args.next().map_or(100_000, |s| s.parse().expect("N"));
+    if variant == "l2-ab" {
+        l2_ab(n);
+        return;
+    }
     if variant.starts_with("2t-") {
         two_threads(&variant, n);
         return;
