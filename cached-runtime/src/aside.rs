@@ -47,6 +47,8 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Cacheable 
 pub struct Codec<V> {
     /// Wraps a value for L1 and for the flight's waiters.
     pub(crate) share: fn(&V) -> Shared,
+    /// Wraps a value the cache owns (read from L2) without cloning it.
+    pub(crate) own: fn(V) -> Shared,
     /// Clones a value out of L1 or a flight, if it is a `V`.
     pub(crate) unshare: fn(&Shared) -> Option<V>,
     /// Serializes a value (`None`: a cached "nothing") into an envelope.
@@ -74,6 +76,7 @@ impl<V: Cacheable> Codec<V> {
     pub const fn new() -> Self {
         Self {
             share: |value| Arc::new(value.clone()),
+            own: |value| Arc::new(value),
             unshare: |shared| shared.downcast_ref::<V>().cloned(),
             encode: envelope::encode::<V>,
             decode: envelope::decode::<V>,
@@ -483,7 +486,7 @@ fn serve_fallback<S: Shape<R>, R>(
     Counters::bump(&inner.counters.fail_safe);
     Counters::bump(&inner.counters.misses);
     let throttle = inner.settings.fail_safe_throttle;
-    let generations = inner.generations.snapshot(ctx.spec.prefix, &ctx.tags);
+    let generations = inner.snapshot(ctx.spec.prefix, &ctx.tags);
     let fresh = (throttle, expiry(throttle));
     let entry = l1_entry(
         ctx.spec,
@@ -555,7 +558,7 @@ where
     let started = Instant::now();
     // Before anything is read: an invalidation from now on outdates them.
     let epoch = inner.epoch();
-    let generations = inner.generations.snapshot(spec.prefix, &ctx.tags);
+    let generations = inner.snapshot(spec.prefix, &ctx.tags);
     let l2 = L2Call::new(inner, spec, &ctx.key, &ctx.tags);
     // Whether the caller has its answer (a stale value, or no caller).
     let mut answered = mode != Mode::Call;
@@ -577,13 +580,29 @@ where
                         Mode::Call => true,
                         Mode::Refresh { expires_at_ms } => found.meta.expires_at_ms > expires_at_ms,
                     };
-                    let shared = match &found.value {
-                        Some(value) => (ctx.codec.share)(value),
+                    let fresh_for = found.meta.remaining(now).filter(|_| newer);
+                    if fresh_for.is_some()
+                        && mode == Mode::Call
+                        && !B::DETACHED
+                        && !inner.l1.enabled()
+                        && leader.as_ref().is_none_or(Leader::close_if_alone)
+                    {
+                        // Nobody to share it with (no L1, no other caller,
+                        // no refresh to start): the caller takes the value
+                        // as decoded, no `Arc`, no clone.
+                        if !answered {
+                            count_answer(inner, Source::L2);
+                        }
+                        return match found.value {
+                            Some(value) => Some(S::from_value(value)),
+                            None => S::absent(),
+                        };
+                    }
+                    let shared = match found.value {
+                        Some(value) => (ctx.codec.own)(value),
                         None => Arc::new(Absent),
                     };
-                    if let Some(fresh_for) = found.meta.remaining(now)
-                        && newer
-                    {
+                    if let Some(fresh_for) = fresh_for {
                         let fresh = (fresh_for.min(spec.ttl), found.meta.expires_at_ms);
                         let load_time = found.meta.load_time();
                         let entry = l1_entry(spec, shared.clone(), fresh, load_time, generations);
@@ -1031,7 +1050,7 @@ where
     F: Future<Output = R>,
 {
     let inner = &*cache.inner;
-    let generations = inner.generations.snapshot(spec.prefix, &tags);
+    let generations = inner.snapshot(spec.prefix, &tags);
     let l2 = L2Call::new(inner, spec, &key, &tags);
     let versions = match &l2 {
         Some(l2) => l2.versions().await,

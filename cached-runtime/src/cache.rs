@@ -88,6 +88,16 @@ impl Inner {
     /// Inserting first and checking after leaves no gap: an invalidation that
     /// comes after the check removes the entry already in place. (Tag, prefix
     /// and namespace invalidations are caught by the entry's generations.)
+    /// The generation counters an L1 entry of `prefix` with `tags` will
+    /// depend on; nothing without L1.
+    pub(crate) fn snapshot(&self, prefix: &str, tags: &[String]) -> crate::generations::Snapshot {
+        if self.l1.enabled() {
+            self.generations.snapshot(prefix, tags)
+        } else {
+            crate::generations::Snapshot::NONE
+        }
+    }
+
     pub(crate) fn keep_in_l1(&self, key: &str, entry: crate::l1::Entry, epoch: u64) {
         if !self.l1.enabled() {
             return;

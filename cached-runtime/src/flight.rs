@@ -18,6 +18,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
@@ -50,6 +51,8 @@ pub(crate) enum Landed {
 pub(crate) struct Flight {
     state: Mutex<State>,
     notify: Notify,
+    /// Whether a caller joined as a waiter.
+    joined: AtomicBool,
 }
 
 #[derive(Default)]
@@ -98,6 +101,7 @@ impl Flights {
     pub(crate) fn join(&self, key: &str) -> Role {
         let mut map = lock(&self.in_flight);
         if let Some(slot) = map.get(key) {
+            slot.joined.store(true, Relaxed);
             return Role::Waiter(slot.clone());
         }
         let key: Arc<str> = key.into();
@@ -170,6 +174,15 @@ impl Leader {
             state.landed = Some(landed);
             state.done = true;
         });
+    }
+
+    /// Closes the flight to callers that come from now on (they start
+    /// their own) and tells whether any caller joined it: if none did, the
+    /// leader may drop it without landing anything.
+    pub(crate) fn close_if_alone(&self) -> bool {
+        self.leave();
+        // `joined` is set under the map's lock, which `leave` took after.
+        !self.flight.joined.load(Relaxed)
     }
 
     fn leave(&self) {

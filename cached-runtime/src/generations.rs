@@ -33,17 +33,23 @@ struct Named {
     scratch: String,
 }
 
-/// The counters an entry depends on, with the values they had.
+/// The counters an entry depends on, with the values they had. Empty
+/// (`None`) where no L1 entry will keep it.
 #[derive(Clone)]
-pub(crate) struct Snapshot(Arc<[(Counter, u64)]>);
+pub(crate) struct Snapshot(Option<Arc<[(Counter, u64)]>>);
 
 impl Snapshot {
+    /// A snapshot of nothing, for a cache without L1: costs nothing to take.
+    pub(crate) const NONE: Self = Self(None);
+
     /// Whether nothing the entry depends on was invalidated since.
     #[inline]
     pub(crate) fn is_current(&self) -> bool {
-        self.0
-            .iter()
-            .all(|(counter, seen)| counter.load(SeqCst) == *seen)
+        self.0.as_deref().is_none_or(|counters| {
+            counters
+                .iter()
+                .all(|(counter, seen)| counter.load(SeqCst) == *seen)
+        })
     }
 }
 
@@ -75,7 +81,7 @@ impl Generations {
                 let seen = counter.load(SeqCst);
                 (counter, seen)
             });
-        Snapshot(counters.collect())
+        Snapshot(Some(counters.collect()))
     }
 
     pub(crate) fn bump_namespace(&self) {

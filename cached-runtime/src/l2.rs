@@ -178,6 +178,20 @@ pub(crate) struct L2 {
     pub(crate) breaker: Breaker,
 }
 
+/// `MGET` of the entry and its version keys, built in buffers of the right
+/// size.
+fn mget(entry_key: &str, version_keys: &[String]) -> redis::Cmd {
+    let data = entry_key.len() + version_keys.iter().map(String::len).sum::<usize>() + 4;
+    let mut cmd = redis::Cmd::with_capacity(2 + version_keys.len(), data);
+    cmd.arg("MGET").arg(entry_key).arg(version_keys);
+    cmd
+}
+
+/// A reply of the wrong shape (a foreign server or proxy): a failed call.
+fn unexpected(what: &'static str) -> L2Error {
+    L2Error::Redis(redis::RedisError::from((redis::ErrorKind::Parse, what)))
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -274,16 +288,23 @@ impl L2 {
         version_keys: &[String],
         version_ttl: Duration,
     ) -> Result<Read, L2Error> {
-        let mut found: Vec<Option<Vec<u8>>> = self
-            .cmd(redis::cmd("MGET").arg(entry_key).arg(version_keys))
-            .await?;
-        if found.is_empty() {
-            return Err(L2Error::Redis(redis::RedisError::from((
-                redis::ErrorKind::Parse,
-                "MGET answered with no values",
-            ))));
-        }
-        let entry = found.remove(0);
+        let reply: redis::Value = self.cmd(&mget(entry_key, version_keys)).await?;
+        // Taken apart by hand: the generic conversion costs more than the
+        // rest of the read's own work.
+        let mut values = match reply {
+            redis::Value::Array(values) => values.into_iter().map(|value| match value {
+                redis::Value::BulkString(bytes) => Ok(Some(bytes)),
+                redis::Value::Nil => Ok(None),
+                _ => Err(()),
+            }),
+            _ => return Err(unexpected("MGET answered with no array")),
+        };
+        let Some(Ok(entry)) = values.next() else {
+            return Err(unexpected("MGET answered with no entry"));
+        };
+        let mut found = values
+            .collect::<Result<Vec<_>, ()>>()
+            .map_err(|()| unexpected("MGET answered with a value that is no string"))?;
         self.create_missing(version_keys, &mut found, version_ttl)
             .await?;
         let versions = found

@@ -92,6 +92,85 @@ fn l2_ab(n: u64) {
     );
 }
 
+/// L2 hit throughput of 64 tasks on a 2-worker runtime, tiercache and raw
+/// `GET` + serde_json in alternating rounds of `n` calls each
+/// (`l2-64`), or tiercache only (`l2-64-tiercache`, for `perf record`).
+fn l2_64(variant: &str, n: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (cache, conn) = rt.block_on(async {
+        let cache = Cache::builder()
+            .namespace("profile")
+            .redis(redis_url())
+            .l1_capacity(0)
+            .build()
+            .await
+            .expect("cache");
+        let mut conn = raw(redis_url()).await;
+        for id in 0..64 {
+            let json = serde_json::to_vec(&item(id)).unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(format!("raw:l2:{id}"))
+                .arg(json)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            black_box(tc_l2(&cache, id).await);
+        }
+        (cache, conn)
+    });
+    let round = |tiercache: bool| {
+        let start = std::time::Instant::now();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..64)
+                .map(|id| {
+                    let (cache, mut conn) = (cache.clone(), conn.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..n / 64 {
+                            if tiercache {
+                                black_box(tc_l2(&cache, id).await);
+                            } else {
+                                let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                                    .arg(format!("raw:l2:{id}"))
+                                    .query_async(&mut conn)
+                                    .await
+                                    .unwrap();
+                                black_box(serde_json::from_slice::<Item>(&bytes.unwrap()).unwrap());
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        start.elapsed()
+    };
+    if variant == "l2-64-tiercache" {
+        eprintln!("l2-64-tiercache: {:?} for {n} calls", round(true));
+        return;
+    }
+    let (mut tc, mut rw) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        tc.push(round(true));
+        rw.push(round(false));
+    }
+    tc.sort();
+    rw.sort();
+    let per_s = |d: std::time::Duration| n as f64 / d.as_secs_f64() / 1000.0;
+    eprintln!(
+        "l2-64: tiercache {:.0} k/s, raw {:.0} k/s, ratio {:.2} (medians of 10 alternating rounds)",
+        per_s(tc[5]),
+        per_s(rw[5]),
+        rw[5].as_secs_f64() / tc[5].as_secs_f64()
+    );
+    assert!(cache.stats().loads <= 64, "every timed call was an L2 hit");
+}
+
 #[inline(never)]
 async fn l2_hits(variant: &str, n: u64) {
     let cache = Cache::builder()
@@ -306,6 +385,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let variant = args.next().expect("VARIANT");
     let n: u64 = args.next().map_or(100_000, |s| s.parse().expect("N"));
+    if variant.starts_with("l2-64") {
+        l2_64(&variant, n);
+        return;
+    }
     if variant == "l2-ab" {
         l2_ab(n);
         return;
