@@ -239,4 +239,28 @@ mod tests {
         assert!(wait(slot).await.is_none());
         assert_eq!(flights.len(), 0);
     }
+
+    #[tokio::test]
+    async fn a_leader_nobody_joined_may_leave_without_landing() {
+        let flights = Flights::default();
+        let Role::Leader(alone) = flights.join("a") else {
+            panic!("first caller leads")
+        };
+        assert!(alone.close_if_alone());
+        assert!(
+            matches!(flights.join("a"), Role::Leader(_)),
+            "closed: a newcomer starts its own flight"
+        );
+        drop(alone);
+
+        let Role::Leader(joined) = flights.join("b") else {
+            panic!("first caller leads")
+        };
+        let Role::Waiter(slot) = flights.join("b") else {
+            panic!("second caller waits")
+        };
+        assert!(!joined.close_if_alone(), "a waiter joined");
+        joined.land(Landed::Absent);
+        assert!(matches!(wait(slot).await, Some(Landed::Absent)));
+    }
 }

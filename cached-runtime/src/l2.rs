@@ -500,3 +500,17 @@ impl L2 {
         self.pipe(&pipe).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_is_the_sha1_hex_that_redis_sha1hex_gives() {
+        assert_eq!(
+            seen(Some(b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(seen(None), "", "absent");
+    }
+}
