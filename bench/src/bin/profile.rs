@@ -5,6 +5,12 @@
 //! l2-tiercache, l2-raw, l2-cached (one task, sequential L2 hits; Redis from
 //! `TIERCACHE_BENCH_REDIS` or started here).
 //!
+//! Wall-clock checks that interleave tiercache with its reference, for a
+//! noisy machine: `l2-ab N` (L2 hit latency, call by call), `l2-64 N` (64
+//! tasks, alternating rounds; `l2-64-tiercache N` alone, for `perf record`),
+//! `inv N` (invalidation time after N loads, then again at once and 500 ms
+//! later).
+//!
 //! Instructions per hit = (Ir at N2 - Ir at N1) / (N2 - N1).
 
 use std::hint::black_box;
@@ -169,6 +175,51 @@ fn l2_64(variant: &str, n: u64) {
         rw[5].as_secs_f64() / tc[5].as_secs_f64()
     );
     assert!(cache.stats().loads <= 64, "every timed call was an L2 hit");
+}
+
+#[cache_aside(prefix = "inv", ttl = "10m", key = "{group}/{id}", tags = ["grp:{group}"], cache = cache, skip(cache))]
+async fn tc_inv(cache: &Cache, id: u64, group: u64) -> Item {
+    item(id + group)
+}
+
+/// Where invalidation time goes after `n` loads: the first invalidation
+/// 20 ms after the loads, one right after it, and one 500 ms later.
+fn invalidations(n: u64) {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let cache = Cache::builder()
+            .namespace(format!("inv-{}", std::process::id()))
+            .redis(redis_url())
+            .l1_capacity(250_000)
+            .build()
+            .await
+            .expect("cache");
+        for _ in 0..3 {
+            futures_util::stream::iter(0..n)
+                .map(|id| tc_inv(&cache, id, 1))
+                .buffer_unordered(256)
+                .for_each(|v| async move {
+                    black_box(v);
+                })
+                .await;
+            let mut times = Vec::new();
+            for pause in [20, 0, 500] {
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                let start = std::time::Instant::now();
+                cache.invalidate_tags(["grp:1"]).await.unwrap();
+                times.push(start.elapsed());
+            }
+            eprintln!(
+                "inv {n}: after 20 ms {:?}, right after {:?}, after 500 ms {:?}",
+                times[0], times[1], times[2]
+            );
+        }
+    });
 }
 
 #[inline(never)]
@@ -387,6 +438,10 @@ fn main() {
     let n: u64 = args.next().map_or(100_000, |s| s.parse().expect("N"));
     if variant.starts_with("l2-64") {
         l2_64(&variant, n);
+        return;
+    }
+    if variant == "inv" {
+        invalidations(n);
         return;
     }
     if variant == "l2-ab" {
