@@ -233,13 +233,8 @@ async fn invalidate_seed(conn: &mut Conn) -> usize {
 /// runtime with a `PING` on the connection about to be used, so that the
 /// invalidation is timed on a quiet system without the first-call-after-idle
 /// wake-up (a few hundred µs here, whatever the number of entries).
-///
-/// 500 ms, not less: 20 ms after 100,000 loads, the first invalidation took
-/// about 1 ms where the one right after it took 0.2–0.5 ms, as after a
-/// single load (`profile inv 100000`): an aftermath of the burst of loads,
-/// not work that the invalidation does.
 async fn settle(cache: Option<&Cache>, conn: &mut Conn) {
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
     match cache {
         Some(cache) => cache.ping().await.unwrap(),
         None => {
