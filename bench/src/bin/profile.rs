@@ -199,6 +199,8 @@ fn invalidations(n: u64) {
             .build()
             .await
             .expect("cache");
+        let mut conn = raw(redis_url()).await;
+        let channel = format!("inv-{}:#events", std::process::id());
         for _ in 0..3 {
             futures_util::stream::iter(0..n)
                 .map(|id| tc_inv(&cache, id, 1))
@@ -210,12 +212,33 @@ fn invalidations(n: u64) {
             let mut times = Vec::new();
             for pause in [20, 0, 500] {
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                let mut pings = Vec::new();
+                for _ in 0..5 {
+                    let start = std::time::Instant::now();
+                    cache.ping().await.unwrap();
+                    pings.push(start.elapsed().as_micros());
+                }
+                let ping = pings;
+                let start = std::time::Instant::now();
+                let _: () = redis::pipe()
+                    .cmd("SET")
+                    .arg("profile:other")
+                    .arg("x")
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg("not an invalidation")
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let publish = start.elapsed();
                 let start = std::time::Instant::now();
                 cache.invalidate_tags(["grp:1"]).await.unwrap();
-                times.push(start.elapsed());
+                times.push((ping, publish, start.elapsed()));
             }
             eprintln!(
-                "inv {n}: after 20 ms {:?}, right after {:?}, after 500 ms {:?}",
+                "inv {n} (ping, raw SET+PUBLISH, invalidate): after 20 ms {:?}, right after {:?}, after 500 ms {:?}",
                 times[0], times[1], times[2]
             );
         }

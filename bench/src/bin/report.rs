@@ -687,7 +687,11 @@ fn markdown(args: &Args, rows: &Rows, c: &BTreeMap<String, f64>, stale: &[String
          `Cache::invalidate_prefix` (the same mechanism: in Redis a new version nonce, one \
          `SET` + `PUBLISH` pipeline whatever the number of entries; in this instance's L1 the \
          matching entries are dropped before the call returns), each on N freshly loaded \
-         entries (L1 and Redis), timed from the caller. The baseline is the seed-style tag set \
+         entries (L1 and Redis), timed from the caller once the connections it uses are awake \
+         (3 `PING`s, and a message on the invalidation channel that the listener ignores; the \
+         baseline's connection gets the same `PING`s): after the 10-second populate of 100,000 \
+         entries, the first round trip on a connection left idle meanwhile is slow whatever it \
+         is, a `PING` as much as an invalidation (`profile inv 100000`). The baseline is the seed-style tag set \
          written in the bench: `SET` + `SADD` per entry, then `SMEMBERS` + `DEL` of every member \
          (one pipeline).",
         "**5. Stampede.** 1,000 tasks released at once on one cold key, 50 ms loader, 5 rounds; \
