@@ -290,6 +290,14 @@ fn l2_hit(c: &mut Criterion) {
                 .await
                 .unwrap();
         }
+        for key in RAW_VERSIONS {
+            let _: () = redis::cmd("SET")
+                .arg(key)
+                .arg("0123456789abcdef")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+        }
         black_box(tc_l2(&r.l2_only, 0).await);
     });
     let hits_before = r.l2_only.stats().l2_hits;
@@ -304,6 +312,12 @@ fn l2_hit(c: &mut Criterion) {
         b.to_async(&*RT).iter(|| {
             let mut conn = r.raw.clone();
             async move { raw_get(&mut conn, black_box(7)).await }
+        })
+    });
+    g.bench_function("latency/raw_mget3_json", |b| {
+        b.to_async(&*RT).iter(|| {
+            let mut conn = r.raw.clone();
+            async move { raw_mget3(&mut conn, black_box(7)).await }
         })
     });
     g.bench_function("latency/cached", |b| {
@@ -321,6 +335,14 @@ fn l2_hit(c: &mut Criterion) {
             tasks(iters, move |id| {
                 let mut conn = r.raw.clone();
                 async move { raw_get(&mut conn, id).await }
+            })
+        })
+    });
+    g.bench_function("throughput64/raw_mget3_json", |b| {
+        b.iter_custom(|iters| {
+            tasks(iters, move |id| {
+                let mut conn = r.raw.clone();
+                async move { raw_mget3(&mut conn, id).await }
             })
         })
     });
@@ -352,6 +374,26 @@ async fn raw_get(conn: &mut redis::aio::MultiplexedConnection, id: u64) -> Item 
         .expect("GET answers");
     serde_json::from_slice(&bytes.expect("filled")).expect("decodes")
 }
+
+/// What tiercache's tag check asks of Redis, done by hand: one `MGET` of the
+/// entry and two version keys (namespace and prefix), then serde_json of the
+/// entry. The limit of the design (see `../shared/DESIGN.md`, versioned
+/// tags), as `raw_get` is the limit of the hardware.
+async fn raw_mget3(conn: &mut redis::aio::MultiplexedConnection, id: u64) -> Item {
+    type Reply = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+    let (bytes, ns, prefix): Reply = redis::cmd("MGET")
+        .arg(format!("raw:l2:{id}"))
+        .arg(RAW_VERSIONS[0])
+        .arg(RAW_VERSIONS[1])
+        .query_async(conn)
+        .await
+        .expect("MGET answers");
+    assert!(ns.is_some() && prefix.is_some(), "versions set");
+    serde_json::from_slice(&bytes.expect("filled")).expect("decodes")
+}
+
+/// The version keys `raw_mget3` reads.
+const RAW_VERSIONS: [&str; 2] = ["raw:l2:#ns", "raw:l2:#p:l2"];
 
 fn tasks<F, Fut, T>(iters: u64, call: F) -> Duration
 where

@@ -101,6 +101,9 @@ fn l2_ab(n: u64) {
 /// L2 hit throughput of 64 tasks on a 2-worker runtime, tiercache and raw
 /// `GET` + serde_json in alternating rounds of `n` calls each
 /// (`l2-64`), or tiercache only (`l2-64-tiercache`, for `perf record`).
+/// The reply to an `MGET` of three keys.
+type Mget3 = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 fn l2_64(variant: &str, n: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -128,7 +131,9 @@ fn l2_64(variant: &str, n: u64) {
         }
         (cache, conn)
     });
-    let round = |tiercache: bool| {
+    // 0: tiercache; 1: raw GET; 2: raw MGET of the entry and two version
+    // keys (what tiercache's tag check asks of Redis), same payload.
+    let round = |which: u8| {
         let start = std::time::Instant::now();
         rt.block_on(async {
             let tasks: Vec<_> = (0..64)
@@ -136,15 +141,31 @@ fn l2_64(variant: &str, n: u64) {
                     let (cache, mut conn) = (cache.clone(), conn.clone());
                     tokio::spawn(async move {
                         for _ in 0..n / 64 {
-                            if tiercache {
-                                black_box(tc_l2(&cache, id).await);
-                            } else {
-                                let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                                    .arg(format!("raw:l2:{id}"))
-                                    .query_async(&mut conn)
-                                    .await
-                                    .unwrap();
-                                black_box(serde_json::from_slice::<Item>(&bytes.unwrap()).unwrap());
+                            match which {
+                                0 => {
+                                    black_box(tc_l2(&cache, id).await);
+                                }
+                                1 => {
+                                    let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                                        .arg(format!("raw:l2:{id}"))
+                                        .query_async(&mut conn)
+                                        .await
+                                        .unwrap();
+                                    let value = serde_json::from_slice::<Item>(&bytes.unwrap());
+                                    black_box(value.unwrap());
+                                }
+                                _ => {
+                                    let (bytes, v1, v2): Mget3 = redis::cmd("MGET")
+                                        .arg(format!("raw:l2:{id}"))
+                                        .arg("raw:l2:version:a")
+                                        .arg("raw:l2:version:b")
+                                        .query_async(&mut conn)
+                                        .await
+                                        .unwrap();
+                                    black_box((v1, v2));
+                                    let value = serde_json::from_slice::<Item>(&bytes.unwrap());
+                                    black_box(value.unwrap());
+                                }
                             }
                         }
                     })
@@ -157,22 +178,37 @@ fn l2_64(variant: &str, n: u64) {
         start.elapsed()
     };
     if variant == "l2-64-tiercache" {
-        eprintln!("l2-64-tiercache: {:?} for {n} calls", round(true));
+        eprintln!("l2-64-tiercache: {:?} for {n} calls", round(0));
         return;
     }
-    let (mut tc, mut rw) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        let mut conn = conn.clone();
+        for key in ["raw:l2:version:a", "raw:l2:version:b"] {
+            let _: () = redis::cmd("SET")
+                .arg(key)
+                .arg("0123456789abcdef")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    });
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..10 {
-        tc.push(round(true));
-        rw.push(round(false));
+        for (which, samples) in times.iter_mut().enumerate() {
+            samples.push(round(which as u8));
+        }
     }
-    tc.sort();
-    rw.sort();
-    let per_s = |d: std::time::Duration| n as f64 / d.as_secs_f64() / 1000.0;
+    let per_s = |samples: &mut Vec<std::time::Duration>| {
+        samples.sort();
+        n as f64 / samples[5].as_secs_f64() / 1000.0
+    };
+    let [tc, get, mget] = times.each_mut().map(per_s);
     eprintln!(
-        "l2-64: tiercache {:.0} k/s, raw {:.0} k/s, ratio {:.2} (medians of 10 alternating rounds)",
-        per_s(tc[5]),
-        per_s(rw[5]),
-        rw[5].as_secs_f64() / tc[5].as_secs_f64()
+        "l2-64 (medians of 10 alternating rounds): tiercache {tc:.0} k/s, raw GET {get:.0} k/s, \
+         raw MGET of 3 {mget:.0} k/s; tiercache / GET {:.2}, MGET / GET {:.2}, tiercache / MGET {:.2}",
+        tc / get,
+        mget / get,
+        tc / mget
     );
     assert!(cache.stats().loads <= 64, "every timed call was an L2 hit");
 }
