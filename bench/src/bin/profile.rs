@@ -43,34 +43,45 @@ async fn cached_redis(id: u64) -> Result<Item, BenchError> {
     Ok(item(id))
 }
 
-/// Wall-clock latency of L2 hits, tiercache and raw `GET` + serde_json
-/// interleaved call by call on a multi-thread runtime (as the criterion
-/// bench runs them), so that drift on a noisy machine hits both alike.
-fn l2_ab(n: u64) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A runtime like the criterion bench's: two workers.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
-    let (cache, mut conn) = rt.block_on(async {
-        let cache = Cache::builder()
-            .namespace("profile")
-            .redis(redis_url())
-            .l1_capacity(0)
-            .build()
-            .await
-            .expect("cache");
-        let mut conn = raw(redis_url()).await;
-        let json = serde_json::to_vec(&item(7)).unwrap();
+        .expect("runtime")
+}
+
+/// A cache without L1 and a raw connection; for each id, `raw:l2:{id}`
+/// holds the JSON of `item(id)` and tiercache's entry is in Redis.
+async fn l2_fixture(ids: std::ops::Range<u64>) -> (Cache, redis::aio::MultiplexedConnection) {
+    let cache = Cache::builder()
+        .namespace("profile")
+        .redis(redis_url())
+        .l1_capacity(0)
+        .build()
+        .await
+        .expect("cache");
+    let mut conn = raw(redis_url()).await;
+    for id in ids {
+        let json = serde_json::to_vec(&item(id)).unwrap();
         let _: () = redis::cmd("SET")
-            .arg("raw:l2:7")
+            .arg(format!("raw:l2:{id}"))
             .arg(json)
             .query_async(&mut conn)
             .await
             .unwrap();
-        black_box(tc_l2(&cache, 7).await);
-        (cache, conn)
-    });
+        black_box(tc_l2(&cache, id).await);
+    }
+    (cache, conn)
+}
+
+/// Wall-clock latency of L2 hits, tiercache and raw `GET` + serde_json
+/// interleaved call by call on a multi-thread runtime (as the criterion
+/// bench runs them), so that drift on a noisy machine hits both alike.
+fn l2_ab(n: u64) {
+    let rt = two_workers();
+    let (cache, mut conn) = rt.block_on(l2_fixture(7..8));
     let (mut tc, mut rw) = (Vec::new(), Vec::new());
     for _ in 0..n {
         let start = std::time::Instant::now();
@@ -105,34 +116,8 @@ fn l2_ab(n: u64) {
 type Mget3 = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 fn l2_64(variant: &str, n: u64) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (cache, conn) = rt.block_on(async {
-        let cache = Cache::builder()
-            .namespace("profile")
-            .redis(redis_url())
-            .l1_capacity(0)
-            .build()
-            .await
-            .expect("cache");
-        let mut conn = raw(redis_url()).await;
-        for id in 0..64 {
-            let json = serde_json::to_vec(&item(id)).unwrap();
-            let _: () = redis::cmd("SET")
-                .arg(format!("raw:l2:{id}"))
-                .arg(json)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            black_box(tc_l2(&cache, id).await);
-        }
-        (cache, conn)
-    });
-    // 0: tiercache; 1: raw GET; 2: raw MGET of the entry and two version
-    // keys (what tiercache's tag check asks of Redis), same payload.
+    let rt = two_workers();
+    let (cache, conn) = rt.block_on(l2_fixture(0..64));
     let round = |which: u8| {
         let start = std::time::Instant::now();
         rt.block_on(async {
@@ -222,11 +207,7 @@ async fn tc_inv(cache: &Cache, id: u64, group: u64) -> Item {
 /// 20 ms after the loads, one right after it, and one 500 ms later.
 fn invalidations(n: u64) {
     use futures_util::StreamExt;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = two_workers();
     rt.block_on(async {
         let cache = Cache::builder()
             .namespace(format!("inv-{}", std::process::id()))
@@ -283,22 +264,7 @@ fn invalidations(n: u64) {
 
 #[inline(never)]
 async fn l2_hits(variant: &str, n: u64) {
-    let cache = Cache::builder()
-        .namespace("profile")
-        .redis(redis_url())
-        .l1_capacity(0)
-        .build()
-        .await
-        .expect("cache");
-    let mut conn = raw(redis_url()).await;
-    let json = serde_json::to_vec(&item(7)).unwrap();
-    let _: () = redis::cmd("SET")
-        .arg("raw:l2:7")
-        .arg(json)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    black_box(tc_l2(&cache, 7).await);
+    let (cache, mut conn) = l2_fixture(7..8).await;
     black_box(tc_l2(&cache, 7).await);
     black_box(cached_redis(7).await.unwrap());
     match variant {
