@@ -2,7 +2,7 @@
 //! (`valgrind --tool=callgrind`, `perf`): `profile VARIANT N` makes N hits
 //! of one key after filling it once. VARIANT: tiercache-u64, cached-u64,
 //! tiercache-string, cached-string, moka-future, moka-sync, sketch-u64 (L1), and
-//! l2-tiercache, l2-raw, l2-cached (one task, sequential L2 hits; Redis from
+//! l2-tiercache, l2-raw, l2-mget3, l2-cached (one task, sequential L2 hits; Redis from
 //! `TIERCACHE_BENCH_REDIS` or started here).
 //!
 //! Wall-clock checks that interleave tiercache with its reference, for a
@@ -282,6 +282,19 @@ async fn l2_hits(variant: &str, n: u64) {
                     .query_async(&mut conn)
                     .await
                     .unwrap();
+                black_box(serde_json::from_slice::<Item>(&bytes.unwrap()).unwrap());
+            }
+        }
+        "l2-mget3" => {
+            for _ in 0..n {
+                let (bytes, v1, v2): Mget3 = redis::cmd("MGET")
+                    .arg(format!("raw:l2:{}", black_box(7)))
+                    .arg("raw:l2:version:a")
+                    .arg("raw:l2:version:b")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box((v1, v2));
                 black_box(serde_json::from_slice::<Item>(&bytes.unwrap()).unwrap());
             }
         }
