@@ -14,7 +14,9 @@ use cached::macros::concurrent_cached;
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 use tiercache::{Cache, cache_aside};
 use tiercache_bench::l1::{cached_str, cached_u64, tc_str, tc_u64};
-use tiercache_bench::{BenchError, Item, item, raw, redis_url};
+use tiercache_bench::{
+    BenchError, Item, item, raw, raw_get, raw_mget3, redis_url, set_raw_versions,
+};
 
 // ---------------------------------------------------------------------------
 // The functions under test
@@ -290,14 +292,7 @@ fn l2_hit(c: &mut Criterion) {
                 .await
                 .unwrap();
         }
-        for key in RAW_VERSIONS {
-            let _: () = redis::cmd("SET")
-                .arg(key)
-                .arg("0123456789abcdef")
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-        }
+        set_raw_versions(&mut raw).await;
         black_box(tc_l2(&r.l2_only, 0).await);
     });
     let hits_before = r.l2_only.stats().l2_hits;
@@ -365,35 +360,6 @@ fn l2_hit(c: &mut Criterion) {
     });
     g.finish();
 }
-
-async fn raw_get(conn: &mut redis::aio::MultiplexedConnection, id: u64) -> Item {
-    let bytes: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(format!("raw:l2:{id}"))
-        .query_async(conn)
-        .await
-        .expect("GET answers");
-    serde_json::from_slice(&bytes.expect("filled")).expect("decodes")
-}
-
-/// What tiercache's tag check asks of Redis, done by hand: one `MGET` of the
-/// entry and two version keys (namespace and prefix), then serde_json of the
-/// entry. The limit of the design (see `../shared/DESIGN.md`, versioned
-/// tags), as `raw_get` is the limit of the hardware.
-async fn raw_mget3(conn: &mut redis::aio::MultiplexedConnection, id: u64) -> Item {
-    type Reply = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
-    let (bytes, ns, prefix): Reply = redis::cmd("MGET")
-        .arg(format!("raw:l2:{id}"))
-        .arg(RAW_VERSIONS[0])
-        .arg(RAW_VERSIONS[1])
-        .query_async(conn)
-        .await
-        .expect("MGET answers");
-    assert!(ns.is_some() && prefix.is_some(), "versions set");
-    serde_json::from_slice(&bytes.expect("filled")).expect("decodes")
-}
-
-/// The version keys `raw_mget3` reads.
-const RAW_VERSIONS: [&str; 2] = ["raw:l2:#ns", "raw:l2:#p:l2"];
 
 fn tasks<F, Fut, T>(iters: u64, call: F) -> Duration
 where

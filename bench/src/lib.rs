@@ -165,6 +165,48 @@ fn start_server() -> Server {
     panic!("redis-server did not start on a free port");
 }
 
+/// The L2 hit's hardware limit: `GET raw:l2:{id}` + serde_json, on a raw
+/// connection.
+pub async fn raw_get(conn: &mut redis::aio::MultiplexedConnection, id: u64) -> Item {
+    let bytes: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!("raw:l2:{id}"))
+        .query_async(conn)
+        .await
+        .expect("GET answers");
+    serde_json::from_slice(&bytes.expect("filled")).expect("decodes")
+}
+
+/// The L2 hit's limit under the design's tag check (`shared/DESIGN.md`,
+/// versioned tags), done by hand: one `MGET` of `raw:l2:{id}` and two
+/// version keys (set by [`set_raw_versions`]), then serde_json.
+pub async fn raw_mget3(conn: &mut redis::aio::MultiplexedConnection, id: u64) -> Item {
+    type Reply = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+    let (bytes, ns, prefix): Reply = redis::cmd("MGET")
+        .arg(format!("raw:l2:{id}"))
+        .arg(RAW_VERSIONS[0])
+        .arg(RAW_VERSIONS[1])
+        .query_async(conn)
+        .await
+        .expect("MGET answers");
+    assert!(ns.is_some() && prefix.is_some(), "versions set");
+    serde_json::from_slice(&bytes.expect("filled")).expect("decodes")
+}
+
+/// The version keys [`raw_mget3`] reads.
+const RAW_VERSIONS: [&str; 2] = ["raw:l2:#ns", "raw:l2:#p:l2"];
+
+/// Sets the version keys [`raw_mget3`] reads.
+pub async fn set_raw_versions(conn: &mut redis::aio::MultiplexedConnection) {
+    for key in RAW_VERSIONS {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("0123456789abcdef")
+            .query_async(&mut *conn)
+            .await
+            .expect("SET answers");
+    }
+}
+
 /// A raw multiplexed redis-rs connection to `url`.
 pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use cached::macros::concurrent_cached;
 use tiercache::{Cache, cache_aside};
 use tiercache_bench::l1::{cached_str, cached_u64, tc_str, tc_u64};
-use tiercache_bench::{BenchError, Item, item, raw, redis_url};
+use tiercache_bench::{
+    BenchError, Item, item, raw, raw_get, raw_mget3, redis_url, set_raw_versions,
+};
 
 #[cache_aside(prefix = "l2", ttl = "10m", cache = cache, skip(cache))]
 async fn tc_l2(cache: &Cache, id: u64) -> Item {
@@ -88,14 +90,7 @@ fn l2_ab(n: u64) {
         rt.block_on(async { black_box(tc_l2(&cache, black_box(7)).await) });
         tc.push(start.elapsed());
         let start = std::time::Instant::now();
-        rt.block_on(async {
-            let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(format!("raw:l2:{}", black_box(7)))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            black_box(serde_json::from_slice::<Item>(&bytes.unwrap()).unwrap())
-        });
+        rt.block_on(async { black_box(raw_get(&mut conn, black_box(7)).await) });
         rw.push(start.elapsed());
     }
     tc.sort();
@@ -112,9 +107,6 @@ fn l2_ab(n: u64) {
 /// L2 hit throughput of 64 tasks on a 2-worker runtime, tiercache and raw
 /// `GET` + serde_json in alternating rounds of `n` calls each
 /// (`l2-64`), or tiercache only (`l2-64-tiercache`, for `perf record`).
-/// The reply to an `MGET` of three keys.
-type Mget3 = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
-
 fn l2_64(variant: &str, n: u64) {
     let rt = two_workers();
     let (cache, conn) = rt.block_on(l2_fixture(0..64));
@@ -131,25 +123,10 @@ fn l2_64(variant: &str, n: u64) {
                                     black_box(tc_l2(&cache, id).await);
                                 }
                                 1 => {
-                                    let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                                        .arg(format!("raw:l2:{id}"))
-                                        .query_async(&mut conn)
-                                        .await
-                                        .unwrap();
-                                    let value = serde_json::from_slice::<Item>(&bytes.unwrap());
-                                    black_box(value.unwrap());
+                                    black_box(raw_get(&mut conn, id).await);
                                 }
                                 _ => {
-                                    let (bytes, v1, v2): Mget3 = redis::cmd("MGET")
-                                        .arg(format!("raw:l2:{id}"))
-                                        .arg("raw:l2:version:a")
-                                        .arg("raw:l2:version:b")
-                                        .query_async(&mut conn)
-                                        .await
-                                        .unwrap();
-                                    black_box((v1, v2));
-                                    let value = serde_json::from_slice::<Item>(&bytes.unwrap());
-                                    black_box(value.unwrap());
+                                    black_box(raw_mget3(&mut conn, id).await);
                                 }
                             }
                         }
@@ -166,17 +143,7 @@ fn l2_64(variant: &str, n: u64) {
         eprintln!("l2-64-tiercache: {:?} for {n} calls", round(0));
         return;
     }
-    rt.block_on(async {
-        let mut conn = conn.clone();
-        for key in ["raw:l2:version:a", "raw:l2:version:b"] {
-            let _: () = redis::cmd("SET")
-                .arg(key)
-                .arg("0123456789abcdef")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-    });
+    rt.block_on(set_raw_versions(&mut conn.clone()));
     let mut times = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..10 {
         for (which, samples) in times.iter_mut().enumerate() {
@@ -277,25 +244,13 @@ async fn l2_hits(variant: &str, n: u64) {
         }
         "l2-raw" => {
             for _ in 0..n {
-                let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(format!("raw:l2:{}", black_box(7)))
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                black_box(serde_json::from_slice::<Item>(&bytes.unwrap()).unwrap());
+                black_box(raw_get(&mut conn, black_box(7)).await);
             }
         }
         "l2-mget3" => {
+            set_raw_versions(&mut conn).await;
             for _ in 0..n {
-                let (bytes, v1, v2): Mget3 = redis::cmd("MGET")
-                    .arg(format!("raw:l2:{}", black_box(7)))
-                    .arg("raw:l2:version:a")
-                    .arg("raw:l2:version:b")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                black_box((v1, v2));
-                black_box(serde_json::from_slice::<Item>(&bytes.unwrap()).unwrap());
+                black_box(raw_mget3(&mut conn, black_box(7)).await);
             }
         }
         "l2-cached" => {
