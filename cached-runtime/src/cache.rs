@@ -83,11 +83,6 @@ impl Inner {
         self.epoch.load(SeqCst)
     }
 
-    /// Puts a value in L1 unless a key invalidation was applied since
-    /// `epoch` (read before the value was read or loaded): it may be stale.
-    /// Inserting first and checking after leaves no gap: an invalidation that
-    /// comes after the check removes the entry already in place. (Tag, prefix
-    /// and namespace invalidations are caught by the entry's generations.)
     /// The generation counters an L1 entry of `prefix` with `tags` will
     /// depend on; nothing without L1.
     pub(crate) fn snapshot(&self, prefix: &str, tags: &[String]) -> crate::generations::Snapshot {
@@ -98,6 +93,11 @@ impl Inner {
         }
     }
 
+    /// Puts a value in L1 unless a key invalidation was applied since
+    /// `epoch` (read before the value was read or loaded): it may be stale.
+    /// Inserting first and checking after leaves no gap: an invalidation that
+    /// comes after the check removes the entry already in place. (Tag, prefix
+    /// and namespace invalidations are caught by the entry's generations.)
     pub(crate) fn keep_in_l1(&self, key: &str, entry: crate::l1::Entry, epoch: u64) {
         if !self.l1.enabled() {
             return;
