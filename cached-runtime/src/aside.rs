@@ -51,6 +51,9 @@ pub struct Codec<V> {
     pub(crate) own: fn(V) -> Shared,
     /// Clones a value out of L1 or a flight, if it is a `V`.
     pub(crate) unshare: fn(&Shared) -> Option<V>,
+    /// Takes a value out of its `Arc` if nothing else holds it (no L1, no
+    /// waiter), else clones it; `None` if it is no `V`.
+    pub(crate) take: fn(Shared) -> Option<V>,
     /// Serializes a value (`None`: a cached "nothing") into an envelope.
     pub(crate) encode: fn(&Meta, Option<&V>) -> Result<Vec<u8>, serde_json::Error>,
     /// Reads an envelope holding a `V` or a cached "nothing" of `V`.
@@ -78,6 +81,10 @@ impl<V: Cacheable> Codec<V> {
             share: |value| Arc::new(value.clone()),
             own: |value| Arc::new(value),
             unshare: |shared| shared.downcast_ref::<V>().cloned(),
+            take: |shared| {
+                let shared = shared.downcast::<V>().ok()?;
+                Some(Arc::try_unwrap(shared).unwrap_or_else(|shared| V::clone(&shared)))
+            },
             encode: envelope::encode::<V>,
             decode: envelope::decode::<V>,
             fingerprint: envelope::fingerprint::<V>,
@@ -134,6 +141,15 @@ fn answer<S: Shape<R>, R>(codec: Codec<S::Value>, shared: &Shared) -> Option<R> 
         None if shared.is::<Absent>() => S::absent(),
         None => None,
     }
+}
+
+/// As [`answer`], for the last holder of `shared` but maybe L1 and the
+/// flight's waiters: without them, the value is moved out, not cloned.
+fn answer_owned<S: Shape<R>, R>(codec: Codec<S::Value>, shared: Shared) -> Option<R> {
+    if shared.is::<Absent>() {
+        return S::absent();
+    }
+    (codec.take)(shared).map(S::from_value)
 }
 
 /// How the body of a cached function is run.
@@ -581,23 +597,6 @@ where
                         Mode::Refresh { expires_at_ms } => found.meta.expires_at_ms > expires_at_ms,
                     };
                     let fresh_for = found.meta.remaining(now).filter(|_| newer);
-                    if fresh_for.is_some()
-                        && mode == Mode::Call
-                        && !B::DETACHED
-                        && !inner.l1.enabled()
-                        && leader.as_ref().is_none_or(Leader::close_if_alone)
-                    {
-                        // Nobody to share it with (no L1, no other caller,
-                        // no refresh to start): the caller takes the value
-                        // as decoded, no `Arc`, no clone.
-                        if !answered {
-                            count_answer(inner, Source::L2);
-                        }
-                        return match found.value {
-                            Some(value) => Some(S::from_value(value)),
-                            None => S::absent(),
-                        };
-                    }
                     let shared = match found.value {
                         Some(value) => (ctx.codec.own)(value),
                         None => Arc::new(Absent),
@@ -620,7 +619,7 @@ where
                         {
                             Counters::bump(&inner.counters.early_refreshes);
                         }
-                        return answer::<S, R>(ctx.codec, &shared);
+                        return answer_owned::<S, R>(ctx.codec, shared);
                     }
                     let stale = found.meta.remaining(now).is_none() && past <= spec.stale;
                     if stale && B::DETACHED && !answered && leader.is_some() && mode == Mode::Call {

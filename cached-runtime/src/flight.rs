@@ -18,7 +18,6 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
@@ -51,8 +50,6 @@ pub(crate) enum Landed {
 pub(crate) struct Flight {
     state: Mutex<State>,
     notify: Notify,
-    /// Whether a caller joined as a waiter.
-    joined: AtomicBool,
 }
 
 #[derive(Default)]
@@ -101,7 +98,6 @@ impl Flights {
     pub(crate) fn join(&self, key: &str) -> Role {
         let mut map = lock(&self.in_flight);
         if let Some(slot) = map.get(key) {
-            slot.joined.store(true, Relaxed);
             return Role::Waiter(slot.clone());
         }
         let key: Arc<str> = key.into();
@@ -176,15 +172,6 @@ impl Leader {
         });
     }
 
-    /// Closes the flight to callers that come from now on (they start
-    /// their own) and tells whether any caller joined it: if none did, the
-    /// leader may drop it without landing anything.
-    pub(crate) fn close_if_alone(&self) -> bool {
-        self.leave();
-        // `joined` is set under the map's lock, which `leave` took after.
-        !self.flight.joined.load(Relaxed)
-    }
-
     fn leave(&self) {
         let mut map = lock(&self.map);
         if map
@@ -241,17 +228,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_leader_nobody_joined_may_leave_without_landing() {
+    async fn a_flight_nobody_joined_lets_go_of_what_it_landed() {
         let flights = Flights::default();
         let Role::Leader(alone) = flights.join("a") else {
             panic!("first caller leads")
         };
-        assert!(alone.close_if_alone());
-        assert!(
-            matches!(flights.join("a"), Role::Leader(_)),
-            "closed: a newcomer starts its own flight"
+        let value: Shared = Arc::new(7u32);
+        alone.land(Landed::Value(value.clone(), Source::L2));
+        assert_eq!(
+            Arc::strong_count(&value),
+            1,
+            "the caller holds the only reference: it can take the value without a clone"
         );
-        drop(alone);
 
         let Role::Leader(joined) = flights.join("b") else {
             panic!("first caller leads")
@@ -259,7 +247,6 @@ mod tests {
         let Role::Waiter(slot) = flights.join("b") else {
             panic!("second caller waits")
         };
-        assert!(!joined.close_if_alone(), "a waiter joined");
         joined.land(Landed::Absent);
         assert!(matches!(wait(slot).await, Some(Landed::Absent)));
     }

@@ -19,18 +19,34 @@ type Counter = Arc<AtomicU64>;
 
 /// The counters of one cache. A counter lives as long as an entry or a load
 /// holds it; the map keeps only weak references, pruned as it grows.
+#[derive(Default)]
 pub(crate) struct Generations {
     namespace: Counter,
     named: Mutex<Named>,
 }
 
+/// The prefixes' counters and the tags', each keyed by its plain name: a
+/// lookup takes the borrowed name, with nothing to build.
 #[derive(Default)]
 struct Named {
-    counters: HashMap<String, Weak<AtomicU64>, foldhash::fast::RandomState>,
+    prefixes: Counters,
+    tags: Counters,
+}
+
+/// Weak references to counters by name, pruned as the map grows.
+struct Counters {
+    by_name: HashMap<String, Weak<AtomicU64>, foldhash::fast::RandomState>,
     /// Prune dead entries when the map reaches this size.
     prune_at: usize,
-    /// Where names are built for a lookup: no allocation per snapshot.
-    scratch: String,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            by_name: HashMap::default(),
+            prune_at: 1024,
+        }
+    }
 }
 
 /// The counters an entry depends on, with the values they had. Empty
@@ -53,18 +69,6 @@ impl Snapshot {
     }
 }
 
-impl Default for Generations {
-    fn default() -> Self {
-        Self {
-            namespace: Counter::default(),
-            named: Mutex::new(Named {
-                prune_at: 1024,
-                ..Named::default()
-            }),
-        }
-    }
-}
-
 impl Generations {
     fn named(&self) -> std::sync::MutexGuard<'_, Named> {
         // Every statement leaves the map consistent.
@@ -74,9 +78,12 @@ impl Generations {
     /// The counters of an entry of `prefix` carrying `tags`, as they are now.
     pub(crate) fn snapshot(&self, prefix: &str, tags: &[String]) -> Snapshot {
         let mut named = self.named();
-        let names = std::iter::once(("p:", prefix)).chain(tags.iter().map(|tag| ("t:", &**tag)));
-        let counters = std::iter::once(self.namespace.clone())
-            .chain(names.map(|(kind, name)| named.counter(kind, name)))
+        let named = &mut *named;
+        let prefix = named.prefixes.counter(prefix);
+        let tags = tags.iter().map(|tag| named.tags.counter(tag));
+        let counters = [self.namespace.clone(), prefix]
+            .into_iter()
+            .chain(tags)
             .map(|counter| {
                 let seen = counter.load(SeqCst);
                 (counter, seen)
@@ -89,19 +96,17 @@ impl Generations {
     }
 
     pub(crate) fn bump_prefix(&self, prefix: &str) {
-        self.bump("p:", prefix);
+        let counter = self.named().prefixes.get(prefix);
+        Self::bump(counter);
     }
 
     pub(crate) fn bump_tag(&self, tag: &str) {
-        self.bump("t:", tag);
+        let counter = self.named().tags.get(tag);
+        Self::bump(counter);
     }
 
     /// A counter nobody holds needs no bump: no entry or load depends on it.
-    fn bump(&self, kind: &str, name: &str) {
-        let mut named = self.named();
-        let name = named.scratch_name(kind, name);
-        let counter = named.counters.get(&name).and_then(Weak::upgrade);
-        named.scratch = name;
+    fn bump(counter: Option<Counter>) {
         if let Some(counter) = counter {
             counter.fetch_add(1, SeqCst);
         }
@@ -109,33 +114,29 @@ impl Generations {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.named().counters.len()
+        let named = self.named();
+        named.prefixes.by_name.len() + named.tags.by_name.len()
     }
 }
 
-impl Named {
-    /// `kind` + `name` in the scratch buffer, taken out (put it back).
-    fn scratch_name(&mut self, kind: &str, name: &str) -> String {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        scratch.push_str(kind);
-        scratch.push_str(name);
-        scratch
+impl Counters {
+    /// The live counter named `name`, if any.
+    fn get(&self, name: &str) -> Option<Counter> {
+        self.by_name.get(name).and_then(Weak::upgrade)
     }
 
-    fn counter(&mut self, kind: &str, name: &str) -> Counter {
-        let name = self.scratch_name(kind, name);
-        if let Some(counter) = self.counters.get(&name).and_then(Weak::upgrade) {
-            self.scratch = name;
+    /// The counter named `name`, made if nobody holds it.
+    fn counter(&mut self, name: &str) -> Counter {
+        if let Some(counter) = self.get(name) {
             return counter;
         }
-        if self.counters.len() >= self.prune_at {
-            self.counters
-                .retain(|_, counter| counter.strong_count() > 0);
-            self.prune_at = (self.counters.len() * 2).max(1024);
+        if self.by_name.len() >= self.prune_at {
+            self.by_name.retain(|_, counter| counter.strong_count() > 0);
+            self.prune_at = (self.by_name.len() * 2).max(1024);
         }
         let counter = Counter::default();
-        self.counters.insert(name, Arc::downgrade(&counter));
+        self.by_name
+            .insert(name.to_owned(), Arc::downgrade(&counter));
         counter
     }
 }

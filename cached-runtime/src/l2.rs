@@ -153,14 +153,8 @@ pub(crate) struct Held<'a> {
 
 /// The SHA-1 hex the write script compares with; `""` stands for "absent".
 pub(crate) fn seen(entry: Option<&[u8]>) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     entry.map_or_else(String::new, |bytes| {
-        let digest = sha1_smol::Sha1::from(bytes).digest().bytes();
-        digest
-            .iter()
-            .flat_map(|byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]])
-            .map(char::from)
-            .collect()
+        sha1_smol::Sha1::from(bytes).digest().to_string()
     })
 }
 
@@ -185,6 +179,22 @@ fn mget(entry_key: &str, version_keys: &[String]) -> redis::Cmd {
     let mut cmd = redis::Cmd::with_capacity(2 + version_keys.len(), data);
     cmd.arg("MGET").arg(entry_key).arg(version_keys);
     cmd
+}
+
+/// An `MGET` reply, taken apart by hand: the generic conversion cost more
+/// than the rest of an L2 hit's own work.
+fn strings(reply: redis::Value) -> Result<Vec<Option<Vec<u8>>>, L2Error> {
+    let redis::Value::Array(values) = reply else {
+        return Err(unexpected("MGET answered with no array"));
+    };
+    values
+        .into_iter()
+        .map(|value| match value {
+            redis::Value::BulkString(bytes) => Ok(Some(bytes)),
+            redis::Value::Nil => Ok(None),
+            _ => Err(unexpected("MGET answered with a value that is no string")),
+        })
+        .collect()
 }
 
 /// A reply of the wrong shape (a foreign server or proxy): a failed call.
@@ -269,14 +279,9 @@ impl L2 {
         version_keys: &[String],
         version_ttl: Duration,
     ) -> Result<Vec<u64>, L2Error> {
-        let mut found: Vec<Option<Vec<u8>>> =
-            self.cmd(redis::cmd("MGET").arg(version_keys)).await?;
-        self.create_missing(version_keys, &mut found, version_ttl)
-            .await?;
-        Ok(found
-            .iter()
-            .map(|v| parse_version(v.as_deref().unwrap_or_default()))
-            .collect())
+        let found = strings(self.cmd(redis::cmd("MGET").arg(version_keys)).await?)?;
+        self.current_versions(version_keys, found, version_ttl)
+            .await
     }
 
     /// The entry and its tag versions: one `MGET`. Version keys that do not
@@ -288,45 +293,28 @@ impl L2 {
         version_keys: &[String],
         version_ttl: Duration,
     ) -> Result<Read, L2Error> {
-        let reply: redis::Value = self.cmd(&mget(entry_key, version_keys)).await?;
-        // Taken apart by hand: the generic conversion costs more than the
-        // rest of the read's own work.
-        let mut values = match reply {
-            redis::Value::Array(values) => values.into_iter().map(|value| match value {
-                redis::Value::BulkString(bytes) => Ok(Some(bytes)),
-                redis::Value::Nil => Ok(None),
-                _ => Err(()),
-            }),
-            _ => return Err(unexpected("MGET answered with no array")),
-        };
-        let Some(Ok(entry)) = values.next() else {
-            return Err(unexpected("MGET answered with no entry"));
-        };
-        let mut found = values
-            .collect::<Result<Vec<_>, ()>>()
-            .map_err(|()| unexpected("MGET answered with a value that is no string"))?;
-        self.create_missing(version_keys, &mut found, version_ttl)
+        let mut found = strings(self.cmd(&mget(entry_key, version_keys)).await?)?;
+        if found.is_empty() {
+            return Err(unexpected("MGET answered with no values"));
+        }
+        let entry = found.remove(0);
+        let versions = self
+            .current_versions(version_keys, found, version_ttl)
             .await?;
-        let versions = found
-            .iter()
-            .map(|version| parse_version(version.as_deref().unwrap_or_default()))
-            .collect();
         Ok(Read { entry, versions })
     }
 
-    /// Creates the version keys that `found` lacks (`SET NX`, then `GET`:
-    /// one round trip) and fills them in.
-    async fn create_missing(
+    /// The versions `found` for `version_keys`, after creating the keys it
+    /// lacks (`SET NX`, then `GET`: one more round trip, on the first read
+    /// of a tag only).
+    async fn current_versions(
         &self,
         version_keys: &[String],
-        found: &mut [Option<Vec<u8>>],
+        mut found: Vec<Option<Vec<u8>>>,
         version_ttl: Duration,
-    ) -> Result<(), L2Error> {
+    ) -> Result<Vec<u64>, L2Error> {
         if found.len() != version_keys.len() {
-            return Err(L2Error::Redis(redis::RedisError::from((
-                redis::ErrorKind::Parse,
-                "MGET answered with the wrong number of values",
-            ))));
+            return Err(unexpected("MGET answered with the wrong number of values"));
         }
         let missing: Vec<usize> = (0..found.len()).filter(|&i| found[i].is_none()).collect();
         if !missing.is_empty() {
@@ -347,7 +335,10 @@ impl L2 {
                 found[i] = Some(version.unwrap_or_else(|| fresh_version().into_bytes()));
             }
         }
-        Ok(())
+        Ok(found
+            .iter()
+            .map(|version| parse_version(version.as_deref().unwrap_or_default()))
+            .collect())
     }
 
     /// Stores an entry unless it changed since it was read as `seen` (see

@@ -84,7 +84,6 @@ impl Names {
         &self.namespace
     }
 
-    /// `key` is the rendered `prefix:…` key.
     /// The namespace, then `parts`: one allocation, no formatting (these
     /// names are made on every L2 call).
     fn name(&self, parts: &[&str]) -> String {
@@ -95,6 +94,7 @@ impl Names {
         name
     }
 
+    /// `key` is the rendered `prefix:…` key.
     pub(crate) fn entry(&self, key: &str) -> String {
         self.name(&[":", key])
     }
@@ -151,14 +151,10 @@ pub(crate) fn fresh_version() -> String {
 /// something else) still gets a stable number, so it can be recorded and
 /// compared like any other.
 pub(crate) fn parse_version(raw: &[u8]) -> u64 {
-    // By hand, byte by byte: read twice or more per L2 call.
-    let hex = (raw.len() == 16).then(|| {
-        raw.iter().try_fold(0u64, |version, &byte| {
-            let digit = char::from(byte).to_digit(16)?;
-            Some(version << 4 | u64::from(digit))
-        })
-    });
-    hex.flatten()
+    std::str::from_utf8(raw)
+        .ok()
+        .filter(|s| s.len() == 16)
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
         .unwrap_or_else(|| crate::envelope::stable_hash(raw))
 }
 

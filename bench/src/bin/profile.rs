@@ -184,7 +184,7 @@ fn invalidations(n: u64) {
             .await
             .expect("cache");
         let mut conn = raw(redis_url()).await;
-        let channel = format!("inv-{}:#events", std::process::id());
+        let channel = format!("{}:#events", cache.namespace());
         for _ in 0..3 {
             futures_util::stream::iter(0..n)
                 .map(|id| tc_inv(&cache, id, 1))
