@@ -56,6 +56,15 @@ pub struct Stats {
     /// Times the invalidation subscription was lost (each time L1 was
     /// dropped, since messages may have been missed).
     pub subscription_losses: u64,
+    /// Invalidations (and write-throughs) this instance applied locally
+    /// that Redis has not confirmed yet: they are retried, in order, until
+    /// it does. While one is pending this instance serves no L2 entry it
+    /// covers.
+    pub pending_invalidations: u64,
+    /// Values read from Redis that were larger than the cache's
+    /// `max_value_size` and were treated as misses without being decoded,
+    /// plus values not written to Redis for the same reason.
+    pub oversized_values: u64,
 }
 
 impl Stats {
@@ -91,6 +100,7 @@ pub(crate) struct Counters {
     pub(crate) invalidations: AtomicU64,
     pub(crate) remote_invalidations: AtomicU64,
     pub(crate) subscription_losses: AtomicU64,
+    pub(crate) oversized_values: AtomicU64,
 }
 
 impl Counters {
@@ -129,6 +139,8 @@ impl Counters {
             invalidations: self.invalidations.load(Relaxed),
             remote_invalidations: self.remote_invalidations.load(Relaxed),
             subscription_losses: self.subscription_losses.load(Relaxed),
+            pending_invalidations: 0,
+            oversized_values: self.oversized_values.load(Relaxed),
         }
     }
 }
