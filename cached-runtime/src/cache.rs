@@ -1,7 +1,6 @@
 //! The cache handle, its builder and the global instance.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use crate::key::check_name;
 use crate::l1::L1;
 use crate::l2::L2;
 use crate::lock::Landings;
+use crate::pending::{Pending, RetryOnDrop};
 use crate::spec::Settings;
 use crate::stats::{Counters, Stats};
 use crate::tags::{Invalidation, Names};
@@ -70,56 +70,50 @@ pub(crate) struct Inner {
     /// What L1 entries depend on: bumped by tag, prefix and namespace
     /// invalidations.
     pub(crate) generations: Generations,
-    /// Bumped by every key invalidation (and write-through) this instance
-    /// applies; a load that saw it change while it ran does not leave its
-    /// value in L1.
-    epoch: AtomicU64,
+    /// Invalidations applied here that Redis has not confirmed yet.
+    pub(crate) pending: Pending,
     listener: OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Inner {
-    /// The current key-invalidation epoch; see [`Inner::keep_in_l1`].
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(SeqCst)
-    }
-
-    /// The generation counters an L1 entry of `prefix` with `tags` will
-    /// depend on; nothing without L1.
-    pub(crate) fn snapshot(&self, prefix: &str, tags: &[String]) -> crate::generations::Snapshot {
+    /// The generation counters an L1 entry of `prefix` with `tags` under
+    /// `key` will depend on; nothing without L1. Taken before anything is
+    /// read or loaded: an invalidation from then on outdates the entry.
+    pub(crate) fn snapshot(
+        &self,
+        prefix: &str,
+        tags: &[String],
+        key: &str,
+    ) -> crate::generations::Snapshot {
         if self.l1.enabled() {
-            self.generations.snapshot(prefix, tags)
+            self.generations.snapshot(prefix, tags, key)
         } else {
             crate::generations::Snapshot::NONE
         }
     }
 
-    /// Puts a value in L1 unless a key invalidation was applied since
-    /// `epoch` (read before the value was read or loaded): it may be stale.
-    /// Inserting first and checking after leaves no gap: an invalidation that
-    /// comes after the check removes the entry already in place. (Tag, prefix
-    /// and namespace invalidations are caught by the entry's generations.)
-    pub(crate) fn keep_in_l1(&self, key: &str, entry: crate::l1::Entry, epoch: u64) {
-        if !self.l1.enabled() {
-            return;
-        }
-        self.l1.insert(key.to_owned(), entry);
-        if self.epoch() != epoch {
-            self.l1.remove(key);
+    /// Puts a value in L1 unless an invalidation covering it was applied
+    /// since its generations were taken (before the value was read or
+    /// loaded): it may be stale. An invalidation that comes after this
+    /// check outdates the entry in place: every hit checks its generations.
+    pub(crate) fn keep_in_l1(&self, key: &str, entry: crate::l1::Entry) {
+        if self.l1.enabled() && entry.is_current() {
+            self.l1.insert(key.to_owned(), entry);
         }
     }
 
-    /// Makes the L1 entries an invalidation covers unservable: O(1) for a
-    /// tag, a prefix or the namespace (a generation bump), and for each key.
+    /// Makes the L1 entries an invalidation covers unservable, and the
+    /// loads in flight that it outdates unable to fill L1: O(1) for a tag,
+    /// a prefix or the namespace (a generation bump), and for each key (a
+    /// bump of its stripe).
     pub(crate) fn apply_locally(&self, invalidation: &Invalidation) {
         if invalidation.all {
             self.forget_l1();
             return;
         }
-        if !invalidation.keys.is_empty() {
-            self.epoch.fetch_add(1, SeqCst);
-            for key in &invalidation.keys {
-                self.l1.remove(key);
-            }
+        for key in &invalidation.keys {
+            self.generations.bump_key(key);
+            self.l1.remove(key);
         }
         for prefix in &invalidation.prefixes {
             self.generations.bump_prefix(prefix);
@@ -136,44 +130,51 @@ impl Inner {
         self.l1.clear();
     }
 
-    /// Invalidates in Redis first, then in this L1: a read in between finds
-    /// the new versions in Redis, and a load that read the old ones before
-    /// cannot keep its value in L1 (see [`Inner::keep_in_l1`]).
-    pub(crate) async fn invalidate(&self, mut invalidation: Invalidation) -> Result<(), Error> {
+    /// Invalidates here at once, then in Redis (and so on the other
+    /// instances). Until Redis confirms it the invalidation is pending:
+    /// this instance serves no L2 entry it covers, and it is retried in
+    /// order in the background. The local part happens before the first
+    /// `await`: a caller cancelled at any point leaves it applied here and
+    /// queued for Redis.
+    ///
+    /// `Ok`: Redis has it. `Err`: not yet; it stays pending and is retried.
+    pub(crate) async fn invalidate(
+        self: &Arc<Self>,
+        mut invalidation: Invalidation,
+    ) -> Result<(), Error> {
         if invalidation.is_empty() {
             return Ok(());
         }
         invalidation.sender = self.id;
         Counters::bump(&self.counters.invalidations);
-        let result = match &self.l2 {
-            None => Ok(()),
-            Some(l2) => {
-                let mut versions: Vec<String> = invalidation
-                    .tags
-                    .iter()
-                    .map(|t| self.names.tag(t))
-                    .collect();
-                versions.extend(invalidation.prefixes.iter().map(|p| self.names.prefix(p)));
-                if invalidation.all {
-                    versions.push(self.names.namespace_version());
-                }
-                let entries: Vec<String> = invalidation
-                    .keys
-                    .iter()
-                    .map(|k| self.names.entry(k))
-                    .collect();
-                let message =
-                    serde_json::to_vec(&invalidation).expect("an invalidation serializes");
-                l2.invalidate(&versions, &entries, &self.names.channel(), &message)
-                    .await
-                    .map_err(|error| {
-                        self.counters.redis_failed(&error);
-                        Error::from(error)
-                    })
-            }
+        let Some(queued) = self.enqueue(invalidation) else {
+            return Ok(()); // no Redis: local only
         };
-        self.apply_locally(&invalidation);
-        result
+        let retry = RetryOnDrop::new(self);
+        let result = self.pending.send_through(self, &queued).await;
+        if result.is_ok() {
+            retry.disarm();
+        }
+        result.map_err(Error::from)
+    }
+
+    /// Applies an invalidation here and queues it for Redis, without
+    /// sending it: the caller sends it, or leaves it to
+    /// [`Pending::retry_in_background`]. `None` without Redis (then it is
+    /// local only).
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        invalidation: Invalidation,
+    ) -> Option<Arc<crate::pending::Queued>> {
+        if self.l2.is_none() {
+            self.apply_locally(&invalidation);
+            return None;
+        }
+        // Queued before it is applied: an L2 read from now on that finds
+        // an entry it covers refuses it.
+        let queued = self.pending.push(invalidation);
+        self.apply_locally(&queued.invalidation);
+        Some(queued)
     }
 }
 
@@ -215,7 +216,7 @@ impl Cache {
                 settings,
                 counters: Counters::default(),
                 generations: Generations::default(),
-                epoch: AtomicU64::new(0),
+                pending: Pending::default(),
                 listener: OnceLock::new(),
             }),
         }
@@ -295,6 +296,7 @@ impl Cache {
     #[must_use]
     pub fn stats(&self) -> Stats {
         let mut stats = self.inner.counters.snapshot();
+        stats.pending_invalidations = self.inner.pending.len();
         if let Some(l2) = &self.inner.l2 {
             stats.breaker_trips = l2.breaker.trips();
             stats.breaker_open = l2.breaker.is_open();
@@ -443,6 +445,25 @@ impl CacheBuilder {
         self
     }
 
+    /// How long a load in the background may run when no caller waits
+    /// for it — a refresh (`stale`, `refresh_ahead`), or a load whose
+    /// callers took a stale or fail-safe value (`timeout`) — before it is
+    /// cut off and its key may be loaded again (default 60 s). A function's
+    /// `hard_timeout` bounds its loads too.
+    pub fn background_load_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.background_timeout = timeout;
+        self
+    }
+
+    /// The largest value, in bytes as stored in Redis, that is read from or
+    /// written to Redis (default 4 MiB). A larger value read is a miss,
+    /// without being decoded; a larger value loaded is kept in L1 only.
+    /// Both count in `oversized_values`.
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.settings.max_value_size = bytes;
+        self
+    }
+
     /// Builds the cache. With Redis configured, it tries to connect within
     /// the Redis timeout; a Redis that is not there yet is no error: calls
     /// run without L2 until it answers.
@@ -451,7 +472,12 @@ impl CacheBuilder {
     ///
     /// [`Error::InvalidName`] for a namespace with characters a key must not
     /// hold, [`Error::InvalidRedisUrl`] for a URL redis-rs cannot parse,
-    /// [`Error::InvalidSetting`] for a zero Redis timeout.
+    /// [`Error::InvalidSetting`] for a setting out of range: a duration of
+    /// zero or longer than [`MAX_SETTING`](crate::MAX_SETTING) (a day), a
+    /// Redis timeout over a minute, a lease shorter than three Redis
+    /// timeouts (its renewal, every third of it, must fit a round trip), a
+    /// jitter outside 0.0 to 0.5, a `max_value_size` under 1 KiB.
+    /// [`Error::RedisTooOld`] when Redis answers and is older than 7.0.
     pub async fn build(self) -> Result<Cache, Error> {
         check_name("namespace", &self.namespace)?;
         if self.redis_timeout.is_zero() {
@@ -468,18 +494,7 @@ impl CacheBuilder {
             });
         }
         let settings = self.settings;
-        if !(0.0..=0.5).contains(&settings.jitter) {
-            return Err(Error::InvalidSetting {
-                setting: "ttl_jitter",
-                reason: "must be between 0.0 and 0.5",
-            });
-        }
-        if settings.lock_lease < Duration::from_millis(3) || settings.lock_wait.is_zero() {
-            return Err(Error::InvalidSetting {
-                setting: "lock_lease / lock_wait",
-                reason: "must be longer than zero (the lease at least 3 ms)",
-            });
-        }
+        check_settings(&settings, self.redis_timeout)?;
         let l2 = match self.redis_url {
             None => None,
             Some(url) => {
@@ -490,8 +505,15 @@ impl CacheBuilder {
                 let client = redis::Client::open(url.as_str()).map_err(invalid)?;
                 let breaker = crate::breaker::Breaker::new(failures, cooldown);
                 let l2 = L2::new(client, self.redis_timeout, breaker).map_err(invalid)?;
-                if let Err(error) = l2.warm_up().await {
-                    tracing::warn!(%error, "Redis is not reachable yet; running on L1 until it is");
+                match l2.warm_up().await {
+                    Ok(()) => match l2.version().await {
+                        Ok((version, false)) => return Err(Error::RedisTooOld { version }),
+                        Ok((version, true)) => tracing::debug!(version, "Redis answers"),
+                        Err(error) => tracing::warn!(%error, "cannot read the Redis version"),
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "Redis is not reachable yet; running on L1 until it is");
+                    }
                 }
                 Some(l2)
             }
@@ -513,6 +535,38 @@ impl CacheBuilder {
         }
         Ok(cache)
     }
+}
+
+/// Every setting in range, or the first one that is not, with what to set.
+fn check_settings(settings: &Settings, redis_timeout: Duration) -> Result<(), Error> {
+    let invalid = |setting, reason| Err(Error::InvalidSetting { setting, reason });
+    if redis_timeout > Duration::from_secs(60) {
+        return invalid("redis_timeout", "must be at most a minute");
+    }
+    if !(0.0..=0.5).contains(&settings.jitter) {
+        return invalid("ttl_jitter", "must be between 0.0 and 0.5");
+    }
+    let durations = [
+        ("lock_lease", settings.lock_lease),
+        ("lock_wait", settings.lock_wait),
+        ("fail_safe_throttle", settings.fail_safe_throttle),
+        ("background_load_timeout", settings.background_timeout),
+    ];
+    for (setting, value) in durations {
+        if value.is_zero() || value > crate::spec::MAX_SETTING {
+            return invalid(setting, "must be longer than zero and at most a day");
+        }
+    }
+    if settings.lock_lease < redis_timeout * 3 {
+        return invalid(
+            "lock_lease",
+            "must be at least three times redis_timeout: the holder renews it every third of it, and a renewal may take a whole timeout",
+        );
+    }
+    if settings.max_value_size < 1024 {
+        return invalid("max_value_size", "must be at least 1024 bytes");
+    }
+    Ok(())
 }
 
 static GLOBAL: OnceLock<Cache> = OnceLock::new();
@@ -560,9 +614,10 @@ mod tests {
         .inner;
         let fill = |prefix: &str, tags: &[String]| {
             for i in 0..100_000 {
-                let generations = inner.generations.snapshot(prefix, tags);
+                let key = format!("{prefix}:{i}");
+                let generations = inner.generations.snapshot(prefix, tags, &key);
                 let entry = Entry::shared(Arc::new(i), Duration::from_secs(60), generations);
-                inner.keep_in_l1(&format!("{prefix}:{i}"), entry, inner.epoch());
+                inner.keep_in_l1(&key, entry);
             }
         };
         let served = |prefix: &str| {

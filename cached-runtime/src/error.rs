@@ -39,6 +39,15 @@ pub enum Error {
         "the global cache is already set (by an earlier set_global, or to the in-memory default by a cached call made before set_global): call set_global once, at start-up, before any cached function runs"
     )]
     GlobalAlreadySet,
+    /// The Redis server is older than 7.0, which the cache needs
+    /// (`PEXPIRE … GT`, `SET … KEEPTTL`).
+    #[error(
+        "Redis {version} is too old: tiercache needs Redis 7.0 or newer (PEXPIRE ... GT); upgrade the server, or build the cache without `.redis(...)`"
+    )]
+    RedisTooOld {
+        /// The version the server reported.
+        version: String,
+    },
     /// Redis refused or failed an operation (an invalidation, for instance).
     /// Cached calls never return it: for them a Redis failure is a miss.
     #[error("Redis failed: {0}")]

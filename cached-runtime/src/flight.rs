@@ -19,6 +19,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -50,6 +51,9 @@ pub(crate) enum Landed {
 pub(crate) struct Flight {
     state: Mutex<State>,
     notify: Notify,
+    /// Taken by the one waiter that loads when the leader is slower than
+    /// `lock_wait` (see [`Flight::relieve`]).
+    relieved: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -70,6 +74,25 @@ impl Flight {
     }
 }
 
+impl Flight {
+    /// For a waiter that waited `lock_wait` for the leader: whether it is
+    /// the one (per flight, so per process and key) that loads meanwhile.
+    /// The others keep waiting, for the leader or for it.
+    pub(crate) fn relieve(&self) -> bool {
+        !self
+            .relieved
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// What a relieving waiter found: handed to the flight's callers
+    /// unless the leader was first. The flight stays the leader's.
+    pub(crate) fn offer(&self, landed: Landed) {
+        self.update(|state| {
+            state.landed.get_or_insert(landed);
+        });
+    }
+}
+
 /// What the callers of a flight wait on.
 pub(crate) type Slot = Arc<Flight>;
 
@@ -80,6 +103,8 @@ type Map = Arc<Mutex<HashMap<Arc<str>, Slot, foldhash::fast::RandomState>>>;
 #[derive(Default)]
 pub(crate) struct Flights {
     in_flight: Map,
+    /// Keys whose background refresh failed, until when no other starts.
+    backoff: Mutex<HashMap<Arc<str>, Instant, foldhash::fast::RandomState>>,
 }
 
 pub(crate) enum Role {
@@ -107,12 +132,32 @@ impl Flights {
             map: self.in_flight.clone(),
             key,
             flight,
+            relief: false,
         })
     }
 
     /// Whether a load of `key` is under way.
     pub(crate) fn busy(&self, key: &str) -> bool {
         lock(&self.in_flight).contains_key(key)
+    }
+
+    /// Whether a background refresh of `key` failed less than its pause
+    /// ago.
+    pub(crate) fn backing_off(&self, key: &str) -> bool {
+        let backoff = self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
+        backoff
+            .get(key)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// A background refresh of `key` failed: no other starts for `pause`.
+    pub(crate) fn back_off(&self, key: &str, pause: std::time::Duration) {
+        let now = Instant::now();
+        let mut backoff = self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
+        if backoff.len() >= 1024 {
+            backoff.retain(|_, until| *until > now);
+        }
+        backoff.insert(key.into(), crate::spec::later(now, pause));
     }
 
     #[cfg(test)]
@@ -147,9 +192,24 @@ pub(crate) struct Leader {
     map: Map,
     key: Arc<str>,
     flight: Slot,
+    /// A waiter that loads because the leader is slow (see
+    /// [`Flight::relieve`]): it offers what it finds, and leaves the flight
+    /// to its leader.
+    relief: bool,
 }
 
 impl Leader {
+    /// A stand-in for a slow leader, by the waiter that took the flight's
+    /// [`Flight::relieve`].
+    pub(crate) fn relief(flights: &Flights, key: &str, flight: Slot) -> Self {
+        Self {
+            map: flights.in_flight.clone(),
+            key: key.into(),
+            flight,
+            relief: true,
+        }
+    }
+
     /// What the flight's callers wait on.
     pub(crate) fn slot(&self) -> Slot {
         self.flight.clone()
@@ -163,6 +223,10 @@ impl Leader {
 
     /// Hands the result to every waiter and closes the flight.
     pub(crate) fn land(self, landed: Landed) {
+        if self.relief {
+            self.flight.offer(landed);
+            return;
+        }
         // Remove first: a caller arriving from now on finds the value in L1
         // (or starts a new flight), never a flight that already ended.
         self.leave();
@@ -185,7 +249,7 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        if !self.flight.state().done {
+        if !self.relief && !self.flight.state().done {
             self.leave();
             self.flight.update(|state| state.done = true);
         }

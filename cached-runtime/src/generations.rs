@@ -1,8 +1,10 @@
-//! In-process generation counters: O(1) L1 invalidation by tag, prefix or
-//! namespace.
+//! In-process generation counters: O(1) L1 invalidation by key, tag, prefix
+//! or namespace.
 //!
 //! The namespace, each prefix and each tag seen by this instance have a
-//! counter. A load takes a [`Snapshot`] of its entry's counters *before* it
+//! counter; keys share [`KEY_STRIPES`] striped counters, picked by a hash of
+//! the key, so that a key invalidation outdates the loads of that key (and
+//! of the few keys that share its stripe), never every load in the process. A load takes a [`Snapshot`] of its entry's counters *before* it
 //! reads L2 or runs the body; the L1 entry keeps it, and is served only while
 //! every counter still holds the value it saw. Invalidating bumps one
 //! counter: O(1), exact, and a load that raced with it can never be served
@@ -19,10 +21,28 @@ type Counter = Arc<AtomicU64>;
 
 /// The counters of one cache. A counter lives as long as an entry or a load
 /// holds it; the map keeps only weak references, pruned as it grows.
-#[derive(Default)]
 pub(crate) struct Generations {
     namespace: Counter,
     named: Mutex<Named>,
+    /// The keys' counters: a key invalidation bumps its key's stripe.
+    keys: Box<[Counter]>,
+    stripe_hasher: foldhash::fast::FixedState,
+}
+
+/// How many counters the keys share. A write-through or key invalidation
+/// stops the loads of its own stripe (1 in 4096 of the keys) from filling
+/// L1, not every load.
+pub(crate) const KEY_STRIPES: usize = 4096;
+
+impl Default for Generations {
+    fn default() -> Self {
+        Self {
+            namespace: Counter::default(),
+            named: Mutex::default(),
+            keys: (0..KEY_STRIPES).map(|_| Counter::default()).collect(),
+            stripe_hasher: foldhash::fast::FixedState::with_seed(0x7c3a_1d5e_9b2f_4e61),
+        }
+    }
 }
 
 /// The prefixes' counters and the tags', each keyed by its plain name: a
@@ -75,13 +95,23 @@ impl Generations {
         self.named.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The counters of an entry of `prefix` carrying `tags`, as they are now.
-    pub(crate) fn snapshot(&self, prefix: &str, tags: &[String]) -> Snapshot {
+    /// The counter of `key`'s stripe.
+    fn stripe(&self, key: &str) -> &Counter {
+        use std::hash::BuildHasher;
+        let hash = self.stripe_hasher.hash_one(key);
+        // The modulo of a 64-bit hash by a power of two: its low bits.
+        &self.keys[(hash as usize) % KEY_STRIPES]
+    }
+
+    /// The counters of the entry `key` (the rendered `prefix:…` key) of
+    /// `prefix` carrying `tags`, as they are now.
+    pub(crate) fn snapshot(&self, prefix: &str, tags: &[String], key: &str) -> Snapshot {
+        let stripe = self.stripe(key).clone();
         let mut named = self.named();
         let named = &mut *named;
         let prefix = named.prefixes.counter(prefix);
         let tags = tags.iter().map(|tag| named.tags.counter(tag));
-        let counters = [self.namespace.clone(), prefix]
+        let counters = [self.namespace.clone(), stripe, prefix]
             .into_iter()
             .chain(tags)
             .map(|counter| {
@@ -93,6 +123,12 @@ impl Generations {
 
     pub(crate) fn bump_namespace(&self) {
         self.namespace.fetch_add(1, SeqCst);
+    }
+
+    /// Outdates the loads and L1 entries of `key` (and of the keys that
+    /// share its stripe).
+    pub(crate) fn bump_key(&self, key: &str) {
+        self.stripe(key).fetch_add(1, SeqCst);
     }
 
     pub(crate) fn bump_prefix(&self, prefix: &str) {
@@ -152,9 +188,9 @@ mod tests {
     #[test]
     fn a_bump_outdates_exactly_the_snapshots_that_depend_on_it() {
         let generations = Generations::default();
-        let org7 = generations.snapshot("user", &tags(&["org:7"]));
-        let org8 = generations.snapshot("user", &tags(&["org:8"]));
-        let team = generations.snapshot("team", &[]);
+        let org7 = generations.snapshot("user", &tags(&["org:7"]), "user:1");
+        let org8 = generations.snapshot("user", &tags(&["org:8"]), "user:2");
+        let team = generations.snapshot("team", &[], "team:1");
         generations.bump_tag("org:7");
         assert!(!org7.is_current());
         assert!(org8.is_current() && team.is_current());
@@ -163,15 +199,28 @@ mod tests {
         assert!(team.is_current());
         generations.bump_namespace();
         assert!(!team.is_current());
-        let later = generations.snapshot("user", &tags(&["org:7"]));
+        let later = generations.snapshot("user", &tags(&["org:7"]), "user:1");
         assert!(later.is_current(), "taken after the bumps");
+    }
+
+    #[test]
+    fn a_key_bump_outdates_that_key_and_few_others() {
+        let generations = Generations::default();
+        let snapshots: Vec<Snapshot> = (0..10_000)
+            .map(|i| generations.snapshot("user", &[], &format!("user:{i}")))
+            .collect();
+        generations.bump_key("user:42");
+        assert!(!snapshots[42].is_current());
+        let outdated = snapshots.iter().filter(|s| !s.is_current()).count();
+        // 10,000 keys over 4096 stripes: about 2.4 share a stripe.
+        assert!(outdated < 12, "{outdated} snapshots outdated by one key");
     }
 
     #[test]
     fn counters_nobody_holds_are_pruned() {
         let generations = Generations::default();
         for i in 0..5000 {
-            drop(generations.snapshot("user", &tags(&[&format!("user:{i}")])));
+            drop(generations.snapshot("user", &tags(&[&format!("user:{i}")]), "user:1"));
         }
         assert!(
             generations.len() < 2100,

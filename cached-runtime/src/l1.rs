@@ -48,7 +48,12 @@ pub(crate) struct Entry {
 /// `fail_safe` or `refresh_ahead`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Timing {
+    /// Until when a hit is answered without a load: the end of the fresh
+    /// period, or of a fail-safe throttle (never past its window).
     pub(crate) fresh_until: Instant,
+    /// The end of the value's fresh period as its envelope records it:
+    /// the stale and fail-safe windows count from here.
+    pub(crate) expired_at: Instant,
     /// The same moment as its envelope in Redis records it (Unix ms).
     pub(crate) expires_at_ms: u64,
     pub(crate) xfetch_scale: Duration,
@@ -72,7 +77,7 @@ pub(crate) struct Absent;
 impl Entry {
     #[cfg(test)]
     pub(crate) fn new<T: Send + Sync + 'static>(value: T, ttl: Duration) -> Self {
-        let generations = crate::generations::Generations::default().snapshot("p", &[]);
+        let generations = crate::generations::Generations::default().snapshot("p", &[], "p:k");
         Self::shared(Arc::new(value), ttl, generations)
     }
 
@@ -90,6 +95,16 @@ impl Entry {
     pub(crate) fn timed(mut self, timing: Option<Timing>) -> Self {
         self.timing = timing;
         self
+    }
+
+    /// The generations it depends on.
+    pub(crate) fn generations(&self) -> &Snapshot {
+        &self.generations
+    }
+
+    /// Whether nothing it depends on was invalidated since its load began.
+    pub(crate) fn is_current(&self) -> bool {
+        self.generations.is_current()
     }
 }
 

@@ -245,6 +245,16 @@ impl L2 {
         if !self.breaker.allow() {
             return Err(L2Error::BreakerOpen);
         }
+        self.bounded_past_breaker(op).await
+    }
+
+    /// As [`L2::bounded`], tried even while the breaker is open: for
+    /// invalidations, which must not be refused (their outcome still
+    /// counts for the breaker).
+    async fn bounded_past_breaker<T>(
+        &self,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, L2Error> {
         let result = match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(L2Error::Redis(error)),
@@ -271,6 +281,24 @@ impl L2 {
     /// Opens the connection now, so the first call finds it ready.
     pub(crate) async fn warm_up(&self) -> Result<(), L2Error> {
         self.cmd::<()>(&redis::cmd("PING")).await
+    }
+
+    /// The server's version (`redis_version` of `INFO server`), and whether
+    /// it is recent enough (7.0 or newer).
+    pub(crate) async fn version(&self) -> Result<(String, bool), L2Error> {
+        let info: String = self.cmd(redis::cmd("INFO").arg("server")).await?;
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned();
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok());
+        // A server that does not say is given the benefit of the doubt.
+        Ok((version.clone(), major.is_none_or(|major| major >= 7)))
     }
 
     /// The current versions of `version_keys`, creating missing ones.
@@ -466,8 +494,9 @@ impl L2 {
         self.pipe(&pipe).await
     }
 
-    /// Gives each version key a new nonce, deletes each entry key, and
-    /// announces it: one pipeline, whatever the number of entries affected.
+    /// Gives each version key a new nonce, replaces each entry with a
+    /// [`tombstone`], and announces it: one pipeline, whatever the number
+    /// of entries affected. Tried even while the breaker is open.
     pub(crate) async fn invalidate(
         &self,
         version_keys: &[String],
@@ -484,12 +513,46 @@ impl L2 {
                 .arg("KEEPTTL")
                 .ignore();
         }
-        if !entry_keys.is_empty() {
-            pipe.cmd("DEL").arg(entry_keys).ignore();
+        for key in entry_keys {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(tombstone())
+                .arg("PX")
+                .arg(millis(TOMBSTONE_TTL))
+                .ignore();
         }
         pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
-        self.pipe(&pipe).await
+        let mut conn = self.conn.clone();
+        self.bounded_past_breaker(pipe.query_async(&mut conn)).await
     }
+}
+
+/// How long a key invalidation's tombstone stays in place of the entry.
+/// A load that read the entry before the invalidation compares what it
+/// read with the tombstone and is refused; a load whose read is older than
+/// [`WRITE_HORIZON`] does not write at all, so no load outlives the
+/// tombstone it should have met.
+pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(300);
+
+/// A load whose L2 read is older than this leaves Redis alone (its value
+/// still goes to its callers and, unless invalidated, to L1).
+pub(crate) const WRITE_HORIZON: Duration = Duration::from_secs(240);
+
+/// What a key invalidation leaves in place of the entry: no envelope
+/// (readers see a miss), and unlike any other (a random nonce), so that a
+/// load that read an earlier tombstone is refused too.
+pub(crate) fn tombstone() -> Vec<u8> {
+    let mut bytes = TOMBSTONE.to_vec();
+    bytes.extend_from_slice(&fastrand::u64(..).to_le_bytes());
+    bytes
+}
+
+/// The head of every tombstone: the envelope's magic with format 0.
+const TOMBSTONE: &[u8] = b"tc\0";
+
+/// Whether an entry's bytes are a [`tombstone`].
+pub(crate) fn is_tombstone(bytes: &[u8]) -> bool {
+    bytes.len() == TOMBSTONE.len() + 8 && bytes.starts_with(TOMBSTONE)
 }
 
 #[cfg(test)]
@@ -503,5 +566,14 @@ mod tests {
             "a9993e364706816aba3e25717850c26c9cd0d89d"
         );
         assert_eq!(seen(None), "", "absent");
+    }
+
+    #[test]
+    fn tombstones_are_unique_and_no_envelope() {
+        let (a, b) = (tombstone(), tombstone());
+        assert_ne!(a, b);
+        assert!(is_tombstone(&a) && is_tombstone(&b));
+        assert!(crate::envelope::decode_meta(&a).is_none());
+        assert!(!is_tombstone(b"tc\x02"));
     }
 }

@@ -6,8 +6,10 @@
 //! code the macros generate and are not part of the API.
 
 mod aside;
+mod body;
 mod breaker;
 mod cache;
+mod codec;
 mod coherence;
 mod envelope;
 mod error;
@@ -16,11 +18,15 @@ mod generations;
 pub mod key;
 mod l1;
 mod l2;
+mod l2call;
+mod lead;
 mod lock;
+mod pending;
 mod shape;
 mod spec;
 mod stats;
 pub mod tags;
+mod write;
 
 pub use cache::{
     Cache, CacheBuilder, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES, DEFAULT_L1_CAPACITY,
@@ -29,21 +35,22 @@ pub use cache::{
 pub use error::{Error, LoadTimeout};
 pub use key::{KeyPart, KeyWriter};
 pub use spec::{
-    DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT, DEFAULT_TTL_JITTER,
+    DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT,
+    DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL_JITTER, MAX_SETTING,
 };
 pub use stats::Stats;
 
 /// For generated code only: not part of the API, may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::aside::{
-        Cacheable, Codec, Detached, Spec, When, invalidating, l1_get, l1_get_rendered, load,
-        load_detached, write_through,
-    };
+    pub use crate::aside::{Spec, l1_get, l1_get_rendered, load, load_detached};
+    pub use crate::body::Detached;
     pub use crate::cache::{Cache, global};
+    pub use crate::codec::{Cacheable, Codec};
     pub use crate::error::LoadTimeout;
     pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
     pub use crate::shape::{Fallible, FallibleOptional, Optional, Outcome, Plain, Shape};
+    pub use crate::write::{When, invalidating, write_through};
 
     /// What a background run of a cached function needs of an argument
     /// (or `self`): an owned copy it can clone for each run. Implemented

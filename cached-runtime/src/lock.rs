@@ -149,11 +149,11 @@ impl Lease {
         }
     }
 
-    /// The lock as the write that releases it needs it; the caller's write
-    /// releases it.
-    pub(crate) fn held<'a>(&'a mut self, channel: &'a str) -> Held<'a> {
+    /// The lock as the write that releases it needs it. Renewal stops;
+    /// the lock counts as released only once that write succeeded
+    /// ([`Lease::released`]): if it fails, dropping the lease releases it.
+    pub(crate) fn held<'a>(&'a self, channel: &'a str) -> Held<'a> {
         self.renewal.abort();
-        self.released = true;
         Held {
             lock_key: &self.lock_key,
             waiters_key: &self.waiters_key,
@@ -161,6 +161,11 @@ impl Lease {
             channel,
             message: &self.key,
         }
+    }
+
+    /// The write that releases the lock succeeded: nothing to do on drop.
+    pub(crate) fn released(&mut self) {
+        self.released = true;
     }
 }
 

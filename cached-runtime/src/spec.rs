@@ -143,8 +143,16 @@ pub(crate) struct Settings {
     /// Fresh periods are shortened by up to this share, at random.
     pub(crate) jitter: f64,
     /// After a fail-safe activation, the stale value is served for this
-    /// long before the load is tried again.
+    /// long before the load is tried again; after a failed background
+    /// refresh, no other starts for this long.
     pub(crate) fail_safe_throttle: Duration,
+    /// A load in the background that no caller waits for (a refresh, or a
+    /// load whose callers took a stale or fail-safe value) is cut off after
+    /// this.
+    pub(crate) background_timeout: Duration,
+    /// A value larger than this (in bytes, as stored in Redis) is neither
+    /// decoded from Redis nor written to it.
+    pub(crate) max_value_size: usize,
 }
 
 /// The default lease of the cross-process lock.
@@ -155,6 +163,12 @@ pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
 pub const DEFAULT_TTL_JITTER: f64 = 0.05;
 /// The default pause between loads after a fail-safe activation.
 pub const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(10);
+/// The default bound on a background load nobody waits for.
+pub const DEFAULT_BACKGROUND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default largest value read from or written to Redis: 4 MiB.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 4 << 20;
+/// The longest duration a setting may have: a day.
+pub const MAX_SETTING: Duration = Duration::from_secs(86_400);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -164,6 +178,8 @@ impl Default for Settings {
             lock_wait: DEFAULT_LOCK_WAIT,
             jitter: DEFAULT_TTL_JITTER,
             fail_safe_throttle: DEFAULT_FAIL_SAFE_THROTTLE,
+            background_timeout: DEFAULT_BACKGROUND_TIMEOUT,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
         }
     }
 }
@@ -178,6 +194,15 @@ impl Settings {
         ttl.mul_f64(1.0 - self.jitter * fastrand::f64())
             .max(Duration::from_millis(1))
     }
+}
+
+/// `now + d`, or a century from now for a `d` too long for an `Instant`
+/// (a setting or an envelope's expiry far in the future).
+pub(crate) fn later(now: std::time::Instant, d: Duration) -> std::time::Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(d.min(CENTURY))
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
 }
 
 /// XFetch (Vattani et al., "Optimal Probabilistic Cache Stampede

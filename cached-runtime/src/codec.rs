@@ -1,0 +1,103 @@
+//! What the cache does with a function's value type: wrap it for L1 and
+//! the flight's waiters, turn it back into the function's return value,
+//! and encode it for Redis. Built where `V: Cacheable` is checked, so the
+//! rest of the crate needs no bound on `V`.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::envelope::{self, Meta};
+use crate::flight::Shared;
+use crate::l1::Absent;
+use crate::shape::Shape;
+
+/// What a cached value must be: stored typed in L1, serialized in L2, shared
+/// between tasks.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached",
+    label = "the cached value is `{Self}`",
+    note = "a cached value must implement `Serialize`, `DeserializeOwned`, `Clone`, `Send` and `Sync`, and own its data (`'static`)"
+)]
+pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Cacheable for T {}
+
+/// Everything the cache does with a value, as plain function pointers built
+/// where `V: Cacheable` is checked. The cache paths take a `Codec` instead of
+/// the bound, so a type that cannot be cached is reported once, at the
+/// return type, not again at every generated call.
+pub struct Codec<V> {
+    /// Wraps a value for L1 and for the flight's waiters.
+    pub(crate) share: fn(&V) -> Shared,
+    /// Wraps a value the cache owns (read from L2) without cloning it.
+    pub(crate) own: fn(V) -> Shared,
+    /// Clones a value out of L1 or a flight, if it is a `V`.
+    pub(crate) unshare: fn(&Shared) -> Option<V>,
+    /// Takes a value out of its `Arc` if nothing else holds it (no L1, no
+    /// waiter), else clones it; `None` if it is no `V`.
+    pub(crate) take: fn(Shared) -> Option<V>,
+    /// Serializes a value (`None`: a cached "nothing") into an envelope.
+    pub(crate) encode: fn(&Meta, Option<&V>) -> Result<Vec<u8>, serde_json::Error>,
+    /// Reads an envelope holding a `V` or a cached "nothing" of `V`.
+    pub(crate) decode: fn(&[u8]) -> Option<Decoded<V>>,
+    /// Identifies `V` in envelopes.
+    pub(crate) fingerprint: fn() -> u64,
+}
+
+/// An envelope's metadata and value (`None`: a cached "nothing").
+pub(crate) type Decoded<V> = (Meta, Option<V>);
+
+impl<V> Clone for Codec<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for Codec<V> {}
+
+impl<V: Cacheable> Codec<V> {
+    /// The codec of a cacheable type.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            share: |value| Arc::new(value.clone()),
+            own: |value| Arc::new(value),
+            unshare: |shared| shared.downcast_ref::<V>().cloned(),
+            take: |shared| {
+                let shared = shared.downcast::<V>().ok()?;
+                Some(Arc::try_unwrap(shared).unwrap_or_else(|shared| V::clone(&shared)))
+            },
+            encode: envelope::encode::<V>,
+            decode: envelope::decode::<V>,
+            fingerprint: envelope::fingerprint::<V>,
+        }
+    }
+}
+
+impl<V: Cacheable> Default for Codec<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A cached value (or cached "nothing") as the function's return value;
+/// `None` for a value of another type.
+#[inline]
+pub(crate) fn answer<S: Shape<R>, R>(codec: Codec<S::Value>, shared: &Shared) -> Option<R> {
+    match (codec.unshare)(shared) {
+        Some(value) => Some(S::from_value(value)),
+        None if shared.is::<Absent>() => S::absent(),
+        None => None,
+    }
+}
+
+/// As [`answer`], for the last holder of `shared` but maybe L1 and the
+/// flight's waiters: without them, the value is moved out, not cloned.
+pub(crate) fn answer_owned<S: Shape<R>, R>(codec: Codec<S::Value>, shared: Shared) -> Option<R> {
+    if shared.is::<Absent>() {
+        return S::absent();
+    }
+    (codec.take)(shared).map(S::from_value)
+}

@@ -1,0 +1,272 @@
+//! One entry's L2 protocol: its read (the entry and its versions, one round
+//! trip) and its writes (after a load, conditional; a write-through,
+//! announced), over the commands of [`crate::l2`].
+//!
+//! A read answers [`L2Read::Found`] only for a value of the caller's type
+//! whose recorded versions all match, that no invalidation pending on this
+//! instance covers, and that is no larger than `max_value_size`: anything
+//! else (absent, a tombstone, foreign, corrupt, oversized, invalidated) is
+//! a miss that the load overwrites.
+
+use std::time::{Duration, Instant};
+
+use crate::cache::Inner;
+use crate::codec::Codec;
+use crate::envelope::Meta;
+use crate::l2::{L2, L2Error};
+use crate::lock::Lease;
+use crate::spec::Spec;
+use crate::stats::Counters;
+use crate::tags::version_ttl;
+
+/// What an L2 read found.
+pub(crate) enum L2Read<V> {
+    /// A value of type `V` (or a cached "nothing") that no invalidation
+    /// outdated: fresh or not, see its `meta`.
+    Found(Found<V>),
+    /// No valid value.
+    Miss(Seen),
+    /// Redis did not answer.
+    Unavailable,
+}
+
+/// A valid entry read from L2.
+pub(crate) struct Found<V> {
+    pub(crate) meta: Meta,
+    /// `None`: a cached "nothing".
+    pub(crate) value: Option<V>,
+    pub(crate) seen: Seen,
+}
+
+/// What a read saw, for the lock and the write that follow a load.
+pub(crate) struct Seen {
+    /// The current versions of the entry's tags.
+    versions: Vec<u64>,
+    /// The entry's bytes as read, if any. Hashed (see [`crate::l2::seen`])
+    /// only when the lock or the write compares them: a hit never does.
+    entry: Option<Vec<u8>>,
+    /// When the read was sent: a write long after it stays out of Redis
+    /// (see [`crate::l2::WRITE_HORIZON`]).
+    pub(crate) at: Instant,
+}
+
+impl Seen {
+    /// The digest the lock and write scripts compare with.
+    pub(crate) fn digest(&self) -> String {
+        crate::l2::seen(self.entry.as_deref())
+    }
+}
+
+/// How an entry is written.
+pub(crate) enum Write<'a> {
+    /// After a cache-aside load: only if the entry is still as it was seen;
+    /// releases the lock if the loader holds it.
+    IfUnchanged(Seen, Option<&'a mut Lease>),
+    /// A write-through: always, announced to the other instances, with the
+    /// tag versions read before the write.
+    Announced(Vec<u64>, Vec<u8>),
+}
+
+/// Why a write did not store its value.
+#[derive(Debug)]
+pub(crate) enum NotWritten {
+    /// The entry changed since it was read: another value is newer.
+    Changed,
+    /// The value cannot go to Redis (it does not serialize, or it is over
+    /// `max_value_size`).
+    Refused,
+    /// Redis did not take it.
+    Failed,
+}
+
+/// One entry's L2 operations: its Redis key and tag version keys.
+pub(crate) struct L2Call<'a> {
+    inner: &'a Inner,
+    pub(crate) l2: &'a L2,
+    spec: &'a Spec,
+    /// The rendered `prefix:…` key.
+    key: &'a str,
+    tags: &'a [String],
+    pub(crate) entry_key: String,
+    version_keys: Vec<String>,
+}
+
+impl<'a> L2Call<'a> {
+    pub(crate) fn new(
+        inner: &'a Inner,
+        spec: &'a Spec,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> Option<Self> {
+        Some(Self {
+            inner,
+            l2: inner.l2.as_ref()?,
+            spec,
+            key,
+            tags,
+            entry_key: inner.names.entry(key),
+            version_keys: inner.names.versions_of(spec.prefix, tags),
+        })
+    }
+
+    fn redis_failed(&self, error: &L2Error, what: &str) {
+        self.inner.counters.redis_failed(error);
+        tracing::debug!(%error, key = self.entry_key, "L2 {what} failed");
+    }
+
+    /// How long version keys live: past the entry's last servable moment.
+    fn version_ttl(&self) -> Duration {
+        version_ttl(self.spec.ttl + self.spec.keep())
+    }
+
+    /// Reads the entry and the current versions of its tags: one round trip.
+    /// Anything but a value of type `V` whose recorded versions all match
+    /// (absent, foreign, corrupt, oversized, invalidated, covered by an
+    /// invalidation this instance has not had confirmed) is a miss;
+    /// whether it is still fresh is for the caller to see.
+    pub(crate) async fn read<V>(&self, codec: Codec<V>) -> L2Read<V> {
+        let at = Instant::now();
+        // Before the read is sent: Redis may not have these yet.
+        let pending = self.inner.pending.snapshot();
+        let read = match self
+            .l2
+            .read(&self.entry_key, &self.version_keys, self.version_ttl())
+            .await
+        {
+            Ok(read) => read,
+            Err(error) => {
+                self.redis_failed(&error, "read");
+                return L2Read::Unavailable;
+            }
+        };
+        let seen = |entry| Seen {
+            versions: read.versions.clone(),
+            entry,
+            at,
+        };
+        let Some(bytes) = read.entry else {
+            return L2Read::Miss(seen(None));
+        };
+        if bytes.len() > self.inner.settings.max_value_size {
+            Counters::bump(&self.inner.counters.oversized_values);
+            let (key, len) = (&self.entry_key, bytes.len());
+            tracing::warn!(
+                key,
+                len,
+                "L2 value over max_value_size; not decoded, loading"
+            );
+            return L2Read::Miss(seen(Some(bytes)));
+        }
+        if crate::l2::is_tombstone(&bytes) {
+            return L2Read::Miss(seen(Some(bytes))); // invalidated
+        }
+        let Some((meta, value)) = (codec.decode)(&bytes) else {
+            let expected = std::any::type_name::<V>();
+            tracing::debug!(
+                key = self.entry_key,
+                expected,
+                "L2 value does not decode; loading"
+            );
+            return L2Read::Miss(seen(Some(bytes)));
+        };
+        let invalidated = meta.tag_versions != read.versions
+            || pending.is_some_and(|p| p.covers(self.key, self.spec.prefix, self.tags));
+        if invalidated {
+            return L2Read::Miss(seen(Some(bytes)));
+        }
+        let seen = seen(Some(bytes));
+        L2Read::Found(Found { meta, value, seen })
+    }
+
+    /// The current versions of the entry's tags, before a write-through.
+    pub(crate) async fn versions(&self) -> Option<Vec<u64>> {
+        let versions = self
+            .l2
+            .versions(&self.version_keys, self.version_ttl())
+            .await;
+        versions
+            .map_err(|error| self.redis_failed(&error, "version read"))
+            .ok()
+    }
+
+    /// Writes the value (`None`: a cached "nothing"), fresh for `fresh`
+    /// (until the Unix ms given) and kept through the stale and fail-safe
+    /// windows, with the tag versions read before it was loaded or written:
+    /// one round trip. A lease given is released by the same script, or,
+    /// when the write fails, by the lease's drop.
+    pub(crate) async fn write<V>(
+        &self,
+        codec: Codec<V>,
+        value: Option<&V>,
+        load_time: Duration,
+        (fresh, expires_at_ms): (Duration, u64),
+        how: Write<'_>,
+    ) -> Result<(), NotWritten> {
+        let versions = match &how {
+            Write::IfUnchanged(seen, _) => seen.versions.clone(),
+            Write::Announced(versions, _) => versions.clone(),
+        };
+        let meta = Meta {
+            tag_versions: versions,
+            expires_at_ms,
+            ..Meta::fresh((codec.fingerprint)(), fresh, load_time)
+        };
+        let key = &self.entry_key;
+        let bytes = match (codec.encode)(&meta, value) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%error, key, "value does not serialize; kept in L1 only");
+                return Err(NotWritten::Refused);
+            }
+        };
+        if bytes.len() > self.inner.settings.max_value_size {
+            Counters::bump(&self.inner.counters.oversized_values);
+            let len = bytes.len();
+            tracing::warn!(key, len, "value over max_value_size; kept in L1 only");
+            return Err(NotWritten::Refused);
+        }
+        let (ttl, version_ttl) = (fresh + self.spec.keep(), self.version_ttl());
+        let written = match how {
+            Write::IfUnchanged(seen, lease) => {
+                let channel = self.inner.names.landed_channel();
+                let held = lease.as_deref().map(|lease| lease.held(&channel));
+                let stored = self
+                    .l2
+                    .write_if_unchanged(
+                        key,
+                        &seen.digest(),
+                        &bytes,
+                        ttl,
+                        &self.version_keys,
+                        version_ttl,
+                        held,
+                    )
+                    .await;
+                if stored.is_ok()
+                    && let Some(lease) = lease
+                {
+                    lease.released();
+                }
+                match stored {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        tracing::debug!(key, "entry changed while loading; not overwritten");
+                        return Err(NotWritten::Changed);
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Write::Announced(_, message) => {
+                let channel = self.inner.names.channel();
+                let announce = Some((channel.as_str(), message.as_slice()));
+                self.l2
+                    .write(key, &bytes, ttl, &self.version_keys, version_ttl, announce)
+                    .await
+            }
+        };
+        written.map_err(|error| {
+            self.redis_failed(&error, "write");
+            NotWritten::Failed
+        })
+    }
+}

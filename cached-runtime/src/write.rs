@@ -1,0 +1,180 @@
+//! Writes: `#[write_through]` and `#[invalidates]`.
+//!
+//! A write-through stores its value in Redis first and then in this L1; a
+//! value that cannot reach Redis (Redis down or slow, the breaker open, the
+//! caller cancelled after the body, a value that does not serialize) turns
+//! into a key invalidation instead, applied here at once and retried until
+//! Redis confirms it (see [`crate::pending`]). Either way no instance goes
+//! on serving the value it replaced.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::{Cache, Inner};
+use crate::codec::Codec;
+use crate::l2call::{L2Call, Write};
+use crate::lead::{expiry, l1_entry};
+use crate::pending::Pending;
+use crate::shape::{Outcome, Shape};
+use crate::spec::Spec;
+use crate::stats::Counters;
+use crate::tags::Invalidation;
+
+/// `#[write_through]`: runs the body; a value it returns replaces the entry
+/// in Redis, then in this L1, and is announced so that other instances drop
+/// their copy. A "nothing" (`None`, `Ok(None)`) invalidates the entry; an
+/// error leaves it alone. The tag versions are read before the body runs,
+/// so an invalidation that races with the write makes the stored value a
+/// miss, never a stale hit.
+pub async fn write_through<S, R, F>(
+    cache: Cache,
+    spec: &'static Spec,
+    codec: Codec<S::Value>,
+    key: String,
+    tags: Vec<String>,
+    body: F,
+) -> R
+where
+    S: Shape<R>,
+    F: Future<Output = R>,
+{
+    let inner = &cache.inner;
+    let l2 = L2Call::new(inner, spec, &key, &tags);
+    let versions = match &l2 {
+        Some(l2) => l2.versions().await,
+        None => None,
+    };
+    let result = body.await;
+    let written = Invalidation {
+        sender: inner.id,
+        keys: vec![key.clone()],
+        ..Invalidation::default()
+    };
+    let value = match S::outcome(&result) {
+        Outcome::Value(value) => value,
+        Outcome::Absent => {
+            // Nothing to store: what is cached is outdated.
+            invalidate_logged(&cache, written).await;
+            return result;
+        }
+        Outcome::Failed => return result,
+    };
+    Counters::bump(&inner.counters.writes);
+    let expires_at_ms = expiry(spec.ttl);
+    // From here until Redis has the value, a cancelled caller leaves a
+    // key invalidation in its place.
+    let mut unwritten = InvalidateOnDrop {
+        inner,
+        invalidation: Some(written),
+    };
+    let stored = match (&l2, versions) {
+        (Some(l2), Some(versions)) => {
+            let message = unwritten.message();
+            let write = Write::Announced(versions, message);
+            let fresh = (spec.ttl, expires_at_ms);
+            l2.write(codec, Some(value), Duration::ZERO, fresh, write)
+                .await
+                .is_ok()
+        }
+        (Some(_), None) => false, // the version read failed: Redis is out of reach
+        (None, _) => true,
+    };
+    let Some(written) = unwritten.invalidation.take() else {
+        unreachable!("only the drop takes it")
+    };
+    if stored {
+        // Loads of this key that read Redis before the write began before
+        // this bump: they can no longer put the old value in L1.
+        inner.apply_locally(&written);
+    } else {
+        tracing::warn!(
+            key,
+            "write-through did not reach Redis; the entry is invalidated until it does"
+        );
+        inner.enqueue(written);
+        Pending::retry_in_background(inner);
+    }
+    let generations = inner.snapshot(spec.prefix, &tags, &key);
+    let shared = (codec.share)(value);
+    if let Some(entry) = l1_entry(spec, shared, expires_at_ms, Duration::ZERO, generations) {
+        inner.keep_in_l1(&key, entry);
+    }
+    result
+}
+
+/// Invalidates the entry of a write-through whose caller was dropped before
+/// Redis had the value.
+struct InvalidateOnDrop<'a> {
+    inner: &'a Arc<Inner>,
+    invalidation: Option<Invalidation>,
+}
+
+impl InvalidateOnDrop<'_> {
+    /// The message that tells the other instances to drop their copy.
+    fn message(&self) -> Vec<u8> {
+        self.invalidation
+            .as_ref()
+            .and_then(|invalidation| serde_json::to_vec(invalidation).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for InvalidateOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(invalidation) = self.invalidation.take() {
+            self.inner.enqueue(invalidation);
+            Pending::retry_in_background(self.inner);
+        }
+    }
+}
+
+/// When `#[invalidates]` invalidates, relative to the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// After the body succeeded (default).
+    After,
+    /// Before the body, and again after it succeeded.
+    Before,
+    /// After the body, whatever its outcome.
+    Always,
+}
+
+/// `#[invalidates]`: runs the body and invalidates `tags`, `keys` (rendered
+/// `prefix:…` keys) and `prefixes` as `when` says. An invalidation Redis
+/// cannot take now is applied here at once and retried until it does; it
+/// never turns into an error of the function.
+pub async fn invalidating<S, R, F>(
+    cache: Cache,
+    when: When,
+    tags: Vec<String>,
+    keys: Vec<String>,
+    prefixes: Vec<String>,
+    body: F,
+) -> R
+where
+    S: Shape<R>,
+    F: Future<Output = R>,
+{
+    let invalidation = Invalidation {
+        tags,
+        keys,
+        prefixes,
+        ..Invalidation::default()
+    };
+    if when == When::Before {
+        invalidate_logged(&cache, invalidation.clone()).await;
+    }
+    let result = body.await;
+    let failed = matches!(S::outcome(&result), Outcome::Failed);
+    if !failed || when == When::Always {
+        invalidate_logged(&cache, invalidation).await;
+    }
+    result
+}
+
+async fn invalidate_logged(cache: &Cache, invalidation: Invalidation) {
+    if let Err(error) = cache.inner.invalidate(invalidation).await {
+        tracing::warn!(%error, "invalidation not confirmed by Redis yet: applied here, retried until it is");
+    }
+}
