@@ -233,6 +233,76 @@ async fn a_lost_subscription_drops_l1_before_it_can_serve_missed_changes() {
     assert!(resubscribed, "a resubscribed");
 }
 
+/// How soon a listener notices a pub/sub connection gone silent: the bound
+/// `coherence::LOSS_DETECTED_WITHIN` of the runtime documents (one PING
+/// interval plus the time a PONG is waited for).
+const LOSS_DETECTED_WITHIN: Duration = Duration::from_secs(3);
+
+/// A silent partition: b's connections stay open but nothing crosses them,
+/// no FIN, no RST. b's listener must notice within the bound, drop its L1,
+/// and listen again once the network heals.
+#[tokio::test]
+async fn a_silent_partition_is_noticed_within_the_bound() {
+    let server = support::RedisServer::start();
+    let proxy = support::proxy::Proxy::start(server.port()).await;
+    let a = Source::new(support::cache_on(&server.url(), "partition").await);
+    let b = Source::new(support::cache_on(&proxy.url(), "partition").await);
+    let first = a.row(1).await;
+    assert_eq!(b.row(1).await, first, "b reads a's value from L2");
+    assert_eq!(b.row(1).await, first, "and then from its L1");
+    assert_eq!(b.loads(), 0);
+
+    proxy.freeze();
+    let frozen = std::time::Instant::now();
+    a.cache.invalidate_key("row", "1").await.unwrap(); // b cannot hear it
+    // Scheduling slack on a loaded machine, on top of the documented bound.
+    let slack = Duration::from_secs(2);
+    let noticed = support::eventually(LOSS_DETECTED_WITHIN + slack, async || {
+        b.cache.stats().subscription_losses >= 1
+    })
+    .await;
+    let detection = frozen.elapsed();
+    assert!(
+        noticed,
+        "b noticed the silent partition (waited {detection:?})"
+    );
+    // b's Redis calls time out behind the partition: it loads the row itself.
+    let during = b.row(1).await;
+    assert_ne!(
+        during, first,
+        "b dropped its L1: the old value is not served"
+    );
+    assert_eq!(b.loads(), 1);
+
+    proxy.thaw();
+    // b listens again: a's next invalidations reach its L1.
+    let resubscribed = support::eventually(Duration::from_secs(10), async || {
+        let seen = b.row(1).await;
+        a.cache.invalidate_key("row", "1").await.unwrap();
+        support::eventually(Duration::from_millis(500), async || b.row(1).await != seen).await
+    })
+    .await;
+    assert!(resubscribed, "b resubscribed after the thaw");
+    let losses = b.cache.stats().subscription_losses;
+    let settled = b.row(1).await;
+    let loads = b.loads();
+    // Healthy, the keepalive keeps the subscription through several PINGs.
+    tokio::time::sleep(LOSS_DETECTED_WITHIN + Duration::from_secs(1)).await;
+    assert_eq!(b.row(1).await, settled, "served from b's L1 all along");
+    assert_eq!(b.loads(), loads);
+    assert_eq!(
+        b.cache.stats().subscription_losses,
+        losses,
+        "the keepalive does not drop a healthy subscription"
+    );
+    a.cache.invalidate_key("row", "1").await.unwrap();
+    assert!(
+        sees_change(&b, 1, settled).await,
+        "a later invalidation reaches b's L1"
+    );
+    eprintln!("silent partition noticed after {detection:?}");
+}
+
 #[tokio::test]
 async fn an_instance_ignores_its_own_messages() {
     let a = Source::new(support::cache_in("own").await);
