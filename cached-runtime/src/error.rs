@@ -64,7 +64,9 @@ pub enum Error {
 impl From<crate::l2::L2Error> for Error {
     fn from(error: crate::l2::L2Error) -> Self {
         match error {
-            crate::l2::L2Error::Timeout(after) => Self::RedisTimeout(after),
+            crate::l2::L2Error::Timeout(after) | crate::l2::L2Error::Busy(after) => {
+                Self::RedisTimeout(after)
+            }
             crate::l2::L2Error::Redis(error) => Self::Redis(error),
             crate::l2::L2Error::BreakerOpen => Self::RedisUnavailable,
         }

@@ -27,6 +27,10 @@ pub(crate) enum L2Error {
     Timeout(Duration),
     #[error("Redis skipped: the circuit breaker is open after repeated failures")]
     BreakerOpen,
+    /// More operations than [`MAX_IN_FLIGHT`] waited their turn for longer
+    /// than the timeout: this process is overloaded, not Redis.
+    #[error("Redis skipped: {MAX_IN_FLIGHT} operations in flight for longer than {0:?}")]
+    Busy(Duration),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
 }
@@ -170,7 +174,19 @@ pub(crate) struct L2 {
     conn: ConnectionManager,
     timeout: Duration,
     pub(crate) breaker: Breaker,
+    /// Turns for operations in flight on the connection.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// How many operations one cache keeps in flight on its connection at
+/// once. A burst of thousands of calls otherwise queues them all in the
+/// client at once: each waits for the ones before it to be written, read
+/// and woken up, past the timeout of a healthy Redis, and the breaker would
+/// take the client's own backlog for a failing server. Past this, an
+/// operation waits its turn (up to the timeout, then it skips Redis,
+/// counted in `redis_skipped` and not as a failure), and the time the
+/// timeout bounds is the server's.
+pub(crate) const MAX_IN_FLIGHT: usize = 128;
 
 /// `MGET` of the entry and its version keys, built in buffers of the right
 /// size.
@@ -227,6 +243,7 @@ impl L2 {
             conn,
             timeout,
             breaker,
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         })
     }
 
@@ -255,6 +272,13 @@ impl L2 {
         &self,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, L2Error> {
+        let _turn = match self.in_flight.try_acquire() {
+            Ok(turn) => turn,
+            Err(_) => match tokio::time::timeout(self.timeout, self.in_flight.acquire()).await {
+                Ok(Ok(turn)) => turn,
+                _ => return Err(L2Error::Busy(self.timeout)),
+            },
+        };
         let result = match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(L2Error::Redis(error)),

@@ -25,7 +25,9 @@ pub struct Stats {
     pub errors: u64,
     /// Redis operations that failed or timed out (the calls still succeeded).
     pub redis_errors: u64,
-    /// Redis operations skipped because the circuit breaker was open.
+    /// Redis operations skipped because the circuit breaker was open, or
+    /// because this process had so many in flight that they could not be
+    /// sent within the Redis timeout (a burst; not counted as a failure).
     pub redis_skipped: u64,
     /// Times the circuit breaker opened.
     pub breaker_trips: u64,
@@ -112,7 +114,7 @@ impl Counters {
     /// Counts a failed or skipped Redis operation.
     pub(crate) fn redis_failed(&self, error: &crate::l2::L2Error) {
         let counter = match error {
-            crate::l2::L2Error::BreakerOpen => &self.redis_skipped,
+            crate::l2::L2Error::BreakerOpen | crate::l2::L2Error::Busy(_) => &self.redis_skipped,
             _ => &self.redis_errors,
         };
         Self::bump(counter);

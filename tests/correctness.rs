@@ -1,0 +1,592 @@
+//! The guarantees of issue 10, each tried by the interleaving that broke
+//! it, driven by gates rather than sleeps where an order must be forced:
+//! two functions sharing a key, an invalidation landing between a load's
+//! read and its write, a fail-safe value invalidated during the load, a
+//! write-through whose Redis is out of reach, an invalidation refused by an
+//! open breaker or cancelled mid-way, a stale L2 value in L1, key
+//! invalidations of other keys, waiters of a slow leader, hanging and
+//! failing refreshes, settings out of range, oversized values.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tiercache::{Cache, Error, cache_aside, write_through};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, PartialEq)]
+struct DbError;
+
+/// A table of versioned rows: a load returns `version * 1000 + id`, so an
+/// old answer shows as an old version.
+#[derive(Default)]
+struct Table {
+    version: AtomicU64,
+    loads: AtomicUsize,
+    failing: AtomicBool,
+    /// When closed (write-locked), loads wait for it after reading the row.
+    gate: tokio::sync::RwLock<()>,
+    /// Notified each time a load has read the row.
+    read: Notify,
+}
+
+#[derive(Clone)]
+struct Db {
+    cache: Cache,
+    table: Arc<Table>,
+}
+
+impl Db {
+    fn new(cache: Cache) -> Self {
+        Self {
+            cache,
+            table: Arc::default(),
+        }
+    }
+
+    /// Another instance over the same table.
+    fn beside(cache: Cache, other: &Db) -> Self {
+        Self {
+            cache,
+            table: other.table.clone(),
+        }
+    }
+
+    fn loads(&self) -> usize {
+        self.table.loads.load(SeqCst)
+    }
+
+    /// An update of the row (then the caller invalidates or writes).
+    fn update(&self) -> u64 {
+        self.table.version.fetch_add(1, SeqCst) + 1
+    }
+
+    fn current(&self, id: u64) -> u64 {
+        self.table.version.load(SeqCst) * 1000 + id
+    }
+
+    async fn query(&self, id: u64) -> Result<u64, DbError> {
+        self.table.loads.fetch_add(1, SeqCst);
+        let row = self.table.version.load(SeqCst) * 1000 + id;
+        let failing = self.table.failing.load(SeqCst);
+        self.table.read.notify_one();
+        drop(self.table.gate.read().await);
+        if failing { Err(DbError) } else { Ok(row) }
+    }
+
+    #[cache_aside(prefix = "row", ttl = "10m", key = "{id}", cache = self.cache)]
+    async fn row(&self, id: u64) -> Result<u64, DbError> {
+        self.query(id).await
+    }
+
+    #[cache_aside(prefix = "row", ttl = "10m", key = "{id}", cache_none = "10m", cache = self.cache)]
+    async fn find_row(&self, id: u64) -> Option<u64> {
+        self.query(id).await.ok().filter(|_| id != 0)
+    }
+
+    #[write_through(prefix = "row", ttl = "10m", key = "{id}", cache = self.cache)]
+    async fn save(&self, id: u64) -> Result<u64, DbError> {
+        self.update();
+        Ok(self.current(id))
+    }
+
+    #[write_through(prefix = "row", ttl = "10m", key = "{id}", cache = self.cache)]
+    async fn delete(&self, id: u64) -> Option<u64> {
+        self.update();
+        None
+    }
+
+    #[cache_aside(
+        prefix = "safe",
+        ttl = "300ms",
+        fail_safe = "1m",
+        key = "{id}",
+        tags = ["safe:{id}"],
+        cache = self.cache
+    )]
+    async fn safe(&self, id: u64) -> Result<u64, DbError> {
+        self.query(id).await
+    }
+
+    #[cache_aside(prefix = "brief", ttl = "100ms", fail_safe = "700ms", key = "{id}", cache = self.cache)]
+    async fn brief(&self, id: u64) -> Result<u64, DbError> {
+        self.query(id).await
+    }
+
+    #[cache_aside(prefix = "swr", ttl = "400ms", stale = "1s", key = "{id}", cache = self.cache)]
+    async fn swr(&self, id: u64) -> Result<u64, DbError> {
+        self.query(id).await
+    }
+}
+
+/// Closes the gate: loads wait after reading the row until it is dropped.
+async fn close(db: &Db) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+    db.table.gate.write().await
+}
+
+async fn cache_with(
+    namespace: &str,
+    tune: impl FnOnce(tiercache::CacheBuilder) -> tiercache::CacheBuilder,
+) -> Cache {
+    let builder = Cache::builder()
+        .namespace(namespace)
+        .redis(support::shared().url())
+        .ttl_jitter(0.0);
+    tune(builder).build().await.expect("valid settings")
+}
+
+async fn cache(namespace: &str) -> Cache {
+    cache_with(namespace, |b| b).await
+}
+
+/// Item 1: a cached "nothing" of `find_row -> Option<u64>` (with
+/// `cache_none`) under the key `get_row -> Result<u64, _>` reads is a miss
+/// for the latter, never a panic; present values stay shared.
+#[tokio::test]
+async fn a_cached_nothing_is_a_miss_for_a_function_that_cannot_return_none() {
+    let db = Db::new(cache("c-absent").await);
+    assert_eq!(db.find_row(0).await, None, "cached as a nothing");
+    let other = Db::beside(cache("c-absent").await, &db);
+    assert_eq!(other.row(0).await, Ok(0), "a load, not a panic");
+    assert_eq!(db.row(0).await, Ok(0), "through L1 too");
+    // A present value written by one shape is a hit for the other.
+    assert_eq!(db.row(5).await, Ok(5));
+    let loads = db.loads();
+    assert_eq!(other.find_row(5).await, Some(5));
+    assert_eq!(db.loads(), loads, "shared, not loaded again");
+}
+
+/// Item 2: a load that read the row before `invalidate_key` returned never
+/// writes its old value to Redis after it.
+#[tokio::test]
+async fn a_load_that_raced_with_a_key_invalidation_is_never_served() {
+    let db = Db::new(cache("c-key-race").await);
+    let gate = close(&db).await;
+    let read = db.table.read.notified();
+    let loading = tokio::spawn({
+        let db = db.clone();
+        async move { db.row(1).await }
+    });
+    read.await; // the load read version 0 and waits
+    db.update();
+    let key = tiercache::key::render(&1u64);
+    db.cache
+        .invalidate_key("row", &key)
+        .await
+        .expect("Redis up");
+    drop(gate);
+    assert_eq!(
+        loading.await.unwrap(),
+        Ok(1),
+        "its caller gets what it loaded"
+    );
+    let fresh = Db::beside(cache("c-key-race").await, &db);
+    assert_eq!(fresh.row(1).await, Ok(1001), "Redis refused the old value");
+    assert_eq!(db.row(1).await, Ok(1001), "and L1 did not keep it");
+}
+
+/// Item 3: a fail-safe value invalidated while the load that fails runs is
+/// not served, and a fail-safe value is never served past its window.
+#[tokio::test]
+async fn fail_safe_never_serves_an_invalidated_value() {
+    let db = Db::new(cache("c-failsafe").await);
+    assert_eq!(db.safe(1).await, Ok(1));
+    tokio::time::sleep(Duration::from_millis(400)).await; // past the ttl
+    db.table.failing.store(true, SeqCst);
+    let gate = close(&db).await;
+    let read = db.table.read.notified();
+    let calling = tokio::spawn({
+        let db = db.clone();
+        async move { db.safe(1).await }
+    });
+    read.await; // the fail-safe value is at hand, the load runs
+    db.update();
+    db.cache
+        .invalidate_tags(["safe:1"])
+        .await
+        .expect("Redis up");
+    drop(gate);
+    assert_eq!(
+        calling.await.unwrap(),
+        Err(DbError),
+        "not the invalidated value"
+    );
+    assert_eq!(db.safe(1).await, Err(DbError), "nor later");
+}
+
+#[tokio::test]
+async fn fail_safe_is_a_hard_bound_from_the_original_expiry() {
+    let db = Db::new(
+        cache_with("c-bound", |b| {
+            b.fail_safe_throttle(Duration::from_millis(150))
+        })
+        .await,
+    );
+    let loaded = Instant::now();
+    assert_eq!(db.brief(1).await, Ok(1));
+    db.table.failing.store(true, SeqCst);
+    // ttl 100 ms + fail_safe 700 ms: served until 800 ms after the load at
+    // most, however often the throttle re-serves it.
+    let mut last_served = None;
+    while loaded.elapsed() < Duration::from_millis(1600) {
+        let asked = loaded.elapsed();
+        if db.brief(1).await == Ok(1) {
+            last_served = Some(asked);
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let last = last_served.expect("served within the window");
+    assert!(
+        last >= Duration::from_millis(100),
+        "served past the ttl: {last:?}"
+    );
+    assert!(
+        last <= Duration::from_millis(800),
+        "served {last:?} after the load"
+    );
+}
+
+/// Item 4: a write-through whose version read and write cannot reach Redis
+/// leaves no instance serving the value it replaced, once Redis is back.
+#[tokio::test]
+async fn a_write_through_that_cannot_reach_redis_invalidates_the_entry() {
+    let server = support::RedisServer::start();
+    let on = |namespace: &'static str| {
+        let url = server.url();
+        async move {
+            Cache::builder()
+                .namespace(namespace)
+                .redis(url)
+                .build()
+                .await
+                .expect("valid settings")
+        }
+    };
+    let writer = Db::new(on("c-write").await);
+    let reader = Db::beside(on("c-write").await, &writer);
+    assert_eq!(
+        reader.row(1).await,
+        Ok(1),
+        "cached in Redis and the reader's L1"
+    );
+    let stalled = support::stall(&server.url(), 0.6).await;
+    assert_eq!(writer.save(1).await, Ok(1001));
+    assert_eq!(
+        writer.row(1).await,
+        Ok(1001),
+        "the writer serves what it wrote"
+    );
+    stalled.await.unwrap();
+    let confirmed = support::eventually(Duration::from_secs(5), async || {
+        writer.cache.stats().pending_invalidations == 0
+    })
+    .await;
+    assert!(confirmed, "retried until Redis confirmed it");
+    let seen = support::eventually(Duration::from_secs(3), async || {
+        reader.row(1).await == Ok(1001)
+    })
+    .await;
+    assert!(seen, "the reader no longer serves the replaced value");
+}
+
+#[tokio::test]
+async fn a_write_through_returning_nothing_invalidates_the_entry() {
+    let writer = Db::new(cache("c-delete").await);
+    let reader = Db::beside(cache("c-delete").await, &writer);
+    assert_eq!(reader.row(3).await, Ok(3));
+    assert_eq!(writer.delete(3).await, None);
+    let fresh = Db::beside(cache("c-delete").await, &writer);
+    assert_eq!(
+        fresh.row(3).await,
+        Ok(1003),
+        "Redis no longer has the old value"
+    );
+    let seen = support::eventually(Duration::from_secs(2), async || {
+        reader.row(3).await == Ok(1003)
+    })
+    .await;
+    assert!(seen, "nor the other instance's L1");
+}
+
+/// Item 5: an open breaker does not refuse an invalidation.
+#[tokio::test]
+async fn an_open_breaker_does_not_refuse_an_invalidation() {
+    let server = support::RedisServer::start();
+    let url = server.url();
+    let writer_cache = Cache::builder()
+        .namespace("c-breaker")
+        .redis(&url)
+        .circuit_breaker(1, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let reader_cache = Cache::builder()
+        .namespace("c-breaker")
+        .redis(&url)
+        .build()
+        .await
+        .unwrap();
+    let writer = Db::new(writer_cache);
+    let reader = Db::beside(reader_cache, &writer);
+    assert_eq!(reader.row(7).await, Ok(7));
+    let stalled = support::stall(&url, 0.5).await;
+    assert_eq!(writer.row(8).await, Ok(8), "a load past a stalled Redis");
+    stalled.await.unwrap();
+    assert!(writer.cache.stats().breaker_open, "one failure opened it");
+    writer.update();
+    let key = tiercache::key::render(&7u64);
+    writer
+        .cache
+        .invalidate_key("row", &key)
+        .await
+        .expect("sent past the breaker");
+    let fresh = Db::beside(
+        Cache::builder()
+            .namespace("c-breaker")
+            .redis(&url)
+            .build()
+            .await
+            .unwrap(),
+        &writer,
+    );
+    assert_eq!(fresh.row(7).await, Ok(1007), "Redis has it");
+    let seen = support::eventually(Duration::from_secs(2), async || {
+        reader.row(7).await == Ok(1007)
+    })
+    .await;
+    assert!(seen, "and the other instance");
+}
+
+/// Item 5: an invalidating caller cancelled at its first await leaves the
+/// invalidation applied here and sent to Redis in the background.
+#[tokio::test]
+async fn a_cancelled_invalidation_is_applied_and_retried() {
+    let db = Db::new(cache("c-cancel").await);
+    let other = Db::beside(cache("c-cancel").await, &db);
+    assert_eq!(db.row(2).await, Ok(2));
+    assert_eq!(other.row(2).await, Ok(2));
+    db.update();
+    let key = tiercache::key::render(&2u64);
+    // Polled once, then dropped: the caller is cancelled at its first await.
+    let polled = futures_util::FutureExt::now_or_never(db.cache.invalidate_key("row", &key));
+    assert!(polled.is_none(), "it waits for Redis");
+    assert_eq!(db.row(2).await, Ok(1002), "applied here at once");
+    let seen = support::eventually(Duration::from_secs(3), async || {
+        other.row(2).await == Ok(1002)
+    })
+    .await;
+    assert!(seen, "and sent to Redis by the background retrier");
+    assert_eq!(db.cache.stats().pending_invalidations, 0);
+}
+
+/// Item 5: a burst of 20,000 concurrent loads on a current-thread runtime
+/// against a healthy Redis does not open the breaker.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_does_not_open_the_breaker_of_a_healthy_redis() {
+    let db = Db::new(cache("c-burst").await);
+    let calls = (0..20_000u64).map(|id| {
+        let db = db.clone();
+        async move { db.row(id).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    assert!(results.iter().all(Result::is_ok));
+    let stats = db.cache.stats();
+    assert_eq!(stats.breaker_trips, 0, "{stats:?}");
+}
+
+/// Item 7: a stale value read from Redis is served from L1 no longer than
+/// its envelope's windows, counted from its original expiry.
+#[tokio::test]
+async fn l1_never_outlives_the_windows_of_a_stale_l2_value() {
+    let writer = Db::new(cache("c-stale-l1").await);
+    let loaded = Instant::now();
+    assert_eq!(writer.swr(1).await, Ok(1));
+    writer.table.failing.store(true, SeqCst); // refreshes fail from now on
+    tokio::time::sleep(Duration::from_millis(900)).await; // 500 ms into `stale`
+    let reader = Db::beside(cache("c-stale-l1").await, &writer);
+    assert_eq!(
+        reader.swr(1).await,
+        Ok(1),
+        "stale from Redis, served at once"
+    );
+    // The value's windows end 1400 ms after its load.
+    let wake = loaded + Duration::from_millis(1700);
+    tokio::time::sleep_until(wake.into()).await;
+    assert_eq!(
+        reader.swr(1).await,
+        Err(DbError),
+        "no longer served from L1"
+    );
+}
+
+/// Item 8: a write-through of one key does not keep a concurrent load of
+/// another key out of L1.
+#[tokio::test]
+async fn a_write_to_one_key_leaves_other_loads_in_l1() {
+    let db = Db::new(cache("c-stripes").await);
+    let gate = close(&db).await;
+    let read = db.table.read.notified();
+    let loading = tokio::spawn({
+        let db = db.clone();
+        async move { db.row(10).await }
+    });
+    read.await;
+    // Other keys are invalidated while the load of 10 runs, here and by
+    // another instance.
+    let writer = Db::beside(cache("c-stripes").await, &db);
+    writer.cache.invalidate_key("row", "11").await.unwrap();
+    db.cache.invalidate_key("row", "12").await.unwrap();
+    let heard = support::eventually(Duration::from_secs(2), async || {
+        db.cache.stats().remote_invalidations >= 1
+    })
+    .await;
+    assert!(heard);
+    drop(gate);
+    assert_eq!(loading.await.unwrap(), Ok(10));
+    let hits = db.cache.stats().l1_hits;
+    assert_eq!(db.row(10).await, Ok(10));
+    assert_eq!(db.cache.stats().l1_hits, hits + 1, "kept in L1");
+}
+
+/// Item 9: after `lock_wait`, one waiter per process loads while the
+/// leader is slow, not every waiter.
+#[tokio::test]
+async fn waiters_of_a_slow_leader_do_not_all_load() {
+    let db = Db::new(cache_with("c-herd", |b| b.lock_wait(Duration::from_millis(300))).await);
+    let gate = close(&db).await;
+    let read = db.table.read.notified();
+    let leader = tokio::spawn({
+        let db = db.clone();
+        async move { db.row(1).await }
+    });
+    read.await;
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { db.row(1).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(db.loads(), 2, "the leader and one relief");
+    drop(gate);
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap(), Ok(1));
+    }
+    assert_eq!(leader.await.unwrap(), Ok(1));
+}
+
+/// Item 9: a failing background refresh is retried once per throttle, not
+/// on every stale hit.
+#[tokio::test]
+async fn failed_refreshes_are_throttled() {
+    let db = Db::new(
+        cache_with("c-refresh-fail", |b| {
+            b.fail_safe_throttle(Duration::from_secs(10))
+        })
+        .await,
+    );
+    assert_eq!(db.swr(1).await, Ok(1));
+    db.table.failing.store(true, SeqCst);
+    tokio::time::sleep(Duration::from_millis(450)).await; // stale
+    for _ in 0..20 {
+        assert_eq!(db.swr(1).await, Ok(1), "stale, served");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(db.loads() <= 2, "{} loads for 20 stale hits", db.loads());
+}
+
+/// Item 9: a background refresh whose body hangs lets go of its key after
+/// `background_load_timeout`.
+#[tokio::test]
+async fn a_hanging_refresh_is_cut_off() {
+    let db = Db::new(
+        cache_with("c-refresh-hang", |b| {
+            b.background_load_timeout(Duration::from_millis(300))
+                .fail_safe_throttle(Duration::from_millis(100))
+        })
+        .await,
+    );
+    assert_eq!(db.swr(1).await, Ok(1));
+    tokio::time::sleep(Duration::from_millis(450)).await; // stale
+    let gate = close(&db).await;
+    assert_eq!(db.swr(1).await, Ok(1), "stale; a refresh starts and hangs");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(db.swr(1).await, Ok(1), "stale; another refresh may start");
+    let started = support::eventually(Duration::from_secs(2), async || db.loads() >= 3).await;
+    drop(gate);
+    assert!(
+        started,
+        "the hung refresh still holds the key: {} loads",
+        db.loads()
+    );
+}
+
+/// Item 10: settings that would overflow or starve the lease are `build()`
+/// errors that say what to set.
+#[tokio::test]
+async fn settings_out_of_range_are_build_errors() {
+    let cases: [(&str, fn(tiercache::CacheBuilder) -> tiercache::CacheBuilder); 5] = [
+        ("lock_wait", |b| b.lock_wait(Duration::MAX)),
+        ("fail_safe_throttle", |b| {
+            b.fail_safe_throttle(Duration::MAX)
+        }),
+        ("lock_lease", |b| b.lock_lease(Duration::from_millis(100))),
+        ("background_load_timeout", |b| {
+            b.background_load_timeout(Duration::ZERO)
+        }),
+        ("max_value_size", |b| b.max_value_size(10)),
+    ];
+    for (setting, tune) in cases {
+        match tune(Cache::builder()).build().await {
+            Err(Error::InvalidSetting {
+                setting: named,
+                reason,
+            }) => {
+                assert_eq!(named, setting, "{reason}");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{setting}: {other:?}"),
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq, Debug)]
+struct Blob(String);
+
+#[cache_aside(prefix = "blob", ttl = "10m", skip(cache), cache = cache)]
+async fn blob(cache: &Cache, len: usize) -> Blob {
+    Blob("x".repeat(len))
+}
+
+/// Item 12: a value over `max_value_size` in Redis is a miss, not decoded,
+/// and a loaded one over it stays out of Redis.
+#[tokio::test]
+async fn oversized_values_are_neither_decoded_nor_written() {
+    let cache = cache_with("c-size", |b| b.max_value_size(64 << 10)).await;
+    let mut redis = support::raw(&support::shared().url()).await;
+    let huge = vec![b'x'; 1 << 20];
+    let key = "c-size:blob:10";
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg(&huge)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        blob(&cache, 10).await,
+        Blob("x".repeat(10)),
+        "a miss, loaded"
+    );
+    assert_eq!(cache.stats().oversized_values, 1);
+    assert_eq!(blob(&cache, 100_000).await.0.len(), 100_000, "kept in L1");
+    assert_eq!(cache.stats().oversized_values, 2);
+    let stored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("c-size:blob:100000")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(stored, None, "not written");
+}
