@@ -30,7 +30,7 @@ impl Source {
         Arc::new(Self {
             cache,
             loads: AtomicU64::new(0),
-            gate: Semaphore::new(Semaphore::MAX_PERMITS),
+            gate: support::open_gate(),
             started: Notify::new(),
         })
     }

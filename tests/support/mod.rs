@@ -238,11 +238,20 @@ pub async fn stall(url: &str, seconds: f64) -> tokio::task::JoinHandle<()> {
     stalled
 }
 
+/// A gate for test loaders, open: [`close`] closes it.
+pub fn open_gate() -> tokio::sync::Semaphore {
+    tokio::sync::Semaphore::new(GATE_PERMITS as usize)
+}
+
+/// Every permit of an [`open_gate`]: what [`close`] takes (`acquire_many`
+/// takes a `u32`, so a gate of `Semaphore::MAX_PERMITS` could never be
+/// closed).
+const GATE_PERMITS: u32 = u32::MAX;
+
 /// Closes a gate that test loaders pass through: they wait until the
 /// returned permit is dropped.
 pub async fn close(gate: &tokio::sync::Semaphore) -> tokio::sync::SemaphorePermit<'_> {
-    let all = u32::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u32::MAX);
-    gate.acquire_many(all)
+    gate.acquire_many(GATE_PERMITS)
         .await
         .expect("the gate is never closed for good")
 }
