@@ -15,6 +15,10 @@
 //! - **Implicit tags.** Every entry also carries the version of its prefix
 //!   and of its namespace, so "forget this function" and "forget everything"
 //!   are one `SET` too.
+//! - **Keys.** A key invalidation has no version to bump (a version per key
+//!   would be one more key on every read): it replaces the entry with a
+//!   tombstone, which the conditional write of a load in flight compares
+//!   with what it read, and refuses.
 //!
 //! # Redis keys
 //!
@@ -51,8 +55,12 @@
 //! - Lock (on a miss, with Redis): one script, `SET NX PX` or the holder's
 //!   time left.
 //! - Invalidate: one pipeline: `SET … XX KEEPTTL` of each version (a version
-//!   key that does not exist has no valid entry to invalidate) or `DEL` of
-//!   each key, and one `PUBLISH`.
+//!   key that does not exist has no valid entry to invalidate), `SET … PX`
+//!   of a *tombstone* in place of each key's entry (a random marker, no
+//!   envelope: a miss for readers, and unlike what any load in flight read,
+//!   so its conditional write is refused; see `l2.rs`),
+//!   and one `PUBLISH`. Sent in order, retried until Redis confirms it (see
+//!   `pending.rs`).
 //!
 //! # Redis Cluster
 //!
