@@ -93,6 +93,15 @@ impl Db {
         Ok(self.current(id))
     }
 
+    /// Updates the row, then waits at the gate before it returns.
+    #[write_through(prefix = "row", ttl = "10m", key = "{id}", cache = self.cache)]
+    async fn save_slowly(&self, id: u64) -> Result<u64, DbError> {
+        self.update();
+        self.table.read.notify_one();
+        drop(self.table.gate.read().await);
+        Ok(self.current(id))
+    }
+
     #[write_through(prefix = "row", ttl = "10m", key = "{id}", cache = self.cache)]
     async fn delete(&self, id: u64) -> Option<u64> {
         self.update();
@@ -309,6 +318,31 @@ async fn a_write_through_returning_nothing_invalidates_the_entry() {
     })
     .await;
     assert!(seen, "nor the other instance's L1");
+}
+
+/// Item 4: a write-through cancelled after its body changed the row (but
+/// before it returned) leaves no instance serving the old value.
+#[tokio::test]
+async fn a_cancelled_write_through_invalidates_the_entry() {
+    let writer = Db::new(cache("c-write-cancel").await);
+    let reader = Db::beside(cache("c-write-cancel").await, &writer);
+    assert_eq!(reader.row(4).await, Ok(4));
+    let gate = close(&writer).await;
+    let read = writer.table.read.notified();
+    let writing = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.save_slowly(4).await }
+    });
+    read.await; // the row is updated; the write-through waits
+    writing.abort();
+    assert!(writing.await.unwrap_err().is_cancelled());
+    drop(gate);
+    let seen = support::eventually(Duration::from_secs(3), async || {
+        reader.row(4).await == Ok(1004)
+    })
+    .await;
+    assert!(seen, "the reader no longer serves the old row");
+    assert_eq!(writer.row(4).await, Ok(1004));
 }
 
 /// Item 5: an open breaker does not refuse an invalidation.

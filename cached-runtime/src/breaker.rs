@@ -8,6 +8,11 @@
 //! open for another cooldown. Only failures of the connection count (I/O
 //! errors, refusals, dropped connections, timeouts), not errors of a
 //! command, so a foreign value under one key cannot turn L2 off.
+//!
+//! A timeout counts only if nothing succeeded while it waited: when other
+//! operations were answered meanwhile, Redis is alive and the wait was this
+//! process's own backlog (a burst of thousands of calls on one thread), not
+//! a failing server.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -19,6 +24,8 @@ pub(crate) struct Breaker {
     failures: AtomicU32,
     /// Milliseconds since `origin` until which calls skip Redis; 0 = closed.
     open_until: AtomicU64,
+    /// Milliseconds since `origin` of the last success.
+    last_success: AtomicU64,
     trips: AtomicU64,
 }
 
@@ -32,6 +39,7 @@ impl Breaker {
             origin: Instant::now(),
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
+            last_success: AtomicU64::new(0),
             trips: AtomicU64::new(0),
         }
     }
@@ -56,8 +64,26 @@ impl Breaker {
                 .is_ok()
     }
 
+    /// The breaker's clock (ms), for [`Breaker::timed_out`].
+    pub(crate) fn clock(&self) -> u64 {
+        self.now_ms()
+    }
+
+    /// An operation sent at `sent` (see [`Breaker::clock`]) timed out: a
+    /// failure unless another succeeded meanwhile.
+    pub(crate) fn timed_out(&self, sent: u64) {
+        if self.last_success.load(SeqCst) <= sent {
+            self.failure();
+        }
+    }
+
     #[inline]
     pub(crate) fn success(&self) {
+        // At most one shared write per millisecond.
+        let now = self.now_ms().saturating_add(1);
+        if self.last_success.load(SeqCst) < now {
+            self.last_success.fetch_max(now, SeqCst);
+        }
         // Read before writing: a healthy hot path stays free of shared writes.
         if self.failures.load(SeqCst) != 0 {
             self.failures.store(0, SeqCst);
@@ -129,5 +155,19 @@ mod tests {
             !breaker.is_open() && breaker.allow(),
             "the probe succeeded: closed"
         );
+    }
+
+    #[test]
+    fn a_timeout_counts_only_if_nothing_succeeded_while_it_waited() {
+        let breaker = Breaker::new(1, Duration::from_secs(60));
+        let sent = breaker.clock();
+        std::thread::sleep(Duration::from_millis(5));
+        breaker.success(); // another operation was answered meanwhile
+        breaker.timed_out(sent);
+        assert!(!breaker.is_open(), "Redis was answering: the backlog was ours");
+        std::thread::sleep(Duration::from_millis(5));
+        let sent = breaker.clock();
+        breaker.timed_out(sent);
+        assert!(breaker.is_open(), "nothing answered since it was sent");
     }
 }

@@ -213,6 +213,23 @@ fn strings(reply: redis::Value) -> Result<Vec<Option<Vec<u8>>>, L2Error> {
         .collect()
 }
 
+/// The `redis_version` an `INFO server` reply gives, and whether it is 7.0
+/// or newer; a server that does not say is given the benefit of the doubt.
+fn server_version(info: &str) -> (String, bool) {
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
+    let recent = major.is_none_or(|major| major >= 7);
+    (version, recent)
+}
+
 /// A reply of the wrong shape (a foreign server or proxy): a failed call.
 fn unexpected(what: &'static str) -> L2Error {
     L2Error::Redis(redis::RedisError::from((redis::ErrorKind::Parse, what)))
@@ -279,15 +296,18 @@ impl L2 {
                 _ => return Err(L2Error::Busy(self.timeout)),
             },
         };
+        let sent = self.breaker.clock();
         let result = match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(L2Error::Redis(error)),
             Err(_) => Err(L2Error::Timeout(self.timeout)),
         };
         match &result {
-            Err(L2Error::Redis(error)) if !is_connection_failure(error) => self.breaker.success(),
-            Err(_) => self.breaker.failure(),
             Ok(_) => self.breaker.success(),
+            Err(L2Error::Redis(error)) if !is_connection_failure(error) => self.breaker.success(),
+            Err(L2Error::Timeout(_)) => self.breaker.timed_out(sent),
+            Err(L2Error::Redis(error)) if error.is_timeout() => self.breaker.timed_out(sent),
+            Err(_) => self.breaker.failure(),
         }
         result
     }
@@ -311,18 +331,7 @@ impl L2 {
     /// it is recent enough (7.0 or newer).
     pub(crate) async fn version(&self) -> Result<(String, bool), L2Error> {
         let info: String = self.cmd(redis::cmd("INFO").arg("server")).await?;
-        let version = info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_owned();
-        let major = version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse::<u32>().ok());
-        // A server that does not say is given the benefit of the doubt.
-        Ok((version.clone(), major.is_none_or(|major| major >= 7)))
+        Ok(server_version(&info))
     }
 
     /// The current versions of `version_keys`, creating missing ones.
@@ -590,6 +599,15 @@ mod tests {
             "a9993e364706816aba3e25717850c26c9cd0d89d"
         );
         assert_eq!(seen(None), "", "absent");
+    }
+
+    #[test]
+    fn server_versions_are_read_from_info() {
+        let info = "# Server\r\nredis_version:6.2.14\r\nredis_mode:standalone\r\n";
+        assert_eq!(server_version(info), ("6.2.14".to_owned(), false));
+        let valkey = "# Server\r\nredis_version:7.2.4\r\nvalkey_version:9.0.0\r\n";
+        assert_eq!(server_version(valkey), ("7.2.4".to_owned(), true));
+        assert_eq!(server_version("").1, true, "unknown: not refused");
     }
 
     #[test]

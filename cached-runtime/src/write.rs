@@ -45,32 +45,34 @@ where
         Some(l2) => l2.versions().await,
         None => None,
     };
-    let result = body.await;
     let written = Invalidation {
         sender: inner.id,
         keys: vec![key.clone()],
         ..Invalidation::default()
     };
+    // Until Redis has the value, a caller cancelled at any await (in the
+    // body too: its write may have happened) leaves a key invalidation in
+    // its place.
+    let mut unwritten = InvalidateOnDrop::new(inner, written);
+    let result = body.await;
     let value = match S::outcome(&result) {
         Outcome::Value(value) => value,
         Outcome::Absent => {
             // Nothing to store: what is cached is outdated.
+            let written = unwritten.disarm();
             invalidate_logged(&cache, written).await;
             return result;
         }
-        Outcome::Failed => return result,
+        Outcome::Failed => {
+            unwritten.disarm();
+            return result;
+        }
     };
     Counters::bump(&inner.counters.writes);
     let expires_at_ms = expiry(spec.ttl);
-    // From here until Redis has the value, a cancelled caller leaves a
-    // key invalidation in its place.
-    let mut unwritten = InvalidateOnDrop {
-        inner,
-        invalidation: Some(written),
-    };
     let stored = match (&l2, versions) {
         (Some(l2), Some(versions)) => {
-            let message = unwritten.message();
+            let message = serde_json::to_vec(&unwritten.invalidation).unwrap_or_default();
             let write = Write::Announced(versions, message);
             let fresh = (spec.ttl, expires_at_ms);
             l2.write(codec, Some(value), Duration::ZERO, fresh, write)
@@ -80,9 +82,7 @@ where
         (Some(_), None) => false, // the version read failed: Redis is out of reach
         (None, _) => true,
     };
-    let Some(written) = unwritten.invalidation.take() else {
-        unreachable!("only the drop takes it")
-    };
+    let written = unwritten.disarm();
     if stored {
         // Loads of this key that read Redis before the write began before
         // this bump: they can no longer put the old value in L1.
@@ -103,27 +103,35 @@ where
     result
 }
 
-/// Invalidates the entry of a write-through whose caller was dropped before
-/// Redis had the value.
+/// Applies and queues an invalidation when dropped armed: for a caller
+/// cancelled before the invalidation it owes was sent (a write-through
+/// whose value did not reach Redis, an `#[invalidates]` body cut short).
 struct InvalidateOnDrop<'a> {
     inner: &'a Arc<Inner>,
-    invalidation: Option<Invalidation>,
+    invalidation: Invalidation,
+    armed: bool,
 }
 
-impl InvalidateOnDrop<'_> {
-    /// The message that tells the other instances to drop their copy.
-    fn message(&self) -> Vec<u8> {
-        self.invalidation
-            .as_ref()
-            .and_then(|invalidation| serde_json::to_vec(invalidation).ok())
-            .unwrap_or_default()
+impl<'a> InvalidateOnDrop<'a> {
+    fn new(inner: &'a Arc<Inner>, invalidation: Invalidation) -> Self {
+        Self {
+            inner,
+            invalidation,
+            armed: true,
+        }
+    }
+
+    /// The invalidation, now the caller's to send.
+    fn disarm(&mut self) -> Invalidation {
+        self.armed = false;
+        std::mem::take(&mut self.invalidation)
     }
 }
 
 impl Drop for InvalidateOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(invalidation) = self.invalidation.take() {
-            self.inner.enqueue(invalidation);
+        if self.armed {
+            self.inner.enqueue(std::mem::take(&mut self.invalidation));
             Pending::retry_in_background(self.inner);
         }
     }
@@ -141,9 +149,10 @@ pub enum When {
 }
 
 /// `#[invalidates]`: runs the body and invalidates `tags`, `keys` (rendered
-/// `prefix:…` keys) and `prefixes` as `when` says. An invalidation Redis
-/// cannot take now is applied here at once and retried until it does; it
-/// never turns into an error of the function.
+/// `prefix:…` keys) and `prefixes` as `when` says (and when the caller is
+/// cancelled during the body, which may have changed the data). An
+/// invalidation Redis cannot take now is applied here at once and retried
+/// until it does; it never turns into an error of the function.
 pub async fn invalidating<S, R, F>(
     cache: Cache,
     when: When,
@@ -165,7 +174,11 @@ where
     if when == When::Before {
         invalidate_logged(&cache, invalidation.clone()).await;
     }
+    // A body cut short (the caller cancelled) may have changed the data:
+    // invalidate as if it had succeeded.
+    let mut owed = InvalidateOnDrop::new(&cache.inner, invalidation);
     let result = body.await;
+    let invalidation = owed.disarm();
     let failed = matches!(S::outcome(&result), Outcome::Failed);
     if !failed || when == When::Always {
         invalidate_logged(&cache, invalidation).await;
