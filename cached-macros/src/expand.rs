@@ -648,6 +648,40 @@ mod tests {
     }
 
     #[test]
+    fn refuses_more_tags_than_an_entry_records() {
+        let tags = |n: usize| -> Vec<String> { (0..n).map(|i| format!("t{i}")).collect() };
+        let item = quote!(
+            async fn user(id: u64) -> u64 {
+                id
+            }
+        );
+        let (at_limit, over) = (tags(253), tags(254));
+        let found = errors(
+            quote!(prefix = "user", ttl = "5m", tags = [#(#at_limit),*]),
+            item.clone(),
+        );
+        assert!(found.is_empty(), "{found:#?}");
+        let found = errors(
+            quote!(prefix = "user", ttl = "5m", tags = [#(#over),*]),
+            item.clone(),
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].contains("`tags` lists 254 tags, more than the 253"),
+            "{found:#?}"
+        );
+        let found = errors_of(super::write_through(
+            quote!(prefix = "user", ttl = "5m", key = "{id}", tags = [#(#over),*]),
+            item.clone(),
+        ));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        // An invalidation records no versions: it may bump any number.
+        let many = tags(300);
+        let found = errors_of(super::invalidates(quote!(tags = [#(#many),*]), item));
+        assert!(found.is_empty(), "{found:#?}");
+    }
+
+    #[test]
     fn says_what_an_invalidation_should_list() {
         let item = quote!(
             async fn delete(id: u64) {}
