@@ -18,6 +18,7 @@ mod l1;
 mod l2;
 mod lock;
 mod shape;
+mod shape_check;
 mod spec;
 mod stats;
 pub mod tags;
@@ -44,6 +45,9 @@ pub mod __private {
     pub use crate::error::LoadTimeout;
     pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
     pub use crate::shape::{Fallible, FallibleOptional, Optional, Outcome, Plain, Shape};
+    pub use crate::shape_check::{
+        IsOption, IsPlain, IsResult, ProbeOption, ProbePlain, ProbeResult, Probed, ShapeProbe,
+    };
 
     /// What a background run of a cached function needs of an argument
     /// (or `self`): an owned copy it can clone for each run. Implemented
