@@ -58,7 +58,9 @@
 //! | `crate = "path"` | Where tiercache is, for crates that re-export it. |
 //!
 //! Return types: `T`, `Option<T>`, `Result<T, E>` or `Result<Option<T>, E>`
-//! (aliases like `io::Result<T>` included). Only a value is cached — `T`,
+//! (`io::Result<T>` and a `$ret:ty` of `macro_rules!` included; an alias that
+//! hides the `Result` or `Option`, like `type ApiResult<T> = Result<T, E>;`,
+//! is a compile error that says what to write). Only a value is cached — `T`,
 //! `Some(v)`, `Ok(v)`, `Ok(Some(v))`; `Err` is returned as it is and never
 //! cached, `None` only with `cache_none`. `T` must be `Serialize + DeserializeOwned + Clone +
 //! Send + Sync + 'static`.

@@ -301,7 +301,9 @@ impl Args {
                     }
                     CRATE => krate = record(cx, crate_path(&expr)),
                     TAGS => {
-                        tags = record(cx, templates(TAGS, &expr, tag_template)).unwrap_or_default()
+                        let parsed = templates(TAGS, &expr, tag_template)
+                            .and_then(|tags| within_tag_limit(kind, &expr, tags));
+                        tags = record(cx, parsed).unwrap_or_default()
                     }
                     KEYS => {
                         keys = record(cx, templates(KEYS, &expr, prefixed_key)).unwrap_or_default()
@@ -484,6 +486,27 @@ fn templates(
         }
     }
     errors.map_or(Ok(parsed), Err)
+}
+
+/// The most tags a cached entry can have: its envelope records the version
+/// of each, beside its namespace's and its prefix's, in a one-byte count
+/// (kept equal to the runtime's `envelope::MAX_VERSIONS` minus 2).
+const MAX_TAGS: usize = 253;
+
+/// An entry of a reader or a writer records its tags' versions; an
+/// invalidation only bumps them, and may list any number.
+fn within_tag_limit(kind: Kind, expr: &Expr, tags: Vec<Template>) -> syn::Result<Vec<Template>> {
+    if !kind.caches() || tags.len() <= MAX_TAGS {
+        return Ok(tags);
+    }
+    Err(syn::Error::new_spanned(
+        expr,
+        format!(
+            "`tags` lists {} tags, more than the {MAX_TAGS} an entry can have (it records the version of each tag, and of its prefix and namespace, 255 in all): remove {}, e.g. tag what many entries share (`tags = [\"org:{{org}}\"]`) rather than each thing one entry holds",
+            tags.len(),
+            tags.len() - MAX_TAGS,
+        ),
+    ))
 }
 
 /// One entry of `tags = [...]`, `keys = [...]` or `prefixes = [...]`: a

@@ -12,7 +12,7 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
-use crate::attr::{Args, CacheOption, Kind, Prefix};
+use crate::attr::{Args, CacheOption, Kind, Prefix, When};
 use crate::ctxt::Ctxt;
 use crate::func::{Arg, Func};
 use crate::suggest;
@@ -298,6 +298,12 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
     let ret = &output.ret;
     let shape = format_ident!("{}", output.shape.runtime_name());
     let when = format_ident!("{}", args.when.runtime_name());
+    // With `when = "always"` a failure invalidates too: the shape does not
+    // matter.
+    let check_shape = match args.when {
+        When::Always => quote!(),
+        When::After | When::Before => crate::probe::check(&private, args.kind, output),
+    };
     let body_statement = body_statement(ret, &func.block);
     let binding = cache_binding(args, &cache, &private);
     let tags = rendered(&args.tags, &private, &quote!(#private::TagPart::write_tag));
@@ -307,6 +313,7 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
         .iter()
         .map(|lit| quote!(::std::string::String::from(#lit)));
     quote! {
+        #check_shape
         #binding
         let #owned = #private::Cache::clone(#cache);
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
@@ -342,7 +349,6 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     let body_future = Ident::new("__tc_body", site);
 
     let ret = &output.ret;
-    let value_ty = &output.value_ty;
     let shape = format_ident!("{}", output.shape.runtime_name());
     let body_statement = body_statement(ret, &func.block);
 
@@ -354,7 +360,7 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         None => default_parts(analyzed, &args.skip, &writer),
     };
     let codec = Ident::new("__tc_codec", site);
-    let make_codec = quote_spanned!(value_ty.span()=> #private::codec::<#value_ty>());
+    let make_codec = crate::probe::codec(&private, args.kind, output, &codec);
 
     let spec = crate::resilience::spec(
         &private,
@@ -380,7 +386,7 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     };
     let prologue = quote! {
         #check_prefix
-        let #codec = #make_codec;
+        #make_codec
         #cache_binding
     };
     if args.kind == Kind::WriteThrough {
@@ -645,6 +651,40 @@ mod tests {
             ),
         ));
         assert!(errors.is_empty(), "{errors:#?}");
+    }
+
+    #[test]
+    fn refuses_more_tags_than_an_entry_records() {
+        let tags = |n: usize| -> Vec<String> { (0..n).map(|i| format!("t{i}")).collect() };
+        let item = quote!(
+            async fn user(id: u64) -> u64 {
+                id
+            }
+        );
+        let (at_limit, over) = (tags(253), tags(254));
+        let found = errors(
+            quote!(prefix = "user", ttl = "5m", tags = [#(#at_limit),*]),
+            item.clone(),
+        );
+        assert!(found.is_empty(), "{found:#?}");
+        let found = errors(
+            quote!(prefix = "user", ttl = "5m", tags = [#(#over),*]),
+            item.clone(),
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].contains("`tags` lists 254 tags, more than the 253"),
+            "{found:#?}"
+        );
+        let found = errors_of(super::write_through(
+            quote!(prefix = "user", ttl = "5m", key = "{id}", tags = [#(#over),*]),
+            item.clone(),
+        ));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        // An invalidation records no versions: it may bump any number.
+        let many = tags(300);
+        let found = errors_of(super::invalidates(quote!(tags = [#(#many),*]), item));
+        assert!(found.is_empty(), "{found:#?}");
     }
 
     #[test]

@@ -40,6 +40,21 @@ pub(crate) struct Output {
     pub(crate) ret: Type,
     pub(crate) value_ty: Type,
     pub(crate) shape: ShapeKind,
+    /// What the written type could hide from [`shape_of`], which reads only
+    /// syntax: the generated code checks the real type (see `probe.rs`).
+    pub(crate) hidden: Hidden,
+}
+
+/// The shapes a type read from its syntax could still turn out to be, behind
+/// an alias (`type ApiResult<T> = Result<T, ApiError>;`) or a macro: a
+/// `Result` read as a plain value would cache its `Err`, an `Option` its
+/// `None`. The generated code checks that the real type is neither.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Hidden {
+    /// `value_ty` must not be a `Result`.
+    pub(crate) result: bool,
+    /// `value_ty` must not be an `Option`.
+    pub(crate) option: bool,
 }
 
 pub(crate) struct Func {
@@ -93,12 +108,19 @@ impl Func {
                 }
                 _ => (ShapeKind::Plain, ret.clone()),
             };
+            // Only a `Result` tells a failure from a success: an `Option`
+            // is any other value here.
+            let hidden = Hidden {
+                result: matches!(shape, ShapeKind::Plain) && may_hide_a_shape(&ret),
+                option: false,
+            };
             return Self {
                 args,
                 output: Some(Output {
                     ret,
                     value_ty,
                     shape,
+                    hidden,
                 }),
             };
         }
@@ -130,34 +152,77 @@ impl Func {
             };
             cx.error_spanned_by(&value_ty, message);
         }
-        if let Type::ImplTrait(_) = value_ty {
+        if let Type::ImplTrait(_) = peel(&value_ty) {
             cx.error_spanned_by(
                 &value_ty,
                 "a cached value needs a concrete type: `impl Trait` cannot be stored",
             );
         }
         check_generics(item, &args, cx);
+        // A cached `Ok` that is an `Option` would cache `Ok(None)` as a
+        // value, which `Result<Option<T>, E>` written out does not.
+        let hidden = match shape {
+            ShapeKind::Plain => Hidden {
+                result: may_hide_a_shape(&value_ty),
+                option: may_hide_a_shape(&value_ty),
+            },
+            ShapeKind::Fallible => Hidden {
+                result: false,
+                option: may_hide_a_shape(&value_ty),
+            },
+            ShapeKind::Optional | ShapeKind::FallibleOptional => Hidden::default(),
+        };
         Self {
             args,
             output: Some(Output {
                 ret,
                 value_ty,
                 shape,
+                hidden,
             }),
         }
     }
 }
 
+/// A type as the user wrote it, for messages: `io::Result<User>`, not
+/// `io :: Result < User >`.
+pub(crate) fn spelled(ty: &Type) -> String {
+    ty.to_token_stream()
+        .to_string()
+        .replace(" :: ", "::")
+        .replace(":: ", "::")
+        .replace(" < ", "<")
+        .replace(" >", ">")
+        .replace(" ,", ",")
+        .replace(" ;", ";")
+        .replace("& ", "&")
+}
+
 fn is_unit(ty: &Type) -> bool {
+    matches!(peel(ty), Type::Tuple(tuple) if tuple.elems.is_empty())
+}
+
+/// The type inside invisible groups (a `$ret:ty` that `macro_rules!`
+/// forwarded) and parentheses: what the user wrote.
+pub(crate) fn peel(ty: &Type) -> &Type {
     match ty {
-        Type::Tuple(tuple) => tuple.elems.is_empty(),
-        Type::Paren(inner) => is_unit(&inner.elem),
-        _ => false,
+        Type::Group(group) => peel(&group.elem),
+        Type::Paren(paren) => peel(&paren.elem),
+        ty => ty,
     }
 }
 
-/// Reads the shape from the type's syntax; the runtime's trait bounds check
-/// the rest, so `io::Result<T>` (an alias of `Result<T, io::Error>`) works.
+/// Whether a type could name a `Result` or an `Option` without the macro
+/// seeing it: a path (an alias, `Self`, an associated type) or a macro. A
+/// tuple, a reference, an array and the like cannot.
+fn may_hide_a_shape(ty: &Type) -> bool {
+    matches!(peel(ty), Type::Path(_) | Type::Macro(_) | Type::Verbatim(_))
+}
+
+/// Reads the shape from the type's syntax. A `Result` or an `Option` written
+/// out, under any path (`io::Result<T>`, an alias of `Result<T, io::Error>`,
+/// with the error elided), is checked by the runtime's trait bounds; one
+/// read as plain is checked by the generated probe (see [`Hidden`]).
 fn shape_of(ret: &Type) -> (ShapeKind, Type) {
     match last_segment_arg(ret, "Result") {
         Some(ok) => match last_segment_arg(&ok, "Option") {
@@ -173,7 +238,9 @@ fn shape_of(ret: &Type) -> (ShapeKind, Type) {
 
 /// `Name<A, ..>` → `A`.
 fn last_segment_arg(ty: &Type, name: &str) -> Option<Type> {
-    let Type::Path(path) = ty else { return None };
+    let Type::Path(path) = peel(ty) else {
+        return None;
+    };
     if path.qself.is_some() {
         return None;
     }
@@ -221,5 +288,95 @@ fn collect_idents(tokens: TokenStream, out: &mut Vec<Ident>) {
             TokenTree::Group(group) => collect_idents(group.stream(), out),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::{Delimiter, Group, TokenStream};
+    use quote::quote;
+
+    use super::*;
+
+    /// The shape, the cached type and what the probe must rule out, for a
+    /// `#[cache_aside]` function returning `ret`.
+    fn read(ret: TokenStream) -> (&'static str, String, bool, bool) {
+        let item: ItemFn = syn::parse2(quote!(async fn f(id: u64) -> #ret { todo!() })).unwrap();
+        let mut cx = Ctxt::default();
+        let func = Func::analyze(&item, Kind::CacheAside, &mut cx);
+        cx.check().unwrap();
+        let output = func.output.unwrap();
+        (
+            output.shape.runtime_name(),
+            spelled(peel(&output.value_ty)),
+            output.hidden.result,
+            output.hidden.option,
+        )
+    }
+
+    /// A `$ret:ty` as `macro_rules!` forwards it: in an invisible group.
+    fn forwarded(ty: TokenStream) -> TokenStream {
+        TokenTree::Group(Group::new(Delimiter::None, ty)).into()
+    }
+
+    #[test]
+    fn reads_shapes_through_groups_and_parentheses() {
+        let fallible = ("Fallible", "User".to_owned(), false, true);
+        assert_eq!(read(quote!(Result<User, E>)), fallible);
+        assert_eq!(read(forwarded(quote!(Result<User, E>))), fallible);
+        assert_eq!(read(quote!((Result<User, E>))), fallible);
+        assert_eq!(read(quote!(io::Result<User>)), fallible);
+        let option = forwarded(quote!(Option<User>));
+        assert_eq!(
+            read(quote!(Result<#option, E>)),
+            ("FallibleOptional", "User".to_owned(), false, false)
+        );
+        assert_eq!(
+            read(forwarded(quote!(Option<User>))),
+            ("Optional", "User".to_owned(), false, false)
+        );
+    }
+
+    #[test]
+    fn a_type_read_as_plain_is_probed_unless_it_cannot_hide_a_shape() {
+        assert_eq!(
+            read(quote!(ApiResult<User>)),
+            ("Plain", "ApiResult<User>".to_owned(), true, true)
+        );
+        assert_eq!(
+            read(forwarded(quote!(ApiResult<User>))),
+            ("Plain", "ApiResult<User>".to_owned(), true, true)
+        );
+        assert_eq!(read(quote!(T)), ("Plain", "T".to_owned(), true, true));
+        assert_eq!(
+            read(quote!((u64, String))),
+            ("Plain", "(u64, String)".to_owned(), false, false)
+        );
+        assert_eq!(
+            read(quote!([u8; 4])),
+            ("Plain", "[u8; 4]".to_owned(), false, false)
+        );
+    }
+
+    #[test]
+    fn an_invalidation_probes_only_for_a_result() {
+        let item: ItemFn = syn::parse2(quote!(
+            async fn f(id: u64) -> ApiResult<()> {
+                todo!()
+            }
+        ))
+        .unwrap();
+        let output = Func::analyze(&item, Kind::Invalidates, &mut Ctxt::default())
+            .output
+            .unwrap();
+        assert!(output.hidden.result && !output.hidden.option);
+        let item: ItemFn = syn::parse2(quote!(
+            async fn f(id: u64) {}
+        ))
+        .unwrap();
+        let output = Func::analyze(&item, Kind::Invalidates, &mut Ctxt::default())
+            .output
+            .unwrap();
+        assert!(!output.hidden.result, "`()` is no `Result`");
     }
 }

@@ -7,6 +7,7 @@ mod ctxt;
 mod duration;
 mod expand;
 mod func;
+mod probe;
 mod resilience;
 mod suggest;
 mod template;

@@ -15,15 +15,7 @@ use syn::{FnArg, Ident, ItemFn, ReceiverKind, Type};
 
 use crate::attr::{Args, FAIL_SAFE, Resilience, TIMEOUT};
 use crate::ctxt::Ctxt;
-use crate::func::{Func, ShapeKind};
-
-fn tokens(ty: &Type) -> String {
-    ty.to_token_stream()
-        .to_string()
-        .replace(" < ", "<")
-        .replace(" >", ">")
-        .replace(" ,", ",")
-}
+use crate::func::{Func, ShapeKind, spelled};
 
 /// The checks that need the function: what its return type can express,
 /// and what a background run can copy.
@@ -31,7 +23,7 @@ pub(crate) fn check(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctxt) 
     let r = &args.resilience;
     let name = &func.sig.ident;
     if let Some(output) = &analyzed.output {
-        let ret = tokens(&output.ret);
+        let ret = spelled(&output.ret);
         let can_fail = matches!(
             output.shape,
             ShapeKind::Fallible | ShapeKind::FallibleOptional
@@ -110,11 +102,11 @@ pub(crate) fn check(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctxt) 
                 }
                 FnArg::Typed(arg) => match (&*arg.pat, &*arg.ty) {
                     (syn::Pat::Ident(pat), Type::Reference(r)) if r.mutability.is_some() => {
-                        let (name, referent) = (&pat.ident, tokens(&r.elem));
+                        let (name, referent) = (&pat.ident, spelled(&r.elem));
                         format!("take `{name}: &{referent}` or `{name}: {referent}`")
                     }
                     (_, Type::Reference(r)) if r.mutability.is_some() => {
-                        format!("take `&{}` or the value", tokens(&r.elem))
+                        format!("take `&{}` or the value", spelled(&r.elem))
                     }
                     _ => continue,
                 },

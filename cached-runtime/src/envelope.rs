@@ -120,12 +120,27 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The most versions an envelope records (a one-byte count): the
+/// namespace's, the prefix's and up to 253 tags' (the macros refuse more).
+pub(crate) const MAX_VERSIONS: usize = u8::MAX as usize;
+
 /// Serializes `value` (`None`: a cached "nothing") with its metadata.
+///
+/// # Errors
+///
+/// When serde_json fails on the value, or `meta` holds more than
+/// [`MAX_VERSIONS`] versions (the caller then keeps the value out of Redis).
 pub(crate) fn encode<T: Serialize>(
     meta: &Meta,
     value: Option<&T>,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let tags = u8::try_from(meta.tag_versions.len()).expect("at most 255 tags per entry");
+    let Ok(tags) = u8::try_from(meta.tag_versions.len()) else {
+        return Err(serde::ser::Error::custom(format_args!(
+            "an entry records at most {MAX_VERSIONS} versions (its namespace, its prefix and up to {} tags), not {}",
+            MAX_VERSIONS - 2,
+            meta.tag_versions.len()
+        )));
+    };
     let mut out = Vec::with_capacity(HEADER_LEN + 8 * meta.tag_versions.len() + 128);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
@@ -291,6 +306,26 @@ mod tests {
         let mut tags = good;
         tags[32] = 200; // claims 200 tag versions that are not there
         assert!(decode::<User>(&tags).is_none());
+    }
+
+    #[test]
+    fn too_many_versions_is_an_error_not_a_panic() {
+        let mut meta = Meta::fresh(
+            fingerprint::<User>(),
+            Duration::from_secs(60),
+            Duration::ZERO,
+        );
+        meta.tag_versions = (0..MAX_VERSIONS as u64).collect();
+        let bytes = encode(&meta, Some(&user())).unwrap();
+        let (read, _) = decode::<User>(&bytes).unwrap();
+        assert_eq!(read.tag_versions.len(), MAX_VERSIONS);
+        meta.tag_versions.push(0);
+        let error = encode(&meta, Some(&user())).unwrap_err();
+        assert!(
+            error.to_string().contains("at most 255 versions"),
+            "{error}"
+        );
+        assert!(encode::<User>(&meta, None).is_err(), "a cached nothing too");
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod lead;
 mod lock;
 mod pending;
 mod shape;
+mod shape_check;
 mod spec;
 mod stats;
 pub mod tags;
@@ -50,6 +51,9 @@ pub mod __private {
     pub use crate::error::LoadTimeout;
     pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
     pub use crate::shape::{Fallible, FallibleOptional, Optional, Outcome, Plain, Shape};
+    pub use crate::shape_check::{
+        IsOption, IsPlain, IsResult, ProbeOption, ProbePlain, ProbeResult, Probed, ShapeProbe,
+    };
     pub use crate::write::{When, invalidating, write_through};
 
     /// What a background run of a cached function needs of an argument

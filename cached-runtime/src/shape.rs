@@ -2,7 +2,9 @@
 //!
 //! The macro picks the shape from the return type's syntax (`Result<..>`,
 //! `Option<..>`, anything else) and the trait bounds here check the rest, so
-//! aliases such as `io::Result<T>` or `anyhow::Result<T>` work too.
+//! aliases such as `io::Result<T>` or `anyhow::Result<T>` work too. A type it
+//! reads as plain that is a `Result` or an `Option` after all (an alias that
+//! hides it) is a compile error, by the probe in `shape_check.rs`.
 
 /// What a call produced, seen from the cache.
 #[derive(Debug)]
