@@ -9,12 +9,15 @@
 //! noisy machine: `l2-ab N` (L2 hit latency, call by call), `l2-64 N` (64
 //! tasks, alternating rounds; `l2-64-tiercache N` alone, for `perf record`),
 //! `inv N` (invalidation time after N loads, then again at once and 500 ms
-//! later).
+//! later), `fill N` (the share of N loads of 10 ms each, 64 at a time, that
+//! L1 keeps while write-throughs of other keys run at 100 a second).
 //!
 //! Instructions per hit = (Ir at N2 - Ir at N1) / (N2 - N1).
 
 use std::hint::black_box;
 use std::sync::Arc;
+
+use futures_util::StreamExt;
 
 use cached::macros::concurrent_cached;
 use tiercache::{Cache, cache_aside};
@@ -425,6 +428,60 @@ fn two_threads(variant: &str, n: u64) {
     );
 }
 
+#[cache_aside(prefix = "fill", ttl = "10m", cache = cache, skip(cache))]
+async fn fill_load(cache: &Cache, id: u64) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    id
+}
+
+#[tiercache::write_through(prefix = "fill", ttl = "10m", key = "{id}", cache = cache, skip(cache))]
+async fn fill_write(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+/// Loads `n` keys, 64 at a time, while another task writes other keys at
+/// 100 a second; then asks each key again and counts the L1 hits.
+fn fill(n: u64) {
+    two_workers().block_on(async {
+        let cache = Cache::in_memory();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let (cache, done) = (cache.clone(), done.clone());
+            async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+                let mut id = 1u64 << 40;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    tick.tick().await;
+                    fill_write(&cache, id).await;
+                    id += 1;
+                }
+                id - (1u64 << 40)
+            }
+        });
+        let start = std::time::Instant::now();
+        let loads = futures_util::stream::iter(0..n)
+            .map(|id| {
+                let cache = cache.clone();
+                async move { fill_load(&cache, id).await }
+            })
+            .buffer_unordered(64)
+            .count();
+        loads.await;
+        let elapsed = start.elapsed();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let writes = writer.await.expect("writer");
+        let before = cache.stats().l1_hits;
+        for id in 0..n {
+            black_box(fill_load(&cache, id).await);
+        }
+        let kept = cache.stats().l1_hits - before;
+        eprintln!(
+            "fill: {n} loads of 10 ms in {elapsed:.2?}, {writes} write-throughs of other keys meanwhile; L1 kept {kept} ({:.2} %)",
+            kept as f64 * 100.0 / n as f64
+        );
+    });
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let variant = args.next().expect("VARIANT");
@@ -435,6 +492,10 @@ fn main() {
     }
     if variant == "inv" {
         invalidations(n);
+        return;
+    }
+    if variant == "fill" {
+        fill(n);
         return;
     }
     if variant == "l2-ab" {
