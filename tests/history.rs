@@ -44,7 +44,7 @@ const CHILDREN: u32 = 2;
 const PARENT_INSTANCES: u32 = 3;
 const CHILD_INSTANCES: u32 = 2;
 /// Concurrent operation loops per instance.
-const TASKS: u32 = 4;
+const TASKS: u32 = 6;
 const DEFAULT_SECONDS: u64 = 20;
 /// Examples printed per kind of violation.
 const EXAMPLES: usize = 5;
@@ -141,7 +141,12 @@ async fn history() {
         end_ns,
     ));
     let mut history = workload::run(&config(0, PARENT_INSTANCES)).await;
-    let (cache_redis, faults) = faults.await.expect("the fault task does not panic");
+    let (cache_redis, mut faults) = faults.await.expect("the fault task does not panic");
+    let mut fault_count: BTreeMap<String, u64> = BTreeMap::new();
+    for fault in &faults {
+        *fault_count.entry(fault.prefix.clone()).or_default() += 1;
+    }
+    history.append(&mut faults);
 
     let mut failures = Vec::new();
     let deadline = Instant::now() + model::HANG + Duration::from_secs(20);
@@ -182,8 +187,20 @@ async fn history() {
         println!("history: written to {path}");
     }
     let report = check::check(&history, start_ns);
-    let summary = summary(&history, &per_process, &faults, &report, started.elapsed());
+    let summary = summary(
+        &history,
+        &per_process,
+        &fault_count,
+        &report,
+        started.elapsed(),
+    );
     println!("{summary}");
+    for (how, (lag, example)) in &report.slowest {
+        println!(
+            "history: longest propagation within the bound ({} ms), {how}:\n{example}",
+            lag / 1_000_000
+        );
+    }
     let found = report.count() + failures.len();
     assert!(
         found == 0,
@@ -230,16 +247,16 @@ fn read_history(path: &str) -> Vec<Rec> {
 }
 
 /// The faults on the cache Redis (never the database's), and outages of
-/// the database for one key.
+/// the database for one key, each recorded with its span.
 async fn inject_faults(
     mut server: support::RedisServer,
     db_url: String,
     seed: u64,
     start_ns: u64,
     end_ns: u64,
-) -> (support::RedisServer, BTreeMap<&'static str, u64>) {
+) -> (support::RedisServer, Vec<Rec>) {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0xFA17);
-    let mut count = BTreeMap::new();
+    let mut faults = Vec::new();
     let url = server.url();
     tokio::time::sleep(Duration::from_nanos(start_ns.saturating_sub(now_ns()))).await;
     let mut next_outage = now_ns();
@@ -248,20 +265,23 @@ async fn inject_faults(
         tokio::time::sleep(Duration::from_millis(50)).await;
         if now_ns() >= next_outage {
             next_outage = now_ns() + rng.u64(2_000..5_000) * 1_000_000;
+            let k = rng.u64(0..model::KEYS);
+            let ms = rng.u64(300..6_000);
+            let mut fault = Rec::new(0, 0, 0, Kind::Fault, &format!("database outage of row {k}"));
+            fault.prefix = "database outage of one row".to_owned();
+            fault.k = k;
             if let Some(mut db) = admin(&db_url).await {
-                let k = rng.u64(0..model::KEYS);
-                let ms = rng.u64(300..3_000);
-                let _ = query(
-                    &mut db,
-                    redis::cmd("SET")
-                        .arg(format!("outage:{k}"))
-                        .arg(1)
-                        .arg("PX")
-                        .arg(ms),
-                )
-                .await;
-                *count.entry("database outage of one key").or_default() += 1;
+                let outage = format!("outage:{k}");
+                let set = redis::cmd("SET")
+                    .arg(outage)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(ms)
+                    .clone();
+                let _ = query(&mut db, &set).await;
             }
+            fault.end = fault.start + ms * 1_000_000;
+            faults.push(fault);
         }
         if now_ns() < next_fault {
             continue;
@@ -273,42 +293,56 @@ async fn inject_faults(
             55..80 => "DEBUG SLEEP",
             _ => "restart",
         };
+        let mut fault = Rec::new(0, 0, 0, Kind::Fault, kind);
+        fault.prefix = kind.to_owned();
         let Some(mut redis) = admin(&url).await else {
-            *count.entry("(skipped: no admin connection)").or_default() += 1;
+            fault.func = format!("{kind} (skipped: no admin connection)");
+            fault.prefix = "(skipped: no admin connection)".to_owned();
+            fault.end = now_ns();
+            faults.push(fault);
             continue;
         };
         match kind {
             "CLIENT KILL TYPE pubsub" => {
-                let _ = query(
-                    &mut redis,
-                    redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"),
-                )
-                .await;
+                let kill = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("pubsub")
+                    .clone();
+                let _ = query(&mut redis, &kill).await;
+                fault.end = now_ns();
             }
             "CLIENT PAUSE ALL" => {
                 let ms = rng.u64(100..800);
-                let _ = query(
-                    &mut redis,
-                    redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("ALL"),
-                )
-                .await;
+                let pause = redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("ALL").clone();
+                let _ = query(&mut redis, &pause).await;
+                fault.func = format!("CLIENT PAUSE {ms} ALL");
+                fault.end = fault.start + ms * 1_000_000;
             }
             "DEBUG SLEEP" => {
-                let seconds = rng.u64(2..10) as f64 / 10.0;
+                let tenths = rng.u64(2..10);
+                fault.func = format!("DEBUG SLEEP 0.{tenths}");
+                fault.end = fault.start + tenths * 100_000_000;
                 tokio::spawn(async move {
-                    let _ = query(&mut redis, redis::cmd("DEBUG").arg("SLEEP").arg(seconds)).await;
+                    let sleep = redis::cmd("DEBUG")
+                        .arg("SLEEP")
+                        .arg(tenths as f64 / 10.0)
+                        .clone();
+                    let _ = query(&mut redis, &sleep).await;
                 });
             }
             _ => {
-                let down = Duration::from_millis(rng.u64(0..1_500));
+                let down = rng.u64(0..1_500);
                 tokio::task::block_in_place(|| server.stop());
-                tokio::time::sleep(down).await;
+                tokio::time::sleep(Duration::from_millis(down)).await;
                 tokio::task::block_in_place(|| server.restart());
+                fault.func = format!("restart (down {down} ms, empty after)");
+                fault.end = now_ns();
             }
         }
-        *count.entry(kind).or_default() += 1;
+        faults.push(fault);
     }
-    (server, count)
+    (server, faults)
 }
 
 async fn admin(url: &str) -> Option<redis::aio::MultiplexedConnection> {
@@ -324,7 +358,7 @@ async fn admin(url: &str) -> Option<redis::aio::MultiplexedConnection> {
 
 async fn query(
     redis: &mut redis::aio::MultiplexedConnection,
-    command: &mut redis::Cmd,
+    command: &redis::Cmd,
 ) -> Option<redis::Value> {
     tokio::time::timeout(Duration::from_secs(3), command.query_async(redis))
         .await
@@ -335,7 +369,7 @@ async fn query(
 fn summary(
     history: &[Rec],
     per_process: &[usize],
-    faults: &BTreeMap<&'static str, u64>,
+    faults: &BTreeMap<String, u64>,
     report: &check::Report,
     elapsed: Duration,
 ) -> String {
@@ -353,7 +387,7 @@ fn summary(
         let kind = match rec.kind {
             Kind::Read => "read",
             Kind::Write => "write",
-            Kind::Checkpoint => continue,
+            Kind::Checkpoint | Kind::Fault => continue,
             Kind::StrayPanic => "stray panic",
         };
         *outcomes.entry(format!("{kind} {outcome}")).or_default() += 1;

@@ -39,6 +39,9 @@ pub(crate) struct Report {
     /// Reads on another instance that answered from before a confirmed
     /// write, within the bound: how long after the confirmation (ns).
     pub(crate) lags: Vec<u64>,
+    /// The longest of those lags, by how the old answer got there, with
+    /// the read and the write.
+    pub(crate) slowest: BTreeMap<&'static str, (u64, String)>,
     pub(crate) reads_checked: u64,
     pub(crate) writes: u64,
 }
@@ -118,6 +121,23 @@ impl Clock {
         )
     }
 
+    /// The faults that overlapped `from..to`.
+    fn faults(&self, faults: &[&Rec], from: u64, to: u64) -> String {
+        let near: Vec<String> = faults
+            .iter()
+            .filter(|f| f.start < to && f.end >= from)
+            .map(|f| format!("{} at {}..{}", f.func, self.at(f.start), self.at(f.end)))
+            .collect();
+        if near.is_empty() {
+            "\n    no fault overlapped the write..read span".to_owned()
+        } else {
+            format!(
+                "\n    faults overlapping the write..read span: {}",
+                near.join("; ")
+            )
+        }
+    }
+
     fn write(&self, rec: &Rec, confirmed: Option<u64>) -> String {
         let target = if rec.prefix.is_empty() {
             String::new()
@@ -187,9 +207,22 @@ impl Thresholds {
 
 /// A kind of violation, named once (kinds are few; the names live as long
 /// as the test).
-fn kind(what: &str, how: &str) -> &'static str {
+fn kind(what: &str, how: &str, write: Option<&Rec>) -> &'static str {
     static KINDS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let name = format!("{what}: {how}");
+    let name = match write {
+        Some(w) => {
+            let none = if w.func == "write_maybe" && absent(w.ver) {
+                " returning None"
+            } else {
+                ""
+            };
+            format!(
+                "{what}: {how} [missed: {}{none}, invalidation {:?}]",
+                w.func, w.inval
+            )
+        }
+        None => format!("{what}: {how}"),
+    };
     let mut kinds = KINDS.lock().unwrap();
     if let Some(found) = kinds.iter().find(|k| **k == name) {
         return found;
@@ -215,6 +248,7 @@ pub(crate) fn check(history: &[Rec], t0: u64) -> Report {
     }
 
     let writes: Vec<&Rec> = history.iter().filter(|r| r.kind == Kind::Write).collect();
+    let faults: Vec<&Rec> = history.iter().filter(|r| r.kind == Kind::Fault).collect();
     report.writes = writes.len() as u64;
     // When Redis confirmed each completed write, for the other instances.
     let confirmed: Vec<Option<u64>> = writes
@@ -322,6 +356,30 @@ pub(crate) fn check(history: &[Rec], t0: u64) -> Report {
             *reached.entry((rec.proc, message.as_str())).or_default() += 1;
         }
     }
+    // The writer's instance as its checkpoints saw it around a write.
+    let state = |w: &Rec| {
+        let Some(list) = checkpoints.get(&w.instance()) else {
+            return String::new();
+        };
+        let before = list.iter().rev().find(|c| c.start <= w.start);
+        let after = list.iter().find(|c| c.start >= w.end);
+        let describe = |c: Option<&&Rec>| {
+            c.map_or("-".to_owned(), |c| {
+                format!(
+                    "breaker {}, {} Redis failures, {} subscription losses, {} pending",
+                    if c.breaker_open { "open" } else { "closed" },
+                    c.redis_failures,
+                    c.losses,
+                    c.pending
+                )
+            })
+        };
+        format!(
+            "\n    writer's instance: before the write {}; after it {}",
+            describe(before),
+            describe(after)
+        )
+    };
     for rec in history {
         match rec.kind {
             Kind::StrayPanic => {
@@ -337,7 +395,7 @@ pub(crate) fn check(history: &[Rec], t0: u64) -> Report {
                 }
                 continue;
             }
-            Kind::Checkpoint => continue,
+            Kind::Checkpoint | Kind::Fault => continue,
             Kind::Write => {
                 match &rec.outcome {
                     Outcome::Done => {}
@@ -452,13 +510,16 @@ pub(crate) fn check(history: &[Rec], t0: u64) -> Report {
                 kind(
                     "stale read on the writer's own instance",
                     how(writes[index]),
+                    Some(writes[index]),
                 ),
                 rec.start,
                 format!(
-                    "{}\n{}\n    the read began {} ms after the write returned",
+                    "{}\n{}\n    the read began {} ms after the write returned{}{}",
                     clock.read(rec),
                     clock.write(writes[index], confirmed[index]),
-                    (rec.start - writes[index].end) / 1_000_000
+                    (rec.start - writes[index].end) / 1_000_000,
+                    clock.faults(&faults, writes[index].start, rec.end),
+                    state(writes[index]),
                 ),
             );
             continue;
@@ -468,22 +529,34 @@ pub(crate) fn check(history: &[Rec], t0: u64) -> Report {
             .and_then(|t| t.missed(rec.start, answer))
         {
             let lag = rec.start - at;
+            let text = format!(
+                "{}\n{}\n    the read began {} ms after the write was confirmed (bound {} ms){}{}",
+                clock.read(rec),
+                clock.write(writes[index], confirmed[index]),
+                lag / 1_000_000,
+                PROPAGATION_BOUND.as_millis(),
+                clock.faults(&faults, writes[index].start, rec.end),
+                state(writes[index]),
+            );
             if lag > bound {
                 report.violation(
                     kind(
                         "stale read on another instance, past the propagation bound",
                         how(writes[index]),
+                        Some(writes[index]),
                     ),
                     rec.start,
-                    format!(
-                        "{}\n{}\n    the read began {} ms after the write was confirmed (bound {} ms)",
-                        clock.read(rec),
-                        clock.write(writes[index], confirmed[index]),
-                        lag / 1_000_000,
-                        PROPAGATION_BOUND.as_millis()
-                    ),
+                    text,
                 );
             } else {
+                let how = how(writes[index]);
+                if report
+                    .slowest
+                    .get(how)
+                    .is_none_or(|(slowest, _)| *slowest < lag)
+                {
+                    report.slowest.insert(how, (lag, text));
+                }
                 report.lags.push(lag);
             }
         }

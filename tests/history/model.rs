@@ -299,6 +299,8 @@ pub(crate) enum Kind {
     Checkpoint,
     /// A panic the panic hook saw that no body threw on purpose.
     StrayPanic,
+    /// A fault the parent injected (`func` says which, `prefix` its kind).
+    Fault,
 }
 
 /// How a Redis-side invalidation ended, as the caller could see it.
@@ -368,6 +370,12 @@ pub(crate) struct Rec {
     pub(crate) pending: u64,
     /// Checkpoint: `Stats::subscription_losses`.
     pub(crate) losses: u64,
+    /// Checkpoint: `Stats::breaker_open`.
+    #[serde(default)]
+    pub(crate) breaker_open: bool,
+    /// Checkpoint: `Stats::redis_errors + redis_skipped`.
+    #[serde(default)]
+    pub(crate) redis_failures: u64,
 }
 
 impl Rec {
@@ -391,6 +399,8 @@ impl Rec {
             inval: Inval::None,
             pending: 0,
             losses: 0,
+            breaker_open: false,
+            redis_failures: 0,
         }
     }
 
