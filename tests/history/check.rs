@@ -497,7 +497,7 @@ pub(crate) fn check(history: &[Rec], t0: u64) -> Report {
         // complete before the write began and outlived it.
         let how = |write: &Rec| match val {
             Some(val) if val.done_ms * 1_000_000 < write.start => {
-                "an entry complete before the write began outlived it"
+                "a value loaded before the write began was served after it"
             }
             Some(_) => "a load that overlapped the write was served after it",
             None => "a None from before the write outlived it",
