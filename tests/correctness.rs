@@ -98,9 +98,10 @@ impl Db {
     #[write_through(prefix = "row", ttl = "10m", key = "{id}", cache = self.cache)]
     async fn save_slowly(&self, id: u64) -> Result<u64, DbError> {
         self.update();
+        let saved = self.current(id);
         self.table.read.notify_waiters();
         drop(self.table.gate.read().await);
-        Ok(self.current(id))
+        Ok(saved)
     }
 
     #[write_through(prefix = "row", ttl = "10m", key = "{id}", cache = self.cache)]
@@ -196,6 +197,39 @@ async fn a_load_that_raced_with_a_key_invalidation_is_never_served() {
     let fresh = Db::beside(cache("c-key-race").await, &db);
     assert_eq!(fresh.row(1).await, Ok(1001), "Redis refused the old value");
     assert_eq!(db.row(1).await, Ok(1001), "and L1 did not keep it");
+}
+
+/// Found by the history checker: a caller arriving after an invalidation
+/// does not join a flight that began before it (and take its old value).
+#[tokio::test]
+async fn a_caller_after_an_invalidation_does_not_join_an_older_flight() {
+    let db = Db::new(cache("c-old-flight").await);
+    let gate = close(&db).await;
+    let read = db.table.read.notified();
+    let before = tokio::spawn({
+        let db = db.clone();
+        async move { db.row(20).await }
+    });
+    read.await; // the flight's leader read version 0
+    db.update();
+    let key = tiercache::key::render(&20u64);
+    db.cache
+        .invalidate_key("row", &key)
+        .await
+        .expect("Redis up");
+    let read = db.table.read.notified();
+    let after = tokio::spawn({
+        let db = db.clone();
+        async move { db.row(20).await }
+    });
+    read.await; // a new flight: it read version 1
+    drop(gate);
+    assert_eq!(
+        before.await.unwrap(),
+        Ok(20),
+        "concurrent with the invalidation"
+    );
+    assert_eq!(after.await.unwrap(), Ok(1020), "began after it");
 }
 
 /// Item 3: a fail-safe value invalidated while the load that fails runs is
@@ -350,6 +384,33 @@ async fn a_cancelled_write_through_invalidates_the_entry() {
         reader.cache.stats()
     );
     assert_eq!(writer.row(4).await, Ok(1004));
+}
+
+/// Found by the history checker: a write-through whose entry was
+/// invalidated (after a newer update) while it ran does not leave its older
+/// value, in Redis or in its own L1.
+#[tokio::test]
+async fn a_write_through_that_raced_with_an_invalidation_leaves_nothing() {
+    let writer = Db::new(cache("c-write-race").await);
+    let gate = close(&writer).await;
+    let read = writer.table.read.notified();
+    let writing = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.save_slowly(6).await }
+    });
+    read.await; // saved version 1, not yet stored
+    writer.update(); // a newer update, and its invalidation
+    let key = tiercache::key::render(&6u64);
+    writer
+        .cache
+        .invalidate_key("row", &key)
+        .await
+        .expect("Redis up");
+    drop(gate);
+    assert_eq!(writing.await.unwrap(), Ok(1006));
+    assert_eq!(writer.row(6).await, Ok(2006), "not kept in its L1");
+    let fresh = Db::beside(cache("c-write-race").await, &writer);
+    assert_eq!(fresh.row(6).await, Ok(2006), "nor in Redis");
 }
 
 /// Item 5: an open breaker does not refuse an invalidation.

@@ -164,7 +164,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         breaker.success(); // another operation was answered meanwhile
         breaker.timed_out(sent);
-        assert!(!breaker.is_open(), "Redis was answering: the backlog was ours");
+        assert!(
+            !breaker.is_open(),
+            "Redis was answering: the backlog was ours"
+        );
         std::thread::sleep(Duration::from_millis(5));
         let sent = breaker.clock();
         breaker.timed_out(sent);

@@ -23,6 +23,8 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
+use crate::generations::Snapshot;
+
 /// Where the value a flight landed came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -54,6 +56,10 @@ pub(crate) struct Flight {
     /// Taken by the one waiter that loads when the leader is slower than
     /// `lock_wait` (see [`Flight::relieve`]).
     relieved: std::sync::atomic::AtomicBool,
+    /// What the leader's value depends on, as it was before the leader
+    /// read anything: once an invalidation outdates it, callers arriving
+    /// since start a new flight instead of taking a value from before it.
+    generations: std::sync::OnceLock<Snapshot>,
 }
 
 #[derive(Default)]
@@ -119,10 +125,15 @@ fn lock(map: &Map) -> MutexGuard<'_, HashMap<Arc<str>, Slot, foldhash::fast::Ran
 }
 
 impl Flights {
-    /// Joins the flight for `key`, or starts one.
+    /// Joins the flight for `key`, or starts one. A flight an invalidation
+    /// outdated since its leader began is not joined: the caller leads a
+    /// new one (the old one's callers, who came before the invalidation,
+    /// still get its value).
     pub(crate) fn join(&self, key: &str) -> Role {
         let mut map = lock(&self.in_flight);
-        if let Some(slot) = map.get(key) {
+        if let Some(slot) = map.get(key)
+            && slot.generations.get().is_none_or(Snapshot::is_current)
+        {
             return Role::Waiter(slot.clone());
         }
         let key: Arc<str> = key.into();
@@ -136,9 +147,12 @@ impl Flights {
         })
     }
 
-    /// Whether a load of `key` is under way.
+    /// Whether a load of `key` is under way (that an invalidation did not
+    /// outdate).
     pub(crate) fn busy(&self, key: &str) -> bool {
-        lock(&self.in_flight).contains_key(key)
+        lock(&self.in_flight)
+            .get(key)
+            .is_some_and(|slot| slot.generations.get().is_none_or(Snapshot::is_current))
     }
 
     /// Whether a background refresh of `key` failed less than its pause
@@ -208,6 +222,12 @@ impl Leader {
             flight,
             relief: true,
         }
+    }
+
+    /// Records what the flight's value depends on, taken before anything
+    /// is read (see [`Flights::join`]).
+    pub(crate) fn depends_on(&self, generations: &Snapshot) {
+        let _ = self.flight.generations.set(generations.clone());
     }
 
     /// What the flight's callers wait on.

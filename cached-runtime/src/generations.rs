@@ -89,6 +89,29 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// For a writer: bumps the key's stripe (so that loads begun before
+    /// cannot fill L1 over the written value) if nothing bumped it since
+    /// this snapshot was taken, and returns the snapshot its own entry
+    /// depends on. `None` when something did (an invalidation or another
+    /// write of the key, or of a key sharing its stripe, raced with this
+    /// one: then the written value stays out of L1), or for an empty
+    /// snapshot.
+    pub(crate) fn bump_own_key(&self) -> Option<Snapshot> {
+        let counters = self.0.as_deref()?;
+        let (stripe, seen) = counters.get(KEY_STRIPE)?;
+        stripe
+            .compare_exchange(*seen, seen + 1, SeqCst, SeqCst)
+            .ok()?;
+        let mut own = counters.to_vec();
+        own[KEY_STRIPE].1 = seen + 1;
+        Some(Snapshot(Some(own.into())))
+    }
+}
+
+/// Where a snapshot holds the key's stripe: after the namespace.
+const KEY_STRIPE: usize = 1;
+
 impl Generations {
     fn named(&self) -> std::sync::MutexGuard<'_, Named> {
         // Every statement leaves the map consistent.
@@ -201,6 +224,19 @@ mod tests {
         assert!(!team.is_current());
         let later = generations.snapshot("user", &tags(&["org:7"]), "user:1");
         assert!(later.is_current(), "taken after the bumps");
+    }
+
+    #[test]
+    fn a_writer_bumps_its_key_only_if_nothing_else_did() {
+        let generations = Generations::default();
+        let before = generations.snapshot("user", &[], "user:1");
+        let loading = generations.snapshot("user", &[], "user:1");
+        let own = before.bump_own_key().expect("nothing bumped it");
+        assert!(own.is_current() && !loading.is_current());
+        let raced = generations.snapshot("user", &[], "user:1");
+        generations.bump_key("user:1");
+        assert!(raced.bump_own_key().is_none(), "an invalidation raced");
+        assert!(Snapshot::NONE.bump_own_key().is_none());
     }
 
     #[test]

@@ -68,6 +68,32 @@ return stored
     )
 });
 
+/// A write-through: stores the entry only if it is still what the writer
+/// read before its body ran (absent, or the same bytes by SHA-1), extends
+/// its tag versions and announces it to the other instances. A writer that
+/// finds it changed (another write, an invalidation, a load that landed)
+/// cannot tell whose data is newer, and invalidates the entry instead.
+///
+/// KEYS: entry, version keys. ARGV: expected SHA-1 hex ("" for absent),
+/// envelope, TTL ms, version TTL ms, channel, message.
+static WRITE_THROUGH: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+local expected = ARGV[1]
+if (current == false and expected == '') or (current and redis.sha1hex(current) == expected) then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  for i = 2, #KEYS do
+    redis.call('PEXPIRE', KEYS[i], ARGV[4], 'GT')
+  end
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+  return 1
+end
+return 0
+",
+    )
+});
+
 /// Takes a lock for `lease` ms if it is free and the entry is still what
 /// the caller read: `{1, lease}`; `{2, 0}` when the entry changed since (a
 /// load landed between the read and this: read it rather than load again);
@@ -334,17 +360,6 @@ impl L2 {
         Ok(server_version(&info))
     }
 
-    /// The current versions of `version_keys`, creating missing ones.
-    pub(crate) async fn versions(
-        &self,
-        version_keys: &[String],
-        version_ttl: Duration,
-    ) -> Result<Vec<u64>, L2Error> {
-        let found = strings(self.cmd(redis::cmd("MGET").arg(version_keys)).await?)?;
-        self.current_versions(version_keys, found, version_ttl)
-            .await
-    }
-
     /// The entry and its tag versions: one `MGET`. Version keys that do not
     /// exist yet are created with a fresh nonce (a second round trip, on the
     /// first read of a tag only).
@@ -496,35 +511,33 @@ impl L2 {
             .map(drop)
     }
 
-    /// Stores an entry and keeps its tag versions alive at least as long,
-    /// optionally announcing it: one pipeline.
-    pub(crate) async fn write(
+    /// A write-through: stores an entry unless it changed since it was
+    /// read as `seen` (see [`seen`]), keeps its tag versions alive at least
+    /// as long and announces it: one round trip. `Ok(false)` when the entry
+    /// had changed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn write_through(
         &self,
         entry_key: &str,
+        seen: &str,
         envelope: &[u8],
         ttl: Duration,
         version_keys: &[String],
         version_ttl: Duration,
-        announce: Option<(&str, &[u8])>,
-    ) -> Result<(), L2Error> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(entry_key)
+        (channel, message): (&str, &[u8]),
+    ) -> Result<bool, L2Error> {
+        let mut invocation = WRITE_THROUGH.key(entry_key);
+        invocation
+            .key(version_keys)
+            .arg(seen)
             .arg(envelope)
-            .arg("PX")
             .arg(millis(ttl))
-            .ignore();
-        for key in version_keys {
-            pipe.cmd("PEXPIRE")
-                .arg(key)
-                .arg(millis(version_ttl))
-                .arg("GT")
-                .ignore();
-        }
-        if let Some((channel, message)) = announce {
-            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
-        }
-        self.pipe(&pipe).await
+            .arg(millis(version_ttl))
+            .arg(channel)
+            .arg(message);
+        let mut conn = self.conn.clone();
+        let stored: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(stored == 1)
     }
 
     /// Gives each version key a new nonce, replaces each entry with a

@@ -62,9 +62,10 @@ pub(crate) enum Write<'a> {
     /// After a cache-aside load: only if the entry is still as it was seen;
     /// releases the lock if the loader holds it.
     IfUnchanged(Seen, Option<&'a mut Lease>),
-    /// A write-through: always, announced to the other instances, with the
-    /// tag versions read before the write.
-    Announced(Vec<u64>, Vec<u8>),
+    /// A write-through: only if the entry is still as the writer read it
+    /// before its body ran (with the tag versions read then), announced to
+    /// the other instances with the message given.
+    Announced(Seen, Vec<u8>),
 }
 
 /// Why a write did not store its value.
@@ -178,15 +179,21 @@ impl<'a> L2Call<'a> {
         L2Read::Found(Found { meta, value, seen })
     }
 
-    /// The current versions of the entry's tags, before a write-through.
-    pub(crate) async fn versions(&self) -> Option<Vec<u64>> {
-        let versions = self
+    /// The entry as it is (bytes, not decoded) and the current versions of
+    /// its tags, before a write-through's body runs: one round trip.
+    pub(crate) async fn before_write(&self) -> Option<Seen> {
+        let at = Instant::now();
+        let read = self
             .l2
-            .versions(&self.version_keys, self.version_ttl())
+            .read(&self.entry_key, &self.version_keys, self.version_ttl())
             .await;
-        versions
-            .map_err(|error| self.redis_failed(&error, "version read"))
-            .ok()
+        read.map(|read| Seen {
+            versions: read.versions,
+            entry: read.entry,
+            at,
+        })
+        .map_err(|error| self.redis_failed(&error, "read before a write"))
+        .ok()
     }
 
     /// Writes the value (`None`: a cached "nothing"), fresh for `fresh`
@@ -203,8 +210,7 @@ impl<'a> L2Call<'a> {
         how: Write<'_>,
     ) -> Result<(), NotWritten> {
         let versions = match &how {
-            Write::IfUnchanged(seen, _) => seen.versions.clone(),
-            Write::Announced(versions, _) => versions.clone(),
+            Write::IfUnchanged(seen, _) | Write::Announced(seen, _) => seen.versions.clone(),
         };
         let meta = Meta {
             tag_versions: versions,
@@ -256,12 +262,30 @@ impl<'a> L2Call<'a> {
                     Err(error) => Err(error),
                 }
             }
-            Write::Announced(_, message) => {
+            Write::Announced(seen, message) => {
                 let channel = self.inner.names.channel();
-                let announce = Some((channel.as_str(), message.as_slice()));
-                self.l2
-                    .write(key, &bytes, ttl, &self.version_keys, version_ttl, announce)
-                    .await
+                let announce = (channel.as_str(), message.as_slice());
+                let digest = seen.digest();
+                let stored = self
+                    .l2
+                    .write_through(
+                        key,
+                        &digest,
+                        &bytes,
+                        ttl,
+                        &self.version_keys,
+                        version_ttl,
+                        announce,
+                    )
+                    .await;
+                match stored {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        tracing::debug!(key, "entry changed during the write-through");
+                        return Err(NotWritten::Changed);
+                    }
+                    Err(error) => Err(error),
+                }
             }
         };
         written.map_err(|error| {

@@ -132,8 +132,17 @@ where
     let inner = &*ctx.cache.inner;
     let spec = ctx.spec;
     let started = Instant::now();
-    // Before anything is read: an invalidation from now on outdates it.
+    // Before anything is read: an invalidation from now on outdates it, in
+    // L1 and for callers who would join the flight after it.
     let generations = inner.snapshot(spec.prefix, &ctx.tags, &ctx.key);
+    if let Some(leader) = &leader {
+        if inner.l1.enabled() {
+            leader.depends_on(&generations);
+        } else {
+            let tracked = inner.generations.snapshot(spec.prefix, &ctx.tags, &ctx.key);
+            leader.depends_on(&tracked);
+        }
+    }
     let l2 = L2Call::new(inner, spec, &ctx.key, &ctx.tags);
     // What this call's caller was answered with already (a stale or
     // fail-safe value offered to the flight). A refresh has no caller.

@@ -50,8 +50,11 @@
 //! - Write after a load: one script: `SET` of the entry if it is still as
 //!   the load saw it, `PEXPIRE … GT` of its tag versions, and, when the
 //!   loader holds the lock, its release and a `PUBLISH` of the landing.
-//!   Write-through: one pipeline: `SET`, `PEXPIRE … GT`,
-//!   `PUBLISH`.
+//!   Write-through: one `MGET` before its body (the entry as it is, and
+//!   the versions), then one script: `SET` of the entry if it is still as
+//!   read then, `PEXPIRE … GT` of its versions, `PUBLISH`; an entry that
+//!   changed meanwhile (another write, an invalidation) is invalidated
+//!   instead, since either side may hold the newer data.
 //! - Lock (on a miss, with Redis): one script, `SET NX PX` or the holder's
 //!   time left.
 //! - Invalidate: one pipeline: `SET … XX KEEPTTL` of each version (a version

@@ -2,7 +2,8 @@
 //!
 //! A write-through stores its value in Redis first and then in this L1; a
 //! value that cannot reach Redis (Redis down or slow, the breaker open, the
-//! caller cancelled after the body, a value that does not serialize) turns
+//! caller cancelled after the body, a value that does not serialize), or
+//! that raced with another write or an invalidation of its entry, turns
 //! into a key invalidation instead, applied here at once and retried until
 //! Redis confirms it (see [`crate::pending`]). Either way no instance goes
 //! on serving the value it replaced.
@@ -24,9 +25,12 @@ use crate::tags::Invalidation;
 /// `#[write_through]`: runs the body; a value it returns replaces the entry
 /// in Redis, then in this L1, and is announced so that other instances drop
 /// their copy. A "nothing" (`None`, `Ok(None)`) invalidates the entry; an
-/// error leaves it alone. The tag versions are read before the body runs,
-/// so an invalidation that races with the write makes the stored value a
-/// miss, never a stale hit.
+/// error leaves it alone. The entry and its tag versions are read before
+/// the body runs: the value is stored only if the entry is unchanged since
+/// (otherwise another write or an invalidation raced with this one, and the
+/// entry is invalidated instead), and with the versions read then, so a tag
+/// invalidation that races with the write makes it a miss, never a stale
+/// hit.
 pub async fn write_through<S, R, F>(
     cache: Cache,
     spec: &'static Spec,
@@ -40,9 +44,12 @@ where
     F: Future<Output = R>,
 {
     let inner = &cache.inner;
+    // Before anything is read or written: an invalidation of the entry
+    // from now on keeps the written value out of L1.
+    let before = inner.snapshot(spec.prefix, &tags, &key);
     let l2 = L2Call::new(inner, spec, &key, &tags);
-    let versions = match &l2 {
-        Some(l2) => l2.versions().await,
+    let seen = match &l2 {
+        Some(l2) => l2.before_write().await,
         None => None,
     };
     let written = Invalidation {
@@ -70,35 +77,43 @@ where
     };
     Counters::bump(&inner.counters.writes);
     let expires_at_ms = expiry(spec.ttl);
-    let stored = match (&l2, versions) {
-        (Some(l2), Some(versions)) => {
+    // Stored only if the entry is still as it was before the body: another
+    // write or an invalidation since may carry newer data than this one.
+    let stored = match (&l2, seen) {
+        (Some(l2), Some(seen)) => {
             let message = serde_json::to_vec(&unwritten.invalidation).unwrap_or_default();
-            let write = Write::Announced(versions, message);
+            let write = Write::Announced(seen, message);
             let fresh = (spec.ttl, expires_at_ms);
             l2.write(codec, Some(value), Duration::ZERO, fresh, write)
                 .await
                 .is_ok()
         }
-        (Some(_), None) => false, // the version read failed: Redis is out of reach
+        (Some(_), None) => false, // the read before the body failed
         (None, _) => true,
     };
     let written = unwritten.disarm();
-    if stored {
-        // Loads of this key that read Redis before the write began before
-        // this bump: they can no longer put the old value in L1.
-        inner.apply_locally(&written);
-    } else {
-        tracing::warn!(
+    if !stored {
+        tracing::debug!(
             key,
-            "write-through did not reach Redis; the entry is invalidated until it does"
+            "write-through not stored (Redis out of reach, or the entry changed meanwhile); the entry is invalidated instead"
         );
         inner.enqueue(written);
         Pending::retry_in_background(inner);
+        return result;
     }
-    let generations = inner.snapshot(spec.prefix, &tags, &key);
-    let shared = (codec.share)(value);
-    if let Some(entry) = l1_entry(spec, shared, expires_at_ms, Duration::ZERO, generations) {
-        inner.keep_in_l1(&key, entry);
+    // Loads of this key begun before this point can no longer put an older
+    // value in L1; the written value goes there unless an invalidation of
+    // the entry raced with the write.
+    let own = before.bump_own_key();
+    if own.is_none() {
+        inner.generations.bump_key(&key);
+    }
+    inner.l1.remove(&key);
+    if let Some(generations) = own {
+        let shared = (codec.share)(value);
+        if let Some(entry) = l1_entry(spec, shared, expires_at_ms, Duration::ZERO, generations) {
+            inner.keep_in_l1(&key, entry);
+        }
     }
     result
 }
