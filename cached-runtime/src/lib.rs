@@ -22,6 +22,8 @@ mod l2call;
 mod lead;
 mod lock;
 mod pending;
+#[cfg(test)]
+mod properties;
 mod shape;
 mod shape_check;
 mod spec;
