@@ -122,6 +122,14 @@ impl Db {
         self.query(id).await
     }
 
+    #[write_through(prefix = "safe", ttl = "300ms", key = "{id}", tags = ["safe:{id}"], cache = self.cache)]
+    async fn save_safe_slowly(&self, id: u64) -> Result<u64, DbError> {
+        let saved = self.current(id);
+        self.table.read.notify_waiters();
+        drop(self.table.gate.read().await);
+        Ok(saved)
+    }
+
     #[cache_aside(prefix = "brief", ttl = "100ms", fail_safe = "700ms", key = "{id}", cache = self.cache)]
     async fn brief(&self, id: u64) -> Result<u64, DbError> {
         self.query(id).await
@@ -259,6 +267,63 @@ async fn fail_safe_never_serves_an_invalidated_value() {
         "not the invalidated value"
     );
     assert_eq!(db.safe(1).await, Err(DbError), "nor later");
+}
+
+/// Item 3 without L1 (found by review): the fail-safe value read from
+/// Redis is checked against the invalidations since, like one from L1.
+#[tokio::test]
+async fn fail_safe_without_l1_never_serves_an_invalidated_value() {
+    let db = Db::new(cache_with("c-failsafe-l1off", |b| b.l1_capacity(0)).await);
+    assert_eq!(db.safe(1).await, Ok(1));
+    tokio::time::sleep(Duration::from_millis(400)).await; // past the ttl
+    db.table.failing.store(true, SeqCst);
+    let gate = close(&db).await;
+    let read = db.table.read.notified();
+    let calling = tokio::spawn({
+        let db = db.clone();
+        async move { db.safe(1).await }
+    });
+    read.await;
+    db.update();
+    db.cache
+        .invalidate_tags(["safe:1"])
+        .await
+        .expect("Redis up");
+    drop(gate);
+    assert_eq!(
+        calling.await.unwrap(),
+        Err(DbError),
+        "not the invalidated value"
+    );
+}
+
+/// A tag invalidated while a write-through's body runs (found by review):
+/// Redis refuses the value (old versions), and so does this L1.
+#[tokio::test]
+async fn a_write_through_that_raced_with_a_tag_invalidation_stays_out_of_l1() {
+    for (namespace, redis) in [("c-wt-tag", true), ("c-wt-tag-local", false)] {
+        let cache = match redis {
+            true => cache(namespace).await,
+            false => Cache::builder().ttl_jitter(0.0).build().await.unwrap(),
+        };
+        let db = Db::new(cache);
+        let gate = close(&db).await;
+        let read = db.table.read.notified();
+        let saving = tokio::spawn({
+            let db = db.clone();
+            async move { db.save_safe_slowly(9).await }
+        });
+        read.await;
+        db.update();
+        db.cache.invalidate_tags(["safe:9"]).await.unwrap();
+        drop(gate);
+        assert_eq!(saving.await.unwrap(), Ok(9));
+        assert_eq!(
+            db.safe(9).await,
+            Ok(1009),
+            "{namespace}: loaded, not the raced write"
+        );
+    }
 }
 
 #[tokio::test]

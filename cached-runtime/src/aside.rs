@@ -177,12 +177,16 @@ where
                     count_answer(inner, source);
                     return answer;
                 }
+                // Another function's value (another type under this key):
+                // wait for the flight to end, then look again.
+                let _ = tokio::time::timeout_at(give_up_at.into(), flight::wait_done(slot)).await;
             }
             Ok(Some(Landed::Absent)) => {
                 if let Some(absent) = S::absent() {
                     Counters::bump(&inner.counters.misses);
                     return absent;
                 }
+                let _ = tokio::time::timeout_at(give_up_at.into(), flight::wait_done(slot)).await;
             }
             Ok(None) => {}
             Err(_) => {

@@ -113,7 +113,12 @@ where
         let (ctx, body) = (ctx.clone(), self.clone());
         tokio::spawn(async move {
             let mode = Mode::Refresh { expires_at_ms };
+            // A body that panics unwinds past the back-off of a failure.
+            let inner = &ctx.cache.inner;
+            let pause = inner.settings.fail_safe_throttle;
+            let mut panicked = BackOffOnDrop(Some((&inner.flights, &ctx.key, pause)));
             lead(&ctx, Some(leader), body, mode, None).await;
+            panicked.0 = None;
         });
         true
     }
@@ -130,8 +135,13 @@ where
     ) -> R {
         let slot = leader.as_ref().map(Leader::slot);
         let task_ctx = ctx.clone();
+        let again = body.clone();
         let mut task =
             tokio::spawn(async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await });
+        // If this caller goes away, the load goes on for the others, for
+        // `background_load_timeout` at most.
+        let bound = ctx.cache.inner.settings.background_timeout;
+        let cut_off = AbortAfter(Some((task.abort_handle(), bound)));
         let offered = async {
             match &slot {
                 Some(slot) => match flight::wait(slot.clone()).await {
@@ -141,16 +151,59 @@ where
                 None => None,
             }
         };
-        tokio::select! {
+        let answer = tokio::select! {
             biased;
             finished = &mut task => match finished {
                 Ok(Some(result)) => result,
                 Ok(None) => unreachable!("a caller's load answers: only a refresh finds nothing to do"),
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                // Cancelled: the runtime shuts down, and this caller with it.
-                Err(_) => std::future::pending().await,
+                // Cancelled (the runtime that ran it shuts down): the caller
+                // still gets an answer, from a run of its own.
+                Err(_) => (again.0)().await,
             },
             Some(answer) = offered => answer,
+        };
+        cut_off.disarm();
+        answer
+    }
+}
+
+/// Aborts a background load when dropped armed (its caller gone), after
+/// the bound: the load is not cut short for the callers that wait for it,
+/// but it cannot hold its key forever.
+struct AbortAfter(Option<(tokio::task::AbortHandle, std::time::Duration)>);
+
+impl AbortAfter {
+    /// The caller got its answer: an answered load is bounded in `lead`.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortAfter {
+    fn drop(&mut self) {
+        let Some((task, bound)) = self.0.take() else {
+            return;
+        };
+        if task.is_finished() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep(bound).await;
+                task.abort();
+            });
+        }
+    }
+}
+
+/// Backs a key's refresh off when dropped: a refresh whose body panicked.
+struct BackOffOnDrop<'a>(Option<(&'a crate::flight::Flights, &'a str, std::time::Duration)>);
+
+impl Drop for BackOffOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some((flights, key, pause)) = self.0.take() {
+            flights.back_off(key, pause);
         }
     }
 }

@@ -70,11 +70,10 @@ impl Breaker {
     }
 
     /// An operation sent at `sent` (see [`Breaker::clock`]) timed out: a
-    /// failure unless another succeeded meanwhile.
-    pub(crate) fn timed_out(&self, sent: u64) {
-        if self.last_success.load(SeqCst) <= sent {
-            self.failure();
-        }
+    /// failure unless another succeeded meanwhile. Whether the breaker
+    /// opened now.
+    pub(crate) fn timed_out(&self, sent: u64) -> bool {
+        self.last_success.load(SeqCst) <= sent && self.failure()
     }
 
     #[inline]
@@ -94,19 +93,28 @@ impl Breaker {
         }
     }
 
-    pub(crate) fn failure(&self) {
+    /// A failure; whether the breaker opened now. An open breaker stays as
+    /// it is: its probe re-armed it when it was let through (failures of
+    /// operations that skip the breaker, invalidations, must not push the
+    /// next probe back).
+    pub(crate) fn failure(&self) -> bool {
         let failures = self.failures.fetch_add(1, SeqCst).saturating_add(1);
         if failures < self.threshold {
-            return;
+            return false;
         }
-        let until = self.now_ms().saturating_add(self.cooldown_ms);
-        if self.open_until.swap(until, SeqCst) == 0 {
+        let until = self.now_ms().saturating_add(self.cooldown_ms).max(1);
+        let opened = self
+            .open_until
+            .compare_exchange(0, until, SeqCst, SeqCst)
+            .is_ok();
+        if opened {
             self.trips.fetch_add(1, SeqCst);
             tracing::warn!(
                 failures,
                 "Redis keeps failing: circuit breaker open, calls skip it"
             );
         }
+        opened
     }
 
     /// How many times the breaker opened.

@@ -172,7 +172,7 @@ impl Inner {
         }
         // Queued before it is applied: an L2 read from now on that finds
         // an entry it covers refuses it.
-        let queued = self.pending.push(invalidation);
+        let queued = self.pending.push(invalidation, self.id);
         self.apply_locally(&queued.invalidation);
         Some(queued)
     }
@@ -222,6 +222,24 @@ impl Cache {
         }
     }
 
+    /// Sends the invalidations that wait for Redis (see
+    /// [`Stats::pending_invalidations`]) now, and returns once Redis has
+    /// confirmed every one of them: call it before the process exits, so
+    /// that none is left unsent. `Ok` at once when none waits, or without
+    /// Redis.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] or [`Error::RedisTimeout`] when Redis could not
+    /// take them; they stay queued, and are retried in the background.
+    pub async fn flush_invalidations(&self) -> Result<(), Error> {
+        let result = self.inner.pending.send_all(&self.inner).await;
+        if result.is_err() {
+            crate::pending::Pending::retry_in_background(&self.inner);
+        }
+        result.map_err(Error::from)
+    }
+
     /// Invalidates every entry carrying one of `tags`, in Redis and in the L1
     /// of every instance. O(1) per tag, whatever the number of entries.
     ///
@@ -232,9 +250,13 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] or [`Error::RedisTimeout`] when Redis could not be
-    /// told: this instance's L1 is invalidated all the same, but Redis and
-    /// the other instances may serve the old values until they expire.
+    /// [`Error::Redis`] or [`Error::RedisTimeout`] when Redis has not
+    /// confirmed it (yet): this instance is invalidated all the same, at
+    /// once, and serves nothing the invalidation covers from Redis; the
+    /// invalidation is retried in the background until Redis confirms it
+    /// (see [`Cache::flush_invalidations`]). Until then Redis and the other
+    /// instances may serve the old values. `Ok` means Redis has it, and
+    /// the other instances' L1 as soon as its message reaches them.
     pub async fn invalidate_tags<I>(&self, tags: I) -> Result<(), Error>
     where
         I: IntoIterator,

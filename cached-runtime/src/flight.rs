@@ -65,6 +65,10 @@ pub(crate) struct Flight {
 #[derive(Default)]
 struct State {
     landed: Option<Landed>,
+    /// Until when a value offered before the flight is done may be taken
+    /// by callers who join from then on (the end of its stale or
+    /// fail-safe window, or of its fresh period).
+    offered_until: Option<Instant>,
     done: bool,
 }
 
@@ -90,12 +94,26 @@ impl Flight {
             .swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// What a relieving waiter found: handed to the flight's callers
-    /// unless the leader was first. The flight stays the leader's.
-    pub(crate) fn offer(&self, landed: Landed) {
+    /// Hands a value to the waiters now, and to callers that join until
+    /// `until`, while the flight goes on.
+    fn offer(&self, landed: Landed, until: Instant) {
         self.update(|state| {
-            state.landed.get_or_insert(landed);
+            state.landed = Some(landed);
+            state.offered_until = Some(until);
         });
+    }
+
+    /// Whether a caller arriving now may join: nothing invalidated what
+    /// the leader read, and no value it offered has outlived its window.
+    fn joinable(&self) -> bool {
+        let current = self.generations.get().is_none_or(Snapshot::is_current);
+        let offer_valid = {
+            let state = self.state();
+            state
+                .offered_until
+                .is_none_or(|until| until > Instant::now())
+        };
+        current && offer_valid
     }
 }
 
@@ -110,7 +128,24 @@ type Map = Arc<Mutex<HashMap<Arc<str>, Slot, foldhash::fast::RandomState>>>;
 pub(crate) struct Flights {
     in_flight: Map,
     /// Keys whose background refresh failed, until when no other starts.
-    backoff: Mutex<HashMap<Arc<str>, Instant, foldhash::fast::RandomState>>,
+    backoff: Mutex<Backoff>,
+}
+
+/// Keys whose background refresh failed, pruned of the ones past their
+/// pause as the map grows (doubling, so a burst of failures costs
+/// amortized O(1) each).
+struct Backoff {
+    until: HashMap<Arc<str>, Instant, foldhash::fast::RandomState>,
+    prune_at: usize,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            until: HashMap::default(),
+            prune_at: 1024,
+        }
+    }
 }
 
 pub(crate) enum Role {
@@ -132,7 +167,7 @@ impl Flights {
     pub(crate) fn join(&self, key: &str) -> Role {
         let mut map = lock(&self.in_flight);
         if let Some(slot) = map.get(key)
-            && slot.generations.get().is_none_or(Snapshot::is_current)
+            && slot.joinable()
         {
             return Role::Waiter(slot.clone());
         }
@@ -152,7 +187,7 @@ impl Flights {
     pub(crate) fn busy(&self, key: &str) -> bool {
         lock(&self.in_flight)
             .get(key)
-            .is_some_and(|slot| slot.generations.get().is_none_or(Snapshot::is_current))
+            .is_some_and(|slot| slot.joinable())
     }
 
     /// Whether a background refresh of `key` failed less than its pause
@@ -160,6 +195,7 @@ impl Flights {
     pub(crate) fn backing_off(&self, key: &str) -> bool {
         let backoff = self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
         backoff
+            .until
             .get(key)
             .is_some_and(|until| *until > Instant::now())
     }
@@ -168,15 +204,32 @@ impl Flights {
     pub(crate) fn back_off(&self, key: &str, pause: std::time::Duration) {
         let now = Instant::now();
         let mut backoff = self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
-        if backoff.len() >= 1024 {
-            backoff.retain(|_, until| *until > now);
+        if backoff.until.len() >= backoff.prune_at {
+            backoff.until.retain(|_, until| *until > now);
+            backoff.prune_at = (backoff.until.len() * 2).max(1024);
         }
-        backoff.insert(key.into(), crate::spec::later(now, pause));
+        backoff
+            .until
+            .insert(key.into(), crate::spec::later(now, pause));
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         lock(&self.in_flight).len()
+    }
+}
+
+/// Waits for the flight to end (landed or given up): for a caller that
+/// cannot take what it offered (a value of another type).
+pub(crate) async fn wait_done(slot: Slot) {
+    loop {
+        let notified = slot.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if slot.state().done {
+            return;
+        }
+        notified.await;
     }
 }
 
@@ -235,16 +288,24 @@ impl Leader {
         self.flight.clone()
     }
 
-    /// Hands a value to the waiters now, and to callers that join from now
-    /// on, while the load goes on: a fail-safe value when it is slow.
-    pub(crate) fn offer(&self, landed: Landed) {
-        self.flight.update(|state| state.landed = Some(landed));
+    /// Hands a value to the waiters now, and to callers that join until
+    /// `until` (the end of its window), while the load goes on: a stale
+    /// value while it refreshes, a fail-safe value when it is slow.
+    pub(crate) fn offer(&self, landed: Landed, until: Instant) {
+        self.flight.offer(landed, until);
     }
 
-    /// Hands the result to every waiter and closes the flight.
-    pub(crate) fn land(self, landed: Landed) {
+    /// Whether this is a waiter standing in for a slow leader.
+    pub(crate) fn is_relief(&self) -> bool {
+        self.relief
+    }
+
+    /// Hands the result to every waiter and closes the flight. A relief
+    /// only offers it, to callers joining until `until` (the end of the
+    /// value's fresh period or window): the flight stays its leader's.
+    pub(crate) fn land(self, landed: Landed, until: Instant) {
         if self.relief {
-            self.flight.offer(landed);
+            self.flight.offer(landed, until);
             return;
         }
         // Remove first: a caller arriving from now on finds the value in L1
@@ -269,7 +330,14 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        if !self.relief && !self.flight.state().done {
+        if self.relief {
+            // Landed or not: another waiter may relieve the leader next.
+            self.flight
+                .relieved
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
+        if !self.flight.state().done {
             self.leave();
             self.flight.update(|state| state.done = true);
         }
@@ -290,7 +358,7 @@ mod tests {
             panic!("second caller waits")
         };
         let waiter = tokio::spawn(wait(slot));
-        leader.land(Landed::Value(Arc::new(7u32), Source::Load));
+        leader.land(Landed::Value(Arc::new(7u32), Source::Load), Instant::now());
         let Some(Landed::Value(value, Source::Load)) = waiter.await.unwrap() else {
             panic!("waiter got nothing")
         };
@@ -318,7 +386,7 @@ mod tests {
             panic!("first caller leads")
         };
         let value: Shared = Arc::new(7u32);
-        alone.land(Landed::Value(value.clone(), Source::L2));
+        alone.land(Landed::Value(value.clone(), Source::L2), Instant::now());
         assert_eq!(
             Arc::strong_count(&value),
             1,
@@ -331,7 +399,7 @@ mod tests {
         let Role::Waiter(slot) = flights.join("b") else {
             panic!("second caller waits")
         };
-        joined.land(Landed::Absent);
+        joined.land(Landed::Absent, Instant::now());
         assert!(matches!(wait(slot).await, Some(Landed::Absent)));
     }
 }

@@ -197,7 +197,10 @@ pub(crate) struct Read {
 
 pub(crate) struct L2 {
     client: redis::Client,
-    conn: ConnectionManager,
+    /// The connection, replaced when the breaker opens (see
+    /// [`L2::reconnect`]).
+    conn: std::sync::RwLock<ConnectionManager>,
+    config: ConnectionManagerConfig,
     timeout: Duration,
     pub(crate) breaker: Breaker,
     /// Turns for operations in flight on the connection.
@@ -280,14 +283,44 @@ impl L2 {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let conn = client.get_connection_manager_lazy(config)?;
+        let conn = client.get_connection_manager_lazy(config.clone())?;
         Ok(Self {
             client,
-            conn,
+            conn: std::sync::RwLock::new(conn),
+            config,
             timeout,
             breaker,
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         })
+    }
+
+    /// The connection to send a command on: a clone of the manager's handle.
+    fn conn(&self) -> ConnectionManager {
+        let conn = self
+            .conn
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        conn.clone()
+    }
+
+    /// Replaces the connection with a new one (connected lazily). redis-rs
+    /// reconnects after a connection error, but not after a response
+    /// timeout: a connection that went silent (a failover behind a virtual
+    /// IP, a lost NAT entry, a half-open TCP connection) would otherwise
+    /// time out every command until the kernel gives up on it, minutes
+    /// later. Called when the breaker opens and when its probe fails.
+    fn reconnect(&self) {
+        match self.client.get_connection_manager_lazy(self.config.clone()) {
+            Ok(fresh) => {
+                let mut conn = self
+                    .conn
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *conn = fresh;
+                tracing::debug!("Redis connection replaced");
+            }
+            Err(error) => tracing::debug!(%error, "cannot make a new Redis connection"),
+        }
     }
 
     pub(crate) fn client(&self) -> &redis::Client {
@@ -323,28 +356,38 @@ impl L2 {
             },
         };
         let sent = self.breaker.clock();
+        let probe = self.breaker.is_open();
         let result = match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(L2Error::Redis(error)),
             Err(_) => Err(L2Error::Timeout(self.timeout)),
         };
-        match &result {
-            Ok(_) => self.breaker.success(),
-            Err(L2Error::Redis(error)) if !is_connection_failure(error) => self.breaker.success(),
+        let opened = match &result {
+            Ok(_) => {
+                self.breaker.success();
+                false
+            }
+            Err(L2Error::Redis(error)) if !is_connection_failure(error) => {
+                self.breaker.success();
+                false
+            }
             Err(L2Error::Timeout(_)) => self.breaker.timed_out(sent),
             Err(L2Error::Redis(error)) if error.is_timeout() => self.breaker.timed_out(sent),
             Err(_) => self.breaker.failure(),
+        };
+        if opened || (probe && result.is_err()) {
+            self.reconnect();
         }
         result
     }
 
     async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, L2Error> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded(cmd.query_async(&mut conn)).await
     }
 
     async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, L2Error> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded(pipe.query_async(&mut conn)).await
     }
 
@@ -453,7 +496,7 @@ impl L2 {
             .arg(token)
             .arg(channel)
             .arg(message);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded(invocation.invoke_async(&mut conn)).await
     }
 
@@ -474,7 +517,7 @@ impl L2 {
             .arg(token)
             .arg(millis(lease))
             .arg(seen);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (taken, left): (i64, i64) = self.bounded(invocation.invoke_async(&mut conn)).await?;
         Ok(match taken {
             1 => Acquired::Taken,
@@ -492,7 +535,7 @@ impl L2 {
     ) -> Result<bool, L2Error> {
         let mut invocation = RENEW.key(lock_key);
         invocation.arg(token).arg(millis(lease));
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let renewed: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
         Ok(renewed == 1)
     }
@@ -505,7 +548,7 @@ impl L2 {
             .arg(held.token)
             .arg(held.channel)
             .arg(held.message);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded(invocation.invoke_async::<i64>(&mut conn))
             .await
             .map(drop)
@@ -535,7 +578,7 @@ impl L2 {
             .arg(millis(version_ttl))
             .arg(channel)
             .arg(message);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let stored: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
         Ok(stored == 1)
     }
@@ -568,7 +611,7 @@ impl L2 {
                 .ignore();
         }
         pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded_past_breaker(pipe.query_async(&mut conn)).await
     }
 }
@@ -576,9 +619,12 @@ impl L2 {
 /// How long a key invalidation's tombstone stays in place of the entry.
 /// A load that read the entry before the invalidation compares what it
 /// read with the tombstone and is refused; a load whose read is older than
-/// [`WRITE_HORIZON`] does not write at all, so no load outlives the
-/// tombstone it should have met.
-pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(300);
+/// [`WRITE_HORIZON`] does not write at all. The margin between the two
+/// (26 minutes) covers a write that waited its turn and then its timeout
+/// (a minute each at most) and a TCP connection that keeps retransmitting
+/// it (Linux gives up after about 15 minutes): no load outlives the
+/// tombstone it should have met. A tombstone costs about 60 bytes.
+pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(1800);
 
 /// A load whose L2 read is older than this leaves Redis alone (its value
 /// still goes to its callers and, unless invalidated, to L1).

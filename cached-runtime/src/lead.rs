@@ -89,6 +89,11 @@ impl Fallback {
         now.saturating_duration_since(self.expired_at)
     }
 
+    /// When its fail-safe window ends.
+    fn window_end(&self, spec: &Spec) -> Instant {
+        later(self.expired_at, spec.fail_safe)
+    }
+
     /// Whether it may be served now: not invalidated, within its window.
     fn servable(&self, spec: &Spec) -> bool {
         self.generations.is_current() && self.past(Instant::now()) <= spec.fail_safe
@@ -135,13 +140,15 @@ where
     // Before anything is read: an invalidation from now on outdates it, in
     // L1 and for callers who would join the flight after it.
     let generations = inner.snapshot(spec.prefix, &ctx.tags, &ctx.key);
+    // The same, taken even without L1 (where `generations` is empty): what
+    // the flight's later callers and a fail-safe value depend on.
+    let tracked = if inner.l1.enabled() {
+        generations.clone()
+    } else {
+        inner.generations.snapshot(spec.prefix, &ctx.tags, &ctx.key)
+    };
     if let Some(leader) = &leader {
-        if inner.l1.enabled() {
-            leader.depends_on(&generations);
-        } else {
-            let tracked = inner.generations.snapshot(spec.prefix, &ctx.tags, &ctx.key);
-            leader.depends_on(&tracked);
-        }
+        leader.depends_on(&tracked);
     }
     let l2 = L2Call::new(inner, spec, &ctx.key, &ctx.tags);
     // What this call's caller was answered with already (a stale or
@@ -151,7 +158,10 @@ where
     let mut seen: Option<Seen> = None;
     let mut lease = None;
     if let Some(l2) = &l2 {
-        let lock = spec.lock.unwrap_or(inner.settings.lock);
+        // A relief loads at once: the lock is held by the leader it
+        // stands in for, or by another process as slow.
+        let lock = spec.lock.unwrap_or(inner.settings.lock)
+            && !leader.as_ref().is_some_and(Leader::is_relief);
         // Made on the first miss only: a hit needs none of them.
         let mut watch = None;
         let mut lock_id: Option<(String, String)> = None;
@@ -185,14 +195,15 @@ where
                         if let Some(entry) = entry {
                             inner.keep_in_l1(&ctx.key, entry);
                         }
+                        let fresh_for = found.meta.remaining(now).unwrap_or_default();
                         if let Some(leader) = leader {
-                            leader.land(Landed::Value(shared.clone(), Source::L2));
+                            let until = later(Instant::now(), fresh_for.min(spec.ttl));
+                            leader.land(Landed::Value(shared.clone(), Source::L2), until);
                         }
                         if !answered(&offered) {
                             count_answer(inner, Source::L2);
                         }
                         let scale = load_time.mul_f64(spec.refresh_beta);
-                        let fresh_for = found.meta.remaining(now).unwrap_or_default();
                         if mode == Mode::Call
                             && crate::spec::xfetch(fresh_for, scale)
                             && body.refresh(ctx, expires_at_ms)
@@ -218,7 +229,8 @@ where
                         if let Some(entry) = entry {
                             inner.keep_in_l1(&ctx.key, entry);
                         }
-                        leader.offer(Landed::Value(shared.clone(), Source::L2));
+                        let until = later(Instant::now(), spec.stale.saturating_sub(past));
+                        leader.offer(Landed::Value(shared.clone(), Source::L2), until);
                         offered = Some(answer);
                         count_answer(inner, Source::L2);
                         Counters::bump(&inner.counters.stale_served);
@@ -234,7 +246,7 @@ where
                             value: shared,
                             expired_at,
                             expires_at_ms,
-                            generations: generations.clone(),
+                            generations: tracked.clone(),
                         });
                     }
                     seen = Some(found.seen);
@@ -330,7 +342,8 @@ where
                     && fallback.servable(spec)
                     && let Some(answer) = answer::<S, R>(ctx.codec, &fallback.value)
                 {
-                    leader.offer(Landed::Value(fallback.value.clone(), Source::FailSafe));
+                    let until = fallback.window_end(spec);
+                    leader.offer(Landed::Value(fallback.value.clone(), Source::FailSafe), until);
                     offered = Some(answer);
                     Counters::bump(&inner.counters.fail_safe);
                     Counters::bump(&inner.counters.misses);
@@ -350,12 +363,8 @@ where
             Counters::bump(&inner.counters.load_timeouts);
             Counters::bump(&inner.counters.errors);
             drop(lease);
-            if mode != Mode::Call {
-                inner
-                    .flights
-                    .back_off(&ctx.key, inner.settings.fail_safe_throttle);
-            }
             if answered(&offered) {
+                throttle(ctx, fallback.as_ref());
                 return offered;
             }
             if let Some(answer) = serve_fallback(ctx, &mut leader, fallback.as_ref()) {
@@ -373,13 +382,8 @@ where
         Outcome::Failed => {
             Counters::bump(&inner.counters.errors);
             drop(lease);
-            if mode != Mode::Call {
-                inner
-                    .flights
-                    .back_off(&ctx.key, inner.settings.fail_safe_throttle);
-                return None;
-            }
             if answered(&offered) {
+                throttle(ctx, fallback.as_ref());
                 return offered;
             }
             if let Some(answer) = serve_fallback(ctx, &mut leader, fallback.as_ref()) {
@@ -396,7 +400,7 @@ where
     let Some((value, ttl)) = stored else {
         // "Nothing", not cached: shared with the waiters only.
         if let Some(leader) = leader {
-            leader.land(Landed::Absent);
+            leader.land(Landed::Absent, Instant::now());
         }
         if !answered(&offered) {
             Counters::bump(&inner.counters.misses);
@@ -412,7 +416,10 @@ where
         inner.keep_in_l1(&ctx.key, entry);
     }
     if let Some(leader) = leader {
-        leader.land(Landed::Value(shared, Source::Load));
+        leader.land(
+            Landed::Value(shared, Source::Load),
+            later(Instant::now(), ttl),
+        );
     }
     if !answered(&offered) {
         count_answer(inner, Source::Load);
@@ -466,9 +473,36 @@ pub(crate) fn serve_fallback<S: Shape<R>, R>(
         inner.keep_in_l1(&ctx.key, entry);
     }
     if let Some(leader) = leader.take() {
-        leader.land(Landed::Value(fallback.value.clone(), Source::FailSafe));
+        let until = fallback.window_end(ctx.spec);
+        leader.land(
+            Landed::Value(fallback.value.clone(), Source::FailSafe),
+            until,
+        );
     }
     Some(answer)
+}
+
+/// A load whose callers were answered already (a stale or fail-safe value
+/// offered) failed: no other background load of the key for the throttle
+/// period, and the fail-safe value, if any, goes on being served from L1
+/// meanwhile (within its window).
+fn throttle<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: Option<&Fallback>) {
+    let inner = &*ctx.cache.inner;
+    let pause = inner.settings.fail_safe_throttle;
+    inner.flights.back_off(&ctx.key, pause);
+    if let Some(fallback) = fallback.filter(|fallback| fallback.servable(ctx.spec)) {
+        let entry = timed_entry(
+            ctx.spec,
+            fallback.value.clone(),
+            (fallback.expired_at, fallback.expires_at_ms),
+            Some(pause),
+            Duration::ZERO,
+            fallback.generations.clone(),
+        );
+        if let Some(entry) = entry {
+            inner.keep_in_l1(&ctx.key, entry);
+        }
+    }
 }
 
 /// An L1 entry for a value whose fresh period ends at `expires_at_ms` (Unix

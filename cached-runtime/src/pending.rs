@@ -1,5 +1,5 @@
-//! Invalidations that Redis has not confirmed yet: never dropped, retried in
-//! order until it does.
+//! Invalidations that Redis has not confirmed yet: never dropped, retried
+//! until it does.
 //!
 //! An invalidation (or a write-through that could not reach Redis) is
 //! applied to this instance at once and queued here *before* that, so that
@@ -8,16 +8,28 @@
 //! - this instance serves no L2 entry it covers: an L2 read takes a
 //!   [`Snapshot`] of the queue before it is sent, and refuses an entry that
 //!   an invalidation queued then covers (Redis may not have it yet);
-//! - it is sent to Redis in order, one sender at a time, by the caller that
-//!   queued it (who learns whether Redis confirmed it) or, when that
-//!   caller gave up (a timeout, Redis down, the caller cancelled), by a
-//!   background task that retries with a backoff until the queue is empty.
+//! - it is sent to Redis by the caller that queued it (who learns whether
+//!   Redis confirmed it) or, when that caller gave up (a timeout, Redis
+//!   down, the caller cancelled), by a background task that retries with a
+//!   backoff until the queue is empty.
+//!
+//! One sender at a time sends everything queued in one pipeline: new
+//! nonces and tombstones commute, so a batch is as good as its parts in
+//! order, and a burst of invalidations costs a round trip per batch, not
+//! per invalidation. Past [`MAX_PENDING`] (a long outage), the queue is
+//! merged into one invalidation of the whole namespace, which covers them
+//! all.
 //!
 //! Invalidations skip the circuit breaker: each try is bounded by the Redis
 //! timeout, and an open breaker does not refuse them. Sending one twice is
 //! harmless (a second new nonce, a second tombstone, a second message).
+//!
+//! The retrier holds the cache while anything is queued: a cache dropped
+//! during an outage keeps retrying until Redis confirms what it owes, then
+//! lets go. [`Cache::flush_invalidations`](crate::Cache::flush_invalidations)
+//! sends the queue now, for a process about to exit.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -26,18 +38,33 @@ use crate::cache::Inner;
 use crate::l2::L2Error;
 use crate::tags::Invalidation;
 
+/// How many invalidations may wait for Redis before they are merged into
+/// one invalidation of the whole namespace.
+pub(crate) const MAX_PENDING: usize = 1024;
+
 /// One queued invalidation.
 pub(crate) struct Queued {
     pub(crate) invalidation: Invalidation,
+    /// Its place in the queue: it is confirmed once everything up to it is.
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Arc<Queued>>,
+    /// The `seq` of the next invalidation queued.
+    next: u64,
 }
 
 /// The queue of one cache.
 #[derive(Default)]
 pub(crate) struct Pending {
-    queue: Mutex<VecDeque<Arc<Queued>>>,
+    queue: Mutex<Queue>,
     /// The queue's length, read without the lock on every L2 read.
     len: AtomicU64,
-    /// One sender at a time, so that they reach Redis in order.
+    /// Every invalidation with a `seq` below this is confirmed.
+    confirmed: AtomicU64,
+    /// One sender at a time.
     sending: tokio::sync::Mutex<()>,
     /// Whether the background retrier runs.
     retrying: AtomicBool,
@@ -50,13 +77,41 @@ impl Snapshot {
     /// Whether one of them covers the entry `key` (rendered `prefix:…`) of
     /// `prefix` with `tags`.
     pub(crate) fn covers(&self, key: &str, prefix: &str, tags: &[String]) -> bool {
-        self.0.iter().any(|queued| {
-            let invalidation = &queued.invalidation;
-            invalidation.all
-                || invalidation.keys.iter().any(|k| k == key)
-                || invalidation.prefixes.iter().any(|p| p == prefix)
-                || invalidation.tags.iter().any(|t| tags.contains(t))
-        })
+        self.0
+            .iter()
+            .any(|queued| covers(&queued.invalidation, key, prefix, tags))
+    }
+}
+
+fn covers(invalidation: &Invalidation, key: &str, prefix: &str, tags: &[String]) -> bool {
+    invalidation.all
+        || invalidation.keys.iter().any(|k| k == key)
+        || invalidation.prefixes.iter().any(|p| p == prefix)
+        || invalidation.tags.iter().any(|t| tags.contains(t))
+}
+
+/// One invalidation covering all of `batch`.
+fn merged(batch: &[Arc<Queued>], sender: u64) -> Invalidation {
+    if batch.iter().any(|queued| queued.invalidation.all) {
+        return Invalidation {
+            sender,
+            all: true,
+            ..Invalidation::default()
+        };
+    }
+    let union = |part: fn(&Invalidation) -> &Vec<String>| -> Vec<String> {
+        let names: BTreeSet<&String> = batch
+            .iter()
+            .flat_map(|queued| part(&queued.invalidation))
+            .collect();
+        names.into_iter().cloned().collect()
+    };
+    Invalidation {
+        sender,
+        tags: union(|i| &i.tags),
+        keys: union(|i| &i.keys),
+        prefixes: union(|i| &i.prefixes),
+        all: false,
     }
 }
 
@@ -64,7 +119,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Pending {
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Arc<Queued>>> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
         // Every statement leaves the queue consistent.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -74,11 +129,33 @@ impl Pending {
         self.len.load(SeqCst)
     }
 
-    pub(crate) fn push(&self, invalidation: Invalidation) -> Arc<Queued> {
-        let queued = Arc::new(Queued { invalidation });
+    /// Queues an invalidation sent by `sender` (this instance).
+    pub(crate) fn push(&self, invalidation: Invalidation, sender: u64) -> Arc<Queued> {
         let mut queue = self.queue();
-        queue.push_back(queued.clone());
-        self.len.store(queue.len() as u64, SeqCst);
+        let seq = queue.next;
+        queue.next += 1;
+        let queued = if queue.items.len() >= MAX_PENDING {
+            // A long outage: one invalidation of everything stands for all
+            // of them (and for this one), confirmed when it is.
+            tracing::warn!(
+                pending = queue.items.len(),
+                "too many invalidations wait for Redis: merged into one of the whole namespace"
+            );
+            queue.items.clear();
+            let all = Invalidation {
+                sender,
+                all: true,
+                ..Invalidation::default()
+            };
+            Arc::new(Queued {
+                invalidation: all,
+                seq,
+            })
+        } else {
+            Arc::new(Queued { invalidation, seq })
+        };
+        queue.items.push_back(queued.clone());
+        self.len.store(queue.items.len() as u64, SeqCst);
         queued
     }
 
@@ -89,37 +166,42 @@ impl Pending {
         if self.len() == 0 {
             return None;
         }
-        Some(Snapshot(self.queue().iter().cloned().collect()))
+        Some(Snapshot(self.queue().items.iter().cloned().collect()))
     }
 
-    fn front(&self) -> Option<Arc<Queued>> {
-        self.queue().front().cloned()
-    }
-
-    fn is_queued(&self, queued: &Arc<Queued>) -> bool {
-        self.queue().iter().any(|q| Arc::ptr_eq(q, queued))
+    fn is_confirmed(&self, queued: &Queued) -> bool {
+        self.confirmed.load(SeqCst) > queued.seq
     }
 
     /// Removes `sent` from the front, where it was when it was sent.
-    fn confirmed(&self, sent: &Arc<Queued>) {
+    fn confirm(&self, sent: &[Arc<Queued>]) {
         let mut queue = self.queue();
-        if queue.front().is_some_and(|front| Arc::ptr_eq(front, sent)) {
-            queue.pop_front();
+        for sent in sent {
+            if queue.items.front().is_some_and(|f| Arc::ptr_eq(f, sent)) {
+                queue.items.pop_front();
+            }
         }
-        self.len.store(queue.len() as u64, SeqCst);
+        if let Some(last) = sent.last() {
+            self.confirmed.fetch_max(last.seq + 1, SeqCst);
+        }
+        self.len.store(queue.items.len() as u64, SeqCst);
     }
 
-    /// Sends the queue to Redis in order, up to and including `until`
-    /// (everything, with `None`). `Ok` once it is confirmed; the first
-    /// failure stops the sending, and what is left stays queued.
-    async fn send(&self, inner: &Inner, until: Option<&Arc<Queued>>) -> Result<(), L2Error> {
+    /// Sends what is queued to Redis, one batch per round trip, until
+    /// `until` is confirmed (everything, with `None`). The first failure
+    /// stops the sending, and what is left stays queued.
+    async fn send(&self, inner: &Inner, until: Option<&Queued>) -> Result<(), L2Error> {
         let Some(l2) = &inner.l2 else { return Ok(()) };
         let _sending = self.sending.lock().await;
-        if until.is_some_and(|until| !self.is_queued(until)) {
-            return Ok(()); // another sender had it confirmed
-        }
-        while let Some(front) = self.front() {
-            let invalidation = &front.invalidation;
+        loop {
+            if until.is_some_and(|until| self.is_confirmed(until)) {
+                return Ok(()); // another sender had it confirmed
+            }
+            let batch: Vec<Arc<Queued>> = self.queue().items.iter().cloned().collect();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let invalidation = merged(&batch, inner.id);
             let names = &inner.names;
             let mut versions: Vec<String> =
                 invalidation.tags.iter().map(|t| names.tag(t)).collect();
@@ -128,7 +210,7 @@ impl Pending {
                 versions.push(names.namespace_version());
             }
             let entries: Vec<String> = invalidation.keys.iter().map(|k| names.entry(k)).collect();
-            let message = serde_json::to_vec(invalidation).unwrap_or_default();
+            let message = serde_json::to_vec(&invalidation).unwrap_or_default();
             if let Err(error) = l2
                 .invalidate(&versions, &entries, &names.channel(), &message)
                 .await
@@ -136,22 +218,20 @@ impl Pending {
                 inner.counters.redis_failed(&error);
                 return Err(error);
             }
-            self.confirmed(&front);
-            if until.is_some_and(|until| Arc::ptr_eq(until, &front)) {
-                break;
-            }
+            self.confirm(&batch);
         }
-        Ok(())
     }
 
     /// Sends the queue up to `queued`, its own invalidation: what an
     /// invalidating caller waits for.
-    pub(crate) async fn send_through(
-        &self,
-        inner: &Inner,
-        queued: &Arc<Queued>,
-    ) -> Result<(), L2Error> {
+    pub(crate) async fn send_through(&self, inner: &Inner, queued: &Queued) -> Result<(), L2Error> {
         self.send(inner, Some(queued)).await
+    }
+
+    /// Sends everything queued now: for
+    /// [`Cache::flush_invalidations`](crate::Cache::flush_invalidations).
+    pub(crate) async fn send_all(&self, inner: &Inner) -> Result<(), L2Error> {
+        self.send(inner, None).await
     }
 
     /// Makes sure the background retrier runs while anything is queued.
@@ -161,7 +241,8 @@ impl Pending {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to retry on: the next invalidation sends it first.
+            // No runtime to retry on: the next invalidation, or
+            // `flush_invalidations`, sends it.
             pending.retrying.store(false, SeqCst);
             return;
         };
@@ -212,5 +293,57 @@ impl Drop for RetryOnDrop<'_> {
         if self.armed {
             Pending::retry_in_background(self.inner);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(keys: &[&str]) -> Invalidation {
+        Invalidation {
+            keys: keys.iter().map(|&k| k.to_owned()).collect(),
+            ..Invalidation::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_merges_into_one_invalidation() {
+        let pending = Pending::default();
+        pending.push(keys(&["u:1", "u:2"]), 7);
+        pending.push(keys(&["u:2"]), 7);
+        pending.push(
+            Invalidation {
+                tags: vec!["org:1".into()],
+                ..Invalidation::default()
+            },
+            7,
+        );
+        let batch: Vec<_> = pending.queue().items.iter().cloned().collect();
+        let one = merged(&batch, 7);
+        assert_eq!(one.keys, ["u:1", "u:2"]);
+        assert_eq!(one.tags, ["org:1"]);
+        assert_eq!(one.sender, 7);
+        let snapshot = pending.snapshot().expect("pending");
+        assert!(snapshot.covers("u:2", "u", &[]));
+        assert!(snapshot.covers("x:9", "x", &["org:1".into()]));
+        assert!(!snapshot.covers("u:3", "u", &[]));
+    }
+
+    #[test]
+    fn past_the_bound_the_queue_becomes_one_invalidation_of_everything() {
+        let pending = Pending::default();
+        let first = pending.push(keys(&["u:0"]), 7);
+        for i in 1..=MAX_PENDING {
+            pending.push(keys(&[&format!("u:{i}")]), 7);
+        }
+        assert_eq!(pending.len(), 1);
+        let snapshot = pending.snapshot().expect("pending");
+        assert!(snapshot.covers("anything:1", "anything", &[]));
+        let batch: Vec<_> = pending.queue().items.iter().cloned().collect();
+        assert!(!pending.is_confirmed(&first));
+        pending.confirm(&batch);
+        assert!(pending.is_confirmed(&first), "confirmed by the merged one");
+        assert_eq!(pending.len(), 0);
     }
 }

@@ -78,7 +78,12 @@ impl Spec {
     /// `refresh_ahead = β`.
     #[must_use]
     pub const fn refresh_ahead(mut self, beta: f64) -> Self {
-        self.refresh_beta = beta;
+        // Negative or NaN would panic in `Duration::mul_f64`: off instead.
+        self.refresh_beta = if beta > 0.0 && beta <= 1000.0 {
+            beta
+        } else {
+            0.0
+        };
         self
     }
 

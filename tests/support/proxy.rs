@@ -9,6 +9,10 @@
 //! once a partition heals. A side that closes its socket is forwarded as a
 //! close (once thawed), so a client that gives up on a connection ends it
 //! on the server too.
+//!
+//! [`Proxy::cut`] makes the connections open now go silent for good (a
+//! failover behind a virtual IP, a NAT entry lost), while new connections
+//! work: only a client that reconnects gets through again.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -20,6 +24,9 @@ use tokio::task::JoinSet;
 pub struct Proxy {
     port: u16,
     frozen: watch::Sender<bool>,
+    /// Bumped by [`Proxy::cut`]: connections of an older generation are
+    /// silent.
+    generation: watch::Sender<u64>,
     task: tokio::task::AbortHandle,
 }
 
@@ -31,8 +38,20 @@ impl Proxy {
             .expect("a free loopback port");
         let port = listener.local_addr().expect("a bound listener").port();
         let (frozen, _) = watch::channel(false);
-        let task = tokio::spawn(accept(listener, upstream, frozen.clone())).abort_handle();
-        Self { port, frozen, task }
+        let (generation, _) = watch::channel(0);
+        let task = tokio::spawn(accept(
+            listener,
+            upstream,
+            frozen.clone(),
+            generation.clone(),
+        ))
+        .abort_handle();
+        Self {
+            port,
+            frozen,
+            generation,
+            task,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -53,6 +72,12 @@ impl Proxy {
     pub fn thaw(&self) {
         self.frozen.send_replace(false);
     }
+
+    /// Makes every connection open now silent for good, both ways, keeping
+    /// it open; connections made from now on work.
+    pub fn cut(&self) {
+        self.generation.send_modify(|generation| *generation += 1);
+    }
 }
 
 impl Drop for Proxy {
@@ -63,13 +88,19 @@ impl Drop for Proxy {
 }
 
 /// Accepts clients; dropped (aborted), it drops every connection with it.
-async fn accept(listener: TcpListener, upstream: u16, frozen: watch::Sender<bool>) {
+async fn accept(
+    listener: TcpListener,
+    upstream: u16,
+    frozen: watch::Sender<bool>,
+    generation: watch::Sender<u64>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((client, _)) = accepted {
-                    connections.spawn(forward(client, upstream, frozen.subscribe()));
+                    let cut = generation.subscribe();
+                    connections.spawn(forward(client, upstream, frozen.subscribe(), cut));
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -78,19 +109,35 @@ async fn accept(listener: TcpListener, upstream: u16, frozen: watch::Sender<bool
 }
 
 /// Connects `client` to the server (once thawed) and pumps both ways.
-async fn forward(client: TcpStream, upstream: u16, mut frozen: watch::Receiver<bool>) {
+async fn forward(
+    client: TcpStream,
+    upstream: u16,
+    mut frozen: watch::Receiver<bool>,
+    mut cut: watch::Receiver<u64>,
+) {
     if frozen.wait_for(|frozen| !frozen).await.is_err() {
         return;
     }
+    let mine = *cut.borrow_and_update();
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return; // dropping `client` closes it, as a refused connection would
     };
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    tokio::join!(
-        pump(client_read, server_write, frozen.clone()),
-        pump(server_read, client_write, frozen),
-    );
+    let mut pumps = std::pin::pin!(async {
+        tokio::join!(
+            pump(client_read, server_write, frozen.clone()),
+            pump(server_read, client_write, frozen),
+        )
+    });
+    tokio::select! {
+        _ = &mut pumps => {}
+        () = async { drop(cut.wait_for(|generation| *generation != mine).await) } => {
+            // Cut: nothing more moves, and nothing says so. The pumps (and
+            // the sockets they hold) stay, unpolled, until the proxy goes.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Copies `from` to `to` while thawed; on end of stream, closes `to`.
