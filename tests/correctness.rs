@@ -645,6 +645,55 @@ async fn waiters_of_a_slow_leader_do_not_all_load() {
     assert_eq!(leader.await.unwrap(), Ok(1));
 }
 
+/// Item 9: a holder whose write fails (here: its breaker opened while it
+/// loaded) still releases the lock at once, not after its whole lease.
+#[tokio::test]
+async fn a_holder_whose_write_fails_releases_the_lock() {
+    let server = support::RedisServer::start();
+    let url = server.url();
+    let cache = Cache::builder()
+        .namespace("c-release")
+        .redis(&url)
+        .ttl_jitter(0.0)
+        .lock_lease(Duration::from_secs(20))
+        .circuit_breaker(1, Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let db = Db::new(cache);
+    let gate = close(&db).await;
+    let read = db.table.read.notified();
+    let holding = tokio::spawn({
+        let db = db.clone();
+        async move { db.row(1).await }
+    });
+    read.await; // it holds the lock and loads
+    let mut redis = support::raw(&url).await;
+    let lock = "c-release:#lock:row:1";
+    let held: bool = redis::cmd("EXISTS")
+        .arg(lock)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(held);
+    let stalled = support::stall(&url, 0.5).await;
+    assert!(db.cache.ping().await.is_err(), "Redis stalled: a timeout");
+    stalled.await.unwrap();
+    assert!(db.cache.stats().breaker_open, "its write will be refused");
+    drop(gate);
+    assert_eq!(holding.await.unwrap(), Ok(1));
+    let released = support::eventually(Duration::from_secs(2), async || {
+        let held: bool = redis::cmd("EXISTS")
+            .arg(lock)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        !held
+    })
+    .await;
+    assert!(released, "the lock is held until its 20 s lease runs out");
+}
+
 /// Item 9: a failing background refresh is retried once per throttle, not
 /// on every stale hit.
 #[tokio::test]

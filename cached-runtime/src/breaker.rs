@@ -9,10 +9,14 @@
 //! errors, refusals, dropped connections, timeouts), not errors of a
 //! command, so a foreign value under one key cannot turn L2 off.
 //!
-//! A timeout counts only if nothing succeeded while it waited: when other
+//! A timeout counts only if nothing succeeded while it waited (when other
 //! operations were answered meanwhile, Redis is alive and the wait was this
-//! process's own backlog (a burst of thousands of calls on one thread), not
-//! a failing server.
+//! process's own backlog: a burst of thousands of calls on one thread), and
+//! only if it was sent after the last failure was counted: operations in
+//! flight together that time out together are one piece of evidence, not
+//! hundreds. So the breaker opens after `failures` timeouts in a row, one
+//! after the other: a Redis that stays silent that long, not a thread
+//! that was busy for one timeout.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -26,6 +30,8 @@ pub(crate) struct Breaker {
     open_until: AtomicU64,
     /// Milliseconds since `origin` of the last success.
     last_success: AtomicU64,
+    /// Milliseconds since `origin` when the last failure was counted.
+    last_failure: AtomicU64,
     trips: AtomicU64,
 }
 
@@ -40,6 +46,7 @@ impl Breaker {
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             last_success: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
             trips: AtomicU64::new(0),
         }
     }
@@ -73,7 +80,9 @@ impl Breaker {
     /// failure unless another succeeded meanwhile. Whether the breaker
     /// opened now.
     pub(crate) fn timed_out(&self, sent: u64) -> bool {
-        self.last_success.load(SeqCst) <= sent && self.failure()
+        let answered_meanwhile = self.last_success.load(SeqCst) > sent;
+        let counted_meanwhile = self.last_failure.load(SeqCst) > sent;
+        !answered_meanwhile && !counted_meanwhile && self.failure()
     }
 
     #[inline]
@@ -98,6 +107,7 @@ impl Breaker {
     /// operations that skip the breaker, invalidations, must not push the
     /// next probe back).
     pub(crate) fn failure(&self) -> bool {
+        self.last_failure.fetch_max(self.now_ms(), SeqCst);
         let failures = self.failures.fetch_add(1, SeqCst).saturating_add(1);
         if failures < self.threshold {
             return false;
@@ -180,5 +190,26 @@ mod tests {
         let sent = breaker.clock();
         breaker.timed_out(sent);
         assert!(breaker.is_open(), "nothing answered since it was sent");
+    }
+
+    #[test]
+    fn timeouts_in_flight_together_count_once() {
+        let breaker = Breaker::new(3, Duration::from_secs(60));
+        let wave = breaker.clock();
+        std::thread::sleep(Duration::from_millis(2));
+        for _ in 0..100 {
+            breaker.timed_out(wave);
+        }
+        assert!(!breaker.is_open(), "one wave of timeouts is one failure");
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(2));
+            let sent = breaker.clock();
+            std::thread::sleep(Duration::from_millis(2));
+            breaker.timed_out(sent);
+        }
+        assert!(
+            breaker.is_open(),
+            "three in a row, each sent after the last"
+        );
     }
 }

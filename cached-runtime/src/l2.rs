@@ -527,6 +527,7 @@ impl L2 {
     }
 
     /// Extends a lease that is still ours; `Ok(false)` when it is not.
+    /// Tried even while the breaker is open.
     pub(crate) async fn renew(
         &self,
         lock_key: &str,
@@ -536,11 +537,15 @@ impl L2 {
         let mut invocation = RENEW.key(lock_key);
         invocation.arg(token).arg(millis(lease));
         let mut conn = self.conn();
-        let renewed: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        // Past the breaker: a lease that lapses lets another process load too.
+        let renewed: i64 = self
+            .bounded_past_breaker(invocation.invoke_async(&mut conn))
+            .await?;
         Ok(renewed == 1)
     }
 
-    /// Releases a lock that is still ours and tells the waiters.
+    /// Releases a lock that is still ours and tells the waiters. Tried even
+    /// while the breaker is open.
     pub(crate) async fn release(&self, held: Held<'_>) -> Result<(), L2Error> {
         let mut invocation = RELEASE.key(held.lock_key);
         invocation
@@ -549,7 +554,9 @@ impl L2 {
             .arg(held.channel)
             .arg(held.message);
         let mut conn = self.conn();
-        self.bounded(invocation.invoke_async::<i64>(&mut conn))
+        // Past the breaker: a lock left held holds the other processes up
+        // for its whole lease.
+        self.bounded_past_breaker(invocation.invoke_async::<i64>(&mut conn))
             .await
             .map(drop)
     }
