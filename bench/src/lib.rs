@@ -242,14 +242,15 @@ pub async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> BTree
     calls
 }
 
-/// `after - before`, leaving out zero deltas and the `info` used to read them.
+/// `after - before`, leaving out zero deltas, the `info` used to read them
+/// and the `ping` of each cache's pub/sub keepalive (one a second).
 pub fn command_delta(
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,
 ) -> BTreeMap<String, u64> {
     after
         .iter()
-        .filter(|(name, _)| name.as_str() != "info")
+        .filter(|(name, _)| !matches!(name.as_str(), "info" | "ping"))
         .filter_map(|(name, &n)| {
             let d = n - before.get(name).copied().unwrap_or(0);
             (d > 0).then(|| (name.clone(), d))
