@@ -744,7 +744,8 @@ async fn a_hanging_refresh_is_cut_off() {
 /// errors that say what to set.
 #[tokio::test]
 async fn settings_out_of_range_are_build_errors() {
-    let cases: [(&str, fn(tiercache::CacheBuilder) -> tiercache::CacheBuilder); 5] = [
+    type Tune = fn(tiercache::CacheBuilder) -> tiercache::CacheBuilder;
+    let cases: [(&str, Tune); 5] = [
         ("lock_wait", |b| b.lock_wait(Duration::MAX)),
         ("fail_safe_throttle", |b| {
             b.fail_safe_throttle(Duration::MAX)

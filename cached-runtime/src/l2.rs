@@ -673,7 +673,7 @@ mod tests {
         assert_eq!(server_version(info), ("6.2.14".to_owned(), false));
         let valkey = "# Server\r\nredis_version:7.2.4\r\nvalkey_version:9.0.0\r\n";
         assert_eq!(server_version(valkey), ("7.2.4".to_owned(), true));
-        assert_eq!(server_version("").1, true, "unknown: not refused");
+        assert!(server_version("").1, "unknown: not refused");
     }
 
     #[test]
