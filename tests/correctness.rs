@@ -618,6 +618,29 @@ async fn a_write_to_one_key_leaves_other_loads_in_l1() {
     assert_eq!(db.cache.stats().l1_hits, hits + 1, "kept in L1");
 }
 
+/// Item 8: a key invalidation removes that key from L1, and no other: the
+/// striped counters it bumps hold back loads in flight, not entries in L1.
+#[tokio::test]
+async fn key_invalidations_leave_other_l1_entries_alone() {
+    let db = Db::new(Cache::builder().l1_capacity(50_000).build().await.unwrap());
+    for id in 0..10_000 {
+        assert_eq!(db.row(id).await, Ok(id));
+    }
+    for id in 20_000..20_100 {
+        let key = tiercache::key::render(&id);
+        db.cache.invalidate_key("row", &key).await.unwrap();
+    }
+    let hits = db.cache.stats().l1_hits;
+    for id in 0..10_000 {
+        assert_eq!(db.row(id).await, Ok(id));
+    }
+    assert_eq!(
+        db.cache.stats().l1_hits - hits,
+        10_000,
+        "every entry stayed in L1"
+    );
+}
+
 /// Item 9: after `lock_wait`, one waiter per process loads while the
 /// leader is slow, not every waiter.
 #[tokio::test]

@@ -94,11 +94,19 @@ impl Inner {
 
     /// Puts a value in L1 unless an invalidation covering it was applied
     /// since its generations were taken (before the value was read or
-    /// loaded): it may be stale. An invalidation that comes after this
-    /// check outdates the entry in place: every hit checks its generations.
+    /// loaded): it may be stale. A tag, prefix or namespace invalidation
+    /// after this outdates the entry in place (every hit checks those
+    /// generations); a key invalidation removes the key, and one that came
+    /// between the check and the insert is caught by the check after it,
+    /// which takes back this entry and no other.
     pub(crate) fn keep_in_l1(&self, key: &str, entry: crate::l1::Entry) {
-        if self.l1.enabled() && entry.is_current() {
-            self.l1.insert(key.to_owned(), entry);
+        if !self.l1.enabled() || !entry.is_current() {
+            return;
+        }
+        if let Some(inserted) = self.l1.insert(key.to_owned(), entry)
+            && !inserted.is_current()
+        {
+            self.l1.remove_inserted(key, &inserted);
         }
     }
 

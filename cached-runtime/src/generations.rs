@@ -78,13 +78,30 @@ impl Snapshot {
     /// A snapshot of nothing, for a cache without L1: costs nothing to take.
     pub(crate) const NONE: Self = Self(None);
 
-    /// Whether nothing the entry depends on was invalidated since.
+    /// Whether nothing the entry depends on was invalidated since: its
+    /// namespace, prefix, tags, and its key's stripe. What a load checks
+    /// before its value goes to L1, a flight before a caller joins it, a
+    /// fail-safe value before it is served.
     #[inline]
     pub(crate) fn is_current(&self) -> bool {
         self.0.as_deref().is_none_or(|counters| {
             counters
                 .iter()
                 .all(|(counter, seen)| counter.load(SeqCst) == *seen)
+        })
+    }
+
+    /// As [`Snapshot::is_current`], but for the key's stripe: what an L1
+    /// hit checks. An entry in L1 is invalidated by key exactly (removed),
+    /// so the stripe, shared with other keys, must not outdate it: it is
+    /// for the loads in flight, which have no entry to remove yet.
+    #[inline]
+    pub(crate) fn is_current_in_l1(&self) -> bool {
+        self.0.as_deref().is_none_or(|counters| {
+            counters
+                .iter()
+                .enumerate()
+                .all(|(i, (counter, seen))| i == KEY_STRIPE || counter.load(SeqCst) == *seen)
         })
     }
 }
@@ -250,6 +267,10 @@ mod tests {
         let outdated = snapshots.iter().filter(|s| !s.is_current()).count();
         // 10,000 keys over 4096 stripes: about 2.4 share a stripe.
         assert!(outdated < 12, "{outdated} snapshots outdated by one key");
+        assert!(
+            snapshots.iter().all(Snapshot::is_current_in_l1),
+            "an entry in L1 is removed by key, not outdated by its stripe"
+        );
     }
 
     #[test]

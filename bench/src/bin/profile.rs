@@ -443,7 +443,12 @@ async fn fill_write(cache: &Cache, id: u64) -> u64 {
 /// 100 a second; then asks each key again and counts the L1 hits.
 fn fill(n: u64) {
     two_workers().block_on(async {
-        let cache = Cache::in_memory();
+        // Room for every key: what is measured is invalidation, not eviction.
+        let cache = Cache::builder()
+            .l1_capacity(n * 4)
+            .build()
+            .await
+            .expect("an in-memory cache builds");
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = tokio::spawn({
             let (cache, done) = (cache.clone(), done.clone());
