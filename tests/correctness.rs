@@ -141,6 +141,27 @@ impl Db {
     }
 }
 
+/// Runs `call` in a task, and returns once its load has read the row (it
+/// then waits at the gate, if closed).
+async fn start<T: Send + 'static>(
+    db: &Db,
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let read = db.table.read.notified(); // `notify_waiters` reaches it from now on
+    let task = tokio::spawn(call);
+    read.await;
+    task
+}
+
+/// Whether `db` answers `row(id)` with `expected` within 3 s (another
+/// instance's L1 hears of a write through pub/sub).
+async fn sees(db: &Db, id: u64, expected: u64) -> bool {
+    support::eventually(Duration::from_secs(3), async || {
+        db.row(id).await == Ok(expected)
+    })
+    .await
+}
+
 /// Closes the gate: loads wait after reading the row until it is dropped.
 async fn close(db: &Db) -> tokio::sync::RwLockWriteGuard<'_, ()> {
     db.table.gate.write().await
@@ -184,12 +205,11 @@ async fn a_cached_nothing_is_a_miss_for_a_function_that_cannot_return_none() {
 async fn a_load_that_raced_with_a_key_invalidation_is_never_served() {
     let db = Db::new(cache("c-key-race").await);
     let gate = close(&db).await;
-    let read = db.table.read.notified();
-    let loading = tokio::spawn({
+    let loading = start(&db, {
         let db = db.clone();
         async move { db.row(1).await }
-    });
-    read.await; // the load read version 0 and waits
+    })
+    .await; // the load read version 0 and waits
     db.update();
     let key = tiercache::key::render(&1u64);
     db.cache
@@ -213,24 +233,22 @@ async fn a_load_that_raced_with_a_key_invalidation_is_never_served() {
 async fn a_caller_after_an_invalidation_does_not_join_an_older_flight() {
     let db = Db::new(cache("c-old-flight").await);
     let gate = close(&db).await;
-    let read = db.table.read.notified();
-    let before = tokio::spawn({
+    let before = start(&db, {
         let db = db.clone();
         async move { db.row(20).await }
-    });
-    read.await; // the flight's leader read version 0
+    })
+    .await; // the flight's leader read version 0
     db.update();
     let key = tiercache::key::render(&20u64);
     db.cache
         .invalidate_key("row", &key)
         .await
         .expect("Redis up");
-    let read = db.table.read.notified();
-    let after = tokio::spawn({
+    let after = start(&db, {
         let db = db.clone();
         async move { db.row(20).await }
-    });
-    read.await; // a new flight: it read version 1
+    })
+    .await; // a new flight: it read version 1
     drop(gate);
     assert_eq!(
         before.await.unwrap(),
@@ -249,12 +267,11 @@ async fn fail_safe_never_serves_an_invalidated_value() {
     tokio::time::sleep(Duration::from_millis(400)).await; // past the ttl
     db.table.failing.store(true, SeqCst);
     let gate = close(&db).await;
-    let read = db.table.read.notified();
-    let calling = tokio::spawn({
+    let calling = start(&db, {
         let db = db.clone();
         async move { db.safe(1).await }
-    });
-    read.await; // the fail-safe value is at hand, the load runs
+    })
+    .await; // the fail-safe value is at hand, the load runs
     db.update();
     db.cache
         .invalidate_tags(["safe:1"])
@@ -278,12 +295,11 @@ async fn fail_safe_without_l1_never_serves_an_invalidated_value() {
     tokio::time::sleep(Duration::from_millis(400)).await; // past the ttl
     db.table.failing.store(true, SeqCst);
     let gate = close(&db).await;
-    let read = db.table.read.notified();
-    let calling = tokio::spawn({
+    let calling = start(&db, {
         let db = db.clone();
         async move { db.safe(1).await }
-    });
-    read.await;
+    })
+    .await;
     db.update();
     db.cache
         .invalidate_tags(["safe:1"])
@@ -308,12 +324,11 @@ async fn a_write_through_that_raced_with_a_tag_invalidation_stays_out_of_l1() {
         };
         let db = Db::new(cache);
         let gate = close(&db).await;
-        let read = db.table.read.notified();
-        let saving = tokio::spawn({
+        let saving = start(&db, {
             let db = db.clone();
             async move { db.save_safe_slowly(9).await }
-        });
-        read.await;
+        })
+        .await;
         db.update();
         db.cache.invalidate_tags(["safe:9"]).await.unwrap();
         drop(gate);
@@ -394,10 +409,7 @@ async fn a_write_through_that_cannot_reach_redis_invalidates_the_entry() {
     })
     .await;
     assert!(confirmed, "retried until Redis confirmed it");
-    let seen = support::eventually(Duration::from_secs(3), async || {
-        reader.row(1).await == Ok(1001)
-    })
-    .await;
+    let seen = sees(&reader, 1, 1001).await;
     assert!(seen, "the reader no longer serves the replaced value");
 }
 
@@ -413,10 +425,7 @@ async fn a_write_through_returning_nothing_invalidates_the_entry() {
         Ok(1003),
         "Redis no longer has the old value"
     );
-    let seen = support::eventually(Duration::from_secs(2), async || {
-        reader.row(3).await == Ok(1003)
-    })
-    .await;
+    let seen = sees(&reader, 3, 1003).await;
     assert!(seen, "nor the other instance's L1");
 }
 
@@ -428,19 +437,15 @@ async fn a_cancelled_write_through_invalidates_the_entry() {
     let reader = Db::beside(cache("c-write-cancel").await, &writer);
     assert_eq!(reader.row(4).await, Ok(4));
     let gate = close(&writer).await;
-    let read = writer.table.read.notified();
-    let writing = tokio::spawn({
+    let writing = start(&writer, {
         let writer = writer.clone();
         async move { writer.save_slowly(4).await }
-    });
-    read.await; // the row is updated; the write-through waits
+    })
+    .await; // the row is updated; the write-through waits
     writing.abort();
     assert!(writing.await.unwrap_err().is_cancelled());
     drop(gate);
-    let seen = support::eventually(Duration::from_secs(3), async || {
-        reader.row(4).await == Ok(1004)
-    })
-    .await;
+    let seen = sees(&reader, 4, 1004).await;
     assert!(
         seen,
         "the reader no longer serves the old row: {:?} {:?} {:?}",
@@ -458,12 +463,11 @@ async fn a_cancelled_write_through_invalidates_the_entry() {
 async fn a_write_through_that_raced_with_an_invalidation_leaves_nothing() {
     let writer = Db::new(cache("c-write-race").await);
     let gate = close(&writer).await;
-    let read = writer.table.read.notified();
-    let writing = tokio::spawn({
+    let writing = start(&writer, {
         let writer = writer.clone();
         async move { writer.save_slowly(6).await }
-    });
-    read.await; // saved version 1, not yet stored
+    })
+    .await; // saved version 1, not yet stored
     writer.update(); // a newer update, and its invalidation
     let key = tiercache::key::render(&6u64);
     writer
@@ -520,10 +524,7 @@ async fn an_open_breaker_does_not_refuse_an_invalidation() {
         &writer,
     );
     assert_eq!(fresh.row(7).await, Ok(1007), "Redis has it");
-    let seen = support::eventually(Duration::from_secs(2), async || {
-        reader.row(7).await == Ok(1007)
-    })
-    .await;
+    let seen = sees(&reader, 7, 1007).await;
     assert!(seen, "and the other instance");
 }
 
@@ -541,10 +542,7 @@ async fn a_cancelled_invalidation_is_applied_and_retried() {
     let polled = futures_util::FutureExt::now_or_never(db.cache.invalidate_key("row", &key));
     assert!(polled.is_none(), "it waits for Redis");
     assert_eq!(db.row(2).await, Ok(1002), "applied here at once");
-    let seen = support::eventually(Duration::from_secs(3), async || {
-        other.row(2).await == Ok(1002)
-    })
-    .await;
+    let seen = sees(&other, 2, 1002).await;
     assert!(seen, "and sent to Redis by the background retrier");
     assert_eq!(db.cache.stats().pending_invalidations, 0);
 }
@@ -595,12 +593,11 @@ async fn l1_never_outlives_the_windows_of_a_stale_l2_value() {
 async fn a_write_to_one_key_leaves_other_loads_in_l1() {
     let db = Db::new(cache("c-stripes").await);
     let gate = close(&db).await;
-    let read = db.table.read.notified();
-    let loading = tokio::spawn({
+    let loading = start(&db, {
         let db = db.clone();
         async move { db.row(10).await }
-    });
-    read.await;
+    })
+    .await;
     // Other keys are invalidated while the load of 10 runs, here and by
     // another instance.
     let writer = Db::beside(cache("c-stripes").await, &db);
@@ -647,12 +644,11 @@ async fn key_invalidations_leave_other_l1_entries_alone() {
 async fn waiters_of_a_slow_leader_do_not_all_load() {
     let db = Db::new(cache_with("c-herd", |b| b.lock_wait(Duration::from_millis(300))).await);
     let gate = close(&db).await;
-    let read = db.table.read.notified();
-    let leader = tokio::spawn({
+    let leader = start(&db, {
         let db = db.clone();
         async move { db.row(1).await }
-    });
-    read.await;
+    })
+    .await;
     let waiters: Vec<_> = (0..10)
         .map(|_| {
             let db = db.clone();
@@ -685,12 +681,11 @@ async fn a_holder_whose_write_fails_releases_the_lock() {
         .unwrap();
     let db = Db::new(cache);
     let gate = close(&db).await;
-    let read = db.table.read.notified();
-    let holding = tokio::spawn({
+    let holding = start(&db, {
         let db = db.clone();
         async move { db.row(1).await }
-    });
-    read.await; // it holds the lock and loads
+    })
+    .await; // it holds the lock and loads
     let mut redis = support::raw(&url).await;
     let lock = "c-release:#lock:row:1";
     let held: bool = redis::cmd("EXISTS")

@@ -460,18 +460,7 @@ pub(crate) fn serve_fallback<S: Shape<R>, R>(
     let inner = &*ctx.cache.inner;
     Counters::bump(&inner.counters.fail_safe);
     Counters::bump(&inner.counters.misses);
-    let throttle = inner.settings.fail_safe_throttle;
-    let entry = timed_entry(
-        ctx.spec,
-        fallback.value.clone(),
-        (fallback.expired_at, fallback.expires_at_ms),
-        Some(throttle),
-        Duration::ZERO,
-        fallback.generations.clone(),
-    );
-    if let Some(entry) = entry {
-        inner.keep_in_l1(&ctx.key, entry);
-    }
+    keep_serving(ctx, fallback);
     if let Some(leader) = leader.take() {
         let until = fallback.window_end(ctx.spec);
         leader.land(
@@ -488,20 +477,28 @@ pub(crate) fn serve_fallback<S: Shape<R>, R>(
 /// meanwhile (within its window).
 fn throttle<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: Option<&Fallback>) {
     let inner = &*ctx.cache.inner;
-    let pause = inner.settings.fail_safe_throttle;
-    inner.flights.back_off(&ctx.key, pause);
+    inner
+        .flights
+        .back_off(&ctx.key, inner.settings.fail_safe_throttle);
     if let Some(fallback) = fallback.filter(|fallback| fallback.servable(ctx.spec)) {
-        let entry = timed_entry(
-            ctx.spec,
-            fallback.value.clone(),
-            (fallback.expired_at, fallback.expires_at_ms),
-            Some(pause),
-            Duration::ZERO,
-            fallback.generations.clone(),
-        );
-        if let Some(entry) = entry {
-            inner.keep_in_l1(&ctx.key, entry);
-        }
+        keep_serving(ctx, fallback);
+    }
+}
+
+/// Serves a fail-safe value from L1 for the throttle period (no load is
+/// tried meanwhile), never past its window, unless it was invalidated.
+fn keep_serving<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: &Fallback) {
+    let inner = &*ctx.cache.inner;
+    let entry = timed_entry(
+        ctx.spec,
+        fallback.value.clone(),
+        (fallback.expired_at, fallback.expires_at_ms),
+        Some(inner.settings.fail_safe_throttle),
+        Duration::ZERO,
+        fallback.generations.clone(),
+    );
+    if let Some(entry) = entry {
+        inner.keep_in_l1(&ctx.key, entry);
     }
 }
 
