@@ -22,7 +22,7 @@
 //! | `str`, `String`, `char`, `Cow<str>` | escaped text (`a b` → `a%20b`) |
 //! | `Option<T>` | `~` for `None`, the value for `Some` |
 //! | tuples | `(a,b)` |
-//! | `Vec`, slices, arrays, sets, `VecDeque` | `[a,b,c]` |
+//! | `Vec`, slices, arrays, sets, `VecDeque` | `[a,b,c]`; an element that renders to nothing (an empty string) is `)`: `[""]` is `[)]`, `[]` is `[]` |
 //! | `BTreeMap` | `[(k,v),(k,v)]` |
 //! | `&T`, `Box<T>`, `Rc<T>`, `Arc<T>` | as `T` |
 //!
@@ -246,9 +246,20 @@ impl KeyWriter {
             if i > 0 {
                 self.structure(b',');
             }
-            item.write_key(self);
+            self.element(item);
         }
         self.structure(b']');
+    }
+
+    /// An element of a sequence: one that writes nothing (an empty string)
+    /// is written `)`, which no element starts with, so that `[""]` and
+    /// `[]` differ.
+    fn element<T: KeyPart + ?Sized>(&mut self, item: &T) {
+        let before = self.as_str().len();
+        item.write_key(self);
+        if self.as_str().len() == before {
+            self.structure(b')');
+        }
     }
 
     /// The bytes of the rendered key as [`finish`](Self::finish) returns
@@ -483,14 +494,7 @@ impl<T: KeyPart> KeyPart for BTreeSet<T> {
 
 impl<K: KeyPart, V: KeyPart> KeyPart for BTreeMap<K, V> {
     fn write_key(&self, out: &mut KeyWriter) {
-        out.structure(b'[');
-        for (i, (k, v)) in self.iter().enumerate() {
-            if i > 0 {
-                out.structure(b',');
-            }
-            (k, v).write_key(out);
-        }
-        out.structure(b']');
+        out.sequence(&self.iter().collect::<Vec<_>>());
     }
 }
 
@@ -590,6 +594,10 @@ mod tests {
             render(&(vec![1, 2], vec![3]))
         );
         assert_ne!(render(&Vec::<u8>::new()), render(&vec![()]));
+        // Found by the property test: an empty string renders to nothing.
+        assert_ne!(render(&Vec::<String>::new()), render(&vec![String::new()]));
+        assert_ne!(render(&vec![vec![""]]), render(&vec![Vec::<&str>::new()]));
+        assert_ne!(render(&vec!["", ""]), render(&vec![""]));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::flight::{Landed, Leader, Shared, Source};
 use crate::generations::Snapshot;
 use crate::l1::{Absent, Entry, Timing};
 use crate::l2::{Acquired, WRITE_HORIZON};
-use crate::l2call::{L2Call, L2Read, Seen, Write};
+use crate::l2call::{Found, L2Call, L2Read, Seen, Write};
 use crate::lock::Lease;
 use crate::shape::{Outcome, Shape};
 use crate::spec::{Spec, later};
@@ -111,6 +111,53 @@ pub(crate) enum Mode {
     Refresh { expires_at_ms: u64 },
 }
 
+/// Leads a flight (or, with no `leader`, loads alone): Redis, the
+/// cross-process lock, the body, the writes. A call always answers
+/// (`Some`); a refresh answers `None` when it found nothing to do or
+/// failed.
+///
+/// Three phases, each a method of [`Run`] whose result says what comes
+/// next: [`Run::consult`] (L2 and the lock: [`Consulted`]),
+/// [`Run::load`] (the body and its timers: [`Loaded`]), [`Run::settle`]
+/// (land the value, or answer a failure).
+pub(crate) async fn lead<S, R, B>(
+    ctx: &Ctx<S, R>,
+    leader: Option<Leader>,
+    body: B,
+    mode: Mode,
+    fallback: Option<Fallback>,
+) -> Option<R>
+where
+    S: Shape<R>,
+    B: Body<S, R>,
+{
+    let mut run = Run::new(ctx, leader, mode, fallback);
+    if let Consulted::Answered(answer) = run.consult(&body).await {
+        return answer;
+    }
+    let loaded = run.load(body).await;
+    run.settle(loaded).await
+}
+
+/// What consulting Redis (and the cross-process lock) decided.
+enum Consulted<R> {
+    /// Done without a load: a fresh value from Redis, a fail-safe value
+    /// after waiting for another process, or, for callers that have their
+    /// answer already (a refresh, a stale value offered), another process
+    /// loads it.
+    Answered(Option<R>),
+    /// Load: with the lock, past a lock held too long, or without Redis.
+    Load,
+}
+
+/// How the body ended.
+enum Loaded<R> {
+    /// It returned, after this long.
+    Returned(R, Duration),
+    /// It was cut off.
+    Cut(Cut),
+}
+
 /// Why the body did not finish.
 enum Cut {
     /// `hard_timeout`.
@@ -119,143 +166,109 @@ enum Cut {
     Background,
 }
 
-/// Leads a flight (or, with no `leader`, loads alone): Redis, the
-/// cross-process lock, the body, the writes. A call always answers
-/// (`Some`); a refresh answers `None` when it found nothing to do or
-/// failed.
-pub(crate) async fn lead<S, R, B>(
-    ctx: &Ctx<S, R>,
-    mut leader: Option<Leader>,
-    body: B,
+/// One leader's run: what it knows so far.
+struct Run<'a, S: Shape<R>, R> {
+    ctx: &'a Ctx<S, R>,
+    inner: &'a Inner,
     mode: Mode,
-    mut fallback: Option<Fallback>,
-) -> Option<R>
-where
-    S: Shape<R>,
-    B: Body<S, R>,
-{
-    let inner = &*ctx.cache.inner;
-    let spec = ctx.spec;
-    let started = Instant::now();
-    // Before anything is read: an invalidation from now on outdates it, in
-    // L1 and for callers who would join the flight after it.
-    let generations = inner.snapshot(spec.prefix, &ctx.tags, &ctx.key);
-    // The same, taken even without L1 (where `generations` is empty): what
-    // the flight's later callers and a fail-safe value depend on.
-    let tracked = if inner.l1.enabled() {
-        generations.clone()
-    } else {
-        inner.generations.snapshot(spec.prefix, &ctx.tags, &ctx.key)
-    };
-    if let Some(leader) = &leader {
-        leader.depends_on(&tracked);
+    leader: Option<Leader>,
+    fallback: Option<Fallback>,
+    /// What an L1 entry of this run depends on, taken before anything was
+    /// read: an invalidation from then on outdates what it finds.
+    generations: Snapshot,
+    /// The same, taken even without L1 (where `generations` is empty):
+    /// what the flight's later callers and a fail-safe value depend on.
+    tracked: Snapshot,
+    l2: Option<L2Call<'a>>,
+    /// What this call's caller was answered with already (a stale or
+    /// fail-safe value offered to the flight).
+    offered: Option<R>,
+    /// What the last L2 read saw, for the lock and the write.
+    seen: Option<Seen>,
+    lease: Option<Lease>,
+    started: Instant,
+}
+
+impl<'a, S: Shape<R>, R> Run<'a, S, R> {
+    fn new(
+        ctx: &'a Ctx<S, R>,
+        leader: Option<Leader>,
+        mode: Mode,
+        fallback: Option<Fallback>,
+    ) -> Self {
+        let inner = &*ctx.cache.inner;
+        let (spec, key, tags) = (ctx.spec, &ctx.key, &ctx.tags);
+        let generations = inner.snapshot(spec.prefix, tags, key);
+        let tracked = if inner.l1.enabled() {
+            generations.clone()
+        } else {
+            inner.generations.snapshot(spec.prefix, tags, key)
+        };
+        if let Some(leader) = &leader {
+            leader.depends_on(&tracked);
+        }
+        Self {
+            ctx,
+            inner,
+            mode,
+            leader,
+            fallback,
+            generations,
+            tracked,
+            l2: L2Call::new(inner, spec, key, tags),
+            offered: None,
+            seen: None,
+            lease: None,
+            started: Instant::now(),
+        }
     }
-    let l2 = L2Call::new(inner, spec, &ctx.key, &ctx.tags);
-    // What this call's caller was answered with already (a stale or
-    // fail-safe value offered to the flight). A refresh has no caller.
-    let mut offered: Option<R> = None;
-    let answered = |offered: &Option<R>| mode != Mode::Call || offered.is_some();
-    let mut seen: Option<Seen> = None;
-    let mut lease = None;
-    if let Some(l2) = &l2 {
-        // A relief loads at once: the lock is held by the leader it
-        // stands in for, or by another process as slow.
+
+    /// Whether the caller has its answer (a refresh has no caller).
+    fn answered(&self) -> bool {
+        self.mode != Mode::Call || self.offered.is_some()
+    }
+
+    /// Counts how a call was answered, unless it was answered before.
+    fn count(&self, source: Source) {
+        if !self.answered() {
+            count_answer(self.inner, source);
+        }
+    }
+
+    /// Phase 1: read Redis; on a miss take the lock, or wait for its
+    /// holder's value (and read again), or give up waiting.
+    async fn consult<B: Body<S, R>>(&mut self, body: &B) -> Consulted<R> {
+        let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        let Some(l2) = self.l2.take() else {
+            return Consulted::Load;
+        };
+        // A relief loads at once: the lock is held by the leader it stands
+        // in for, or by another process as slow.
         let lock = spec.lock.unwrap_or(inner.settings.lock)
-            && !leader.as_ref().is_some_and(Leader::is_relief);
+            && !self.leader.as_ref().is_some_and(Leader::is_relief);
         // Made on the first miss only: a hit needs none of them.
         let mut watch = None;
         let mut lock_id: Option<(String, String)> = None;
-        let give_up_at = later(started, inner.settings.lock_wait);
+        let give_up_at = later(self.started, inner.settings.lock_wait);
         let mut waited = false;
-        loop {
+        let consulted = loop {
             match l2.read(ctx.codec).await {
                 // A cached "nothing" for a function that cannot return one
                 // (another function's entry, or an older deployment's): a
                 // miss, overwritten by this load.
                 L2Read::Found(found) if found.value.is_none() && S::absent().is_none() => {
-                    seen = Some(found.seen);
+                    self.seen = Some(found.seen);
                 }
                 L2Read::Found(found) => {
-                    let now = SystemTime::now();
-                    let past = found.meta.past_expiry(now);
-                    let newer = match mode {
-                        Mode::Call => true,
-                        Mode::Refresh { expires_at_ms } => found.meta.expires_at_ms > expires_at_ms,
-                    };
-                    let fresh = found.meta.remaining(now).is_some();
-                    let shared = match found.value {
-                        Some(value) => (ctx.codec.own)(value),
-                        None => Arc::new(Absent),
-                    };
-                    let expires_at_ms = found.meta.expires_at_ms;
-                    let load_time = found.meta.load_time();
-                    if fresh && newer {
-                        let entry =
-                            l1_entry(spec, shared.clone(), expires_at_ms, load_time, generations);
-                        if let Some(entry) = entry {
-                            inner.keep_in_l1(&ctx.key, entry);
-                        }
-                        let fresh_for = found.meta.remaining(now).unwrap_or_default();
-                        if let Some(leader) = leader {
-                            let until = later(Instant::now(), fresh_for.min(spec.ttl));
-                            leader.land(Landed::Value(shared.clone(), Source::L2), until);
-                        }
-                        if !answered(&offered) {
-                            count_answer(inner, Source::L2);
-                        }
-                        let scale = load_time.mul_f64(spec.refresh_beta);
-                        if mode == Mode::Call
-                            && crate::spec::xfetch(fresh_for, scale)
-                            && body.refresh(ctx, expires_at_ms)
-                        {
-                            Counters::bump(&inner.counters.early_refreshes);
-                        }
-                        return match offered {
-                            Some(offered) => Some(offered),
-                            None => answer_owned::<S, R>(ctx.codec, shared),
-                        };
+                    if let Some(answer) = self.found(found, body) {
+                        break Consulted::Answered(answer);
                     }
-                    let stale = !fresh && past <= spec.stale;
-                    if stale
-                        && B::DETACHED
-                        && !answered(&offered)
-                        && let Some(leader) = &leader
-                        && let Some(answer) = answer::<S, R>(ctx.codec, &shared)
-                    {
-                        // Stale-while-revalidate: the callers take it now,
-                        // this (background) leader goes on to refresh it.
-                        let (value, at) = (shared.clone(), expires_at_ms);
-                        let entry = l1_entry(spec, value, at, load_time, generations.clone());
-                        if let Some(entry) = entry {
-                            inner.keep_in_l1(&ctx.key, entry);
-                        }
-                        let until = later(Instant::now(), spec.stale.saturating_sub(past));
-                        leader.offer(Landed::Value(shared.clone(), Source::L2), until);
-                        offered = Some(answer);
-                        count_answer(inner, Source::L2);
-                        Counters::bump(&inner.counters.stale_served);
-                    }
-                    let expired_at = Instant::now().checked_sub(past);
-                    if let Some(expired_at) = expired_at
-                        && past <= spec.fail_safe
-                        && fallback
-                            .as_ref()
-                            .is_none_or(|held| held.expired_at < expired_at)
-                    {
-                        fallback = Some(Fallback {
-                            value: shared,
-                            expired_at,
-                            expires_at_ms,
-                            generations: tracked.clone(),
-                        });
-                    }
-                    seen = Some(found.seen);
                 }
-                L2Read::Miss(missed) => seen = Some(missed),
-                L2Read::Unavailable => break,
+                L2Read::Miss(missed) => self.seen = Some(missed),
+                L2Read::Unavailable => break Consulted::Load,
             }
             if !lock {
-                break;
+                break Consulted::Load;
             }
             // Listening before the lock is tried: a landing in between is
             // not missed.
@@ -266,7 +279,7 @@ where
             let (lock_key, token) =
                 lock_id.get_or_insert_with(|| (inner.names.lock(&ctx.key), crate::lock::token()));
             let lease_time = inner.settings.lock_lease;
-            let seen_entry = seen.as_ref().map_or_else(String::new, Seen::digest);
+            let seen_entry = self.seen.as_ref().map_or_else(String::new, Seen::digest);
             match l2
                 .l2
                 .acquire(lock_key, token, lease_time, &l2.entry_key, &seen_entry)
@@ -275,37 +288,38 @@ where
                 Ok(Acquired::Taken) => {
                     let (key, (lock_key, token)) =
                         (ctx.key.clone(), lock_id.take().unwrap_or_default());
-                    lease = Some(Lease::start(&ctx.cache, lock_key, token, key, lease_time));
-                    break;
+                    let lease = Lease::start(&ctx.cache, lock_key, token, key, lease_time);
+                    self.lease = Some(lease);
+                    break Consulted::Load;
                 }
-                Ok(Acquired::Landed) => {
-                    // Written since it was read: read it again (unless that
-                    // has gone on for as long as a caller waits).
-                    if Instant::now() >= give_up_at {
-                        break;
-                    }
-                }
+                // Written since it was read: read it again (unless that
+                // has gone on for as long as a caller waits).
+                Ok(Acquired::Landed) if Instant::now() >= give_up_at => break Consulted::Load,
+                Ok(Acquired::Landed) => {}
                 Ok(Acquired::Held(left)) => {
                     if !waited {
                         waited = true;
                         Counters::bump(&inner.counters.lock_waits);
                     }
                     let now = Instant::now();
-                    let soft_at = fallback
+                    let soft_at = self
+                        .fallback
                         .as_ref()
                         .and(spec.soft_timeout)
-                        .filter(|_| !answered(&offered))
-                        .map(|soft| later(started, soft));
+                        .filter(|_| !self.answered())
+                        .map(|soft| later(self.started, soft));
                     if now >= give_up_at || soft_at.is_some_and(|at| now >= at) {
-                        if answered(&offered) {
-                            return offered; // another process refreshes it
+                        if self.answered() {
+                            // Another process refreshes it.
+                            break Consulted::Answered(self.offered.take());
                         }
-                        if let Some(answer) = serve_fallback(ctx, &mut leader, fallback.as_ref()) {
-                            return Some(answer);
+                        let fallback = self.fallback.as_ref();
+                        if let Some(answer) = serve_fallback(ctx, &mut self.leader, fallback) {
+                            break Consulted::Answered(Some(answer));
                         }
                         if now >= give_up_at {
                             Counters::bump(&inner.counters.lock_timeouts);
-                            break; // load without the lock
+                            break Consulted::Load; // without the lock
                         }
                     }
                     // The holder's lease may run out unrenewed: try again then.
@@ -316,126 +330,224 @@ where
                         () = notified => {}
                     }
                 }
-                Err(_) => break, // Redis failing: load without the lock
+                Err(_) => break Consulted::Load, // Redis failing: load without the lock
+            }
+        };
+        self.l2 = Some(l2);
+        consulted
+    }
+
+    /// A valid entry read from Redis: the answer if it is fresh (and, for
+    /// a refresh, newer than the value it replaces); otherwise offered
+    /// (`stale`) and kept as the fail-safe value, and the load goes on.
+    fn found<B: Body<S, R>>(&mut self, found: Found<S::Value>, body: &B) -> Option<Option<R>> {
+        let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        let now = SystemTime::now();
+        let past = found.meta.past_expiry(now);
+        let remaining = found.meta.remaining(now);
+        let newer = match self.mode {
+            Mode::Call => true,
+            Mode::Refresh { expires_at_ms } => found.meta.expires_at_ms > expires_at_ms,
+        };
+        let shared = match found.value {
+            Some(value) => (ctx.codec.own)(value),
+            None => Arc::new(Absent),
+        };
+        let (expires_at_ms, load_time) = (found.meta.expires_at_ms, found.meta.load_time());
+        if let Some(fresh_for) = remaining.filter(|_| newer) {
+            let generations = self.generations.clone();
+            let entry = l1_entry(spec, shared.clone(), expires_at_ms, load_time, generations);
+            if let Some(entry) = entry {
+                inner.keep_in_l1(&ctx.key, entry);
+            }
+            if let Some(leader) = self.leader.take() {
+                let until = later(Instant::now(), fresh_for.min(spec.ttl));
+                leader.land(Landed::Value(shared.clone(), Source::L2), until);
+            }
+            self.count(Source::L2);
+            let scale = load_time.mul_f64(spec.refresh_beta);
+            if self.mode == Mode::Call
+                && crate::spec::xfetch(fresh_for, scale)
+                && body.refresh(ctx, expires_at_ms)
+            {
+                Counters::bump(&inner.counters.early_refreshes);
+            }
+            return Some(match self.offered.take() {
+                Some(offered) => Some(offered),
+                None => answer_owned::<S, R>(ctx.codec, shared),
+            });
+        }
+        let stale = remaining.is_none() && past <= spec.stale;
+        if stale
+            && B::DETACHED
+            && !self.answered()
+            && let Some(leader) = &self.leader
+            && let Some(answer) = answer::<S, R>(ctx.codec, &shared)
+        {
+            // Stale-while-revalidate: the callers take it now, this
+            // (background) leader goes on to refresh it.
+            let generations = self.generations.clone();
+            let entry = l1_entry(spec, shared.clone(), expires_at_ms, load_time, generations);
+            if let Some(entry) = entry {
+                inner.keep_in_l1(&ctx.key, entry);
+            }
+            let until = later(Instant::now(), spec.stale.saturating_sub(past));
+            leader.offer(Landed::Value(shared.clone(), Source::L2), until);
+            count_answer(inner, Source::L2);
+            Counters::bump(&inner.counters.stale_served);
+            self.offered = Some(answer);
+        }
+        if let Some(expired_at) = Instant::now().checked_sub(past)
+            && past <= spec.fail_safe
+            && self
+                .fallback
+                .as_ref()
+                .is_none_or(|held| held.expired_at < expired_at)
+        {
+            self.fallback = Some(Fallback {
+                value: shared,
+                expired_at,
+                expires_at_ms,
+                generations: self.tracked.clone(),
+            });
+        }
+        self.seen = Some(found.seen);
+        None
+    }
+
+    /// Phase 2: run the body, bounded by `hard_timeout` (and, once no
+    /// caller waits, by `background_load_timeout`); past `timeout`, with a
+    /// fail-safe value at hand, the callers take that while it goes on.
+    async fn load<B: Body<S, R>>(&mut self, body: B) -> Loaded<R> {
+        let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        Counters::bump(&inner.counters.loads);
+        let started = Instant::now();
+        let run = body.start();
+        tokio::pin!(run);
+        let mut soft_at = match (&self.fallback, spec.soft_timeout, &self.leader) {
+            (Some(_), Some(soft), Some(_)) if !self.answered() => Some(later(started, soft)),
+            _ => None,
+        };
+        let hard_at = spec
+            .hard_timeout
+            .filter(|_| ctx.timed_out.is_some())
+            .map(|hard| later(started, hard));
+        let background_at = B::DETACHED.then(|| later(started, inner.settings.background_timeout));
+        loop {
+            let unanswered = !self.answered();
+            tokio::select! {
+                result = &mut run => break Loaded::Returned(result, started.elapsed()),
+                () = until(soft_at), if soft_at.is_some() => {
+                    soft_at = None;
+                    self.offer_fallback();
+                }
+                () = until(hard_at), if hard_at.is_some() => break Loaded::Cut(Cut::Hard),
+                // Nobody waits for it: it may not hold the flight forever.
+                () = until(background_at), if background_at.is_some() && !unanswered => {
+                    break Loaded::Cut(Cut::Background);
+                }
             }
         }
     }
 
-    Counters::bump(&inner.counters.loads);
-    let started = Instant::now();
-    let run = body.start();
-    tokio::pin!(run);
-    let mut soft_at = match (&fallback, spec.soft_timeout, &leader) {
-        (Some(_), Some(soft), Some(_)) if !answered(&offered) => Some(later(started, soft)),
-        _ => None,
-    };
-    let hard = spec.hard_timeout.zip(ctx.timed_out);
-    let hard_at = hard.map(|(hard, _)| later(started, hard));
-    let background_at = B::DETACHED.then(|| later(started, inner.settings.background_timeout));
-    let ran = loop {
-        tokio::select! {
-            result = &mut run => break Ok(result),
-            () = until(soft_at), if soft_at.is_some() => {
-                // Slow: the callers take the fail-safe value, the load goes on.
-                soft_at = None;
-                if let (Some(leader), Some(fallback)) = (&leader, &fallback)
-                    && fallback.servable(spec)
-                    && let Some(answer) = answer::<S, R>(ctx.codec, &fallback.value)
-                {
-                    let until = fallback.window_end(spec);
-                    leader.offer(Landed::Value(fallback.value.clone(), Source::FailSafe), until);
-                    offered = Some(answer);
-                    Counters::bump(&inner.counters.fail_safe);
-                    Counters::bump(&inner.counters.misses);
-                }
-            }
-            () = until(hard_at), if hard_at.is_some() => break Err(Cut::Hard),
-            // Nobody waits for it: it may not hold the flight forever.
-            () = until(background_at), if background_at.is_some() && answered(&offered) => {
-                break Err(Cut::Background);
-            }
+    /// Slower than `timeout`: the callers take the fail-safe value, the
+    /// load goes on.
+    fn offer_fallback(&mut self) {
+        let (ctx, spec) = (self.ctx, self.ctx.spec);
+        if let (Some(leader), Some(fallback)) = (&self.leader, &self.fallback)
+            && fallback.servable(spec)
+            && let Some(answer) = answer::<S, R>(ctx.codec, &fallback.value)
+        {
+            let until = fallback.window_end(spec);
+            leader.offer(
+                Landed::Value(fallback.value.clone(), Source::FailSafe),
+                until,
+            );
+            Counters::bump(&self.inner.counters.fail_safe);
+            Counters::bump(&self.inner.counters.misses);
+            self.offered = Some(answer);
         }
-    };
-    let load_time = started.elapsed();
-    let result = match ran {
-        Ok(result) => result,
-        Err(cut) => {
-            Counters::bump(&inner.counters.load_timeouts);
-            Counters::bump(&inner.counters.errors);
-            drop(lease);
-            if answered(&offered) {
-                throttle(ctx, fallback.as_ref());
-                return offered;
+    }
+
+    /// Phase 3: a value goes to L1, to the waiters, then to Redis with the
+    /// versions read before the load; a failure is answered with what the
+    /// caller was offered, the fail-safe value, or the function's own
+    /// error.
+    async fn settle(mut self, loaded: Loaded<R>) -> Option<R> {
+        let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        let (result, load_time) = match loaded {
+            Loaded::Returned(result, load_time) => (result, load_time),
+            Loaded::Cut(cut) => {
+                Counters::bump(&inner.counters.load_timeouts);
+                return self.failed(|| match (cut, ctx.timed_out) {
+                    (Cut::Hard, Some(timed_out)) => timed_out(),
+                    _ => unreachable!("only a hard timeout cuts off a load a caller waits for"),
+                });
             }
-            if let Some(answer) = serve_fallback(ctx, &mut leader, fallback.as_ref()) {
-                return Some(answer);
+        };
+        let stored = match S::outcome(&result) {
+            Outcome::Value(value) => Some((Some(value), inner.settings.jittered(spec.ttl))),
+            Outcome::Absent => spec.cache_none.map(|ttl| (None, ttl)),
+            Outcome::Failed => return self.failed(|| result),
+        };
+        let Some((value, ttl)) = stored else {
+            // "Nothing", not cached: shared with the waiters only.
+            if let Some(leader) = self.leader.take() {
+                leader.land(Landed::Absent, Instant::now());
             }
-            return match (cut, hard) {
-                (Cut::Hard, Some((_, timed_out))) => Some(timed_out()),
-                _ => unreachable!("only a hard timeout cuts off a load a caller waits for"),
-            };
-        }
-    };
-    let stored = match S::outcome(&result) {
-        Outcome::Value(value) => Some((Some(value), inner.settings.jittered(spec.ttl))),
-        Outcome::Absent => spec.cache_none.map(|ttl| (None, ttl)),
-        Outcome::Failed => {
-            Counters::bump(&inner.counters.errors);
-            drop(lease);
-            if answered(&offered) {
-                throttle(ctx, fallback.as_ref());
-                return offered;
-            }
-            if let Some(answer) = serve_fallback(ctx, &mut leader, fallback.as_ref()) {
-                tracing::warn!(
-                    key = ctx.key,
-                    "the load failed; serving the fail-safe value"
-                );
-                return Some(answer);
-            }
-            Counters::bump(&inner.counters.misses);
+            self.count(Source::Load);
             return Some(result);
+        };
+        let shared: Shared = match value {
+            Some(value) => (ctx.codec.share)(value),
+            None => Arc::new(Absent),
+        };
+        let expires_at_ms = expiry(ttl);
+        let generations = self.generations.clone();
+        if let Some(entry) = l1_entry(spec, shared.clone(), expires_at_ms, load_time, generations) {
+            inner.keep_in_l1(&ctx.key, entry);
         }
-    };
-    let Some((value, ttl)) = stored else {
-        // "Nothing", not cached: shared with the waiters only.
-        if let Some(leader) = leader {
-            leader.land(Landed::Absent, Instant::now());
+        if let Some(leader) = self.leader.take() {
+            let until = later(Instant::now(), ttl);
+            leader.land(Landed::Value(shared, Source::Load), until);
         }
-        if !answered(&offered) {
-            Counters::bump(&inner.counters.misses);
+        self.count(Source::Load);
+        // Without the versions read before the load, a write could outlive
+        // an invalidation it raced with: skip it. So too for a load that
+        // read so long ago that a tombstone it should meet may be gone.
+        if let (Some(l2), Some(seen)) = (&self.l2, self.seen.take())
+            && seen.at.elapsed() <= WRITE_HORIZON
+        {
+            let write = Write::IfUnchanged(seen, self.lease.as_mut());
+            let _ = l2
+                .write(ctx.codec, value, load_time, (ttl, expires_at_ms), write)
+                .await;
         }
-        return Some(result);
-    };
-    let shared: Shared = match value {
-        Some(value) => (ctx.codec.share)(value),
-        None => Arc::new(Absent),
-    };
-    let expires_at_ms = expiry(ttl);
-    if let Some(entry) = l1_entry(spec, shared.clone(), expires_at_ms, load_time, generations) {
-        inner.keep_in_l1(&ctx.key, entry);
+        Some(result)
     }
-    if let Some(leader) = leader {
-        leader.land(
-            Landed::Value(shared, Source::Load),
-            later(Instant::now(), ttl),
-        );
+
+    /// The load failed (`error` makes what this caller gets if nothing
+    /// else is at hand): the lock goes back at once; a caller answered
+    /// already keeps its answer (and the key backs off), another gets the
+    /// fail-safe value if there is one.
+    fn failed(mut self, error: impl FnOnce() -> R) -> Option<R> {
+        let ctx = self.ctx;
+        Counters::bump(&self.inner.counters.errors);
+        drop(self.lease.take());
+        if self.answered() {
+            throttle(ctx, self.fallback.as_ref());
+            return self.offered.take();
+        }
+        if let Some(answer) = serve_fallback(ctx, &mut self.leader, self.fallback.as_ref()) {
+            tracing::warn!(
+                key = ctx.key,
+                "the load failed; serving the fail-safe value"
+            );
+            return Some(answer);
+        }
+        Counters::bump(&self.inner.counters.misses);
+        Some(error())
     }
-    if !answered(&offered) {
-        count_answer(inner, Source::Load);
-    }
-    // Without the versions read before the load, a write could outlive an
-    // invalidation it raced with: skip it. So too for a load that read so
-    // long ago that a tombstone it should meet may be gone.
-    if let (Some(l2), Some(seen)) = (l2, seen)
-        && seen.at.elapsed() <= WRITE_HORIZON
-    {
-        let write = Write::IfUnchanged(seen, lease.as_mut());
-        let _ = l2
-            .write(ctx.codec, value, load_time, (ttl, expires_at_ms), write)
-            .await;
-    }
-    Some(result)
 }
 
 pub(crate) fn count_answer(inner: &Inner, source: Source) {
