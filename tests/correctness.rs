@@ -341,6 +341,21 @@ async fn a_write_through_that_raced_with_a_tag_invalidation_stays_out_of_l1() {
     }
 }
 
+/// A fail-safe value in L1 survives invalidations of other keys (found by
+/// a second review: their striped counters made it unservable).
+#[tokio::test]
+async fn fail_safe_survives_invalidations_of_other_keys() {
+    let db = Db::new(Cache::builder().ttl_jitter(0.0).build().await.unwrap());
+    assert_eq!(db.safe(1).await, Ok(1));
+    for id in 0..20_000u64 {
+        let key = tiercache::key::render(&id);
+        db.cache.invalidate_key("other", &key).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await; // past the ttl
+    db.table.failing.store(true, SeqCst);
+    assert_eq!(db.safe(1).await, Ok(1), "the fail-safe value");
+}
+
 #[tokio::test]
 async fn fail_safe_is_a_hard_bound_from_the_original_expiry() {
     let db = Db::new(

@@ -92,6 +92,15 @@ impl Svc {
         id
     }
 
+    /// The first call hangs forever.
+    #[cache_aside(prefix = "hang", ttl = "1h", key = "{id}", stale = "10ms", cache = self.cache())]
+    async fn hang(&self, id: u64) -> u64 {
+        if self.calls.fetch_add(1, SeqCst) == 0 {
+            std::future::pending::<()>().await;
+        }
+        id
+    }
+
     #[cache_aside(prefix = "plain", ttl = "1h", key = "{id}", cache = self.cache())]
     async fn plain(&self, id: u64) -> u64 {
         self.calls.fetch_add(1, SeqCst);
@@ -215,6 +224,110 @@ async fn a_panicking_refresh_is_throttled() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(svc.calls(), 2, "one refresh per throttle period");
+}
+
+/// Another type's caller of a key whose flight offers a value it cannot
+/// take waits for that flight at most `lock_wait`, then loads alone (found
+/// by a second review: it spun until the 3 s leader ended).
+#[tokio::test(flavor = "current_thread")]
+async fn another_types_waiter_waits_no_longer_than_lock_wait() {
+    let cache = Cache::builder()
+        .ttl_jitter(0.0)
+        .lock_wait(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let svc = Svc::new(cache);
+    assert_eq!(svc.a(1).await, 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    svc.slow.store(true, SeqCst);
+    assert_eq!(svc.a(1).await, 1, "fail-safe; the 2 s load goes on");
+    let asked = std::time::Instant::now();
+    assert_eq!(svc.b(1).await, "b1");
+    let waited = asked.elapsed();
+    assert!(waited < Duration::from_millis(1500), "b waited {waited:?}");
+}
+
+/// A detached leader that hangs, whose caller was answered by a relief's
+/// value, is cut off after `background_load_timeout` and lets its Redis
+/// lock go (found by a second review: it renewed the lock forever).
+#[tokio::test]
+async fn a_hung_leader_answered_by_a_relief_lets_the_lock_go() {
+    let cache = Cache::builder()
+        .namespace("live-hung")
+        .redis(support::shared().url())
+        .ttl_jitter(0.0)
+        .lock_wait(Duration::from_millis(200))
+        .lock_lease(Duration::from_secs(1))
+        .background_load_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let svc = Svc::new(cache);
+    let first = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.hang(1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(svc.hang(1).await, 1, "the relief's load");
+    let answered = tokio::time::timeout(Duration::from_secs(1), first).await;
+    assert!(
+        answered.is_ok(),
+        "the first caller takes the relief's value"
+    );
+    let mut redis = support::raw(&support::shared().url()).await;
+    let released = support::eventually(Duration::from_secs(4), async || {
+        let held: bool = redis::cmd("EXISTS")
+            .arg("live-hung:#lock:hang:1")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        !held
+    })
+    .await;
+    assert!(released, "the hung leader still holds (renews) the lock");
+}
+
+/// Invalidations while Redis is silent: each caller waits about one
+/// timeout, not one per caller queued before it (found by a second review:
+/// the 30th waited 3 s with a 100 ms timeout).
+#[tokio::test]
+async fn concurrent_invalidations_behind_a_silent_redis_are_bounded() {
+    let proxy = support::proxy::Proxy::start(support::shared().port()).await;
+    let cache = Cache::builder()
+        .namespace("live-silent-inv")
+        .redis(proxy.url())
+        .redis_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    cache.invalidate_key("p", "warm").await.unwrap();
+    proxy.freeze();
+    let calls = (0..30).map(|i| {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            let asked = std::time::Instant::now();
+            let result = cache.invalidate_key("p", &i.to_string()).await;
+            (asked.elapsed(), result.is_err())
+        })
+    });
+    let mut worst = Duration::ZERO;
+    for call in calls.collect::<Vec<_>>() {
+        let (waited, failed) = call.await.unwrap();
+        assert!(failed, "Redis is silent: not confirmed");
+        worst = worst.max(waited);
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "worst {worst:?} with a 100 ms timeout"
+    );
+    assert_eq!(cache.stats().pending_invalidations, 30);
+    proxy.thaw();
+    let sent = support::eventually(Duration::from_secs(5), async || {
+        cache.stats().pending_invalidations == 0
+    })
+    .await;
+    assert!(sent, "retried once Redis answers");
 }
 
 /// A command connection that goes silent (existing connections blackholed,

@@ -118,6 +118,13 @@ where
     resolve(ctx, body).await
 }
 
+/// Whether the flight ended before `deadline`.
+async fn ended(slot: flight::Slot, deadline: Instant) -> bool {
+    tokio::time::timeout_at(deadline.into(), flight::wait_done(slot))
+        .await
+        .is_ok()
+}
+
 /// After the fast path: what L1 holds (stale, due for an early refresh,
 /// fail-safe), then the key's flight.
 async fn resolve<S, R, B>(ctx: Ctx<S, R>, body: B) -> R
@@ -128,6 +135,9 @@ where
     let inner = &*ctx.cache.inner;
     let spec = ctx.spec;
     let mut fallback = None;
+    // Before the lookup: an entry found is in L1, so no invalidation of its
+    // key came before this; one after it outdates it as a fail-safe value.
+    let stripe = inner.generations.key_stripe(&ctx.key);
     if let Some(entry) = inner.l1.entry(&ctx.key)
         && let Some(answer) = answer::<S, R>(ctx.codec, &entry.value)
     {
@@ -155,7 +165,7 @@ where
             return answer;
         }
         if past <= spec.fail_safe {
-            fallback = Some(Fallback::from_l1(entry, timing));
+            fallback = Some(Fallback::from_l1(entry, timing, stripe));
         }
     }
 
@@ -178,15 +188,20 @@ where
                     return answer;
                 }
                 // Another function's value (another type under this key):
-                // wait for the flight to end, then look again.
-                let _ = tokio::time::timeout_at(give_up_at.into(), flight::wait_done(slot)).await;
+                // wait for the flight to end, then look again; past
+                // `lock_wait`, load alone.
+                if !ended(slot, give_up_at).await {
+                    return B::lead(ctx, None, body, fallback).await;
+                }
             }
             Ok(Some(Landed::Absent)) => {
                 if let Some(absent) = S::absent() {
                     Counters::bump(&inner.counters.misses);
                     return absent;
                 }
-                let _ = tokio::time::timeout_at(give_up_at.into(), flight::wait_done(slot)).await;
+                if !ended(slot, give_up_at).await {
+                    return B::lead(ctx, None, body, fallback).await;
+                }
             }
             Ok(None) => {}
             Err(_) => {

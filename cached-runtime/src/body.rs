@@ -151,30 +151,35 @@ where
                 None => None,
             }
         };
-        let answer = tokio::select! {
+        tokio::select! {
             biased;
-            finished = &mut task => match finished {
+            finished = &mut task => {
+                cut_off.disarm();
+                match finished {
                 Ok(Some(result)) => result,
                 Ok(None) => unreachable!("a caller's load answers: only a refresh finds nothing to do"),
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
                 // Cancelled (the runtime that ran it shuts down): the caller
                 // still gets an answer, from a run of its own.
                 Err(_) => (again.0)().await,
-            },
+                }
+            }
+            // Answered with an offered value (its own leader's stale or
+            // fail-safe value, or a relief's): the load goes on without
+            // this caller, for the bound at most.
             Some(answer) = offered => answer,
-        };
-        cut_off.disarm();
-        answer
+        }
     }
 }
 
-/// Aborts a background load when dropped armed (its caller gone), after
-/// the bound: the load is not cut short for the callers that wait for it,
-/// but it cannot hold its key forever.
+/// Aborts a background load when dropped armed (its caller gone, or
+/// answered by an offered value), after the bound: the load is not cut
+/// short for the callers that wait for it, but it cannot hold its key (or
+/// its lock) forever.
 struct AbortAfter(Option<(tokio::task::AbortHandle, std::time::Duration)>);
 
 impl AbortAfter {
-    /// The caller got its answer: an answered load is bounded in `lead`.
+    /// The load finished.
     fn disarm(mut self) {
         self.0 = None;
     }

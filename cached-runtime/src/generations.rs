@@ -126,6 +126,20 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// This snapshot with its key's stripe as `seen` instead.
+    pub(crate) fn with_key_stripe(&self, seen: u64) -> Snapshot {
+        let Some(counters) = self.0.as_deref() else {
+            return Snapshot::NONE;
+        };
+        let mut rebased = counters.to_vec();
+        if let Some(stripe) = rebased.get_mut(KEY_STRIPE) {
+            stripe.1 = seen;
+        }
+        Snapshot(Some(rebased.into()))
+    }
+}
+
 /// Where a snapshot holds the key's stripe: after the namespace.
 const KEY_STRIPE: usize = 1;
 
@@ -165,8 +179,13 @@ impl Generations {
         self.namespace.fetch_add(1, SeqCst);
     }
 
-    /// Outdates the loads and L1 entries of `key` (and of the keys that
-    /// share its stripe).
+    /// The value of `key`'s stripe now.
+    pub(crate) fn key_stripe(&self, key: &str) -> u64 {
+        self.stripe(key).load(SeqCst)
+    }
+
+    /// Outdates the loads in flight of `key` (and of the keys that share
+    /// its stripe).
     pub(crate) fn bump_key(&self, key: &str) {
         self.stripe(key).fetch_add(1, SeqCst);
     }

@@ -335,10 +335,11 @@ impl L2 {
         &self,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, L2Error> {
+        let probe = self.breaker.is_open();
         if !self.breaker.allow() {
             return Err(L2Error::BreakerOpen);
         }
-        self.bounded_past_breaker(op).await
+        self.bounded_with(op, probe).await
     }
 
     /// As [`L2::bounded`], tried even while the breaker is open: for
@@ -348,6 +349,17 @@ impl L2 {
         &self,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, L2Error> {
+        self.bounded_with(op, false).await
+    }
+
+    /// An operation bounded by the timeout, its outcome counted by the
+    /// breaker; a failed `probe` (the breaker's one call per cooldown)
+    /// replaces the connection.
+    async fn bounded_with<T>(
+        &self,
+        op: impl Future<Output = redis::RedisResult<T>>,
+        probe: bool,
+    ) -> Result<T, L2Error> {
         let _turn = match self.in_flight.try_acquire() {
             Ok(turn) => turn,
             Err(_) => match tokio::time::timeout(self.timeout, self.in_flight.acquire()).await {
@@ -356,7 +368,6 @@ impl L2 {
             },
         };
         let sent = self.breaker.clock();
-        let probe = self.breaker.is_open();
         let result = match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(L2Error::Redis(error)),
@@ -559,6 +570,24 @@ impl L2 {
         self.bounded_past_breaker(invocation.invoke_async::<i64>(&mut conn))
             .await
             .map(drop)
+    }
+
+    /// Puts `marker` in place of an absent entry for `ttl`: whether it was
+    /// absent (`SET NX PX`).
+    pub(crate) async fn plant(
+        &self,
+        entry_key: &str,
+        marker: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, L2Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(entry_key)
+            .arg(marker)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl));
+        let set: Option<String> = self.cmd(&cmd).await?;
+        Ok(set.is_some())
     }
 
     /// A write-through: stores an entry unless it changed since it was

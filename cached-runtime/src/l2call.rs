@@ -180,20 +180,38 @@ impl<'a> L2Call<'a> {
     }
 
     /// The entry as it is (bytes, not decoded) and the current versions of
-    /// its tags, before a write-through's body runs: one round trip.
+    /// its tags, before a write-through's body runs: one round trip. An
+    /// absent entry is marked first (a tombstone, one more round trip), so
+    /// that "absent" is never what the write compares with: another
+    /// writer's value that expired or was evicted meanwhile would look the
+    /// same. `None` when Redis is out of reach (or the entry appeared
+    /// meanwhile): then the write-through invalidates instead.
     pub(crate) async fn before_write(&self) -> Option<Seen> {
         let at = Instant::now();
         let read = self
             .l2
             .read(&self.entry_key, &self.version_keys, self.version_ttl())
-            .await;
-        read.map(|read| Seen {
+            .await
+            .map_err(|error| self.redis_failed(&error, "read before a write"))
+            .ok()?;
+        let entry = match read.entry {
+            Some(entry) => entry,
+            None => {
+                let marker = crate::l2::tombstone();
+                let planted = self
+                    .l2
+                    .plant(&self.entry_key, &marker, crate::l2::WRITE_HORIZON)
+                    .await
+                    .map_err(|error| self.redis_failed(&error, "mark before a write"))
+                    .ok()?;
+                planted.then_some(marker)?
+            }
+        };
+        Some(Seen {
             versions: read.versions,
-            entry: read.entry,
+            entry: Some(entry),
             at,
         })
-        .map_err(|error| self.redis_failed(&error, "read before a write"))
-        .ok()
     }
 
     /// Writes the value (`None`: a cached "nothing"), fresh for `fresh`

@@ -75,10 +75,13 @@ pub(crate) struct Fallback {
 }
 
 impl Fallback {
-    /// A fallback from an L1 entry past its fresh period.
-    pub(crate) fn from_l1(entry: Entry, timing: Timing) -> Self {
+    /// A fallback from an L1 entry past its fresh period, found in L1 after
+    /// its key's stripe read `stripe`: its key's stripe (shared with other
+    /// keys, whose invalidations leave the entry alone in L1) counts from
+    /// then, not from its load.
+    pub(crate) fn from_l1(entry: Entry, timing: Timing, stripe: u64) -> Self {
         Self {
-            generations: entry.generations().clone(),
+            generations: entry.generations().with_key_stripe(stripe),
             value: entry.value,
             expired_at: timing.expired_at,
             expires_at_ms: timing.expires_at_ms,

@@ -17,8 +17,11 @@
 //! nonces and tombstones commute, so a batch is as good as its parts in
 //! order, and a burst of invalidations costs a round trip per batch, not
 //! per invalidation. Past [`MAX_PENDING`] (a long outage), the queue is
-//! merged into one invalidation of the whole namespace, which covers them
-//! all.
+//! merged into one invalidation that covers them all: their tags, and
+//! their keys' prefixes; the whole namespace if that still names too
+//! much. Waiting for another sender is bounded by the Redis timeout, and a
+//! caller whose invalidation was in a batch that failed meanwhile is told
+//! at once (the retrier sends it).
 //!
 //! Invalidations skip the circuit breaker: each try is bounded by the Redis
 //! timeout, and an open breaker does not refuse them. Sending one twice is
@@ -64,6 +67,9 @@ pub(crate) struct Pending {
     len: AtomicU64,
     /// Every invalidation with a `seq` below this is confirmed.
     confirmed: AtomicU64,
+    /// Every invalidation with a `seq` below this was in a batch that
+    /// failed: its sender need not try again at once (the retrier will).
+    failed: AtomicU64,
     /// One sender at a time.
     sending: tokio::sync::Mutex<()>,
     /// Whether the background retrier runs.
@@ -115,6 +121,33 @@ fn merged(batch: &[Arc<Queued>], sender: u64) -> Invalidation {
     }
 }
 
+/// `invalidation` with its keys replaced by their prefixes (a key is
+/// rendered `prefix:…`, and no prefix holds a `:`), and, if that still
+/// names more than half of [`MAX_PENDING`] tags and prefixes, by the whole
+/// namespace: coarser, never narrower.
+fn coarsened(invalidation: &Invalidation) -> Invalidation {
+    let sender = invalidation.sender;
+    let mut prefixes: BTreeSet<String> = invalidation.prefixes.iter().cloned().collect();
+    for key in &invalidation.keys {
+        let prefix = key.split(':').next().unwrap_or(key);
+        prefixes.insert(prefix.to_owned());
+    }
+    if invalidation.all || invalidation.tags.len() + prefixes.len() > MAX_PENDING / 2 {
+        return Invalidation {
+            sender,
+            all: true,
+            ..Invalidation::default()
+        };
+    }
+    Invalidation {
+        sender,
+        tags: invalidation.tags.clone(),
+        keys: Vec::new(),
+        prefixes: prefixes.into_iter().collect(),
+        all: false,
+    }
+}
+
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -135,20 +168,18 @@ impl Pending {
         let seq = queue.next;
         queue.next += 1;
         let queued = if queue.items.len() >= MAX_PENDING {
-            // A long outage: one invalidation of everything stands for all
-            // of them (and for this one), confirmed when it is.
+            // A long outage: one invalidation stands for all of them (and
+            // for this one), confirmed when it is.
+            let mut items: Vec<Arc<Queued>> = queue.items.drain(..).collect();
+            items.push(Arc::new(Queued { invalidation, seq }));
+            let coarser = coarsened(&merged(&items, sender));
             tracing::warn!(
-                pending = queue.items.len(),
-                "too many invalidations wait for Redis: merged into one of the whole namespace"
+                pending = items.len(),
+                all = coarser.all,
+                "too many invalidations wait for Redis: merged into one of their prefixes and tags"
             );
-            queue.items.clear();
-            let all = Invalidation {
-                sender,
-                all: true,
-                ..Invalidation::default()
-            };
             Arc::new(Queued {
-                invalidation: all,
+                invalidation: coarser,
                 seq,
             })
         } else {
@@ -192,10 +223,20 @@ impl Pending {
     /// stops the sending, and what is left stays queued.
     async fn send(&self, inner: &Inner, until: Option<&Queued>) -> Result<(), L2Error> {
         let Some(l2) = &inner.l2 else { return Ok(()) };
-        let _sending = self.sending.lock().await;
+        // Waiting for another sender is bounded too: behind a Redis that
+        // does not answer, a thousand invalidations must not wait a
+        // thousand timeouts each.
+        let timeout = l2.timeout();
+        let Ok(_sending) = tokio::time::timeout(timeout, self.sending.lock()).await else {
+            return Err(L2Error::Busy(timeout));
+        };
         loop {
             if until.is_some_and(|until| self.is_confirmed(until)) {
                 return Ok(()); // another sender had it confirmed
+            }
+            if until.is_some_and(|until| self.failed.load(SeqCst) > until.seq) {
+                // Tried meanwhile, in another sender's batch, and failed.
+                return Err(L2Error::Busy(timeout));
             }
             let batch: Vec<Arc<Queued>> = self.queue().items.iter().cloned().collect();
             if batch.is_empty() {
@@ -216,6 +257,9 @@ impl Pending {
                 .await
             {
                 inner.counters.redis_failed(&error);
+                if let Some(last) = batch.last() {
+                    self.failed.fetch_max(last.seq + 1, SeqCst);
+                }
                 return Err(error);
             }
             self.confirm(&batch);
@@ -331,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn past_the_bound_the_queue_becomes_one_invalidation_of_everything() {
+    fn past_the_bound_keys_become_their_prefixes() {
         let pending = Pending::default();
         let first = pending.push(keys(&["u:0"]), 7);
         for i in 1..=MAX_PENDING {
@@ -339,11 +383,27 @@ mod tests {
         }
         assert_eq!(pending.len(), 1);
         let snapshot = pending.snapshot().expect("pending");
-        assert!(snapshot.covers("anything:1", "anything", &[]));
+        assert!(snapshot.covers("u:99999", "u", &[]), "the prefix");
+        assert!(!snapshot.covers("other:1", "other", &[]), "no more");
         let batch: Vec<_> = pending.queue().items.iter().cloned().collect();
         assert!(!pending.is_confirmed(&first));
         pending.confirm(&batch);
         assert!(pending.is_confirmed(&first), "confirmed by the merged one");
         assert_eq!(pending.len(), 0);
+    }
+
+    #[test]
+    fn past_the_bound_many_names_become_the_namespace() {
+        let pending = Pending::default();
+        for i in 0..=MAX_PENDING {
+            let tag = Invalidation {
+                tags: vec![format!("t:{i}")],
+                ..Invalidation::default()
+            };
+            pending.push(tag, 7);
+        }
+        assert_eq!(pending.len(), 1);
+        let snapshot = pending.snapshot().expect("pending");
+        assert!(snapshot.covers("anything:1", "anything", &[]));
     }
 }

@@ -80,6 +80,9 @@ where
     // Stored only if the entry is still as it was before the body: another
     // write or an invalidation since may carry newer data than this one.
     let stored = match (&l2, seen) {
+        // A body longer than the horizon: a tombstone it should meet may be
+        // gone (see `l2::WRITE_HORIZON`).
+        (Some(_), Some(seen)) if seen.at.elapsed() > crate::l2::WRITE_HORIZON => false,
         (Some(l2), Some(seen)) => {
             let message = serde_json::to_vec(&unwritten.invalidation).unwrap_or_default();
             let write = Write::Announced(seen, message);
