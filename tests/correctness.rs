@@ -182,6 +182,65 @@ async fn cache(namespace: &str) -> Cache {
     cache_with(namespace, |b| b).await
 }
 
+/// A body that holds a value that is `Send` but not `Sync` across an
+/// `await` (a `Cell`, a boxed future of a client library): the cached
+/// call's future is `Send` all the same, as the uncached one is. The
+/// engine owns the body; it never holds a reference to it across an
+/// `await` (found by the history checker, whose bodies await redis-rs).
+mod not_sync {
+    use std::cell::Cell;
+
+    use tiercache::{Cache, cache_aside, invalidates, write_through};
+
+    async fn io() {
+        tokio::task::yield_now().await;
+    }
+
+    #[cache_aside(prefix = "ns", ttl = "1m", skip(cache), cache = cache)]
+    pub async fn plain(cache: &Cache, id: u64) -> u64 {
+        let held = Cell::new(id);
+        io().await;
+        held.get()
+    }
+
+    #[cache_aside(prefix = "ns-stale", ttl = "1m", stale = "1m", skip(cache), cache = cache)]
+    pub async fn stale(cache: &Cache, id: u64) -> u64 {
+        let held = Cell::new(id);
+        io().await;
+        held.get()
+    }
+
+    #[write_through(prefix = "ns", ttl = "1m", key = "{id}", skip(cache), cache = cache)]
+    pub async fn write(cache: &Cache, id: u64) -> u64 {
+        let held = Cell::new(id);
+        io().await;
+        held.get()
+    }
+
+    #[invalidates(keys = ["ns:{id}"], cache = cache)]
+    pub async fn forget(cache: &Cache, id: u64) {
+        let held = Cell::new(id);
+        io().await;
+        drop(held);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_sync_still_makes_a_send_future() {
+    let cache = cache("c-not-sync").await;
+    let spawned = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            let plain = not_sync::plain(&cache, 1).await;
+            let stale = not_sync::stale(&cache, 2).await;
+            let written = not_sync::write(&cache, 1).await;
+            not_sync::forget(&cache, 1).await;
+            (plain, stale, written)
+        }
+    });
+    assert_eq!(spawned.await.unwrap(), (1, 2, 1));
+}
+
 /// Item 1: a cached "nothing" of `find_row -> Option<u64>` (with
 /// `cache_none`) under the key `get_row -> Result<u64, _>` reads is a miss
 /// for the latter, never a panic; present values stay shared.

@@ -134,11 +134,11 @@ where
     S: Shape<R>,
     B: Body<S, R>,
 {
-    let mut run = Run::new(ctx, leader, mode, fallback);
-    if let Consulted::Answered(answer) = run.consult(&body).await {
+    let mut run = Run::new(ctx, leader, mode, fallback, body);
+    if let Consulted::Answered(answer) = run.consult().await {
         return answer;
     }
-    let loaded = run.load(body).await;
+    let loaded = run.load().await;
     run.settle(loaded).await
 }
 
@@ -170,8 +170,11 @@ enum Cut {
 }
 
 /// One leader's run: what it knows so far.
-struct Run<'a, S: Shape<R>, R> {
+struct Run<'a, S: Shape<R>, R, B> {
     ctx: &'a Ctx<S, R>,
+    /// The body, until it runs. Owned, not borrowed across an `await`:
+    /// the call's future is `Send` whenever the body's is, `Sync` or not.
+    body: Option<B>,
     inner: &'a Inner,
     mode: Mode,
     leader: Option<Leader>,
@@ -192,12 +195,13 @@ struct Run<'a, S: Shape<R>, R> {
     started: Instant,
 }
 
-impl<'a, S: Shape<R>, R> Run<'a, S, R> {
+impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
     fn new(
         ctx: &'a Ctx<S, R>,
         leader: Option<Leader>,
         mode: Mode,
         fallback: Option<Fallback>,
+        body: B,
     ) -> Self {
         let inner = &*ctx.cache.inner;
         let (spec, key, tags) = (ctx.spec, &ctx.key, &ctx.tags);
@@ -212,6 +216,7 @@ impl<'a, S: Shape<R>, R> Run<'a, S, R> {
         }
         Self {
             ctx,
+            body: Some(body),
             inner,
             mode,
             leader,
@@ -240,7 +245,7 @@ impl<'a, S: Shape<R>, R> Run<'a, S, R> {
 
     /// Phase 1: read Redis; on a miss take the lock, or wait for its
     /// holder's value (and read again), or give up waiting.
-    async fn consult<B: Body<S, R>>(&mut self, body: &B) -> Consulted<R> {
+    async fn consult(&mut self) -> Consulted<R> {
         let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
         let Some(l2) = self.l2.take() else {
             return Consulted::Load;
@@ -263,7 +268,7 @@ impl<'a, S: Shape<R>, R> Run<'a, S, R> {
                     self.seen = Some(found.seen);
                 }
                 L2Read::Found(found) => {
-                    if let Some(answer) = self.found(found, body) {
+                    if let Some(answer) = self.found(found) {
                         break Consulted::Answered(answer);
                     }
                 }
@@ -343,7 +348,7 @@ impl<'a, S: Shape<R>, R> Run<'a, S, R> {
     /// A valid entry read from Redis: the answer if it is fresh (and, for
     /// a refresh, newer than the value it replaces); otherwise offered
     /// (`stale`) and kept as the fail-safe value, and the load goes on.
-    fn found<B: Body<S, R>>(&mut self, found: Found<S::Value>, body: &B) -> Option<Option<R>> {
+    fn found(&mut self, found: Found<S::Value>) -> Option<Option<R>> {
         let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
         let now = SystemTime::now();
         let past = found.meta.past_expiry(now);
@@ -371,7 +376,10 @@ impl<'a, S: Shape<R>, R> Run<'a, S, R> {
             let scale = load_time.mul_f64(spec.refresh_beta);
             if self.mode == Mode::Call
                 && crate::spec::xfetch(fresh_for, scale)
-                && body.refresh(ctx, expires_at_ms)
+                && self
+                    .body
+                    .as_ref()
+                    .is_some_and(|body| body.refresh(ctx, expires_at_ms))
             {
                 Counters::bump(&inner.counters.early_refreshes);
             }
@@ -421,8 +429,11 @@ impl<'a, S: Shape<R>, R> Run<'a, S, R> {
     /// Phase 2: run the body, bounded by `hard_timeout` (and, once no
     /// caller waits, by `background_load_timeout`); past `timeout`, with a
     /// fail-safe value at hand, the callers take that while it goes on.
-    async fn load<B: Body<S, R>>(&mut self, body: B) -> Loaded<R> {
+    async fn load(&mut self) -> Loaded<R> {
         let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        let Some(body) = self.body.take() else {
+            unreachable!("a run loads once")
+        };
         Counters::bump(&inner.counters.loads);
         let started = Instant::now();
         let run = body.start();
