@@ -612,9 +612,13 @@ fn throttle<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: Option<&Fallback>) {
 }
 
 /// Serves a fail-safe value from L1 for the throttle period (no load is
-/// tried meanwhile), never past its window, unless it was invalidated.
+/// tried meanwhile), never past its window, unless it was invalidated, or
+/// L1 has a fresh value by now (another load's, newer).
 fn keep_serving<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: &Fallback) {
     let inner = &*ctx.cache.inner;
+    if inner.l1.get(&ctx.key).is_some() {
+        return;
+    }
     let entry = timed_entry(
         ctx.spec,
         fallback.value.clone(),
