@@ -123,10 +123,11 @@
 
 pub use tiercache_macros::{cache_aside, invalidates, write_through};
 pub use tiercache_runtime::{
-    Cache, CacheBuilder, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES,
-    DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_L1_CAPACITY, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT,
-    DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, DEFAULT_TTL_JITTER, Error, KeyPart, KeyWriter,
-    LoadTimeout, Stats, global, key, set_global, tags,
+    Cache, CacheBuilder, DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_BREAKER_COOLDOWN,
+    DEFAULT_BREAKER_FAILURES, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_L1_CAPACITY, DEFAULT_LOCK_LEASE,
+    DEFAULT_LOCK_WAIT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT,
+    DEFAULT_TTL_JITTER, Error, KeyPart, KeyWriter, LoadTimeout, MAX_SETTING, Stats, global, key,
+    set_global, tags,
 };
 
 /// The macros and the types they work with, for a glob import.
