@@ -301,7 +301,8 @@ mod tests {
     /// The shape, the cached type and what the probe must rule out, for a
     /// `#[cache_aside]` function returning `ret`.
     fn read(ret: TokenStream) -> (&'static str, String, bool, bool) {
-        let item: ItemFn = syn::parse2(quote!(async fn f(id: u64) -> #ret { todo!() })).unwrap();
+        // Parsed, never compiled: the body does not matter.
+        let item: ItemFn = syn::parse2(quote!(async fn f(id: u64) -> #ret {})).unwrap();
         let mut cx = Ctxt::default();
         let func = Func::analyze(&item, Kind::CacheAside, &mut cx);
         cx.check().unwrap();
@@ -361,9 +362,7 @@ mod tests {
     #[test]
     fn an_invalidation_probes_only_for_a_result() {
         let item: ItemFn = syn::parse2(quote!(
-            async fn f(id: u64) -> ApiResult<()> {
-                todo!()
-            }
+            async fn f(id: u64) -> ApiResult<()> {}
         ))
         .unwrap();
         let output = Func::analyze(&item, Kind::Invalidates, &mut Ctxt::default())
