@@ -104,9 +104,7 @@ impl Snapshot {
                 .all(|(i, (counter, seen))| i == KEY_STRIPE || counter.load(SeqCst) == *seen)
         })
     }
-}
 
-impl Snapshot {
     /// For a writer: bumps the key's stripe (so that loads begun before
     /// cannot fill L1 over the written value) if nothing bumped it since
     /// this snapshot was taken, and returns the snapshot its own entry
@@ -115,18 +113,13 @@ impl Snapshot {
     /// one: then the written value stays out of L1), or for an empty
     /// snapshot.
     pub(crate) fn bump_own_key(&self) -> Option<Snapshot> {
-        let counters = self.0.as_deref()?;
-        let (stripe, seen) = counters.get(KEY_STRIPE)?;
+        let (stripe, seen) = self.0.as_deref()?.get(KEY_STRIPE)?;
         stripe
             .compare_exchange(*seen, seen + 1, SeqCst, SeqCst)
             .ok()?;
-        let mut own = counters.to_vec();
-        own[KEY_STRIPE].1 = seen + 1;
-        Some(Snapshot(Some(own.into())))
+        Some(self.with_key_stripe(seen + 1))
     }
-}
 
-impl Snapshot {
     /// This snapshot with its key's stripe as `seen` instead.
     pub(crate) fn with_key_stripe(&self, seen: u64) -> Snapshot {
         let Some(counters) = self.0.as_deref() else {
