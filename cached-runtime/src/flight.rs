@@ -219,38 +219,34 @@ impl Flights {
     }
 }
 
-/// Waits for the flight to end (landed or given up): for a caller that
-/// cannot take what it offered (a value of another type).
-pub(crate) async fn wait_done(slot: Slot) {
-    loop {
-        let notified = slot.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if slot.state().done {
-            return;
-        }
-        notified.await;
-    }
-}
-
-/// Waits for the flight to land; `None` if its leader gave up.
-pub(crate) async fn wait(slot: Slot) -> Option<Landed> {
+/// Waits until `look` finds what it waits for in the flight's state.
+async fn watch<T>(slot: &Slot, look: impl Fn(&State) -> Option<T>) -> T {
     loop {
         // Listening before looking: an update in between is not missed.
         let notified = slot.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        {
-            let state = slot.state();
-            if let Some(landed) = &state.landed {
-                return Some(landed.clone());
-            }
-            if state.done {
-                return None;
-            }
+        if let Some(found) = look(&slot.state()) {
+            return found;
         }
         notified.await;
     }
+}
+
+/// Waits for the flight to end (landed or given up): for a caller that
+/// cannot take what it offered (a value of another type).
+pub(crate) async fn wait_done(slot: Slot) {
+    watch(&slot, |state| state.done.then_some(())).await;
+}
+
+/// Waits for the flight to land; `None` if its leader gave up.
+pub(crate) async fn wait(slot: Slot) -> Option<Landed> {
+    watch(&slot, |state| match (&state.landed, state.done) {
+        (Some(landed), _) => Some(Some(landed.clone())),
+        (None, true) => Some(None),
+        (None, false) => None,
+    })
+    .await
 }
 
 /// The one caller that loads a key. Dropping it without [`Leader::land`]
