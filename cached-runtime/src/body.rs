@@ -136,12 +136,15 @@ where
         let slot = leader.as_ref().map(Leader::slot);
         let task_ctx = ctx.clone();
         let again = body.clone();
-        let mut task =
+        let task =
             tokio::spawn(async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await });
         // If this caller goes away, the load goes on for the others, for
         // `background_load_timeout` at most.
         let bound = ctx.cache.inner.settings.background_timeout;
-        let cut_off = AbortAfter(Some((task.abort_handle(), bound)));
+        let mut load = Bounded {
+            task: Some(task),
+            bound,
+        };
         let offered = async {
             match &slot {
                 Some(slot) => match flight::wait(slot.clone()).await {
@@ -153,17 +156,14 @@ where
         };
         tokio::select! {
             biased;
-            finished = &mut task => {
-                cut_off.disarm();
-                match finished {
+            finished = load.finished() => match finished {
                 Ok(Some(result)) => result,
                 Ok(None) => unreachable!("a caller's load answers: only a refresh finds nothing to do"),
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
                 // Cancelled (the runtime that ran it shuts down): the caller
                 // still gets an answer, from a run of its own.
                 Err(_) => (again.0)().await,
-                }
-            }
+            },
             // Answered with an offered value (its own leader's stale or
             // fail-safe value, or a relief's): the load goes on without
             // this caller, for the bound at most.
@@ -172,31 +172,43 @@ where
     }
 }
 
-/// Aborts a background load when dropped armed (its caller gone, or
-/// answered by an offered value), after the bound: the load is not cut
-/// short for the callers that wait for it, but it cannot hold its key (or
-/// its lock) forever.
-struct AbortAfter(Option<(tokio::task::AbortHandle, std::time::Duration)>);
+/// A background load, aborted if it is still running `bound` after its
+/// caller stopped waiting for it (cancelled, or answered by an offered
+/// value): the load is not cut short for the callers that wait for it, but
+/// it cannot hold its key (or its lock) forever. The watch ends with the
+/// load.
+struct Bounded<T: Send + 'static> {
+    /// `None` once it finished.
+    task: Option<tokio::task::JoinHandle<T>>,
+    bound: std::time::Duration,
+}
 
-impl AbortAfter {
-    /// The load finished.
-    fn disarm(mut self) {
-        self.0 = None;
+impl<T: Send + 'static> Bounded<T> {
+    /// Waits for the load to finish (then nothing is left to watch).
+    async fn finished(&mut self) -> Result<T, tokio::task::JoinError> {
+        let Some(task) = self.task.as_mut() else {
+            return std::future::pending().await;
+        };
+        let finished = task.await;
+        self.task = None;
+        finished
     }
 }
 
-impl Drop for AbortAfter {
+impl<T: Send + 'static> Drop for Bounded<T> {
     fn drop(&mut self) {
-        let Some((task, bound)) = self.0.take() else {
+        let Some(mut task) = self.task.take() else {
             return;
         };
         if task.is_finished() {
             return;
         }
+        let bound = self.bound;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                tokio::time::sleep(bound).await;
-                task.abort();
+                if tokio::time::timeout(bound, &mut task).await.is_err() {
+                    task.abort();
+                }
             });
         }
     }

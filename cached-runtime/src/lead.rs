@@ -259,6 +259,9 @@ impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
         let mut lock_id: Option<(String, String)> = None;
         let give_up_at = later(self.started, inner.settings.lock_wait);
         let mut waited = false;
+        // Past `timeout` with no fail-safe value to serve (it was
+        // invalidated, or its window ended): wait for the lock alone.
+        let mut soft_spent = false;
         let consulted = loop {
             match l2.read(ctx.codec).await {
                 // A cached "nothing" for a function that cannot return one
@@ -288,57 +291,65 @@ impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
                 lock_id.get_or_insert_with(|| (inner.names.lock(&ctx.key), crate::lock::token()));
             let lease_time = inner.settings.lock_lease;
             let seen_entry = self.seen.as_ref().map_or_else(String::new, Seen::digest);
-            match l2
+            // Released unless known not to be ours: see `Lease`.
+            let attempt =
+                Lease::attempt(&ctx.cache, lock_key.clone(), token.clone(), ctx.key.clone());
+            let acquired = l2
                 .l2
                 .acquire(lock_key, token, lease_time, &l2.entry_key, &seen_entry)
-                .await
-            {
+                .await;
+            let left = match acquired {
                 Ok(Acquired::Taken) => {
-                    let (key, (lock_key, token)) =
-                        (ctx.key.clone(), lock_id.take().unwrap_or_default());
-                    let lease = Lease::start(&ctx.cache, lock_key, token, key, lease_time);
-                    self.lease = Some(lease);
+                    self.lease = Some(attempt.taken(lease_time));
                     break Consulted::Load;
                 }
-                // Written since it was read: read it again (unless that
-                // has gone on for as long as a caller waits).
-                Ok(Acquired::Landed) if Instant::now() >= give_up_at => break Consulted::Load,
-                Ok(Acquired::Landed) => {}
-                Ok(Acquired::Held(left)) => {
-                    if !waited {
-                        waited = true;
-                        Counters::bump(&inner.counters.lock_waits);
-                    }
-                    let now = Instant::now();
-                    let soft_at = self
-                        .fallback
-                        .as_ref()
-                        .and(spec.soft_timeout)
-                        .filter(|_| !self.answered())
-                        .map(|soft| later(self.started, soft));
-                    if now >= give_up_at || soft_at.is_some_and(|at| now >= at) {
-                        if self.answered() {
-                            // Another process refreshes it.
-                            break Consulted::Answered(self.offered.take());
-                        }
-                        let fallback = self.fallback.as_ref();
-                        if let Some(answer) = serve_fallback(ctx, &mut self.leader, fallback) {
-                            break Consulted::Answered(Some(answer));
-                        }
-                        if now >= give_up_at {
-                            Counters::bump(&inner.counters.lock_timeouts);
-                            break Consulted::Load; // without the lock
-                        }
-                    }
-                    // The holder's lease may run out unrenewed: try again then.
-                    let wake = later(now, left + Duration::from_millis(1)).min(give_up_at);
-                    let wake = soft_at.map_or(wake, |at| wake.min(at));
-                    tokio::select! {
-                        () = until(Some(wake)) => {}
-                        () = notified => {}
+                // Redis failing: load without the lock (the attempt, dropped,
+                // releases it should the acquire have run after all).
+                Err(_) => break Consulted::Load,
+                Ok(other) => {
+                    attempt.not_taken();
+                    match other {
+                        Acquired::Held(left) => left,
+                        // Written since it was read: read it again (unless
+                        // that has gone on for as long as a caller waits).
+                        _ if Instant::now() >= give_up_at => break Consulted::Load,
+                        _ => continue,
                     }
                 }
-                Err(_) => break Consulted::Load, // Redis failing: load without the lock
+            };
+            if !waited {
+                waited = true;
+                Counters::bump(&inner.counters.lock_waits);
+            }
+            let now = Instant::now();
+            let soft_at = self
+                .fallback
+                .as_ref()
+                .and(spec.soft_timeout)
+                .filter(|_| !self.answered() && !soft_spent)
+                .map(|soft| later(self.started, soft));
+            if now >= give_up_at || soft_at.is_some_and(|at| now >= at) {
+                if self.answered() {
+                    // Another process refreshes it.
+                    break Consulted::Answered(self.offered.take());
+                }
+                let fallback = self.fallback.as_ref();
+                if let Some(answer) = serve_fallback(ctx, &mut self.leader, fallback) {
+                    break Consulted::Answered(Some(answer));
+                }
+                if now >= give_up_at {
+                    Counters::bump(&inner.counters.lock_timeouts);
+                    break Consulted::Load; // without the lock
+                }
+                soft_spent = true;
+            }
+            // The holder's lease may run out unrenewed: try again then.
+            let wake = later(now, left + Duration::from_millis(1)).min(give_up_at);
+            let soft_at = soft_at.filter(|_| !soft_spent);
+            let wake = soft_at.map_or(wake, |at| wake.min(at));
+            tokio::select! {
+                () = until(Some(wake)) => {}
+                () = notified => {}
             }
         };
         self.l2 = Some(l2);

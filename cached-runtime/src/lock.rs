@@ -22,7 +22,7 @@
 //!   `lock_wait` and then serves a fail-safe value, or loads itself.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -47,7 +47,7 @@ impl Landings {
         Watch {
             landings: self,
             key: key.to_owned(),
-            notify,
+            notify: Some(notify),
         }
     }
 
@@ -70,31 +70,46 @@ impl Landings {
 pub(crate) struct Watch<'a> {
     landings: &'a Landings,
     key: String,
-    notify: Arc<Notify>,
+    /// `None` only while it is dropped.
+    notify: Option<Arc<Notify>>,
 }
 
 impl Watch<'_> {
     /// Create a `notified()` future from this and `enable` it *before*
     /// trying the lock, so a landing in between is not missed.
     pub(crate) fn notify(&self) -> &Notify {
-        &self.notify
+        match &self.notify {
+            Some(notify) => notify,
+            None => unreachable!("only the drop takes it"),
+        }
     }
 }
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
+        let Some(ours) = self.notify.take() else {
+            return;
+        };
+        let ours = Arc::downgrade(&ours); // our reference, gone
         let mut map = self.landings.map();
-        // The map's own reference and ours: nobody else waits.
+        // Only the map's own reference left: nobody else waits. (Counted
+        // with ours dropped first, so two watches that go at once cannot
+        // each see the other and both keep the entry.)
         if map
             .get(&self.key)
-            .is_some_and(|n| Arc::ptr_eq(n, &self.notify) && Arc::strong_count(n) <= 2)
+            .is_some_and(|n| Weak::ptr_eq(&Arc::downgrade(n), &ours) && Arc::strong_count(n) == 1)
         {
             map.remove(&self.key);
         }
     }
 }
 
-/// A held lock, renewed in the background until it is released.
+/// A lock tried or held: renewed in the background while held, and
+/// released (compare-and-delete: harmless if it is not ours) when dropped
+/// before the write that releases it succeeded. An attempt is a lease from
+/// before its `acquire` is sent: an `acquire` that timed out, or whose
+/// caller was cancelled, may still take the lock in Redis, and would
+/// otherwise leave it held by nobody for a whole lease.
 pub(crate) struct Lease {
     cache: Cache,
     pub(crate) lock_key: String,
@@ -102,21 +117,37 @@ pub(crate) struct Lease {
     pub(crate) token: String,
     /// The landing message: the entry's `prefix:…` key.
     pub(crate) key: String,
-    renewal: tokio::task::AbortHandle,
+    renewal: Option<tokio::task::AbortHandle>,
     released: bool,
 }
 
 impl Lease {
-    /// Starts renewing a lock just taken with `token` for `lease`.
-    pub(crate) fn start(
-        cache: &Cache,
-        lock_key: String,
-        token: String,
-        key: String,
-        lease: Duration,
-    ) -> Self {
+    /// A lock about to be tried with `token`.
+    pub(crate) fn attempt(cache: &Cache, lock_key: String, token: String, key: String) -> Self {
+        Self {
+            cache: cache.clone(),
+            waiters_key: crate::l2::waiters_key(&lock_key),
+            lock_key,
+            token,
+            key,
+            renewal: None,
+            released: false,
+        }
+    }
+
+    /// Another holds it: nothing of ours to release.
+    pub(crate) fn not_taken(mut self) {
+        self.released = true;
+    }
+
+    /// Taken for `lease`: renewed from now on, every third of it.
+    pub(crate) fn taken(mut self, lease: Duration) -> Self {
         let renewal = {
-            let (cache, lock_key, token) = (cache.clone(), lock_key.clone(), token.clone());
+            let (cache, lock_key, token) = (
+                self.cache.clone(),
+                self.lock_key.clone(),
+                self.token.clone(),
+            );
             tokio::spawn(async move {
                 let Some(l2) = &cache.inner.l2 else { return };
                 let mut tick = tokio::time::interval(lease / 3);
@@ -138,22 +169,17 @@ impl Lease {
             })
             .abort_handle()
         };
-        Self {
-            cache: cache.clone(),
-            waiters_key: crate::l2::waiters_key(&lock_key),
-            lock_key,
-            token,
-            key,
-            renewal,
-            released: false,
-        }
+        self.renewal = Some(renewal);
+        self
     }
 
     /// The lock as the write that releases it needs it. Renewal stops;
     /// the lock counts as released only once that write succeeded
     /// ([`Lease::released`]): if it fails, dropping the lease releases it.
     pub(crate) fn held<'a>(&'a self, channel: &'a str) -> Held<'a> {
-        self.renewal.abort();
+        if let Some(renewal) = &self.renewal {
+            renewal.abort();
+        }
         Held {
             lock_key: &self.lock_key,
             waiters_key: &self.waiters_key,
@@ -171,7 +197,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.renewal.abort();
+        if let Some(renewal) = &self.renewal {
+            renewal.abort();
+        }
         if self.released {
             return;
         }

@@ -100,8 +100,10 @@ where
             key,
             "write-through not stored (Redis out of reach, or the entry changed meanwhile); the entry is invalidated instead"
         );
-        inner.enqueue(written);
-        Pending::retry_in_background(inner);
+        // Returns once Redis has the tombstone (or after one bounded try,
+        // then it is retried): a reader after this call never finds the
+        // value this write raced with.
+        invalidate_logged(&cache, written).await;
         return result;
     }
     // Loads of this key begun before this point can no longer put an older
