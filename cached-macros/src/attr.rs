@@ -116,11 +116,12 @@ pub(crate) enum When {
 }
 
 impl When {
+    /// The runtime's `When` (`always` has an entry point of its own).
     pub(crate) fn runtime_name(self) -> &'static str {
         match self {
             Self::After => "After",
             Self::Before => "Before",
-            Self::Always => "Always",
+            Self::Always => unreachable!("`when = \"always\"` is `invalidating_always`"),
         }
     }
 }

@@ -297,12 +297,22 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
     let keys_ident = Ident::new("__tc_keys", site);
     let ret = &output.ret;
     let shape = format_ident!("{}", output.shape.runtime_name());
-    let when = format_ident!("{}", args.when.runtime_name());
     // With `when = "always"` a failure invalidates too: the shape does not
     // matter.
-    let check_shape = match args.when {
-        When::Always => quote!(),
-        When::After | When::Before => crate::probe::check(&private, args.kind, output),
+    let (check_shape, call, when) = match args.when {
+        When::Always => (
+            quote!(),
+            quote!(#private::invalidating_always::<#ret, _>),
+            quote!(),
+        ),
+        When::After | When::Before => {
+            let when = format_ident!("{}", args.when.runtime_name());
+            (
+                crate::probe::check(&private, args.kind, output),
+                quote!(#private::invalidating::<#private::#shape, #ret, _>),
+                quote!(#private::When::#when,),
+            )
+        }
     };
     let body_statement = body_statement(ret, &func.block);
     let binding = cache_binding(args, &cache, &private);
@@ -319,9 +329,9 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         let #keys_ident: ::std::vec::Vec<::std::string::String> = #keys;
         #body_statement
-        #private::invalidating::<#private::#shape, #ret, _>(
+        #call(
             #owned,
-            #private::When::#when,
+            #when
             #tags_ident,
             #keys_ident,
             ::std::vec![#(#prefixes),*],

@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use crate::body::{Body, Detached, Inline};
+use crate::body::{Background, Body, Detached, Inline};
 use crate::cache::Cache;
 use crate::codec::{Codec, answer};
 use crate::flight::{self, Landed, Leader, Role};
@@ -115,7 +115,7 @@ where
         tags,
         timed_out,
     };
-    resolve(ctx, body).await
+    resolve(ctx, Background::new(body)).await
 }
 
 /// Whether the flight ended before `deadline`.
@@ -130,7 +130,7 @@ async fn ended(slot: flight::Slot, deadline: Instant) -> bool {
 async fn resolve<S, R, B>(ctx: Ctx<S, R>, body: B) -> R
 where
     S: Shape<R>,
-    B: Body<S, R>,
+    B: Body<S, Output = R>,
 {
     let inner = &*ctx.cache.inner;
     let spec = ctx.spec;

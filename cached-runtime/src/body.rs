@@ -19,49 +19,72 @@ use crate::shape::Shape;
 /// the body can run in the background: a refresh no caller waits for, or a
 /// load that goes on after a slow one was answered with a fail-safe value
 /// ([`crate::aside::load_detached`]).
-pub(crate) trait Body<S: Shape<R>, R>: Sized {
+///
+/// The result type is an associated type, not a parameter: an `Inline`
+/// body is generic over its future `F` only, and its result is `F::Output`.
+/// A parameter `R` would need `F: Future<Output = R>` to select the impl,
+/// and rustc's check that a future is `Send` sees every lifetime inside
+/// `R` and `F::Output` apart (in `Box<dyn Error + Send + Sync>`, the
+/// object's `'static`): it could not prove them equal, and the cached
+/// future was not `Send` ("one type is more general than the other").
+pub(crate) trait Body<S>: Sized {
+    /// What the function returns.
+    type Output;
+
     /// Whether the body can run in the background.
     const DETACHED: bool;
 
     /// Starts the body.
-    fn start(self) -> impl Future<Output = R>;
+    fn start(self) -> impl Future<Output = Self::Output>;
 
     /// Starts a background refresh of the entry unless one runs already
     /// (or one failed less than `fail_safe_throttle` ago); whether it
     /// started. `expires_at_ms`: the end of the fresh period of the value
     /// it replaces.
-    fn refresh(&self, ctx: &Ctx<S, R>, expires_at_ms: u64) -> bool;
+    fn refresh(&self, ctx: &Ctx<S, Self::Output>, expires_at_ms: u64) -> bool
+    where
+        S: Shape<Self::Output>;
 
     /// Leads the flight for the caller (or, without a leader, loads
     /// alone).
     async fn lead(
-        ctx: Ctx<S, R>,
+        ctx: Ctx<S, Self::Output>,
         leader: Option<Leader>,
         body: Self,
         fallback: Option<Fallback>,
-    ) -> R;
+    ) -> Self::Output
+    where
+        S: Shape<Self::Output>;
 }
 
 /// A body run in the caller's task.
 pub(crate) struct Inline<F>(pub(crate) F);
 
-impl<S: Shape<R>, R, F: Future<Output = R>> Body<S, R> for Inline<F> {
+impl<S, F: Future> Body<S> for Inline<F> {
+    type Output = F::Output;
+
     const DETACHED: bool = false;
 
-    fn start(self) -> impl Future<Output = R> {
+    fn start(self) -> impl Future<Output = F::Output> {
         self.0
     }
 
-    fn refresh(&self, _: &Ctx<S, R>, _: u64) -> bool {
+    fn refresh(&self, _: &Ctx<S, F::Output>, _: u64) -> bool
+    where
+        S: Shape<F::Output>,
+    {
         false
     }
 
     async fn lead(
-        ctx: Ctx<S, R>,
+        ctx: Ctx<S, F::Output>,
         leader: Option<Leader>,
         body: Self,
         fallback: Option<Fallback>,
-    ) -> R {
+    ) -> F::Output
+    where
+        S: Shape<F::Output>,
+    {
         match lead(&ctx, leader, body, Mode::Call, fallback).await {
             Some(result) => result,
             None => unreachable!("a caller's load answers: only a refresh finds nothing to do"),
@@ -90,85 +113,157 @@ impl<R> Detached<R> {
     }
 }
 
-impl<S, R> Body<S, R> for Detached<R>
+/// A [`Detached`] loader as the cache runs it, with the two paths that
+/// spawn tasks as function pointers, made by [`Background::new`] where
+/// their bounds (`Send + 'static`) hold.
+///
+/// Pointers, so that the `Body` impl has no bounds: with `R: 'static` on
+/// it, rustc's check that a caller's future is `Send` could not prove the
+/// bound for the lifetimes it sees apart inside `R` (as with
+/// `F: Future<Output = R>`, see [`Body`]), and a function with `timeout`
+/// returning `Result<T, Box<dyn Error + Send + Sync>>` had a future that
+/// was not `Send`.
+pub(crate) struct Background<S: Shape<R>, R> {
+    run: Detached<R>,
+    refresh: fn(&Ctx<S, R>, &Self, u64) -> bool,
+    lead: Lead<S, R>,
+}
+
+/// Starts [`lead_in_background`].
+type Lead<S, R> = fn(
+    Ctx<S, R>,
+    Option<Leader>,
+    Background<S, R>,
+    Option<Fallback>,
+) -> Pin<Box<dyn Future<Output = R> + Send>>;
+
+impl<S: Shape<R>, R> Clone for Background<S, R> {
+    fn clone(&self) -> Self {
+        Self {
+            run: self.run.clone(),
+            refresh: self.refresh,
+            lead: self.lead,
+        }
+    }
+}
+
+impl<S, R> Background<S, R>
 where
     S: Shape<R> + 'static,
     S::Value: Send + Sync + 'static,
     R: Send + 'static,
 {
+    pub(crate) fn new(run: Detached<R>) -> Self {
+        Self {
+            run,
+            refresh: refresh_in_background::<S, R>,
+            lead: |ctx, leader, body, fallback| {
+                Box::pin(lead_in_background(ctx, leader, body, fallback))
+            },
+        }
+    }
+}
+
+impl<S: Shape<R>, R> Body<S> for Background<S, R> {
+    type Output = R;
+
     const DETACHED: bool = true;
 
     fn start(self) -> impl Future<Output = R> {
-        (self.0)()
+        (self.run.0)()
     }
 
     fn refresh(&self, ctx: &Ctx<S, R>, expires_at_ms: u64) -> bool {
-        let inner = &ctx.cache.inner;
-        if inner.flights.busy(&ctx.key) || inner.flights.backing_off(&ctx.key) {
-            return false;
-        }
-        let Role::Leader(leader) = inner.flights.join(&ctx.key) else {
-            return false;
-        };
-        let (ctx, body) = (ctx.clone(), self.clone());
-        tokio::spawn(async move {
-            let mode = Mode::Refresh { expires_at_ms };
-            // A body that panics unwinds past the back-off of a failure.
-            let inner = &ctx.cache.inner;
-            let pause = inner.settings.fail_safe_throttle;
-            let mut panicked = BackOffOnDrop(Some((&inner.flights, &ctx.key, pause)));
-            lead(&ctx, Some(leader), body, mode, None).await;
-            panicked.0 = None;
-        });
-        true
+        (self.refresh)(ctx, self, expires_at_ms)
     }
 
-    /// The load runs in its own task: it goes on when this caller stops
-    /// waiting (a fail-safe value offered after `timeout`, a stale value
-    /// offered at once, or the caller cancelled) and lands its value for
-    /// the callers after.
     async fn lead(
         ctx: Ctx<S, R>,
         leader: Option<Leader>,
         body: Self,
         fallback: Option<Fallback>,
     ) -> R {
-        let slot = leader.as_ref().map(Leader::slot);
-        let task_ctx = ctx.clone();
-        let again = body.clone();
-        let task =
-            tokio::spawn(async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await });
-        // If this caller goes away, the load goes on for the others, for
-        // `background_load_timeout` at most.
-        let bound = ctx.cache.inner.settings.background_timeout;
-        let mut load = Bounded {
-            task: Some(task),
-            bound,
-        };
-        let offered = async {
-            match &slot {
-                Some(slot) => match flight::wait(slot.clone()).await {
-                    Some(Landed::Value(shared, _)) => answer::<S, R>(ctx.codec, &shared),
-                    _ => None,
-                },
-                None => None,
-            }
-        };
-        tokio::select! {
-            biased;
-            finished = load.finished() => match finished {
-                Ok(Some(result)) => result,
-                Ok(None) => unreachable!("a caller's load answers: only a refresh finds nothing to do"),
-                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                // Cancelled (the runtime that ran it shuts down): the caller
-                // still gets an answer, from a run of its own.
-                Err(_) => (again.0)().await,
+        (body.lead)(ctx, leader, body, fallback).await
+    }
+}
+
+/// [`Body::refresh`] of a [`Background`] body.
+fn refresh_in_background<S, R>(ctx: &Ctx<S, R>, body: &Background<S, R>, expires_at_ms: u64) -> bool
+where
+    S: Shape<R> + 'static,
+    S::Value: Send + Sync + 'static,
+    R: Send + 'static,
+{
+    let inner = &ctx.cache.inner;
+    if inner.flights.busy(&ctx.key) || inner.flights.backing_off(&ctx.key) {
+        return false;
+    }
+    let Role::Leader(leader) = inner.flights.join(&ctx.key) else {
+        return false;
+    };
+    let (ctx, body) = (ctx.clone(), body.clone());
+    tokio::spawn(async move {
+        let mode = Mode::Refresh { expires_at_ms };
+        // A body that panics unwinds past the back-off of a failure.
+        let inner = &ctx.cache.inner;
+        let pause = inner.settings.fail_safe_throttle;
+        let mut panicked = BackOffOnDrop(Some((&inner.flights, &ctx.key, pause)));
+        lead(&ctx, Some(leader), body, mode, None).await;
+        panicked.0 = None;
+    });
+    true
+}
+
+/// [`Body::lead`] of a [`Background`] body: the load runs in its own task.
+/// It goes on when this caller stops waiting (a fail-safe value offered
+/// after `timeout`, a stale value offered at once, or the caller
+/// cancelled) and lands its value for the callers after.
+async fn lead_in_background<S, R>(
+    ctx: Ctx<S, R>,
+    leader: Option<Leader>,
+    body: Background<S, R>,
+    fallback: Option<Fallback>,
+) -> R
+where
+    S: Shape<R> + 'static,
+    S::Value: Send + Sync + 'static,
+    R: Send + 'static,
+{
+    let slot = leader.as_ref().map(Leader::slot);
+    let task_ctx = ctx.clone();
+    let again = body.run.clone();
+    let task =
+        tokio::spawn(async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await });
+    // If this caller goes away, the load goes on for the others, for
+    // `background_load_timeout` at most.
+    let bound = ctx.cache.inner.settings.background_timeout;
+    let mut load = Bounded {
+        task: Some(task),
+        bound,
+    };
+    let offered = async {
+        match &slot {
+            Some(slot) => match flight::wait(slot.clone()).await {
+                Some(Landed::Value(shared, _)) => answer::<S, R>(ctx.codec, &shared),
+                _ => None,
             },
-            // Answered with an offered value (its own leader's stale or
-            // fail-safe value, or a relief's): the load goes on without
-            // this caller, for the bound at most.
-            Some(answer) = offered => answer,
+            None => None,
         }
+    };
+    tokio::select! {
+        biased;
+        finished = load.finished() => match finished {
+            Ok(Some(result)) => result,
+            Ok(None) => unreachable!("a caller's load answers: only a refresh finds nothing to do"),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled (the runtime that ran it shuts down): the caller
+            // still gets an answer, from a run of its own.
+            Err(_) => (again.0)().await,
+        },
+        // Answered with an offered value (its own leader's stale or
+        // fail-safe value, or a relief's): the load goes on without
+        // this caller, for the bound at most.
+        Some(answer) = offered => answer,
     }
 }
 

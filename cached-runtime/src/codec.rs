@@ -86,9 +86,36 @@ impl<V: Cacheable> Default for Codec<V> {
 /// `None` for a value of another type.
 #[inline]
 pub(crate) fn answer<S: Shape<R>, R>(codec: Codec<S::Value>, shared: &Shared) -> Option<R> {
+    held::<S, R>(codec, shared)?.answer::<S, R>()
+}
+
+/// A cached value or a cached "nothing", out of its `Arc`, kept for an
+/// answer later: not yet the function's return value, which need not be
+/// `Send`.
+pub(crate) enum Held<V> {
+    Value(V),
+    Absent,
+}
+
+impl<V> Held<V> {
+    /// The function's return value; `None` for a "nothing" its shape
+    /// cannot return.
+    pub(crate) fn answer<S: Shape<R, Value = V>, R>(self) -> Option<R> {
+        match self {
+            Self::Value(value) => Some(S::from_value(value)),
+            Self::Absent => S::absent(),
+        }
+    }
+}
+
+/// What [`answer`] would make of `shared`, kept for later.
+pub(crate) fn held<S: Shape<R>, R>(
+    codec: Codec<S::Value>,
+    shared: &Shared,
+) -> Option<Held<S::Value>> {
     match (codec.unshare)(shared) {
-        Some(value) => Some(S::from_value(value)),
-        None if shared.is::<Absent>() => S::absent(),
+        Some(value) => Some(Held::Value(value)),
+        None if shared.is::<Absent>() && S::absent().is_some() => Some(Held::Absent),
         None => None,
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::body::Body;
 use crate::cache::{Cache, Inner};
-use crate::codec::{Codec, answer, answer_owned};
+use crate::codec::{Codec, Held, answer, answer_owned, held};
 use crate::envelope;
 use crate::flight::{Landed, Leader, Shared, Source};
 use crate::generations::Snapshot;
@@ -33,7 +33,7 @@ use crate::l1::{Absent, Entry, Timing};
 use crate::l2::{Acquired, WRITE_HORIZON};
 use crate::l2call::{Found, L2Call, L2Read, Seen, Write};
 use crate::lock::Lease;
-use crate::shape::{Outcome, Shape};
+use crate::shape::{Kept, Shape, Split};
 use crate::spec::{Spec, later};
 use crate::stats::Counters;
 
@@ -132,14 +132,26 @@ pub(crate) async fn lead<S, R, B>(
 ) -> Option<R>
 where
     S: Shape<R>,
-    B: Body<S, R>,
+    B: Body<S, Output = R>,
 {
     let mut run = Run::new(ctx, leader, mode, fallback, body);
     if let Consulted::Answered(answer) = run.consult().await {
         return answer;
     }
     let loaded = run.load().await;
-    run.settle(loaded).await
+    let landing = match run.landing(loaded) {
+        Ok(landing) => landing,
+        Err(answer) => return answer,
+    };
+    run.settle(landing).await
+}
+
+/// What a load that returned leaves to store: the value or "nothing" it
+/// returned, without the result (see `Run::offered`), and its ttl.
+struct Landing<V, R> {
+    kept: Kept<V, R>,
+    ttl: Duration,
+    load_time: Duration,
 }
 
 /// What consulting Redis (and the cross-process lock) decided.
@@ -187,15 +199,18 @@ struct Run<'a, S: Shape<R>, R, B> {
     tracked: Snapshot,
     l2: Option<L2Call<'a>>,
     /// What this call's caller was answered with already (a stale or
-    /// fail-safe value offered to the flight).
-    offered: Option<R>,
+    /// fail-safe value offered to the flight). Held as the value, not the
+    /// result: nothing of type `R` lives across an `await` here, so the
+    /// call's future is `Send` whenever the function's is (whatever its
+    /// error type).
+    offered: Option<Held<S::Value>>,
     /// What the last L2 read saw, for the lock and the write.
     seen: Option<Seen>,
     lease: Option<Lease>,
     started: Instant,
 }
 
-impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
+impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     fn new(
         ctx: &'a Ctx<S, R>,
         leader: Option<Leader>,
@@ -234,6 +249,11 @@ impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
     /// Whether the caller has its answer (a refresh has no caller).
     fn answered(&self) -> bool {
         self.mode != Mode::Call || self.offered.is_some()
+    }
+
+    /// The answer the caller was offered already, if any.
+    fn take_offered(&mut self) -> Option<R> {
+        self.offered.take()?.answer::<S, R>()
     }
 
     /// Counts how a call was answered, unless it was answered before.
@@ -331,7 +351,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
             if now >= give_up_at || soft_at.is_some_and(|at| now >= at) {
                 if self.answered() {
                     // Another process refreshes it.
-                    break Consulted::Answered(self.offered.take());
+                    break Consulted::Answered(self.take_offered());
                 }
                 let fallback = self.fallback.as_ref();
                 if let Some(answer) = serve_fallback(ctx, &mut self.leader, fallback) {
@@ -394,7 +414,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
             {
                 Counters::bump(&inner.counters.early_refreshes);
             }
-            return Some(match self.offered.take() {
+            return Some(match self.take_offered() {
                 Some(offered) => Some(offered),
                 None => answer_owned::<S, R>(ctx.codec, shared),
             });
@@ -404,7 +424,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
             && B::DETACHED
             && !self.answered()
             && let Some(leader) = &self.leader
-            && let Some(answer) = answer::<S, R>(ctx.codec, &shared)
+            && let Some(answer) = held::<S, R>(ctx.codec, &shared)
         {
             // Stale-while-revalidate: the callers take it now, this
             // (background) leader goes on to refresh it.
@@ -481,7 +501,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
         let (ctx, spec) = (self.ctx, self.ctx.spec);
         if let (Some(leader), Some(fallback)) = (&self.leader, &self.fallback)
             && fallback.servable(spec)
-            && let Some(answer) = answer::<S, R>(ctx.codec, &fallback.value)
+            && let Some(answer) = held::<S, R>(ctx.codec, &fallback.value)
         {
             let until = fallback.window_end(spec);
             leader.offer(
@@ -494,35 +514,54 @@ impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
         }
     }
 
-    /// Phase 3: a value goes to L1, to the waiters, then to Redis with the
-    /// versions read before the load; a failure is answered with what the
-    /// caller was offered, the fail-safe value, or the function's own
-    /// error.
-    async fn settle(mut self, loaded: Loaded<R>) -> Option<R> {
+    /// How the load ended, answered at once unless there is something to
+    /// store: a failure is answered with what the caller was offered, the
+    /// fail-safe value, or the function's own error; a "nothing" not
+    /// cached goes to the waiters only.
+    fn landing(&mut self, loaded: Loaded<R>) -> Result<Landing<S::Value, R>, Option<R>> {
         let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
         let (result, load_time) = match loaded {
             Loaded::Returned(result, load_time) => (result, load_time),
             Loaded::Cut(cut) => {
                 Counters::bump(&inner.counters.load_timeouts);
-                return self.failed(|| match (cut, ctx.timed_out) {
+                return Err(self.failed(|| match (cut, ctx.timed_out) {
                     (Cut::Hard, Some(timed_out)) => timed_out(),
                     _ => unreachable!("only a hard timeout cuts off a load a caller waits for"),
-                });
+                }));
             }
         };
-        let stored = match S::outcome(&result) {
-            Outcome::Value(value) => Some((Some(value), inner.settings.jittered(spec.ttl))),
-            Outcome::Absent => spec.cache_none.map(|ttl| (None, ttl)),
-            Outcome::Failed => return self.failed(|| result),
+        let (kept, ttl) = match S::split(result) {
+            Split::Kept(kept @ Kept::Value(_)) => (kept, inner.settings.jittered(spec.ttl)),
+            Split::Kept(Kept::Absent(absent)) => match spec.cache_none {
+                Some(ttl) => (Kept::Absent(absent), ttl),
+                None => {
+                    // "Nothing", not cached: shared with the waiters only.
+                    if let Some(leader) = self.leader.take() {
+                        leader.land(Landed::Absent, Instant::now());
+                    }
+                    self.count(Source::Load);
+                    return Err(Some(absent()));
+                }
+            },
+            Split::Failed(result) => return Err(self.failed(|| result)),
         };
-        let Some((value, ttl)) = stored else {
-            // "Nothing", not cached: shared with the waiters only.
-            if let Some(leader) = self.leader.take() {
-                leader.land(Landed::Absent, Instant::now());
-            }
-            self.count(Source::Load);
-            return Some(result);
-        };
+        Ok(Landing {
+            kept,
+            ttl,
+            load_time,
+        })
+    }
+
+    /// Phase 3: a value goes to L1, to the waiters, then to Redis with the
+    /// versions read before the load.
+    async fn settle(mut self, landing: Landing<S::Value, R>) -> Option<R> {
+        let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        let Landing {
+            kept,
+            ttl,
+            load_time,
+        } = landing;
+        let value = kept.value();
         let shared: Shared = match value {
             Some(value) => (ctx.codec.share)(value),
             None => Arc::new(Absent),
@@ -548,20 +587,20 @@ impl<'a, S: Shape<R>, R, B: Body<S, R>> Run<'a, S, R, B> {
                 .write(ctx.codec, value, load_time, (ttl, expires_at_ms), write)
                 .await;
         }
-        Some(result)
+        Some(kept.rejoin::<S>())
     }
 
     /// The load failed (`error` makes what this caller gets if nothing
     /// else is at hand): the lock goes back at once; a caller answered
     /// already keeps its answer (and the key backs off), another gets the
     /// fail-safe value if there is one.
-    fn failed(mut self, error: impl FnOnce() -> R) -> Option<R> {
+    fn failed(&mut self, error: impl FnOnce() -> R) -> Option<R> {
         let ctx = self.ctx;
         Counters::bump(&self.inner.counters.errors);
         drop(self.lease.take());
         if self.answered() {
             throttle(ctx, self.fallback.as_ref());
-            return self.offered.take();
+            return self.take_offered();
         }
         if let Some(answer) = serve_fallback(ctx, &mut self.leader, self.fallback.as_ref()) {
             tracing::warn!(

@@ -52,11 +52,11 @@ pub mod __private {
     pub use crate::codec::{Cacheable, Codec};
     pub use crate::error::LoadTimeout;
     pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
-    pub use crate::shape::{Fallible, FallibleOptional, Optional, Outcome, Plain, Shape};
+    pub use crate::shape::{Fallible, FallibleOptional, Kept, Optional, Plain, Shape, Split};
     pub use crate::shape_check::{
         IsOption, IsPlain, IsResult, ProbeOption, ProbePlain, ProbeResult, Probed, ShapeProbe,
     };
-    pub use crate::write::{When, invalidating, write_through};
+    pub use crate::write::{When, invalidating, invalidating_always, write_through};
 
     /// What a background run of a cached function needs of an argument
     /// (or `self`): an owned copy it can clone for each run. Implemented

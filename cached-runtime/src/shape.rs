@@ -6,16 +6,46 @@
 //! reads as plain that is a `Result` or an `Option` after all (an alias that
 //! hides it) is a compile error, by the probe in `shape_check.rs`.
 
-/// What a call produced, seen from the cache.
+/// A result taken apart by what the cache does with it.
+///
+/// The cache holds a result's parts, never the result, while it stores
+/// them: the function's error type need not be `Send` (`Box<dyn Error>`),
+/// and a cached function's future is `Send` whenever the function's is.
 #[derive(Debug)]
-pub enum Outcome<'a, T> {
-    /// A value to cache and share: `v`, `Some(v)`, `Ok(v)`, `Ok(Some(v))`.
-    Value(&'a T),
-    /// A successful "nothing": `None`, `Ok(None)`. Shared with waiting
-    /// callers, not cached.
-    Absent,
+pub enum Split<T, R> {
+    /// What the cache keeps: `v`, `Some(v)`, `Ok(v)`, `Ok(Some(v))`, or a
+    /// "nothing".
+    Kept(Kept<T, R>),
     /// An error: returned to this caller only, never cached.
-    Failed,
+    Failed(R),
+}
+
+/// What the cache keeps of a successful result, and turns back into it.
+#[derive(Debug)]
+pub enum Kept<T, R> {
+    /// A value to cache and share.
+    Value(T),
+    /// A successful "nothing" (`None`, `Ok(None)`), with what makes it
+    /// again: shared with waiting callers, cached only with `cache_none`.
+    Absent(fn() -> R),
+}
+
+impl<T, R> Kept<T, R> {
+    /// The value, if it is one.
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Self::Value(value) => Some(value),
+            Self::Absent(_) => None,
+        }
+    }
+
+    /// The result again.
+    pub fn rejoin<S: Shape<R, Value = T>>(self) -> R {
+        match self {
+            Self::Value(value) => S::from_value(value),
+            Self::Absent(absent) => absent(),
+        }
+    }
 }
 
 /// Maps a function's return type `R` to the value that is cached.
@@ -23,8 +53,8 @@ pub trait Shape<R> {
     /// The cached value.
     type Value;
 
-    /// Classifies a result.
-    fn outcome(result: &R) -> Outcome<'_, Self::Value>;
+    /// Takes a result apart.
+    fn split(result: R) -> Split<Self::Value, R>;
 
     /// Rebuilds a result from a cached value.
     fn from_value(value: Self::Value) -> R;
@@ -52,8 +82,8 @@ pub struct FallibleOptional;
 impl<T> Shape<T> for Plain {
     type Value = T;
 
-    fn outcome(result: &T) -> Outcome<'_, T> {
-        Outcome::Value(result)
+    fn split(result: T) -> Split<T, T> {
+        Split::Kept(Kept::Value(result))
     }
 
     fn from_value(value: T) -> T {
@@ -68,8 +98,8 @@ impl<T> Shape<T> for Plain {
 impl<T> Shape<Option<T>> for Optional {
     type Value = T;
 
-    fn outcome(result: &Option<T>) -> Outcome<'_, T> {
-        result.as_ref().map_or(Outcome::Absent, Outcome::Value)
+    fn split(result: Option<T>) -> Split<T, Option<T>> {
+        Split::Kept(result.map_or(Kept::Absent(|| None), Kept::Value))
     }
 
     fn from_value(value: T) -> Option<T> {
@@ -84,8 +114,11 @@ impl<T> Shape<Option<T>> for Optional {
 impl<T, E> Shape<Result<T, E>> for Fallible {
     type Value = T;
 
-    fn outcome(result: &Result<T, E>) -> Outcome<'_, T> {
-        result.as_ref().map_or(Outcome::Failed, Outcome::Value)
+    fn split(result: Result<T, E>) -> Split<T, Result<T, E>> {
+        match result {
+            Ok(value) => Split::Kept(Kept::Value(value)),
+            Err(error) => Split::Failed(Err(error)),
+        }
     }
 
     fn from_value(value: T) -> Result<T, E> {
@@ -100,11 +133,11 @@ impl<T, E> Shape<Result<T, E>> for Fallible {
 impl<T, E> Shape<Result<Option<T>, E>> for FallibleOptional {
     type Value = T;
 
-    fn outcome(result: &Result<Option<T>, E>) -> Outcome<'_, T> {
+    fn split(result: Result<Option<T>, E>) -> Split<T, Result<Option<T>, E>> {
         match result {
-            Ok(Some(value)) => Outcome::Value(value),
-            Ok(None) => Outcome::Absent,
-            Err(_) => Outcome::Failed,
+            Ok(Some(value)) => Split::Kept(Kept::Value(value)),
+            Ok(None) => Split::Kept(Kept::Absent(|| Ok(None))),
+            Err(error) => Split::Failed(Err(error)),
         }
     }
 

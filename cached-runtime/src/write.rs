@@ -17,7 +17,7 @@ use crate::codec::Codec;
 use crate::l2call::{L2Call, Write};
 use crate::lead::{expiry, l1_entry};
 use crate::pending::Pending;
-use crate::shape::{Outcome, Shape};
+use crate::shape::{Kept, Shape, Split};
 use crate::spec::Spec;
 use crate::stats::Counters;
 use crate::tags::Invalidation;
@@ -61,18 +61,25 @@ where
     // body too: its write may have happened) leaves a key invalidation in
     // its place.
     let mut unwritten = InvalidateOnDrop::new(inner, written);
-    let result = body.await;
-    let value = match S::outcome(&result) {
-        Outcome::Value(value) => value,
-        Outcome::Absent => {
+    // Taken apart: what follows holds the value, not the result, whose
+    // error type need not be `Send`.
+    // Taken apart at once (a `let`, so that nothing of the result lives
+    // on): what follows holds the value, not the result, whose error type
+    // need not be `Send`.
+    let kept = match S::split(body.await) {
+        Split::Kept(kept) => kept,
+        Split::Failed(result) => {
+            unwritten.disarm();
+            return result;
+        }
+    };
+    let value = match kept {
+        Kept::Value(value) => value,
+        Kept::Absent(absent) => {
             // Nothing to store: what is cached is outdated.
             let written = unwritten.disarm();
             invalidate_logged(&cache, written).await;
-            return result;
-        }
-        Outcome::Failed => {
-            unwritten.disarm();
-            return result;
+            return absent();
         }
     };
     Counters::bump(&inner.counters.writes);
@@ -87,7 +94,7 @@ where
             let message = serde_json::to_vec(&unwritten.invalidation).unwrap_or_default();
             let write = Write::Announced(seen, message);
             let fresh = (spec.ttl, expires_at_ms);
-            l2.write(codec, Some(value), Duration::ZERO, fresh, write)
+            l2.write(codec, Some(&value), Duration::ZERO, fresh, write)
                 .await
                 .is_ok()
         }
@@ -104,7 +111,7 @@ where
         // then it is retried): a reader after this call never finds the
         // value this write raced with.
         invalidate_logged(&cache, written).await;
-        return result;
+        return S::from_value(value);
     }
     // Loads of this key begun before this point can no longer put an older
     // value in L1; the written value goes there unless an invalidation of
@@ -115,12 +122,12 @@ where
     }
     inner.l1.remove(&key);
     if let Some(generations) = own {
-        let shared = (codec.share)(value);
+        let shared = (codec.share)(&value);
         if let Some(entry) = l1_entry(spec, shared, expires_at_ms, Duration::ZERO, generations) {
             inner.keep_in_l1(&key, entry);
         }
     }
-    result
+    S::from_value(value)
 }
 
 /// Applies and queues an invalidation when dropped armed: for a caller
@@ -157,15 +164,14 @@ impl Drop for InvalidateOnDrop<'_> {
     }
 }
 
-/// When `#[invalidates]` invalidates, relative to the body.
+/// When `#[invalidates]` invalidates, relative to the body (`when =
+/// "always"` is [`invalidating_always`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
     /// After the body succeeded (default).
     After,
     /// Before the body, and again after it succeeded.
     Before,
-    /// After the body, whatever its outcome.
-    Always,
 }
 
 /// `#[invalidates]`: runs the body and invalidates `tags`, `keys` (rendered
@@ -173,6 +179,10 @@ pub enum When {
 /// cancelled during the body, which may have changed the data). An
 /// invalidation Redis cannot take now is applied here at once and retried
 /// until it does; it never turns into an error of the function.
+///
+/// `when = "always"` is [`invalidating_always`]: only there is an error
+/// held while the invalidation is sent, so only there must it be `Send`
+/// for the future to be.
 pub async fn invalidating<S, R, F>(
     cache: Cache,
     when: When,
@@ -197,12 +207,40 @@ where
     // A body cut short (the caller cancelled) may have changed the data:
     // invalidate as if it had succeeded.
     let mut owed = InvalidateOnDrop::new(&cache.inner, invalidation);
+    // Taken apart at once, and held as the value, not the result: the
+    // future is `Send` whenever the function's is.
+    let kept = match S::split(body.await) {
+        Split::Kept(kept) => kept,
+        Split::Failed(result) => {
+            owed.disarm();
+            return result;
+        }
+    };
+    invalidate_logged(&cache, owed.disarm()).await;
+    kept.rejoin::<S>()
+}
+
+/// [`invalidating`] with `when = "always"`: after the body, whatever its
+/// outcome.
+pub async fn invalidating_always<R, F>(
+    cache: Cache,
+    tags: Vec<String>,
+    keys: Vec<String>,
+    prefixes: Vec<String>,
+    body: F,
+) -> R
+where
+    F: Future<Output = R>,
+{
+    let invalidation = Invalidation {
+        tags,
+        keys,
+        prefixes,
+        ..Invalidation::default()
+    };
+    let mut owed = InvalidateOnDrop::new(&cache.inner, invalidation);
     let result = body.await;
-    let invalidation = owed.disarm();
-    let failed = matches!(S::outcome(&result), Outcome::Failed);
-    if !failed || when == When::Always {
-        invalidate_logged(&cache, invalidation).await;
-    }
+    invalidate_logged(&cache, owed.disarm()).await;
     result
 }
 
