@@ -9,14 +9,15 @@
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
 use crate::attr::{Args, CacheOption, Kind, Prefix, When};
 use crate::ctxt::Ctxt;
-use crate::func::{Arg, Func};
+use crate::func::{Arg, Func, Generic, Named};
 use crate::suggest;
-use crate::template::{Piece, Template};
+use crate::template::{self, Piece, Template};
 
 pub(crate) fn cache_aside(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::CacheAside, args, item)
@@ -71,7 +72,8 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     quote!(#func)
 }
 
-/// Tag and `keys` templates name arguments (or `self`) that exist.
+/// Tag and `keys` templates name arguments (or `self`, or a type or const
+/// parameter) that exist.
 fn check_templates(
     func: &ItemFn,
     analyzed: &Func,
@@ -80,12 +82,22 @@ fn check_templates(
     cx: &mut Ctxt,
 ) {
     let name = &func.sig.ident;
-    let names: Vec<String> = analyzed.args.iter().map(|a| a.ident.to_string()).collect();
+    let names: Vec<String> = analyzed.args.iter().map(|a| a.name.clone()).collect();
     let has_self = func.sig.receiver().is_some();
     for template in templates {
         for (root, fields) in template.placeholders() {
-            if (root == "self" && has_self) || names.iter().any(|n| n == root) {
+            if root == "self" && has_self {
                 continue;
+            }
+            match analyzed.named(root) {
+                Some(Named::Arg(_)) => continue,
+                Some(Named::Generic(generic)) => {
+                    if !fields.is_empty() {
+                        cx.error_spanned_by(&template.lit, generic_with_fields(generic, fields));
+                    }
+                    continue;
+                }
+                None => {}
             }
             // `{self.org}` in a free function most likely means an `org`
             // argument.
@@ -117,6 +129,19 @@ fn check_templates(
     }
 }
 
+/// `{T.id}`: a type parameter has no fields.
+fn generic_with_fields(generic: &Generic, fields: &[String]) -> String {
+    let (name, what) = if generic.is_const {
+        (&generic.name, "a const parameter")
+    } else {
+        (&generic.name, "a type parameter")
+    };
+    format!(
+        "`{{{name}.{}}}`: `{name}` is {what}, and a placeholder `{{{name}}}` writes it whole (a type as its `std::any::type_name`, a constant as its value): write `{{{name}}}`",
+        fields.join(".")
+    )
+}
+
 fn with_errors(item: TokenStream, error: syn::Error) -> TokenStream {
     let errors = error.into_compile_error();
     quote!(#item #errors)
@@ -126,30 +151,32 @@ fn argument_list(args: &[Arg]) -> String {
     if args.is_empty() {
         return "it has none".to_owned();
     }
-    let names: Vec<String> = args.iter().map(|a| format!("`{}`", a.ident)).collect();
+    let names: Vec<String> = args.iter().map(|a| format!("`{}`", a.name)).collect();
     format!("its arguments are {}", names.join(", "))
 }
 
-/// `skip(...)` and the template name arguments that exist; with a template,
-/// every argument of a `#[cache_aside]` is either in it or skipped (a
-/// `#[write_through]` has arguments that are the data it writes).
+/// `skip(...)` and the template name arguments (or type and const
+/// parameters) that exist; with a template, every argument and parameter
+/// of a `#[cache_aside]` is either in it or skipped (a `#[write_through]`
+/// has arguments that are the data it writes).
 fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctxt) {
     let name = &func.sig.ident;
-    let is_arg = |ident: &str| analyzed.args.iter().any(|a| a.ident == ident);
-    let names: Vec<String> = analyzed.args.iter().map(|a| a.ident.to_string()).collect();
+    let is_keyable = |name: &str| analyzed.named(name).is_some();
+    let names: Vec<String> = analyzed.args.iter().map(|a| a.name.clone()).collect();
     // The arguments `skip(...)` names, or, for a misspelled name, most likely
     // means: not reported again as missing from the template.
     let mut skipped_args: Vec<String> = Vec::new();
     for skipped in &args.skip {
-        if skipped == "self" {
+        let text = skipped.unraw().to_string();
+        if text == "self" {
             cx.error_spanned_by(
                 skipped,
                 "`self` is never part of the key: remove it from `skip(...)`",
             );
-        } else if is_arg(&skipped.to_string()) {
-            skipped_args.push(skipped.to_string());
+        } else if is_keyable(&text) {
+            skipped_args.push(text);
         } else {
-            let meant = suggest::closest(&skipped.to_string(), &names);
+            let meant = suggest::closest(&text, &names);
             let hint = match meant {
                 Some(meant) => format!(": did you mean `skip({meant})`?"),
                 None => String::new(),
@@ -158,7 +185,7 @@ fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctx
             cx.error_spanned_by(
                 skipped,
                 format!(
-                    "`skip({skipped})`: `{name}` has no argument `{skipped}` ({}){hint}",
+                    "`skip({text})`: `{name}` has no argument `{text}` ({}){hint}",
                     argument_list(&analyzed.args)
                 ),
             );
@@ -166,6 +193,7 @@ fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctx
     }
     let Some(template) = &args.key else { return };
     let has_self = func.sig.receiver().is_some();
+    let in_template = |name: &str| template.placeholders().any(|(root, _)| root == name);
     // Arguments the template should name but does not: the likely meaning of
     // a placeholder that names no argument.
     // An argument only a tag names is not accounted for: two calls that
@@ -173,15 +201,19 @@ fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctx
     let mut unnamed: Vec<String> = analyzed
         .args
         .iter()
-        .filter(|arg| !template.placeholders().any(|(root, _)| arg.ident == root))
-        .map(|arg| arg.ident.to_string())
-        .filter(|arg| !skipped_args.contains(arg))
+        .map(|arg| arg.name.clone())
+        .filter(|arg| !in_template(arg) && !skipped_args.contains(arg))
         .collect();
-    for (root, _) in template.placeholders() {
+    for (root, fields) in template.placeholders() {
         if root == "self" && has_self {
             continue;
         }
-        if !is_arg(root) {
+        if let Some(Named::Generic(generic)) = analyzed.named(root)
+            && !fields.is_empty()
+        {
+            cx.error_spanned_by(&template.lit, generic_with_fields(generic, fields));
+        }
+        if !is_keyable(root) {
             // With one argument left out of a reader's key, that is what
             // the user meant; otherwise only a near spelling is (a writer's
             // other arguments are the data it writes).
@@ -208,7 +240,7 @@ fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctx
                     argument_list(&analyzed.args)
                 ),
             );
-        } else if let Some(skipped) = args.skip.iter().find(|s| *s == root) {
+        } else if let Some(skipped) = args.skip.iter().find(|s| s.unraw() == root) {
             cx.error_spanned_by(
                 skipped,
                 format!("`{root}` is skipped, but the key template uses `{{{root}}}`: remove one of them"),
@@ -218,17 +250,34 @@ fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctx
     if args.kind != Kind::CacheAside {
         return;
     }
+    let written = template.lit.value();
     for arg in &analyzed.args {
-        let ident = &arg.ident;
-        if unnamed.iter().any(|name| ident == name) {
+        let (ident, name) = (&arg.ident, &arg.name);
+        if unnamed.contains(name) {
             cx.error_spanned_by(
                 ident,
                 format!(
-                    "argument `{ident}` is not in the key template {:?}: calls that differ only in `{ident}` would share one entry. Add `{{{ident}}}` to `key`, or `skip({ident})` if it does not change the result",
-                    template.lit.value()
+                    "argument `{name}` is not in the key template {written:?}: calls that differ only in `{name}` would share one entry. Add `{{{name}}}` to `key`, or `skip({name})` if it does not change the result"
                 ),
             );
         }
+    }
+    for generic in &analyzed.generics {
+        let name = &generic.name;
+        if in_template(name) || skipped_args.contains(name) {
+            continue;
+        }
+        let (what, written_as) = if generic.is_const {
+            ("const parameter", "its value")
+        } else {
+            ("type parameter", "its `std::any::type_name`")
+        };
+        cx.error_spanned_by(
+            &generic.ident,
+            format!(
+                "{what} `{name}` is not in the key template {written:?}: calls that differ only in `{name}` would share one entry. Add `{{{name}}}` to `key` (it writes {written_as}), or `skip({name})` if it does not change the result"
+            ),
+        );
     }
 }
 
@@ -253,10 +302,15 @@ fn cache_binding(args: &Args, cache: &Ident, private: &TokenStream) -> TokenStre
 
 /// `vec![rendered template, ...]`: each template written from scratch (tags,
 /// and the `prefix:key` templates of `#[invalidates]`).
-fn rendered(templates: &[Template], private: &TokenStream, write: &TokenStream) -> TokenStream {
+fn rendered(
+    templates: &[Template],
+    analyzed: &Func,
+    private: &TokenStream,
+    write: &TokenStream,
+) -> TokenStream {
     let writer = Ident::new("__tc_writer", Span::mixed_site());
     let items = templates.iter().map(|template| {
-        let parts = template_parts(template, &writer, write);
+        let parts = template_parts(template, analyzed, &writer, write);
         quote!({
             let mut #writer = #private::KeyWriter::bare();
             #parts
@@ -316,8 +370,18 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
     };
     let body_statement = body_statement(ret, &func.block);
     let binding = cache_binding(args, &cache, &private);
-    let tags = rendered(&args.tags, &private, &quote!(#private::TagPart::write_tag));
-    let keys = rendered(&args.keys, &private, &quote!(#private::KeyPart::write_key));
+    let tags = rendered(
+        &args.tags,
+        analyzed,
+        &private,
+        &quote!(#private::TagPart::write_tag),
+    );
+    let keys = rendered(
+        &args.keys,
+        analyzed,
+        &private,
+        &quote!(#private::KeyPart::write_key),
+    );
     let prefixes = args
         .prefixes
         .iter()
@@ -363,10 +427,20 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     let body_statement = body_statement(ret, &func.block);
 
     let cache_binding = cache_binding(args, &cache, &private);
-    let tags = rendered(&args.tags, &private, &quote!(#private::TagPart::write_tag));
+    let tags = rendered(
+        &args.tags,
+        analyzed,
+        &private,
+        &quote!(#private::TagPart::write_tag),
+    );
     let tags_ident = Ident::new("__tc_tags", site);
     let key_parts = match &args.key {
-        Some(template) => template_parts(template, &writer, &quote!(#private::KeyPart::write_key)),
+        Some(template) => template_parts(
+            template,
+            analyzed,
+            &writer,
+            &quote!(#private::KeyPart::write_key),
+        ),
         None => default_parts(analyzed, &args.skip, &writer),
     };
     let codec = Ident::new("__tc_codec", site);
@@ -458,23 +532,64 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     }
 }
 
+/// The default key: every argument not skipped, then the `type_name` of
+/// those whose type is an `impl Trait`, then every type parameter's
+/// `type_name` and const parameter's value.
 fn default_parts(analyzed: &Func, skip: &[Ident], writer: &Ident) -> TokenStream {
-    let keyed = analyzed
+    let skipped = |name: &str| skip.iter().any(|s| s.unraw() == name);
+    let keyed: Vec<&Arg> = analyzed
         .args
         .iter()
-        .filter(|arg| !skip.contains(&arg.ident));
-    keyed
+        .filter(|arg| !skipped(&arg.name))
+        .collect();
+    // Spanned on the argument's name: a type that is not a `KeyPart` is
+    // one error there, not a second label on the call.
+    let values = keyed.iter().map(|Arg { ident, cfg, .. }| {
+        let span = ident.span();
+        (span, quote!(#(#cfg)*), quote_spanned!(span=> &#ident))
+    });
+    let impl_types = keyed
+        .iter()
+        .filter(|arg| arg.impl_trait)
+        .map(|Arg { ident, cfg, .. }| {
+            let span = ident.span();
+            let value = quote_spanned!(span=> ::core::any::type_name_of_val(&#ident));
+            (span, quote!(#(#cfg)*), value)
+        });
+    let generics = analyzed
+        .generics
+        .iter()
+        .filter(|generic| !skipped(&generic.name))
+        .map(
+            |Generic {
+                 ident, is_const, ..
+             }| {
+                let span = ident.span();
+                let value = if *is_const {
+                    quote_spanned!(span=> &#ident)
+                } else {
+                    quote_spanned!(span=> ::core::any::type_name::<#ident>())
+                };
+                (span, quote!(), value)
+            },
+        );
+    values
+        .chain(impl_types)
+        .chain(generics)
         .enumerate()
-        // Spanned on the argument's name: a type that is not a `KeyPart` is
-        // one error there, not a second label on the call.
-        .map(|(index, Arg { ident, .. })| quote_spanned!(ident.span()=> #writer.arg(#index, &#ident);))
+        .map(|(index, (span, cfg, value))| quote_spanned!(span=> #cfg #writer.arg(#index, #value);))
         .collect()
 }
 
 /// The statements writing a template; `write` is the function that writes a
 /// placeholder's value (`KeyPart::write_key`, or `TagPart::write_tag` for its
 /// diagnostic).
-fn template_parts(template: &Template, writer: &Ident, write: &TokenStream) -> TokenStream {
+fn template_parts(
+    template: &Template,
+    analyzed: &Func,
+    writer: &Ident,
+    write: &TokenStream,
+) -> TokenStream {
     let span = template.lit.span();
     // Field names come from inside the string: marked as generated (at the
     // same place), so rustc does not offer to rewrite the whole literal into
@@ -486,7 +601,23 @@ fn template_parts(template: &Template, writer: &Ident, write: &TokenStream) -> T
         .map(|piece| match piece {
             Piece::Literal(text) => quote!(#writer.literal(#text);),
             Piece::Placeholder { root, fields } => {
-                let root = Ident::new(root, span);
+                let write_key = respanned(write.clone(), span);
+                let value = match analyzed.named(root) {
+                    Some(Named::Generic(Generic {
+                        ident,
+                        is_const: false,
+                        ..
+                    })) => {
+                        let ident = template::ident(&ident.to_string(), span);
+                        return quote_spanned!(span=> #write_key(::core::any::type_name::<#ident>(), &mut #writer););
+                    }
+                    Some(Named::Arg(arg)) => {
+                        let mut ident = arg.ident.clone();
+                        ident.set_span(span);
+                        ident
+                    }
+                    _ => template::ident(root, span),
+                };
                 let field_tokens = fields.iter().map(|field| match field.parse::<u32>() {
                     Ok(index) => {
                         let index = syn::Index {
@@ -496,7 +627,7 @@ fn template_parts(template: &Template, writer: &Ident, write: &TokenStream) -> T
                         quote_spanned!(span=> .#index)
                     }
                     Err(_) => {
-                        let field = Ident::new(field, field_span);
+                        let field = template::ident(field, field_span);
                         quote_spanned!(span=> .#field)
                     }
                 });
@@ -504,7 +635,7 @@ fn template_parts(template: &Template, writer: &Ident, write: &TokenStream) -> T
                 // error is one label on the template, not two.
                 let call_span = if fields.is_empty() { span } else { field_span };
                 let write_key = respanned(write.clone(), call_span);
-                quote_spanned!(span=> #write_key(&#root #(#field_tokens)*, &mut #writer);)
+                quote_spanned!(span=> #write_key(&#value #(#field_tokens)*, &mut #writer);)
             }
         })
         .collect()

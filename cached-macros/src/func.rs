@@ -2,8 +2,10 @@
 
 use proc_macro2::{TokenStream, TokenTree};
 use quote::ToTokens;
+use syn::ext::IdentExt;
 use syn::{
-    FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments, ReturnType, Type,
+    Attribute, FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments, ReturnType,
+    Type,
 };
 
 use crate::attr::Kind;
@@ -31,8 +33,32 @@ impl ShapeKind {
 
 /// A named argument.
 pub(crate) struct Arg {
+    /// As written (`r#type`).
     pub(crate) ident: Ident,
-    pub(crate) ty: Type,
+    /// As templates name it (`type`).
+    pub(crate) name: String,
+    /// Its `#[cfg(...)]` attributes: what the function does with it
+    /// (the key, the copies of a background run) is compiled only with it.
+    pub(crate) cfg: Vec<Attribute>,
+    /// Whether its type is or holds an `impl Trait`: a type no name can
+    /// key, so the default key writes its `type_name` too.
+    pub(crate) impl_trait: bool,
+}
+
+/// A type or const parameter of the function: it may change the result
+/// without changing any argument's value (`Id<T>(u64, PhantomData<T>)`), so
+/// it is part of the key, as `std::any::type_name::<T>()` or the constant's
+/// value.
+pub(crate) struct Generic {
+    pub(crate) ident: Ident,
+    pub(crate) name: String,
+    pub(crate) is_const: bool,
+}
+
+/// What a placeholder of a template names.
+pub(crate) enum Named<'a> {
+    Arg(&'a Arg),
+    Generic(&'a Generic),
 }
 
 /// The declared return type and what of it is cached.
@@ -59,6 +85,7 @@ pub(crate) struct Hidden {
 
 pub(crate) struct Func {
     pub(crate) args: Vec<Arg>,
+    pub(crate) generics: Vec<Generic>,
     /// `None` when the function returns `()`: an error in the `Ctxt`; the
     /// arguments are still checked against the options.
     pub(crate) output: Option<Output>,
@@ -82,7 +109,14 @@ impl Func {
             match &*arg.pat {
                 Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => args.push(Arg {
                     ident: pat.ident.clone(),
-                    ty: (*arg.ty).clone(),
+                    name: pat.ident.unraw().to_string(),
+                    cfg: arg
+                        .attrs
+                        .iter()
+                        .filter(|attr| attr.path().is_ident("cfg"))
+                        .cloned()
+                        .collect(),
+                    impl_trait: holds_impl(arg.ty.to_token_stream()),
                 }),
                 // Only a reader's default key takes every argument; a
                 // writer's or invalidator's templates name what they use,
@@ -95,6 +129,23 @@ impl Func {
                 _ => {}
             }
         }
+        let generics = sig
+            .generics
+            .params
+            .iter()
+            .filter_map(|param| {
+                let (ident, is_const) = match param {
+                    GenericParam::Type(param) => (&param.ident, false),
+                    GenericParam::Const(param) => (&param.ident, true),
+                    GenericParam::Lifetime(_) => return None,
+                };
+                Some(Generic {
+                    ident: ident.clone(),
+                    name: ident.unraw().to_string(),
+                    is_const,
+                })
+            })
+            .collect();
         if !kind.caches() {
             // `#[invalidates]` takes any return type; a `Result` tells
             // success from failure.
@@ -116,6 +167,7 @@ impl Func {
             };
             return Self {
                 args,
+                generics,
                 output: Some(Output {
                     ret,
                     value_ty,
@@ -136,8 +188,11 @@ impl Func {
                     }
                 };
                 cx.error_spanned_by(&sig.ident, message);
-                check_generics(item, &args, cx);
-                return Self { args, output: None };
+                return Self {
+                    args,
+                    generics,
+                    output: None,
+                };
             }
         };
         let (shape, value_ty) = shape_of(&ret);
@@ -158,7 +213,6 @@ impl Func {
                 "a cached value needs a concrete type: `impl Trait` cannot be stored",
             );
         }
-        check_generics(item, &args, cx);
         // A cached `Ok` that is an `Option` would cache `Ok(None)` as a
         // value, which `Result<Option<T>, E>` written out does not.
         let hidden = match shape {
@@ -174,6 +228,7 @@ impl Func {
         };
         Self {
             args,
+            generics,
             output: Some(Output {
                 ret,
                 value_ty,
@@ -257,38 +312,25 @@ fn last_segment_arg(ty: &Type, name: &str) -> Option<Type> {
     })
 }
 
-/// A type or const parameter that no argument mentions could change the
-/// result without changing the key (`parse::<T>(s)`): refuse it.
-fn check_generics(item: &ItemFn, args: &[Arg], cx: &mut Ctxt) {
-    let mut mentioned = Vec::new();
-    for arg in args {
-        collect_idents(arg.ty.to_token_stream(), &mut mentioned);
-    }
-    for param in &item.sig.generics.params {
-        let ident = match param {
-            GenericParam::Type(param) => &param.ident,
-            GenericParam::Const(param) => &param.ident,
-            GenericParam::Lifetime(_) => continue,
-        };
-        if !mentioned.contains(ident) {
-            cx.error_spanned_by(
-                ident,
-                format!(
-                    "generic parameter `{ident}` appears in no argument, so it is not part of the key: calls with different `{ident}` would share one entry. Take an argument whose type mentions `{ident}`, or cache a non-generic function per type"
-                ),
-            );
+impl Func {
+    /// The argument, or else the type or const parameter, a template's
+    /// placeholder names.
+    pub(crate) fn named(&self, root: &str) -> Option<Named<'_>> {
+        if let Some(arg) = self.args.iter().find(|arg| arg.name == root) {
+            return Some(Named::Arg(arg));
         }
+        let generic = self.generics.iter().find(|generic| generic.name == root)?;
+        Some(Named::Generic(generic))
     }
 }
 
-fn collect_idents(tokens: TokenStream, out: &mut Vec<Ident>) {
-    for token in tokens {
-        match token {
-            TokenTree::Ident(ident) => out.push(ident),
-            TokenTree::Group(group) => collect_idents(group.stream(), out),
-            _ => {}
-        }
-    }
+/// Whether a type is or holds an `impl Trait`.
+fn holds_impl(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => ident == "impl",
+        TokenTree::Group(group) => holds_impl(group.stream()),
+        _ => false,
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,22 @@ pub(crate) enum Piece {
     Placeholder { root: String, fields: Vec<String> },
 }
 
+/// The identifier a placeholder's name stands for: raw when it is a
+/// keyword (`{f.type}` is `f.r#type`). Every name a template holds was
+/// checked to be one of the two.
+pub(crate) fn ident(name: &str, span: proc_macro2::Span) -> syn::Ident {
+    if name == "self" {
+        return syn::Ident::new(name, span);
+    }
+    match syn::parse_str::<syn::Ident>(name) {
+        Ok(mut ident) => {
+            ident.set_span(span);
+            ident
+        }
+        Err(_) => syn::Ident::new_raw(name, span),
+    }
+}
+
 /// A parsed template.
 pub(crate) struct Template {
     pub(crate) lit: LitStr,
@@ -65,7 +81,7 @@ impl Template {
                         c => format!("`{c}` cannot appear in a {what}"),
                     };
                     return Err(err(format!(
-                        "{hint} (template {text:?}): between placeholders write letters, digits, `-`, `_`, `.` and the separators `:` `/` `|` `@` `=` `;`"
+                        "{hint} (template {text:?}): between placeholders write ASCII letters and digits, `-`, `_`, `.` and the separators `:` `/` `|` `@` `=` `;` (a value of an argument may hold any text: it is escaped)"
                     )));
                 }
                 pieces.push(Piece::Literal(literal.to_owned()));
@@ -88,22 +104,26 @@ impl Template {
 }
 
 fn placeholder(inner: &str) -> Result<Piece, String> {
-    let mut parts = inner.split('.');
-    let root = parts.next().unwrap_or_default();
-    let fields: Vec<String> = parts.map(str::to_owned).collect();
-    let is_ident = |s: &str| {
-        let mut chars = s.chars();
-        chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
-            && chars.all(|c| c.is_alphanumeric() || c == '_')
-    };
     if inner.is_empty() {
         return Err("empty placeholder `{}`: name an argument, e.g. `{id}`".to_owned());
     }
-    if !is_ident(root)
-        || !fields
-            .iter()
-            .all(|f| is_ident(f) || f.parse::<usize>().is_ok())
-    {
+    let mut parts = inner
+        .split('.')
+        .map(|part| part.strip_prefix("r#").unwrap_or(part));
+    let root = parts.next().unwrap_or_default();
+    let fields: Vec<String> = parts.map(str::to_owned).collect();
+    // A name Rust accepts, plain or raw (`type` is `r#type`).
+    let is_ident = |s: &str| {
+        s != "_"
+            && (syn::parse_str::<syn::Ident>(s).is_ok()
+                || syn::parse_str::<syn::Ident>(&format!("r#{s}")).is_ok())
+    };
+    // Names that cannot be fields, raw or not.
+    let is_field = |s: &str| {
+        (is_ident(s) && !matches!(s, "self" | "Self" | "super" | "crate"))
+            || s.parse::<u32>().is_ok()
+    };
+    if !(is_ident(root) || root == "self") || !fields.iter().all(|f| is_field(f)) {
         return Err(format!(
             "`{{{inner}}}` is not an argument name: write `{{arg}}` or `{{arg.field}}`"
         ));
@@ -186,6 +206,32 @@ mod tests {
             assert!(error.contains(why), "{bad:?}: {error}");
         }
         assert!(parse("{a}-x:{b}").is_ok());
+        assert!(parse("{f.self}").is_err());
+        assert!(parse("{_}").is_err());
+        assert!(parse("café:{id}").unwrap_err().contains("ASCII letters"));
+    }
+
+    #[test]
+    fn raw_names_are_the_names() {
+        assert_eq!(
+            parse("{r#type}:{f.r#type}:{f.type}").unwrap(),
+            vec![
+                Piece::Placeholder {
+                    root: "type".into(),
+                    fields: vec![]
+                },
+                Piece::Literal(":".into()),
+                Piece::Placeholder {
+                    root: "f".into(),
+                    fields: vec!["type".into()]
+                },
+                Piece::Literal(":".into()),
+                Piece::Placeholder {
+                    root: "f".into(),
+                    fields: vec!["type".into()]
+                },
+            ]
+        );
     }
 
     #[test]
