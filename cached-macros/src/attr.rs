@@ -6,6 +6,7 @@ use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
+use syn::visit_mut::{self, VisitMut};
 use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
 
 use crate::ctxt::Ctxt;
@@ -273,10 +274,12 @@ impl Args {
                 (REFRESH_AHEAD, RawValue::Flag) => resilience.refresh_ahead = Some((name, 1.0)),
                 (LOCK, RawValue::Flag) => resilience.lock = Some((name, true)),
                 (REFRESH_AHEAD, RawValue::Assign(expr)) => {
-                    resilience.refresh_ahead = record(cx, beta(&expr)).map(|beta| (name, beta));
+                    let beta = beta(&ungrouped(expr));
+                    resilience.refresh_ahead = record(cx, beta).map(|beta| (name, beta));
                 }
                 (LOCK, RawValue::Assign(expr)) => {
-                    resilience.lock = record(cx, bool_value(LOCK, &expr)).map(|on| (name, on));
+                    let lock = bool_value(LOCK, &ungrouped(expr));
+                    resilience.lock = record(cx, lock).map(|on| (name, on));
                 }
                 (SKIP, RawValue::Assign(expr)) => cx.error_spanned_by(
                     quote::quote!(#name = #expr),
@@ -286,43 +289,54 @@ impl Args {
                     ),
                 ),
                 (_, RawValue::Assign(expr)) => match text.as_str() {
-                    PREFIX => prefix = record(cx, prefix_value(&expr)),
-                    TTL => ttl_ms = record(cx, duration::parse(TTL, &expr)),
-                    KEY => {
-                        key = record(
-                            cx,
-                            string_value(KEY, &expr).and_then(|lit| Template::parse(&lit, "key")),
-                        )
-                    }
+                    // Written back as is: an invisible group keeps its
+                    // precedence.
                     CACHE => {
                         cache = record(cx, cache_expr(expr)).map(|expr| CacheOption {
                             name: name.clone(),
                             expr,
                         })
                     }
-                    CRATE => krate = record(cx, crate_path(&expr)),
-                    TAGS => {
-                        let parsed = templates(TAGS, &expr, tag_template)
-                            .and_then(|tags| within_tag_limit(kind, &expr, tags));
-                        tags = record(cx, parsed).unwrap_or_default()
+                    _ => {
+                        let expr = ungrouped(expr);
+                        match text.as_str() {
+                            PREFIX => prefix = record(cx, prefix_value(&expr)),
+                            TTL => ttl_ms = record(cx, duration::parse(TTL, &expr)),
+                            KEY => {
+                                key = record(
+                                    cx,
+                                    string_value(KEY, &expr)
+                                        .and_then(|lit| Template::parse(&lit, "key")),
+                                )
+                            }
+                            CRATE => krate = record(cx, crate_path(&expr)),
+                            TAGS => {
+                                let parsed = templates(TAGS, &expr, tag_template)
+                                    .and_then(|tags| within_tag_limit(kind, &expr, tags));
+                                tags = record(cx, parsed).unwrap_or_default()
+                            }
+                            KEYS => {
+                                keys = record(cx, templates(KEYS, &expr, prefixed_key))
+                                    .unwrap_or_default()
+                            }
+                            PREFIXES => {
+                                prefixes = record(cx, prefix_list(&expr)).unwrap_or_default()
+                            }
+                            WHEN => when = record(cx, when_value(&expr)).unwrap_or(When::After),
+                            STALE | FAIL_SAFE | TIMEOUT | HARD_TIMEOUT | CACHE_NONE => {
+                                let ms = record(cx, duration::parse(&text, &expr));
+                                let slot = match text.as_str() {
+                                    STALE => &mut resilience.stale,
+                                    FAIL_SAFE => &mut resilience.fail_safe,
+                                    TIMEOUT => &mut resilience.timeout,
+                                    HARD_TIMEOUT => &mut resilience.hard_timeout,
+                                    _ => &mut resilience.cache_none,
+                                };
+                                *slot = ms.map(|ms| (name.clone(), ms));
+                            }
+                            _ => unreachable!("every option is matched"),
+                        }
                     }
-                    KEYS => {
-                        keys = record(cx, templates(KEYS, &expr, prefixed_key)).unwrap_or_default()
-                    }
-                    PREFIXES => prefixes = record(cx, prefix_list(&expr)).unwrap_or_default(),
-                    WHEN => when = record(cx, when_value(&expr)).unwrap_or(When::After),
-                    STALE | FAIL_SAFE | TIMEOUT | HARD_TIMEOUT | CACHE_NONE => {
-                        let ms = record(cx, duration::parse(&text, &expr));
-                        let slot = match text.as_str() {
-                            STALE => &mut resilience.stale,
-                            FAIL_SAFE => &mut resilience.fail_safe,
-                            TIMEOUT => &mut resilience.timeout,
-                            HARD_TIMEOUT => &mut resilience.hard_timeout,
-                            _ => &mut resilience.cache_none,
-                        };
-                        *slot = ms.map(|ms| (name.clone(), ms));
-                    }
-                    _ => unreachable!("every option is matched"),
                 },
                 (_, _) => cx
                     .error_spanned_by(&name, format!("`{text}` takes a value: {}", example(&text))),
@@ -363,6 +377,24 @@ impl Args {
             resilience,
         })
     }
+}
+
+/// The expression without the invisible groups `macro_rules!` wraps its
+/// fragments in (`prefix = $p` with `$p:expr`, a `$t:literal` in a list),
+/// as serde_derive's `ungroup` does: what the options read is what the user
+/// wrote.
+fn ungrouped(mut expr: Expr) -> Expr {
+    struct Ungroup;
+    impl VisitMut for Ungroup {
+        fn visit_expr_mut(&mut self, expr: &mut Expr) {
+            while let Expr::Group(group) = expr {
+                *expr = (*group.expr).clone();
+            }
+            visit_mut::visit_expr_mut(self, expr);
+        }
+    }
+    Ungroup.visit_expr_mut(&mut expr);
+    expr
 }
 
 fn record<T>(cx: &mut Ctxt, result: syn::Result<T>) -> Option<T> {

@@ -389,7 +389,7 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
     quote! {
         #check_shape
         #binding
-        let #owned = #private::Cache::clone(#cache);
+        let #owned = ::core::clone::Clone::clone(#cache);
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         let #keys_ident: ::std::vec::Vec<::std::string::String> = #keys;
         #body_statement
@@ -452,21 +452,37 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         ttl_ms,
         &args.resilience,
     );
-    let spec = quote! {
-        {
-            const SPEC: #private::Spec = #spec;
-            &SPEC
-        }
-    };
-    // A `const` prefix is checked where it is used, at compile time.
+    // Inline `const` blocks, not `const` items: no name to collide with the
+    // user's (`prefix = SPEC`), and they may name `Self` and the function's
+    // generics (`prefix = Self::PREFIX`). A constant's reference is
+    // promoted to `'static`.
+    let spec = quote!(&const { #spec });
+    // A `const` prefix is checked where it is used, at compile time: by an
+    // anonymous `const` item, which `cargo check` evaluates, unless the path
+    // names `Self` or a generic parameter, which only an inline `const`
+    // block may (evaluated when the function is built for a type).
     let check_prefix = match prefix {
         Prefix::Literal(_) => quote!(),
-        Prefix::Const(path) => quote_spanned! {path.span()=>
-            const _: () = ::core::assert!(
-                #private::is_valid_prefix(#path),
-                "a cache prefix must be a non-empty name of ASCII letters, digits and `-`, `_`, `.`, `/`"
-            );
-        },
+        Prefix::Const(path) => {
+            let assertion = quote_spanned! {path.span()=>
+                ::core::assert!(
+                    #private::is_valid_prefix(#path),
+                    "a cache prefix must be a non-empty name of ASCII letters, digits and `-`, `_`, `.`, `/`"
+                )
+            };
+            let first = path
+                .segments
+                .first()
+                .map(|segment| segment.ident.to_string());
+            let generic = first.as_deref().is_some_and(|first| {
+                first == "Self" || analyzed.generics.iter().any(|g| g.name == first)
+            });
+            if generic {
+                quote_spanned!(path.span()=> const { #assertion };)
+            } else {
+                quote_spanned!(path.span()=> const _: () = #assertion;)
+            }
+        }
     };
     let prologue = quote! {
         #check_prefix
@@ -482,7 +498,7 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
                 #writer.finish()
             };
             let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
-            let #owned = #private::Cache::clone(#cache);
+            let #owned = ::core::clone::Clone::clone(#cache);
             #body_statement
             #private::write_through::<#private::#shape, #ret, _>(
                 #owned, #spec, #codec, #key, #tags_ident, #body_future,
@@ -527,7 +543,7 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
             #writer.finish()
         };
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
-        let #owned = #private::Cache::clone(#cache);
+        let #owned = ::core::clone::Clone::clone(#cache);
         #load
     }
 }
@@ -602,21 +618,24 @@ fn template_parts(
             Piece::Literal(text) => quote!(#writer.literal(#text);),
             Piece::Placeholder { root, fields } => {
                 let write_key = respanned(write.clone(), span);
-                let value = match analyzed.named(root) {
-                    Some(Named::Generic(Generic {
-                        ident,
-                        is_const: false,
-                        ..
-                    })) => {
-                        let ident = template::ident(&ident.to_string(), span);
+                // What a placeholder names resolves where it is declared
+                // (a `macro_rules!` may declare the function), and is
+                // reported on the template.
+                let declared = |ident: &Ident| {
+                    let mut ident = ident.clone();
+                    ident.set_span(ident.span().located_at(span));
+                    ident
+                };
+                let value = match (analyzed.named(root), &analyzed.receiver) {
+                    (Some(Named::Generic(generic)), _) if !generic.is_const => {
+                        let ident = declared(&generic.ident);
                         return quote_spanned!(span=> #write_key(::core::any::type_name::<#ident>(), &mut #writer););
                     }
-                    Some(Named::Arg(arg)) => {
-                        let mut ident = arg.ident.clone();
-                        ident.set_span(span);
-                        ident
+                    (Some(Named::Arg(Arg { ident, .. }) | Named::Generic(Generic { ident, .. })), _) => {
+                        declared(ident)
                     }
-                    _ => template::ident(root, span),
+                    (None, Some(receiver)) if root == "self" => declared(receiver),
+                    (None, _) => template::ident(root, span),
                 };
                 let field_tokens = fields.iter().map(|field| match field.parse::<u32>() {
                     Ok(index) => {

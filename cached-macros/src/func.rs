@@ -86,6 +86,9 @@ pub(crate) struct Hidden {
 pub(crate) struct Func {
     pub(crate) args: Vec<Arg>,
     pub(crate) generics: Vec<Generic>,
+    /// The `self` of the receiver, if any: a template's `{self}` resolves
+    /// as it does (the function may come from a `macro_rules!`).
+    pub(crate) receiver: Option<Ident>,
     /// `None` when the function returns `()`: an error in the `Ctxt`; the
     /// arguments are still checked against the options.
     pub(crate) output: Option<Output>,
@@ -146,6 +149,9 @@ impl Func {
                 })
             })
             .collect();
+        let receiver = sig
+            .receiver()
+            .map(|receiver| Ident::new("self", receiver.self_token.span));
         if !kind.caches() {
             // `#[invalidates]` takes any return type; a `Result` tells
             // success from failure.
@@ -168,6 +174,7 @@ impl Func {
             return Self {
                 args,
                 generics,
+                receiver,
                 output: Some(Output {
                     ret,
                     value_ty,
@@ -191,6 +198,7 @@ impl Func {
                 return Self {
                     args,
                     generics,
+                    receiver,
                     output: None,
                 };
             }
@@ -229,6 +237,7 @@ impl Func {
         Self {
             args,
             generics,
+            receiver,
             output: Some(Output {
                 ret,
                 value_ty,

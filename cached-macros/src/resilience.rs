@@ -174,35 +174,16 @@ pub(crate) fn timed_out(private: &TokenStream, ret: &Type, r: &Resilience) -> To
     let Some((option, ms)) = &r.hard_timeout else {
         return quote!(::core::option::Option::None);
     };
-    // A trait of the error type itself: rustc reports its message when
-    // the `From` bound under it does not hold (a trait of another type, or
-    // `From` alone, gets rustc's generic "trait bound not satisfied").
-    let error = respanned(quote!(HardTimeoutError::timed_out(#ms)), option.span());
-    // On the option too, for rustc's note "required for `E` to implement
-    // `HardTimeoutError`".
-    let imp = respanned(
-        quote! {
-            impl<E: ::core::convert::From<#private::LoadTimeout>> HardTimeoutError for E {
-                fn timed_out(ms: u64) -> Self {
-                    ::core::convert::From::from(#private::LoadTimeout::after_ms(ms))
-                }
-            }
-        },
+    // Spanned on the option, so that a missing `From<LoadTimeout>` is
+    // reported there, with `HardTimeoutError`'s message.
+    let error = respanned(
+        quote!(#private::HardTimeoutError::timed_out(#ms)),
         option.span(),
     );
     quote! {
-        ::core::option::Option::Some({
-            #[diagnostic::on_unimplemented(
-                message = "`hard_timeout` ends a slow load with an error, but the error type `{Self}` cannot be made from a `tiercache::LoadTimeout`",
-                label = "needs `{Self}: From<tiercache::LoadTimeout>`",
-                note = "implement `From<tiercache::LoadTimeout>` for `{Self}` (e.g. with a `Timeout(tiercache::LoadTimeout)` variant), or use `timeout` with `fail_safe` to answer a slow load with the old value instead"
-            )]
-            trait HardTimeoutError: ::core::marker::Sized {
-                fn timed_out(ms: u64) -> Self;
-            }
-            #imp
+        ::core::option::Option::Some(
             (|| ::core::result::Result::Err(#error)) as fn() -> #ret
-        })
+        )
     }
 }
 

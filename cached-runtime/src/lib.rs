@@ -54,7 +54,9 @@ pub mod __private {
     pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
     pub use crate::shape::{Fallible, FallibleOptional, Kept, Optional, Plain, Shape, Split};
     pub use crate::shape_check::{
-        IsOption, IsPlain, IsResult, ProbeOption, ProbePlain, ProbeResult, Probed, ShapeProbe,
+        ErrOf, HardTimeoutError, IsOption, IsPlain, IsResult, NotAResult, NotAStoredOkOption,
+        NotAStoredOption, NotAStoredResult, NotAnInvalidatingResult, NotAnOkOption, NotAnOption,
+        ProbeOption, ProbePlain, ProbeResult, Probed, ShapeProbe,
     };
     pub use crate::write::{When, invalidating, invalidating_always, write_through};
 
