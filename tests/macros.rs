@@ -112,3 +112,183 @@ async fn type_parameters_are_part_of_the_key() {
     assert_eq!(repeat::<2>(&cache, "ab".into()).await, "abab");
     assert_eq!(repeat::<3>(&cache, "ab".into()).await, "ababab");
 }
+
+/// `#[async_trait]` rewrites the method before `#[cache_aside]` sees it:
+/// the attribute takes it back to its `async fn`, inline and detached.
+mod with_async_trait {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use tiercache::{Cache, cache_aside};
+
+    #[async_trait::async_trait]
+    pub(crate) trait Users {
+        async fn name(&self, id: u64) -> Result<String, String>;
+        async fn stale_name(&self, id: u64) -> Result<String, String>;
+    }
+
+    #[derive(Clone)]
+    pub(crate) struct Repo {
+        pub(crate) cache: Cache,
+        pub(crate) loads: Arc<AtomicUsize>,
+        pub(crate) tenant: String,
+    }
+
+    #[async_trait::async_trait]
+    impl Users for Repo {
+        #[cache_aside(prefix = "at-name", ttl = "5m", key = "{self.tenant}:{id}", cache = self.cache)]
+        async fn name(&self, id: u64) -> Result<String, String> {
+            self.loads.fetch_add(1, SeqCst);
+            if id == 0 {
+                return Err("no id 0".to_owned());
+            }
+            Ok(format!("{}/{id}", self.tenant))
+        }
+
+        #[cache_aside(
+            prefix = "at-stale",
+            ttl = "5m",
+            key = "{id}",
+            stale = "1m",
+            timeout = "5s",
+            fail_safe = "1h",
+            cache = self.cache
+        )]
+        async fn stale_name(&self, id: u64) -> Result<String, String> {
+            self.loads.fetch_add(1, SeqCst);
+            Ok(format!("{}/{id}", self.tenant))
+        }
+    }
+}
+
+#[tokio::test]
+async fn async_trait_methods_are_cached() {
+    use with_async_trait::{Repo, Users};
+    let loads = std::sync::Arc::new(AtomicUsize::new(0));
+    let repo = std::sync::Arc::new(Repo {
+        cache: Cache::in_memory(),
+        loads: loads.clone(),
+        tenant: "acme".to_owned(),
+    });
+    assert_eq!(repo.name(1).await.as_deref(), Ok("acme/1"));
+    assert_eq!(repo.name(1).await.as_deref(), Ok("acme/1"));
+    assert_eq!(repo.name(0).await, Err("no id 0".to_owned()));
+    assert_eq!(
+        loads.load(SeqCst),
+        2,
+        "a hit, and an error that is not cached"
+    );
+    // The futures are `Send`: spawned.
+    let spawned = repo.clone();
+    let name = tokio::spawn(async move { spawned.stale_name(2).await })
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Ok("acme/2"));
+    assert_eq!(repo.stale_name(2).await.as_deref(), Ok("acme/2"));
+    assert_eq!(loads.load(SeqCst), 3);
+}
+
+/// A background run renames `self` on the syntax tree: `use` trees,
+/// `self::` paths and nested items keep theirs, macros' `self` is renamed.
+mod receivers {
+    use std::sync::Mutex;
+
+    use tiercache::{Cache, cache_aside};
+
+    fn helper() -> &'static str {
+        "helper"
+    }
+
+    #[derive(Clone, Debug)]
+    pub(crate) struct Shop {
+        pub(crate) cache: Cache,
+        pub(crate) name: String,
+        pub(crate) spans: &'static Mutex<Vec<Option<&'static str>>>,
+    }
+
+    impl Shop {
+        #[cache_aside(prefix = "shop", ttl = "5m", key = "{id}", timeout = "5s", fail_safe = "1h", cache = self.cache)]
+        pub(crate) async fn describe(&self, id: u64) -> Result<String, String> {
+            use std::fmt::{self, Write};
+            struct Local;
+            impl Local {
+                fn name(&self) -> &'static str {
+                    "local"
+                }
+            }
+            let span = tracing::Span::current();
+            self.spans
+                .lock()
+                .unwrap()
+                .push(span.metadata().map(|meta| meta.name()));
+            let mut out = String::new();
+            let written: fmt::Result = write!(out, "{}:{id}:{}", self.name, self::helper());
+            written.map_err(|error| error.to_string())?;
+            Ok(format!("{out}:{}", Local.name()))
+        }
+
+        /// `#[instrument]` expands first: its span records `self`, a field
+        /// name the rename keeps.
+        #[tracing::instrument]
+        #[cache_aside(prefix = "traced", ttl = "5m", key = "{id}", stale = "1m", cache = self.cache)]
+        pub(crate) async fn traced(&self, id: u64) -> String {
+            tracing::info!(self = ?self.name, "traced");
+            format!("{}:{id}", self.name)
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_background_run_renames_self_and_keeps_the_callers_span() {
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    static SPANS: std::sync::Mutex<Vec<Option<&'static str>>> = std::sync::Mutex::new(Vec::new());
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_subscriber::layer::Identity::new());
+    let _default = tracing::subscriber::set_default(subscriber);
+    let shop = receivers::Shop {
+        cache: Cache::in_memory(),
+        name: "corner".to_owned(),
+        spans: &SPANS,
+    };
+    let described = shop
+        .describe(7)
+        .instrument(tracing::info_span!("caller"))
+        .await;
+    assert_eq!(described.as_deref(), Ok("corner:7:helper:local"));
+    // `timeout` runs the load in a task of its own, in the call's span.
+    assert_eq!(SPANS.lock().unwrap().as_slice(), [Some("caller")]);
+    assert_eq!(shop.traced(8).await, "corner:8");
+}
+
+/// An argument under `#[cfg]` is keyed (and copied) only where it exists.
+#[cache_aside(prefix = "cfg", ttl = "5m", stale = "1m", cache = cache, skip(cache))]
+async fn configured(
+    cache: &Cache,
+    id: u64,
+    #[cfg(any())] missing: u64,
+    #[cfg(not(any()))] present: &str,
+) -> String {
+    format!("{id}:{present}")
+}
+
+/// With `stale`, a borrowed `impl Trait` is copied and lent out as itself,
+/// and an argument only the key uses warns nothing.
+#[cache_aside(prefix = "impl-ref", ttl = "5m", stale = "1m", cache = cache, skip(cache))]
+async fn impl_ref(
+    cache: &Cache,
+    shown: &(impl std::fmt::Display + tiercache::KeyPart + Clone + Send + Sync + 'static),
+    key_only: u64,
+) -> String {
+    format!("<{shown}>")
+}
+
+#[tokio::test]
+async fn cfg_arguments_and_impl_trait_references_in_a_background_run() {
+    let cache = Cache::in_memory();
+    assert_eq!(configured(&cache, 1, "a").await, "1:a");
+    assert_eq!(configured(&cache, 1, "b").await, "1:b");
+    assert_eq!(impl_ref(&cache, &5_u8, 1).await, "<5>");
+    assert_eq!(impl_ref(&cache, &"x", 1).await, "<x>");
+}

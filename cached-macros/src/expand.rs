@@ -32,7 +32,7 @@ pub(crate) fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
-    let mut func: ItemFn = match syn::parse2(item.clone()) {
+    let written: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
         Err(error) => {
             let error = syn::Error::new(
@@ -45,17 +45,21 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
             return with_errors(item, error);
         }
     };
+    // A method `#[async_trait]` rewrote is expanded as the `async fn` it
+    // was, then rewritten back.
+    let async_trait = crate::async_trait::unwrapped(&written);
+    let func = async_trait.as_ref().unwrap_or(&written);
     let mut cx = Ctxt::default();
     let args = Args::parse(kind, args, &mut cx);
-    let analyzed = Func::analyze(&func, kind, &mut cx);
+    let analyzed = Func::analyze(func, kind, &mut cx);
     if let Some(args) = &args {
         if kind.caches() {
-            check_key_arguments(&func, args, &analyzed, &mut cx);
+            check_key_arguments(func, args, &analyzed, &mut cx);
         }
-        check_templates(&func, &analyzed, &args.tags, "tag", &mut cx);
-        check_templates(&func, &analyzed, &args.keys, "key", &mut cx);
+        check_templates(func, &analyzed, &args.tags, "tag", &mut cx);
+        check_templates(func, &analyzed, &args.keys, "key", &mut cx);
         if kind == Kind::CacheAside {
-            crate::resilience::check(&func, args, &analyzed, &mut cx);
+            crate::resilience::check(func, args, &analyzed, &mut cx);
         }
     }
     if let Err(error) = cx.check() {
@@ -64,11 +68,26 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let Some(args) = args else {
         unreachable!("options that do not parse are an error")
     };
-    let body = match kind {
-        Kind::CacheAside | Kind::WriteThrough => generate(&func, &args, &analyzed),
-        Kind::Invalidates => generate_invalidates(&func, &args, &analyzed),
+    let mut body = match kind {
+        Kind::CacheAside | Kind::WriteThrough => generate(func, &args, &analyzed),
+        Kind::Invalidates => generate_invalidates(func, &args, &analyzed),
     };
-    *func.block = syn::parse_quote!({ #body });
+    if async_trait.is_some() {
+        body = crate::async_trait::rewrapped(&body);
+    }
+    let mut func = written.clone();
+    match syn::parse2(quote!({ #body })) {
+        Ok(block) => *func.block = block,
+        Err(error) => {
+            let error = syn::Error::new(
+                error.span(),
+                format!(
+                    "tiercache generated code that does not parse ({error}): please report this"
+                ),
+            );
+            return with_errors(item, error);
+        }
+    }
     quote!(#func)
 }
 

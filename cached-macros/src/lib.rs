@@ -2,12 +2,14 @@
 //! through that crate: the code they generate calls
 //! `::tiercache::__private`, and only `tiercache` documents them.
 
+mod async_trait;
 mod attr;
 mod ctxt;
 mod duration;
 mod expand;
 mod func;
 mod probe;
+mod receiver;
 mod resilience;
 mod suggest;
 mod template;

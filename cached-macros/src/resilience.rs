@@ -95,6 +95,9 @@ pub(crate) fn check(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctxt) 
         );
     }
     if let Some(option) = r.detaching() {
+        if func.sig.receiver().is_some() {
+            crate::receiver::check_captures(&func.block, option, cx);
+        }
         for input in &func.sig.inputs {
             let instead = match input {
                 FnArg::Receiver(receiver) if borrowed(receiver) == Some(true) => {
@@ -222,26 +225,40 @@ pub(crate) fn detached(func: &ItemFn, ret: &Type, private: &TokenStream) -> Toke
                     continue;
                 };
                 let ident = &pat.ident;
+                // What exists only under a `cfg` is copied only under it.
+                let cfg = arg.attrs.iter().filter(|attr| attr.path().is_ident("cfg"));
+                let cfg = quote!(#(#cfg)*);
                 let (first, last) = (ident.span(), last_span(&arg.ty));
-                match &*arg.ty {
+                match crate::func::peel(&arg.ty) {
                     Type::Reference(reference) => {
-                        let referent = &reference.elem;
                         let copy = copy_of(private, quote!(&*#ident), first, last);
-                        copies.push(quote!(#[allow(clippy::borrow_deref_ref)] let #ident = #copy;));
-                        rebinds.push(quote!(let #ident: &#referent = ::core::borrow::Borrow::borrow(&#ident);));
+                        copies.push(
+                            quote!(#cfg #[allow(clippy::borrow_deref_ref)] let #ident = #copy;),
+                        );
+                        // The copy of an `&impl Trait` is the type itself
+                        // (through `Clone`), which no `let` can name.
+                        let rebind = match crate::func::peel(&reference.elem) {
+                            Type::ImplTrait(_) => quote!(&#ident),
+                            referent => {
+                                quote!(::core::borrow::Borrow::<#referent>::borrow(&#ident))
+                            }
+                        };
+                        rebinds.push(quote!(#cfg #[allow(unused_variables)] let #ident = #rebind;));
                     }
                     _ => {
                         let copy = copy_of(private, quote!(&#ident), first, last);
-                        copies.push(quote!(let #ident = #copy;));
+                        copies.push(quote!(#cfg let #ident = #copy;));
                     }
                 }
                 let again = copy_of(private, quote!(&#ident), first, last);
                 let mutability = &pat.mutability;
-                clones.push(quote!(let #mutability #ident = #again;));
+                // An argument only the key uses is not used by the body.
+                clones
+                    .push(quote!(#cfg #[allow(unused_variables)] let #mutability #ident = #again;));
             }
         }
     }
-    let block = rename_self(func.block.to_token_stream(), &this);
+    let block = crate::receiver::renamed(&func.block, &this);
     let ret_value = Ident::new("__tc_ret", Span::mixed_site());
     quote! {{
         #(#copies)*
@@ -325,33 +342,4 @@ fn respanned(tokens: TokenStream, span: Span) -> TokenStream {
             token
         })
         .collect()
-}
-
-/// Replaces the `self` keyword (not `self::` paths) with `this`.
-fn rename_self(tokens: TokenStream, this: &Ident) -> TokenStream {
-    let mut out = Vec::new();
-    let mut iter = tokens.into_iter().peekable();
-    while let Some(token) = iter.next() {
-        match token {
-            TokenTree::Ident(ident) if ident == "self" => {
-                let path = matches!(iter.peek(), Some(TokenTree::Punct(p)) if p.as_char() == ':');
-                if path {
-                    out.push(TokenTree::Ident(ident));
-                } else {
-                    out.push(TokenTree::Ident(Ident::new(
-                        &this.to_string(),
-                        ident.span(),
-                    )));
-                }
-            }
-            TokenTree::Group(group) => {
-                let mut renamed =
-                    proc_macro2::Group::new(group.delimiter(), rename_self(group.stream(), this));
-                renamed.set_span(group.span());
-                out.push(TokenTree::Group(renamed));
-            }
-            other => out.push(other),
-        }
-    }
-    out.into_iter().collect()
 }

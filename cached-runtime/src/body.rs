@@ -6,6 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::codec::answer;
 use crate::flight::{self, Landed, Leader, Role};
 use crate::lead::{Ctx, Fallback, Mode, lead};
@@ -202,7 +204,8 @@ where
         return false;
     };
     let (ctx, body) = (ctx.clone(), body.clone());
-    tokio::spawn(async move {
+    // In the caller's span: what the body logs is where its call is.
+    let refresh = async move {
         let mode = Mode::Refresh { expires_at_ms };
         // A body that panics unwinds past the back-off of a failure.
         let inner = &ctx.cache.inner;
@@ -210,7 +213,8 @@ where
         let mut panicked = BackOffOnDrop(Some((&inner.flights, &ctx.key, pause)));
         lead(&ctx, Some(leader), body, mode, None).await;
         panicked.0 = None;
-    });
+    };
+    tokio::spawn(refresh.in_current_span());
     true
 }
 
@@ -232,8 +236,8 @@ where
     let slot = leader.as_ref().map(Leader::slot);
     let task_ctx = ctx.clone();
     let again = body.run.clone();
-    let task =
-        tokio::spawn(async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await });
+    let task = async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await };
+    let task = tokio::spawn(task.in_current_span());
     // If this caller goes away, the load goes on for the others, for
     // `background_load_timeout` at most.
     let bound = ctx.cache.inner.settings.background_timeout;

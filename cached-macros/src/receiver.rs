@@ -1,0 +1,188 @@
+//! The `self` of a background run: `stale`, `refresh_ahead` and `timeout`
+//! run the body again on an owned copy of `self`, bound to a variable, so
+//! the body's `self` is renamed to it, as async-trait's `ReplaceSelf` does:
+//! on the syntax tree, so that `use` trees (`use std::fmt::{self, Write};`),
+//! `self::` paths and nested items keep theirs. Inside a macro's tokens,
+//! where there is no tree, every `self` is renamed but a path's and a
+//! field name's (`tracing::info!(self = ?self)`); a `{self}` in a format
+//! string cannot be renamed, and is an error that says what to write.
+
+use proc_macro2::{Group, Ident, Literal, TokenStream, TokenTree};
+use syn::visit::{self, Visit};
+use syn::visit_mut::{self, VisitMut};
+use syn::{Block, Item, Macro, Path};
+
+use crate::ctxt::Ctxt;
+
+/// `block` with its `self` renamed to `this`.
+pub(crate) fn renamed(block: &Block, this: &Ident) -> Block {
+    let mut block = block.clone();
+    Rename(this).visit_block_mut(&mut block);
+    block
+}
+
+/// Reports each `{self}` a format string of the body captures: a
+/// background run has no `self` to capture.
+pub(crate) fn check_captures(block: &Block, option: &Ident, cx: &mut Ctxt) {
+    let mut found = Captures(Vec::new());
+    found.visit_block(block);
+    for literal in found.0 {
+        cx.push(syn::Error::new(
+            literal.span(),
+            format!(
+                "`{option}` runs this body again in the background, on a copy of `self`, and a format string cannot capture that copy by name: pass it as an argument (`\"{{:?}}\", self` for `{{self:?}}`), or remove `{option}`"
+            ),
+        ));
+    }
+}
+
+struct Rename<'a>(&'a Ident);
+
+impl VisitMut for Rename<'_> {
+    fn visit_path_mut(&mut self, path: &mut Path) {
+        // `self` alone is the receiver; `self::x` is a module path.
+        if path.segments.len() == 1
+            && let Some(segment) = path.segments.first_mut()
+            && segment.ident == "self"
+        {
+            segment.ident = Ident::new(&self.0.to_string(), segment.ident.span());
+            return;
+        }
+        visit_mut::visit_path_mut(self, path);
+    }
+
+    fn visit_item_mut(&mut self, item: &mut Item) {
+        // A nested item has its own `self`; a local `macro_rules!` may use
+        // the body's.
+        if let Item::Macro(item) = item
+            && item.mac.path.is_ident("macro_rules")
+        {
+            self.visit_macro_mut(&mut item.mac);
+        }
+    }
+
+    fn visit_macro_mut(&mut self, mac: &mut Macro) {
+        mac.tokens = rename_tokens(mac.tokens.clone(), self.0);
+    }
+}
+
+/// In a macro's tokens: every `self` but a path's (`self::`) and a field
+/// name's (`self = …`, not `self == …`).
+fn rename_tokens(tokens: TokenStream, this: &Ident) -> TokenStream {
+    let mut out = Vec::new();
+    let mut tokens = tokens.into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        match token {
+            TokenTree::Ident(ident) if ident == "self" => {
+                let kept = match tokens.peek() {
+                    Some(TokenTree::Punct(punct)) if punct.as_char() == ':' => true,
+                    Some(TokenTree::Punct(punct)) if punct.as_char() == '=' => {
+                        punct.spacing() == proc_macro2::Spacing::Alone
+                    }
+                    _ => false,
+                };
+                let ident = if kept {
+                    ident
+                } else {
+                    Ident::new(&this.to_string(), ident.span())
+                };
+                out.push(TokenTree::Ident(ident));
+            }
+            TokenTree::Group(group) => {
+                let mut renamed =
+                    Group::new(group.delimiter(), rename_tokens(group.stream(), this));
+                renamed.set_span(group.span());
+                out.push(TokenTree::Group(renamed));
+            }
+            other => out.push(other),
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The string literals in macros' tokens that capture `{self}`.
+struct Captures(Vec<Literal>);
+
+impl Visit<'_> for Captures {
+    fn visit_item(&mut self, _: &Item) {}
+
+    fn visit_macro(&mut self, mac: &Macro) {
+        self.scan(mac.tokens.clone());
+        visit::visit_macro(self, mac);
+    }
+}
+
+impl Captures {
+    fn scan(&mut self, tokens: TokenStream) {
+        for token in tokens {
+            match token {
+                TokenTree::Literal(literal) if captures_self(&literal.to_string()) => {
+                    self.0.push(literal);
+                }
+                TokenTree::Group(group) => self.scan(group.stream()),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Whether a string literal's source holds `{self}` or `{self:…}` as a
+/// placeholder (not `{{self}}`, which is text).
+fn captures_self(source: &str) -> bool {
+    if !source.ends_with('"') {
+        return false;
+    }
+    source.match_indices("{self").any(|(at, _)| {
+        let rest = &source[at + "{self".len()..];
+        let braces = source[..at].chars().rev().take_while(|&c| c == '{').count();
+        braces % 2 == 0 && (rest.starts_with('}') || rest.starts_with(':'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::{ToTokens, quote};
+
+    use super::*;
+
+    fn renamed_text(block: TokenStream) -> String {
+        let block: Block = syn::parse2(block).unwrap();
+        let this = Ident::new("this", proc_macro2::Span::call_site());
+        renamed(&block, &this).to_token_stream().to_string()
+    }
+
+    #[test]
+    fn renames_the_receiver_only() {
+        let text = renamed_text(quote!({
+            use std::fmt::{self, Write};
+            let a = self.a + self::helper();
+            fn nested(&self) -> u8 {
+                self.b
+            }
+            tracing::info!(self = ?self, "x");
+            println!("{}", self.c);
+            a
+        }));
+        assert!(
+            text.contains("use std :: fmt :: { self , Write }"),
+            "{text}"
+        );
+        assert!(text.contains("this . a + self :: helper ()"), "{text}");
+        assert!(
+            text.contains("fn nested (& self) -> u8 { self . b }"),
+            "{text}"
+        );
+        assert!(text.contains("self = ? this"), "{text}");
+        assert!(text.contains("this . c"), "{text}");
+    }
+
+    #[test]
+    fn finds_format_strings_that_capture_self() {
+        assert!(captures_self(r#""{self}""#));
+        assert!(captures_self(r#""a {self:?} b""#));
+        assert!(!captures_self(r#""{{self}}""#));
+        assert!(captures_self(r#""{{{self}}}""#));
+        assert!(!captures_self(r#""{selfish}""#));
+        assert!(!captures_self("'{'"));
+    }
+}

@@ -1,0 +1,15 @@
+use tiercache::{Cache, cache_aside};
+
+#[derive(Clone, Debug)]
+struct Shop {
+    cache: Cache,
+}
+
+impl Shop {
+    #[cache_aside(prefix = "shop", ttl = "5m", stale = "1h", cache = self.cache)]
+    async fn describe(&self, id: u64) -> String {
+        format!("{self:?} {id}")
+    }
+}
+
+fn main() {}
