@@ -11,9 +11,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::{
-    Block, Expr, GenericArgument, ItemFn, PathArguments, ReturnType, Stmt, Type, TypeParamBound,
-};
+use syn::{Block, Expr, ItemFn, ReturnType, Stmt, Type};
 
 /// The `async fn` an async-trait method was, if `func` is one.
 pub(crate) fn unwrapped(func: &ItemFn) -> Option<ItemFn> {
@@ -58,44 +56,11 @@ fn future_output(output: &ReturnType) -> Option<Type> {
     let ReturnType::Type(_, ty) = output else {
         return None;
     };
-    let boxed = last_argument(ty, "Pin")?;
-    let Type::TraitObject(object) = last_argument(&boxed, "Box")? else {
+    let boxed = crate::func::last_segment_arg(ty, "Pin")?;
+    let Type::TraitObject(object) = crate::func::last_segment_arg(&boxed, "Box")? else {
         return None;
     };
-    object.bounds.iter().find_map(|bound| {
-        let TypeParamBound::Trait(bound) = bound else {
-            return None;
-        };
-        let segment = bound.path.segments.last()?;
-        if segment.ident != "Future" {
-            return None;
-        }
-        let PathArguments::AngleBracketed(args) = &segment.arguments else {
-            return None;
-        };
-        args.args.iter().find_map(|arg| match arg {
-            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(assoc.ty.clone()),
-            _ => None,
-        })
-    })
-}
-
-/// `A` of `Name<A>`, for a path ending in `Name`.
-fn last_argument(ty: &Type, name: &str) -> Option<Type> {
-    let Type::Path(path) = crate::func::peel(ty) else {
-        return None;
-    };
-    let segment = path.path.segments.last()?;
-    if segment.ident != name {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &segment.arguments else {
-        return None;
-    };
-    args.args.iter().find_map(|arg| match arg {
-        GenericArgument::Type(ty) => Some(ty.clone()),
-        _ => None,
-    })
+    crate::func::output_of_future(&object.bounds)
 }
 
 #[cfg(test)]

@@ -97,14 +97,26 @@ pub(crate) struct Func {
 impl Func {
     pub(crate) fn analyze(item: &ItemFn, kind: Kind, cx: &mut Ctxt) -> Self {
         let sig = &item.sig;
+        // A function that returns a future: the one error says what to
+        // write (not also that `impl Future` cannot be cached).
+        let returns_future = match &sig.output {
+            ReturnType::Type(_, ty) => future_output(ty),
+            ReturnType::Default => None,
+        };
         if sig.asyncness.is_none() {
-            cx.error_spanned_by(
-                sig.fn_token,
-                format!(
+            let message = match &returns_future {
+                Some(output) => format!(
+                    "`{}` goes on an `async fn`: write `async fn {}(…) -> {}` with the body of the future it returns",
+                    kind.attribute(),
+                    sig.ident,
+                    spelled(output),
+                ),
+                None => format!(
                     "`{}` goes on an `async fn`: write `async fn` (a blocking function would hold a thread while it waits for Redis)",
                     kind.attribute()
                 ),
-            );
+            };
+            cx.error_spanned_by(sig.fn_token, message);
         }
         let mut args = Vec::new();
         for input in &sig.inputs {
@@ -215,7 +227,9 @@ impl Func {
             };
             cx.error_spanned_by(&value_ty, message);
         }
-        if let Type::ImplTrait(_) = peel(&value_ty) {
+        if let Type::ImplTrait(_) = peel(&value_ty)
+            && (sig.asyncness.is_some() || returns_future.is_none())
+        {
             cx.error_spanned_by(
                 &value_ty,
                 "a cached value needs a concrete type: `impl Trait` cannot be stored",
@@ -301,7 +315,7 @@ fn shape_of(ret: &Type) -> (ShapeKind, Type) {
 }
 
 /// `Name<A, ..>` → `A`.
-fn last_segment_arg(ty: &Type, name: &str) -> Option<Type> {
+pub(crate) fn last_segment_arg(ty: &Type, name: &str) -> Option<Type> {
     let Type::Path(path) = peel(ty) else {
         return None;
     };
@@ -331,6 +345,36 @@ impl Func {
         let generic = self.generics.iter().find(|generic| generic.name == root)?;
         Some(Named::Generic(generic))
     }
+}
+
+/// `R` of `impl Future<Output = R>`.
+fn future_output(ty: &Type) -> Option<Type> {
+    let Type::ImplTrait(bounds) = peel(ty) else {
+        return None;
+    };
+    output_of_future(&bounds.bounds)
+}
+
+/// `R` of the bounds `Future<Output = R> + …` (of an `impl` or a `dyn`).
+pub(crate) fn output_of_future<'a>(
+    bounds: impl IntoIterator<Item = &'a syn::TypeParamBound>,
+) -> Option<Type> {
+    bounds.into_iter().find_map(|bound| {
+        let syn::TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let segment = bound.path.segments.last()?;
+        if segment.ident != "Future" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &segment.arguments else {
+            return None;
+        };
+        args.args.iter().find_map(|arg| match arg {
+            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(assoc.ty.clone()),
+            _ => None,
+        })
+    })
 }
 
 /// Whether a type is or holds an `impl Trait`.

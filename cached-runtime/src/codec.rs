@@ -18,7 +18,7 @@ use crate::shape::Shape;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be cached",
     label = "the cached value is `{Self}`",
-    note = "a cached value must implement `Serialize`, `DeserializeOwned`, `Clone`, `Send` and `Sync`, and own its data (`'static`)"
+    note = "a cached value must implement `Serialize`, `DeserializeOwned`, `Clone`, `Send` and `Sync`, and own its data (`'static`): for a type of your own, `#[derive(Clone, serde::Serialize, serde::Deserialize)]`; an `Arc<T>` is `Serialize` and `Deserialize` only with serde's `rc` feature (`serde = {{ version = \"1\", features = [\"rc\"] }}`); a type of another crate may have a `serde` feature"
 )]
 pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
