@@ -68,8 +68,16 @@
 //! Misuse is a compile error on the token at fault, saying what to write
 //! instead: a missing or malformed `ttl`, an unknown option (with the closest
 //! valid one), a template naming an argument that does not exist, an argument
-//! type that cannot be part of a key ([`KeyPart`]), a generic parameter that
-//! no argument mentions, a return type with nothing to cache.
+//! type that cannot be part of a key ([`KeyPart`]), a type parameter a key
+//! template leaves out, a return type with nothing to cache.
+//!
+//! The attributes take ordinary Rust: methods, trait impls and
+//! `#[async_trait]` impls; futures that are `Send` exactly when the uncached
+//! ones are, whatever the error type; type and const parameters, which are
+//! part of the key (`std::any::type_name`, or the constant; `{T}` in a
+//! template); raw identifiers, `#[cfg]` arguments, options forwarded by
+//! `macro_rules!`, `#![no_implicit_prelude]`. The README's "What the
+//! attributes accept" has the details.
 //!
 //! # Writes
 //!
