@@ -292,3 +292,36 @@ async fn cfg_arguments_and_impl_trait_references_in_a_background_run() {
     assert_eq!(impl_ref(&cache, &5_u8, 1).await, "<5>");
     assert_eq!(impl_ref(&cache, &"x", 1).await, "<x>");
 }
+
+/// A filter with a keyword for a field name.
+struct Filter {
+    r#type: String,
+}
+
+#[cache_aside(prefix = "raw", ttl = "5m", key = "{type}:{filter.type}", cache = cache, skip(cache))]
+async fn raw_template(cache: &Cache, r#type: u32, filter: Filter) -> String {
+    format!("{type}/{}", filter.r#type, type = r#type)
+}
+
+#[cache_aside(prefix = "raw-spelled", ttl = "5m", key = "{r#type}:{filter.r#type}", cache = cache, skip(cache))]
+async fn raw_spelled(cache: &Cache, r#type: u32, filter: Filter) -> String {
+    format!("{}/{}", r#type, filter.r#type)
+}
+
+#[cache_aside(prefix = "raw-default", ttl = "5m", cache = cache, skip(cache))]
+async fn raw_default(cache: &Cache, r#type: u32) -> u32 {
+    r#type
+}
+
+#[tokio::test]
+async fn raw_identifiers_are_named_in_templates() {
+    let cache = Cache::in_memory();
+    let filter = |kind: &str| Filter {
+        r#type: kind.to_owned(),
+    };
+    assert_eq!(raw_template(&cache, 1, filter("a")).await, "1/a");
+    assert_eq!(raw_template(&cache, 1, filter("b")).await, "1/b");
+    assert_eq!(raw_spelled(&cache, 2, filter("c")).await, "2/c");
+    assert_eq!(raw_default(&cache, 3).await, 3);
+    assert_eq!(raw_default(&cache, 4).await, 4);
+}
