@@ -195,12 +195,7 @@ where
     S: Shape<R>,
     F: Future<Output = R>,
 {
-    let invalidation = Invalidation {
-        tags,
-        keys,
-        prefixes,
-        ..Invalidation::default()
-    };
+    let invalidation = listed(tags, keys, prefixes);
     if when == When::Before {
         invalidate_logged(&cache, invalidation.clone()).await;
     }
@@ -232,16 +227,21 @@ pub async fn invalidating_always<R, F>(
 where
     F: Future<Output = R>,
 {
-    let invalidation = Invalidation {
-        tags,
-        keys,
-        prefixes,
-        ..Invalidation::default()
-    };
+    let invalidation = listed(tags, keys, prefixes);
     let mut owed = InvalidateOnDrop::new(&cache.inner, invalidation);
     let result = body.await;
     invalidate_logged(&cache, owed.disarm()).await;
     result
+}
+
+/// What an `#[invalidates]` lists, as one invalidation.
+fn listed(tags: Vec<String>, keys: Vec<String>, prefixes: Vec<String>) -> Invalidation {
+    Invalidation {
+        tags,
+        keys,
+        prefixes,
+        ..Invalidation::default()
+    }
 }
 
 async fn invalidate_logged(cache: &Cache, invalidation: Invalidation) {
