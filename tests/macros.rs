@@ -238,15 +238,47 @@ mod receivers {
     }
 }
 
+/// What a subscriber saw of spans: which follows from which, and which
+/// closed, in order.
+#[derive(Clone, Default)]
+struct SpanLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl SpanLog {
+    fn events(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for SpanLog
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let name = |id| ctx.span(id).map(|span| span.name()).unwrap_or("?");
+        let event = format!("{} follows {}", name(span), name(follows));
+        self.0.lock().unwrap().push(event);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let name = ctx.span(&id).map(|span| span.name()).unwrap_or("?");
+        self.0.lock().unwrap().push(format!("{name} closed"));
+    }
+}
+
 #[tokio::test]
-async fn a_background_run_renames_self_and_keeps_the_callers_span() {
+async fn a_background_run_renames_self_and_is_linked_to_the_callers_span() {
     use tracing::Instrument;
     use tracing_subscriber::layer::SubscriberExt;
 
     static SPANS: std::sync::Mutex<Vec<Option<&'static str>>> = std::sync::Mutex::new(Vec::new());
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_subscriber::layer::Identity::new());
-    let _default = tracing::subscriber::set_default(subscriber);
+    let log = SpanLog::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
     let shop = receivers::Shop {
         cache: Cache::in_memory(),
         name: "corner".to_owned(),
@@ -257,9 +289,77 @@ async fn a_background_run_renames_self_and_keeps_the_callers_span() {
         .instrument(tracing::info_span!("caller"))
         .await;
     assert_eq!(described.as_deref(), Ok("corner:7:helper:local"));
-    // `timeout` runs the load in a task of its own, in the call's span.
-    assert_eq!(SPANS.lock().unwrap().as_slice(), [Some("caller")]);
+    // `timeout` runs the load in a task of its own: in a span of its own,
+    // that follows from the call's.
+    assert_eq!(
+        SPANS.lock().unwrap().as_slice(),
+        [Some("tiercache.background")]
+    );
+    assert!(
+        log.events()
+            .contains(&"tiercache.background follows caller".to_owned()),
+        "{:?}",
+        log.events()
+    );
     assert_eq!(shop.traced(8).await, "corner:8");
+}
+
+/// A refresh held open by a gate, counting its loads.
+#[derive(Clone)]
+struct Gated {
+    cache: Cache,
+    loads: std::sync::Arc<AtomicUsize>,
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Gated {
+    #[cache_aside(prefix = "gated", ttl = "1s", stale = "1h", cache = self.cache)]
+    async fn value(&self, id: u64) -> usize {
+        let load = self.loads.fetch_add(1, SeqCst);
+        if load > 0 {
+            let _pass = self.gate.acquire().await;
+        }
+        load + usize::try_from(id).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_does_not_hold_the_callers_span_open() {
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let log = SpanLog::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+    let gated = Gated {
+        cache: Cache::in_memory(),
+        loads: std::sync::Arc::default(),
+        gate: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    assert_eq!(gated.value(0).await, 0);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Stale: answered at once while a refresh runs, held at the gate.
+    let answer = gated
+        .value(0)
+        .instrument(tracing::info_span!("request"))
+        .await;
+    assert_eq!(answer, 0);
+    while gated.loads.load(SeqCst) < 2 {
+        tokio::task::yield_now().await; // the refresh starts, and waits at the gate
+    }
+    assert!(
+        log.events().contains(&"request closed".to_owned()),
+        "the request's span ends with the request, not with its refresh: {:?}",
+        log.events()
+    );
+    assert!(
+        log.events()
+            .contains(&"tiercache.background follows request".to_owned())
+    );
+    gated.gate.add_permits(1);
+    while gated.value(0).await != 1 {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// An argument under `#[cfg]` is keyed (and copied) only where it exists.
@@ -324,4 +424,27 @@ async fn raw_identifiers_are_named_in_templates() {
     assert_eq!(raw_spelled(&cache, 2, filter("c")).await, "2/c");
     assert_eq!(raw_default(&cache, 3).await, 3);
     assert_eq!(raw_default(&cache, 4).await, 4);
+}
+
+static CFG_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+/// A first argument compiled out leaves no empty part in the default key:
+/// an invalidation that names the key finds it.
+#[cache_aside(prefix = "cfg-first", ttl = "5m", cache = cache, skip(cache))]
+async fn cfg_first(cache: &Cache, #[cfg(any())] first: u64, second: u64) -> usize {
+    CFG_LOADS.fetch_add(1, SeqCst) + usize::try_from(second).unwrap_or_default()
+}
+
+#[tiercache::invalidates(keys = ["cfg-first:{second}"], cache = cache)]
+async fn touch_cfg_first(cache: &Cache, second: u64) {
+    let _ = second;
+}
+
+#[tokio::test]
+async fn a_cfg_argument_leaves_the_default_key_as_written() {
+    let cache = Cache::in_memory();
+    assert_eq!(cfg_first(&cache, 2).await, 2);
+    assert_eq!(cfg_first(&cache, 2).await, 2, "a hit");
+    touch_cfg_first(&cache, 2).await;
+    assert_eq!(cfg_first(&cache, 2).await, 3, "invalidated: loaded again");
 }

@@ -281,6 +281,20 @@ fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctx
             );
         }
     }
+    // A template writes an argument's value, not its type: two calls whose
+    // `impl Trait` arguments of two types render alike (`1_u8`, `"1"`)
+    // would share one entry. (The default key writes the type too.)
+    for arg in analyzed.args.iter().filter(|arg| arg.impl_trait) {
+        let name = &arg.name;
+        if in_template(name) {
+            cx.error_spanned_by(
+                &arg.ident,
+                format!(
+                    "argument `{name}` has an `impl Trait` type, which the key template {written:?} cannot name: two calls with values of two types that render alike (`1_u8` and `\"1\"`) would share one entry. Take a type parameter (`<T: ...>({name}: T)`) and add `{{T}}` to `key`, or leave out `key`: the default key writes the type too"
+                ),
+            );
+        }
+    }
     for generic in &analyzed.generics {
         let name = &generic.name;
         if in_template(name) || skipped_args.contains(name) {
@@ -611,8 +625,7 @@ fn default_parts(analyzed: &Func, skip: &[Ident], writer: &Ident) -> TokenStream
     values
         .chain(impl_types)
         .chain(generics)
-        .enumerate()
-        .map(|(index, (span, cfg, value))| quote_spanned!(span=> #cfg #writer.arg(#index, #value);))
+        .map(|(span, cfg, value)| quote_spanned!(span=> #cfg #writer.arg(#value);))
         .collect()
 }
 

@@ -100,7 +100,9 @@ fn rename_tokens(tokens: TokenStream, this: &Ident) -> TokenStream {
     out.into_iter().collect()
 }
 
-/// The string literals in macros' tokens that capture `{self}`.
+/// The format strings of macros that capture `{self}`: a macro's first
+/// string literal (`format!("…")`, `write!(f, "…")`, `tracing::info!(x,
+/// "…")`), in macros nested in it too.
 struct Captures(Vec<Literal>);
 
 impl Visit<'_> for Captures {
@@ -114,27 +116,35 @@ impl Visit<'_> for Captures {
 
 impl Captures {
     fn scan(&mut self, tokens: TokenStream) {
+        let mut format_string = None;
         for token in tokens {
             match token {
-                TokenTree::Literal(literal) if captures_self(&literal.to_string()) => {
-                    self.0.push(literal);
+                TokenTree::Literal(literal) if format_string.is_none() => {
+                    if let Ok(text) =
+                        syn::parse2::<syn::LitStr>(TokenTree::Literal(literal.clone()).into())
+                    {
+                        format_string = Some((literal, text.value()));
+                    }
                 }
+                // A nested macro's tokens (`vec![format!("…")]`).
                 TokenTree::Group(group) => self.scan(group.stream()),
                 _ => {}
             }
         }
+        if let Some((literal, text)) = format_string
+            && captures_self(&text)
+        {
+            self.0.push(literal);
+        }
     }
 }
 
-/// Whether a string literal's source holds `{self}` or `{self:…}` as a
-/// placeholder (not `{{self}}`, which is text).
-fn captures_self(source: &str) -> bool {
-    if !source.ends_with('"') {
-        return false;
-    }
-    source.match_indices("{self").any(|(at, _)| {
-        let rest = &source[at + "{self".len()..];
-        let braces = source[..at].chars().rev().take_while(|&c| c == '{').count();
+/// Whether a format string holds `{self}` or `{self:…}` as a placeholder
+/// (not `{{self}}`, which is text).
+fn captures_self(text: &str) -> bool {
+    text.match_indices("{self").any(|(at, _)| {
+        let rest = &text[at + "{self".len()..];
+        let braces = text[..at].chars().rev().take_while(|&c| c == '{').count();
         braces % 2 == 0 && (rest.starts_with('}') || rest.starts_with(':'))
     })
 }
@@ -178,11 +188,22 @@ mod tests {
 
     #[test]
     fn finds_format_strings_that_capture_self() {
-        assert!(captures_self(r#""{self}""#));
-        assert!(captures_self(r#""a {self:?} b""#));
-        assert!(!captures_self(r#""{{self}}""#));
-        assert!(captures_self(r#""{{{self}}}""#));
-        assert!(!captures_self(r#""{selfish}""#));
-        assert!(!captures_self("'{'"));
+        assert!(captures_self("{self}"));
+        assert!(captures_self("a {self:?} b"));
+        assert!(!captures_self("{{self}}"));
+        assert!(captures_self("{{{self}}}"));
+        assert!(!captures_self("{selfish}"));
+        let found = |block: TokenStream| {
+            let block: Block = syn::parse2(block).unwrap();
+            let mut found = Captures(Vec::new());
+            found.visit_block(&block);
+            found.0.len()
+        };
+        assert_eq!(found(quote!({ format!("{self:?}") })), 1);
+        assert_eq!(found(quote!({ format!(r#"{self}"#) })), 1);
+        assert_eq!(found(quote!({ write!(f, "{self}") })), 1);
+        assert_eq!(found(quote!({ vec![format!("{self}")] })), 1);
+        assert_eq!(found(quote!({ println!("{}", "{self}") })), 0);
+        assert_eq!(found(quote!({ format!("{}", self) })), 0);
     }
 }

@@ -95,7 +95,12 @@ pub(crate) fn check(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctxt) 
         );
     }
     if let Some(option) = r.detaching() {
-        if func.sig.receiver().is_some() {
+        // An owned `self` moves into the background run, captures and all.
+        if func
+            .sig
+            .receiver()
+            .is_some_and(|receiver| borrowed(receiver).is_some())
+        {
             crate::receiver::check_captures(&func.block, option, cx);
         }
         for input in &func.sig.inputs {

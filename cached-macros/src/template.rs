@@ -112,12 +112,11 @@ fn placeholder(inner: &str) -> Result<Piece, String> {
         .map(|part| part.strip_prefix("r#").unwrap_or(part));
     let root = parts.next().unwrap_or_default();
     let fields: Vec<String> = parts.map(str::to_owned).collect();
-    // A name Rust accepts, plain or raw (`type` is `r#type`).
-    let is_ident = |s: &str| {
-        s != "_"
-            && (syn::parse_str::<syn::Ident>(s).is_ok()
-                || syn::parse_str::<syn::Ident>(&format!("r#{s}")).is_ok())
-    };
+    // A name Rust accepts, plain or raw (`type` is `r#type`), exactly as
+    // written: the parser would also take `"type "` or `"x/**/"`.
+    let parses_as =
+        |text: &str| syn::parse_str::<syn::Ident>(text).is_ok_and(|ident| ident == text);
+    let is_ident = |s: &str| s != "_" && (parses_as(s) || parses_as(&format!("r#{s}")));
     // Names that cannot be fields, raw or not.
     let is_field = |s: &str| {
         (is_ident(s) && !matches!(s, "self" | "Self" | "super" | "crate"))
@@ -207,6 +206,13 @@ mod tests {
         }
         assert!(parse("{a}-x:{b}").is_ok());
         assert!(parse("{f.self}").is_err());
+        for spaced in ["{f.type }", "{f.type\t}", "{f.type/**/}", "{f.x }", "{ x}"] {
+            let error = parse(spaced).unwrap_err();
+            assert!(
+                error.contains("not an argument name"),
+                "{spaced:?}: {error}"
+            );
+        }
         assert!(parse("{_}").is_err());
         assert!(parse("café:{id}").unwrap_err().contains("ASCII letters"));
     }

@@ -203,8 +203,8 @@ where
     let Role::Leader(leader) = inner.flights.join(&ctx.key) else {
         return false;
     };
+    let span = background_span(&ctx.key);
     let (ctx, body) = (ctx.clone(), body.clone());
-    // In the caller's span: what the body logs is where its call is.
     let refresh = async move {
         let mode = Mode::Refresh { expires_at_ms };
         // A body that panics unwinds past the back-off of a failure.
@@ -214,7 +214,7 @@ where
         lead(&ctx, Some(leader), body, mode, None).await;
         panicked.0 = None;
     };
-    tokio::spawn(refresh.in_current_span());
+    tokio::spawn(refresh.instrument(span));
     true
 }
 
@@ -236,8 +236,9 @@ where
     let slot = leader.as_ref().map(Leader::slot);
     let task_ctx = ctx.clone();
     let again = body.run.clone();
+    let span = background_span(&task_ctx.key);
     let task = async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await };
-    let task = tokio::spawn(task.in_current_span());
+    let task = tokio::spawn(task.instrument(span));
     // If this caller goes away, the load goes on for the others, for
     // `background_load_timeout` at most.
     let bound = ctx.cache.inner.settings.background_timeout;
@@ -269,6 +270,16 @@ where
         // this caller, for the bound at most.
         Some(answer) = offered => answer,
     }
+}
+
+/// The span a background run's task runs in: what its body logs is linked
+/// to the call that started it (it follows from the caller's span), without
+/// being a child of it, which would keep the caller's span open until the
+/// run ends and stretch the caller's trace over time it did not wait.
+fn background_span(key: &str) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "tiercache.background", key);
+    span.follows_from(tracing::Span::current());
+    span
 }
 
 /// A background load, aborted if it is still running `bound` after its

@@ -113,6 +113,10 @@ impl<T: KeyPart + ?Sized> TagPart for T {
 #[derive(Debug, Clone)]
 pub struct KeyWriter {
     buf: Buf,
+    /// Whether an argument of a default key was written: the next one is
+    /// `:`-separated from it. Counted as written, not by index, so that an
+    /// argument compiled out by `#[cfg]` leaves no empty part.
+    args: bool,
 }
 
 /// The text of a key: on the stack until it outgrows it. The size is the
@@ -141,6 +145,7 @@ impl KeyWriter {
     pub fn bare() -> Self {
         Self {
             buf: Buf::Inline(ArrayString::new()),
+            args: false,
         }
     }
 
@@ -229,10 +234,11 @@ impl KeyWriter {
     /// Writes one argument of a default (all-arguments) key, `:`-separated.
     #[doc(hidden)]
     #[inline]
-    pub fn arg<T: KeyPart + ?Sized>(&mut self, index: usize, value: &T) {
-        if index > 0 {
+    pub fn arg<T: KeyPart + ?Sized>(&mut self, value: &T) {
+        if self.args {
             self.push_str(":");
         }
+        self.args = true;
         value.write_key(self);
     }
 

@@ -61,8 +61,6 @@ where
     // body too: its write may have happened) leaves a key invalidation in
     // its place.
     let mut unwritten = InvalidateOnDrop::new(inner, written);
-    // Taken apart: what follows holds the value, not the result, whose
-    // error type need not be `Send`.
     // Taken apart at once (a `let`, so that nothing of the result lives
     // on): what follows holds the value, not the result, whose error type
     // need not be `Send`.
