@@ -622,10 +622,20 @@ fn default_parts(analyzed: &Func, skip: &[Ident], writer: &Ident) -> TokenStream
                 (span, quote!(), value)
             },
         );
+    // With an argument under `#[cfg]`, which parts are written is known
+    // only where it is compiled: each separates itself from the one before.
+    let cfg = keyed.iter().any(|arg| !arg.cfg.is_empty());
     values
         .chain(impl_types)
         .chain(generics)
-        .map(|(span, cfg, value)| quote_spanned!(span=> #cfg #writer.arg(#value);))
+        .enumerate()
+        .map(|(index, (span, cfg_attrs, value))| {
+            if cfg {
+                quote_spanned!(span=> #cfg_attrs #writer.arg_present(#value);)
+            } else {
+                quote_spanned!(span=> #writer.arg(#index, #value);)
+            }
+        })
         .collect()
 }
 

@@ -231,10 +231,23 @@ impl KeyWriter {
         self.push_str(text);
     }
 
-    /// Writes one argument of a default (all-arguments) key, `:`-separated.
+    /// Writes the argument at `index` of a default (all-arguments) key,
+    /// `:`-separated from the one before.
     #[doc(hidden)]
     #[inline]
-    pub fn arg<T: KeyPart + ?Sized>(&mut self, value: &T) {
+    pub fn arg<T: KeyPart + ?Sized>(&mut self, index: usize, value: &T) {
+        if index > 0 {
+            self.push_str(":");
+        }
+        value.write_key(self);
+    }
+
+    /// [`arg`](Self::arg) for a function with an argument under `#[cfg]`:
+    /// `:`-separated from the argument written before, if any, so that one
+    /// compiled out leaves no empty part.
+    #[doc(hidden)]
+    #[inline]
+    pub fn arg_present<T: KeyPart + ?Sized>(&mut self, value: &T) {
         if self.args {
             self.push_str(":");
         }

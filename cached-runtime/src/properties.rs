@@ -91,9 +91,9 @@ proptest! {
     ) {
         let render = |(s, n, v): &(String, Option<u64>, Vec<String>)| {
             let mut key = KeyWriter::new("p");
-            key.arg(s);
-            key.arg(n);
-            key.arg(v);
+            key.arg(0, s);
+            key.arg(1, n);
+            key.arg(2, v);
             key.finish()
         };
         prop_assert_eq!(render(&a) == render(&b), a == b, "{:?} / {:?}", a, b);
@@ -106,8 +106,8 @@ proptest! {
     ) {
         let render = |(m, o): &(BTreeMap<String, String>, Option<Option<bool>>)| {
             let mut key = KeyWriter::new("p");
-            key.arg(m);
-            key.arg(o);
+            key.arg(0, m);
+            key.arg(1, o);
             key.finish()
         };
         prop_assert_eq!(render(&a) == render(&b), a == b, "{:?} / {:?}", a, b);
