@@ -100,41 +100,64 @@ fn rename_tokens(tokens: TokenStream, this: &Ident) -> TokenStream {
     out.into_iter().collect()
 }
 
-/// The format strings of macros that capture `{self}`: a macro's first
-/// string literal (`format!("…")`, `write!(f, "…")`, `tracing::info!(x,
-/// "…")`), in macros nested in it too.
+/// The format strings of macros that capture `{self}`. A macro's format
+/// string is taken to be its first string literal that is not the value of
+/// a named argument (`target: "…"`, `user = "…"`): `format!("…")`,
+/// `write!(f, "…")`, `tracing::info!(target: "x", "…")`. A macro called in
+/// another's tokens (`name!(…)`) is read the same way; other groups
+/// (`lookup("{self}")`, a block) are only searched for such calls.
 struct Captures(Vec<Literal>);
 
 impl Visit<'_> for Captures {
     fn visit_item(&mut self, _: &Item) {}
 
     fn visit_macro(&mut self, mac: &Macro) {
-        self.scan(mac.tokens.clone());
+        self.scan_macro(mac.tokens.clone());
         visit::visit_macro(self, mac);
     }
 }
 
 impl Captures {
-    fn scan(&mut self, tokens: TokenStream) {
-        let mut format_string = None;
-        for token in tokens {
-            match token {
-                TokenTree::Literal(literal) if format_string.is_none() => {
-                    if let Ok(text) =
-                        syn::parse2::<syn::LitStr>(TokenTree::Literal(literal.clone()).into())
-                    {
-                        format_string = Some((literal, text.value()));
-                    }
+    /// The tokens of a macro call.
+    fn scan_macro(&mut self, tokens: TokenStream) {
+        let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+        let named = |at: usize| {
+            at >= 2
+                && matches!(&tokens[at - 1], TokenTree::Punct(p) if matches!(p.as_char(), ':' | '='))
+                && matches!(&tokens[at - 2], TokenTree::Ident(_))
+        };
+        let format_string = tokens
+            .iter()
+            .enumerate()
+            .find_map(|(at, token)| match token {
+                TokenTree::Literal(literal) if !named(at) => {
+                    let text = syn::parse2::<syn::LitStr>(token.clone().into()).ok()?;
+                    Some((literal.clone(), text.value()))
                 }
-                // A nested macro's tokens (`vec![format!("…")]`).
-                TokenTree::Group(group) => self.scan(group.stream()),
-                _ => {}
-            }
-        }
+                _ => None,
+            });
         if let Some((literal, text)) = format_string
             && captures_self(&text)
         {
             self.0.push(literal);
+        }
+        self.scan_calls(&tokens);
+    }
+
+    /// Other tokens: only the macros called in them.
+    fn scan_calls(&mut self, tokens: &[TokenTree]) {
+        for (at, token) in tokens.iter().enumerate() {
+            let TokenTree::Group(group) = token else {
+                continue;
+            };
+            let called =
+                at >= 1 && matches!(&tokens[at - 1], TokenTree::Punct(p) if p.as_char() == '!');
+            if called {
+                self.scan_macro(group.stream());
+            } else {
+                let inner: Vec<TokenTree> = group.stream().into_iter().collect();
+                self.scan_calls(&inner);
+            }
         }
     }
 }
@@ -203,7 +226,14 @@ mod tests {
         assert_eq!(found(quote!({ format!(r#"{self}"#) })), 1);
         assert_eq!(found(quote!({ write!(f, "{self}") })), 1);
         assert_eq!(found(quote!({ vec![format!("{self}")] })), 1);
-        assert_eq!(found(quote!({ println!("{}", "{self}") })), 0);
         assert_eq!(found(quote!({ format!("{}", self) })), 0);
+        assert_eq!(found(quote!({ format!("{}:{id}", lookup("{self}")) })), 0);
+        assert_eq!(
+            found(quote!({ tracing::info!(target: "shop", "{self:?}") })),
+            1
+        );
+        assert_eq!(found(quote!({ tracing::info!(user = "bob", "{self}") })), 1);
+        assert_eq!(found(quote!({ assert!(ok, "{self}") })), 1);
+        assert_eq!(found(quote!({ vec![1, { format!("{self}") }.len()] })), 1);
     }
 }

@@ -95,12 +95,7 @@ pub(crate) fn check(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctxt) 
         );
     }
     if let Some(option) = r.detaching() {
-        // An owned `self` moves into the background run, captures and all.
-        if func
-            .sig
-            .receiver()
-            .is_some_and(|receiver| borrowed(receiver).is_some())
-        {
+        if func.sig.receiver().is_some() {
             crate::receiver::check_captures(&func.block, option, cx);
         }
         for input in &func.sig.inputs {

@@ -27,6 +27,10 @@ pub(crate) fn ident(name: &str, span: proc_macro2::Span) -> syn::Ident {
     if name == "self" {
         return syn::Ident::new(name, span);
     }
+    // `gen` is reserved in edition 2024, which syn's parser does not know.
+    if name == "gen" {
+        return syn::Ident::new_raw(name, span);
+    }
     match syn::parse_str::<syn::Ident>(name) {
         Ok(mut ident) => {
             ident.set_span(span);
@@ -120,7 +124,7 @@ fn placeholder(inner: &str) -> Result<Piece, String> {
     // Names that cannot be fields, raw or not.
     let is_field = |s: &str| {
         (is_ident(s) && !matches!(s, "self" | "Self" | "super" | "crate"))
-            || s.parse::<u32>().is_ok()
+            || (s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u32>().is_ok())
     };
     if !(is_ident(root) || root == "self") || !fields.iter().all(|f| is_field(f)) {
         return Err(format!(
@@ -206,6 +210,7 @@ mod tests {
         }
         assert!(parse("{a}-x:{b}").is_ok());
         assert!(parse("{f.self}").is_err());
+        assert!(parse("{t.+1}").is_err());
         for spaced in ["{f.type }", "{f.type\t}", "{f.type/**/}", "{f.x }", "{ x}"] {
             let error = parse(spaced).unwrap_err();
             assert!(

@@ -203,7 +203,7 @@ where
     let Role::Leader(leader) = inner.flights.join(&ctx.key) else {
         return false;
     };
-    let span = background_span(&ctx.key);
+    let span = refresh_span(&ctx.key);
     let (ctx, body) = (ctx.clone(), body.clone());
     let refresh = async move {
         let mode = Mode::Refresh { expires_at_ms };
@@ -236,9 +236,11 @@ where
     let slot = leader.as_ref().map(Leader::slot);
     let task_ctx = ctx.clone();
     let again = body.run.clone();
-    let span = background_span(&task_ctx.key);
+    // In the caller's span: the caller waits for it (past `timeout`, when
+    // it was answered with the fail-safe value, the span stays open until
+    // the load ends).
     let task = async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await };
-    let task = tokio::spawn(task.instrument(span));
+    let task = tokio::spawn(task.in_current_span());
     // If this caller goes away, the load goes on for the others, for
     // `background_load_timeout` at most.
     let bound = ctx.cache.inner.settings.background_timeout;
@@ -272,13 +274,15 @@ where
     }
 }
 
-/// The span a background run's task runs in: what its body logs is linked
-/// to the call that started it (it follows from the caller's span), without
-/// being a child of it, which would keep the caller's span open until the
-/// run ends and stretch the caller's trace over time it did not wait.
-fn background_span(key: &str) -> tracing::Span {
-    let span = tracing::info_span!(parent: None, "tiercache.background", key);
-    span.follows_from(tracing::Span::current());
+/// The span a refresh runs in: what its body logs is linked to the call
+/// that started it (it follows from the caller's span), without being a
+/// child of it, which would keep the caller's span open until the refresh
+/// ends and stretch the caller's trace over time it did not wait.
+fn refresh_span(key: &str) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "tiercache.refresh", key);
+    if !span.is_disabled() {
+        span.follows_from(tracing::Span::current());
+    }
     span
 }
 

@@ -10,6 +10,12 @@ impl Shop {
     async fn describe(&self, id: u64) -> String {
         format!("{self:?} {id}")
     }
+
+    #[cache_aside(prefix = "owned", ttl = "5m", refresh_ahead, cache = self.cache)]
+    async fn owned(self, id: u64) -> String {
+        tracing::info!(target: "shop", "{self:?}");
+        format!("{id}")
+    }
 }
 
 fn main() {}
