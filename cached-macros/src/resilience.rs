@@ -217,7 +217,7 @@ pub(crate) fn detached(func: &ItemFn, ret: &Type, private: &TokenStream) -> Toke
                     copy_of(private, quote!(&#self_token), first, last)
                 };
                 copies.push(quote!(#[allow(clippy::borrow_deref_ref)] let #owned_this = #copy;));
-                let again = copy_of(private, quote!(&#owned_this), first, last);
+                let again = owned_copy(private, quote!(&#owned_this), first, last);
                 clones.push(quote!(let #owned_this = #again;));
             }
             FnArg::Typed(arg) => {
@@ -250,7 +250,7 @@ pub(crate) fn detached(func: &ItemFn, ret: &Type, private: &TokenStream) -> Toke
                         copies.push(quote!(#cfg let #ident = #copy;));
                     }
                 }
-                let again = copy_of(private, quote!(&#ident), first, last);
+                let again = owned_copy(private, quote!(&#ident), first, last);
                 let mutability = &pat.mutability;
                 // An argument only the key uses is not used by the body.
                 clones
@@ -261,6 +261,9 @@ pub(crate) fn detached(func: &ItemFn, ret: &Type, private: &TokenStream) -> Toke
     let block = crate::receiver::renamed(&func.block, &this);
     let ret_value = Ident::new("__tc_ret", Span::mixed_site());
     quote! {{
+        // Which of the two the probe finds depends on the type.
+        #[allow(unused_imports)]
+        use #private::{ProbeNotThreadSafe as _, ProbeThreadSafe as _};
         #(#copies)*
         #private::Detached::new(move || {
             #(#clones)*
@@ -274,15 +277,48 @@ pub(crate) fn detached(func: &ItemFn, ret: &Type, private: &TokenStream) -> Toke
     }}
 }
 
+/// The first copy of an argument or `self` (`reference` is `&name`, or
+/// `&*name` for a reference): [`owned_copy`], then checked to be shareable
+/// between threads, by the runtime's probe (see its `copy.rs`), so that a
+/// type that is not `Send + Sync` is one error, where the type ends.
+fn copy_of(private: &TokenStream, reference: TokenStream, first: Span, last: Span) -> TokenStream {
+    let owned = owned_copy(private, reference.clone(), first, last);
+    let probe = spanned_call(
+        quote!(#private::SendProbe::of),
+        spanned_reference(reference, first, last),
+        last,
+    );
+    let method = Ident::new("thread_safe", last);
+    spanned_call(
+        quote!(#private::Shared::shared),
+        quote!(#owned, (&#probe).#method()),
+        last,
+    )
+}
+
 /// `Owned::owned(<reference>)` (`&name`, or `&*name` for a reference),
-/// with `name` spanned on `first` and the rest on `last`.
+/// with `name` spanned on `first` and the rest on `last`: the first step of
+/// a copy, and each run's copy of the first (on a type that failed a check,
+/// rustc reports nothing more).
 ///
 /// Found by trying: this way rustc reports a type that is not `Owned` on
 /// the argument, with `Owned`'s message and its own help (`#[derive(Clone)]`).
 /// Spanned otherwise, the error points at the whole attribute, or loses the
 /// message for "consider borrowing here" (a `&` before the argument's name
 /// in the signature, which is wrong).
-fn copy_of(private: &TokenStream, reference: TokenStream, first: Span, last: Span) -> TokenStream {
+fn owned_copy(
+    private: &TokenStream,
+    reference: TokenStream,
+    first: Span,
+    last: Span,
+) -> TokenStream {
+    let reference = spanned_reference(reference, first, last);
+    spanned_call(quote!(#private::Owned::owned), reference, last)
+}
+
+/// `&name` or `&*name`, with `name` spanned on `first`, `&` on `last` and
+/// `*` on `first`.
+fn spanned_reference(reference: TokenStream, first: Span, last: Span) -> TokenStream {
     let mut tokens: Vec<TokenTree> = reference.into_iter().collect();
     let mut name = tokens.pop();
     if let Some(name) = &mut name {
@@ -298,12 +334,14 @@ fn copy_of(private: &TokenStream, reference: TokenStream, first: Span, last: Spa
             token
         })
         .collect();
-    let path = respanned(quote!(#private::Owned::owned), last);
-    let mut args = proc_macro2::Group::new(
-        proc_macro2::Delimiter::Parenthesis,
-        quote!(#reference #name),
-    );
-    args.set_span(last);
+    quote!(#reference #name)
+}
+
+/// `path(args)`, the path and the parentheses spanned on `span`.
+fn spanned_call(path: TokenStream, args: TokenStream, span: Span) -> TokenStream {
+    let path = respanned(path, span);
+    let mut args = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, args);
+    args.set_span(span);
     quote!(#path #args)
 }
 

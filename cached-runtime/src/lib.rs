@@ -11,6 +11,7 @@ mod breaker;
 mod cache;
 mod codec;
 mod coherence;
+mod copy;
 mod envelope;
 mod error;
 mod flight;
@@ -50,6 +51,10 @@ pub mod __private {
     pub use crate::body::Detached;
     pub use crate::cache::{Cache, global};
     pub use crate::codec::{Cacheable, Codec};
+    pub use crate::copy::{
+        NotThreadSafe, Owned, ProbeNotThreadSafe, ProbeThreadSafe, SendProbe, Shared, ThreadSafe,
+        Unused,
+    };
     pub use crate::error::LoadTimeout;
     pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
     pub use crate::shape::{Fallible, FallibleOptional, Kept, Optional, Plain, Shape, Split};
@@ -59,33 +64,6 @@ pub mod __private {
         ProbeOption, ProbePlain, ProbeResult, Probed, ShapeProbe,
     };
     pub use crate::write::{When, invalidating, invalidating_always, write_through};
-
-    /// What a background run of a cached function needs of an argument
-    /// (or `self`): an owned copy it can clone for each run. Implemented
-    /// for every `Clone + Send + Sync + 'static` type, and through
-    /// `ToOwned` for references (`&str` is copied as a `String`).
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` cannot be copied into a background run of the function",
-        label = "`stale`, `refresh_ahead` and `timeout` need a copy of this",
-        note = "those options run the function again in the background, on copies of its arguments and of `self`: make this type `Clone + Send + Sync + 'static` (share state behind an `Arc`, not an `Rc`), or remove the option"
-    )]
-    pub trait Owned {
-        /// The copy.
-        type Owned: Clone + Send + Sync + 'static;
-        /// Makes the copy.
-        fn owned(&self) -> Self::Owned;
-    }
-
-    impl<T: ?Sized + ToOwned> Owned for T
-    where
-        T::Owned: Clone + Send + Sync + 'static,
-    {
-        type Owned = T::Owned;
-
-        fn owned(&self) -> T::Owned {
-            self.to_owned()
-        }
-    }
 
     /// Checks that a cached value's type can be cached and returns what the
     /// cache paths need of it; spanned on the return type so that the error
