@@ -223,6 +223,15 @@ mod tests {
     }
 
     #[test]
+    fn keywords_are_raw_identifiers() {
+        let span = proc_macro2::Span::call_site();
+        assert_eq!(ident("type", span).to_string(), "r#type");
+        assert_eq!(ident("gen", span).to_string(), "r#gen");
+        assert_eq!(ident("name", span).to_string(), "name");
+        assert_eq!(ident("self", span).to_string(), "self");
+    }
+
+    #[test]
     fn raw_names_are_the_names() {
         assert_eq!(
             parse("{r#type}:{f.r#type}:{f.type}").unwrap(),
