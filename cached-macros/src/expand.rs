@@ -7,7 +7,7 @@
 //! On any error the original function is emitted unchanged, followed by the
 //! errors, so the user sees only what is wrong and the IDE keeps working.
 
-use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Group, Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
@@ -16,6 +16,7 @@ use syn::{Ident, ItemFn};
 use crate::attr::{Args, CacheOption, Kind, Prefix, When};
 use crate::ctxt::Ctxt;
 use crate::func::{Arg, Func, Generic, Named};
+use crate::spans::respanned;
 use crate::suggest;
 use crate::template::{self, Piece, Template};
 
@@ -698,24 +699,6 @@ fn template_parts(
                 let write_key = respanned(write.clone(), call_span);
                 quote_spanned!(span=> #write_key(&#value #(#field_tokens)*, &mut #writer);)
             }
-        })
-        .collect()
-}
-
-/// `tokens` with every span set to `span`: for generated paths that a type
-/// error names, so it points at what the user wrote rather than at the whole
-/// attribute.
-fn respanned(tokens: TokenStream, span: Span) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|mut token| {
-            if let TokenTree::Group(group) = &token {
-                let mut inner = Group::new(group.delimiter(), respanned(group.stream(), span));
-                inner.set_span(span);
-                token = TokenTree::Group(inner);
-            }
-            token.set_span(span);
-            token
         })
         .collect()
 }

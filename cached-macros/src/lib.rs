@@ -11,6 +11,7 @@ mod func;
 mod probe;
 mod receiver;
 mod resilience;
+mod spans;
 mod suggest;
 mod template;
 

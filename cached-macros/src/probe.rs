@@ -26,13 +26,14 @@
 //! that says what to write is the only one (not also "`ApiError` is not
 //! `Serialize`", which is not what is wrong).
 
-use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
-use quote::{ToTokens, quote, quote_spanned};
+use proc_macro2::{Delimiter, Group, Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::Ident;
 use syn::spanned::Spanned;
-use syn::{Ident, Type};
 
 use crate::attr::Kind;
 use crate::func::{Output, ShapeKind};
+use crate::spans::{first_span, last_span};
 
 /// A shape the probe may find.
 #[derive(Clone, Copy)]
@@ -193,22 +194,6 @@ fn probe_call(private: &TokenStream, output: &Output, function: &str) -> TokenSt
         _ => quote_spanned!(first=> ()),
     };
     quote_spanned!(first=> #function::<#value_ty, _, #err> #args)
-}
-
-fn first_span(ty: &Type) -> Span {
-    ty.to_token_stream()
-        .into_iter()
-        .next()
-        .map_or_else(|| ty.span(), |token| token.span())
-}
-
-/// The span of the last token of a type (`>` of `Vec<u8>`).
-fn last_span(ty: &Type) -> Span {
-    match ty.to_token_stream().into_iter().last() {
-        Some(TokenTree::Group(group)) => group.span_close(),
-        Some(token) => token.span(),
-        None => ty.span(),
-    }
 }
 
 /// The probe's methods in scope.

@@ -9,13 +9,14 @@
 //! is renamed to a binding of the copy, as async-trait does.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
-use quote::{ToTokens, quote};
+use quote::quote;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, ReceiverKind, Type};
 
 use crate::attr::{Args, FAIL_SAFE, Resilience, TIMEOUT};
 use crate::ctxt::Ctxt;
 use crate::func::{Func, ShapeKind, spelled};
+use crate::spans::{first_span, last_span, respanned};
 
 /// The checks that need the function: what its return type can express,
 /// and what a background run can copy.
@@ -343,41 +344,4 @@ fn spanned_call(path: TokenStream, args: TokenStream, span: Span) -> TokenStream
     let mut args = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, args);
     args.set_span(span);
     quote!(#path #args)
-}
-
-fn first_span(tokens: impl ToTokens) -> Span {
-    tokens
-        .into_token_stream()
-        .into_iter()
-        .next()
-        .map_or_else(Span::call_site, |token| token.span())
-}
-
-/// The span of the last token of a type (`>` of `Vec<u8>`).
-fn last_span(ty: &Type) -> Span {
-    fn last(tokens: TokenStream) -> Option<Span> {
-        match tokens.into_iter().last()? {
-            TokenTree::Group(group) => Some(group.span_close()),
-            token => Some(token.span()),
-        }
-    }
-    last(ty.to_token_stream()).unwrap_or_else(|| ty.span())
-}
-
-/// `tokens` with every span set to `span`, so that an error about a
-/// generated path points at the user's token it stands for.
-fn respanned(tokens: TokenStream, span: Span) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|mut token| {
-            if let TokenTree::Group(group) = &token {
-                let mut inner =
-                    proc_macro2::Group::new(group.delimiter(), respanned(group.stream(), span));
-                inner.set_span(span);
-                token = TokenTree::Group(inner);
-            }
-            token.set_span(span);
-            token
-        })
-        .collect()
 }

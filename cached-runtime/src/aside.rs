@@ -197,7 +197,7 @@ where
             Ok(Some(Landed::Absent)) => {
                 if let Some(absent) = S::absent() {
                     Counters::bump(&inner.counters.misses);
-                    return absent;
+                    return absent();
                 }
                 if !ended(slot, give_up_at).await {
                     return B::lead(ctx, None, body, fallback).await;

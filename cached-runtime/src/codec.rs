@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::envelope::{self, Meta};
 use crate::flight::Shared;
 use crate::l1::Absent;
-use crate::shape::Shape;
+use crate::shape::{Kept, Shape};
 
 /// What a cached value must be: stored typed in L1, serialized in L2, shared
 /// between tasks.
@@ -86,36 +86,19 @@ impl<V: Cacheable> Default for Codec<V> {
 /// `None` for a value of another type.
 #[inline]
 pub(crate) fn answer<S: Shape<R>, R>(codec: Codec<S::Value>, shared: &Shared) -> Option<R> {
-    held::<S, R>(codec, shared)?.answer::<S, R>()
+    kept::<S, R>(codec, shared).map(Kept::rejoin::<S>)
 }
 
-/// A cached value or a cached "nothing", out of its `Arc`, kept for an
-/// answer later: not yet the function's return value, which need not be
-/// `Send`.
-pub(crate) enum Held<V> {
-    Value(V),
-    Absent,
-}
-
-impl<V> Held<V> {
-    /// The function's return value; `None` for a "nothing" its shape
-    /// cannot return.
-    pub(crate) fn answer<S: Shape<R, Value = V>, R>(self) -> Option<R> {
-        match self {
-            Self::Value(value) => Some(S::from_value(value)),
-            Self::Absent => S::absent(),
-        }
-    }
-}
-
-/// What [`answer`] would make of `shared`, kept for later.
-pub(crate) fn held<S: Shape<R>, R>(
+/// What [`answer`] would make of `shared`, kept apart for an answer later:
+/// not yet the function's return value, which need not be `Send`.
+#[inline]
+pub(crate) fn kept<S: Shape<R>, R>(
     codec: Codec<S::Value>,
     shared: &Shared,
-) -> Option<Held<S::Value>> {
+) -> Option<Kept<S::Value, R>> {
     match (codec.unshare)(shared) {
-        Some(value) => Some(Held::Value(value)),
-        None if shared.is::<Absent>() && S::absent().is_some() => Some(Held::Absent),
+        Some(value) => Some(Kept::Value(value)),
+        None if shared.is::<Absent>() => S::absent().map(Kept::Absent),
         None => None,
     }
 }
@@ -124,7 +107,7 @@ pub(crate) fn held<S: Shape<R>, R>(
 /// flight's waiters: without them, the value is moved out, not cloned.
 pub(crate) fn answer_owned<S: Shape<R>, R>(codec: Codec<S::Value>, shared: Shared) -> Option<R> {
     if shared.is::<Absent>() {
-        return S::absent();
+        return S::absent().map(|absent| absent());
     }
     (codec.take)(shared).map(S::from_value)
 }

@@ -140,13 +140,15 @@ impl<'a> L2Call<'a> {
                 return L2Read::Unavailable;
             }
         };
-        let seen = |entry| Seen {
-            versions: read.versions.clone(),
+        let versions = read.versions;
+        // Made once, on whichever path ends the read.
+        let seen = |versions, entry| Seen {
+            versions,
             entry,
             at,
         };
         let Some(bytes) = read.entry else {
-            return L2Read::Miss(seen(None));
+            return L2Read::Miss(seen(versions, None));
         };
         if bytes.len() > self.inner.settings.max_value_size {
             Counters::bump(&self.inner.counters.oversized_values);
@@ -156,10 +158,10 @@ impl<'a> L2Call<'a> {
                 len,
                 "L2 value over max_value_size; not decoded, loading"
             );
-            return L2Read::Miss(seen(Some(bytes)));
+            return L2Read::Miss(seen(versions, Some(bytes)));
         }
         if crate::l2::is_tombstone(&bytes) {
-            return L2Read::Miss(seen(Some(bytes))); // invalidated
+            return L2Read::Miss(seen(versions, Some(bytes))); // invalidated
         }
         let Some((meta, value)) = (codec.decode)(&bytes) else {
             let expected = std::any::type_name::<V>();
@@ -168,14 +170,14 @@ impl<'a> L2Call<'a> {
                 expected,
                 "L2 value does not decode; loading"
             );
-            return L2Read::Miss(seen(Some(bytes)));
+            return L2Read::Miss(seen(versions, Some(bytes)));
         };
-        let invalidated = meta.tag_versions != read.versions
+        let invalidated = meta.tag_versions != versions
             || pending.is_some_and(|p| p.covers(self.key, self.spec.prefix, self.tags));
         if invalidated {
-            return L2Read::Miss(seen(Some(bytes)));
+            return L2Read::Miss(seen(versions, Some(bytes)));
         }
-        let seen = seen(Some(bytes));
+        let seen = seen(versions, Some(bytes));
         L2Read::Found(Found { meta, value, seen })
     }
 
@@ -271,44 +273,34 @@ impl<'a> L2Call<'a> {
                 {
                     lease.released();
                 }
-                match stored {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
-                        tracing::debug!(key, "entry changed while loading; not overwritten");
-                        return Err(NotWritten::Changed);
-                    }
-                    Err(error) => Err(error),
-                }
+                stored
             }
             Write::Announced(seen, message) => {
                 let channel = self.inner.names.channel();
                 let announce = (channel.as_str(), message.as_slice());
-                let digest = seen.digest();
-                let stored = self
-                    .l2
+                self.l2
                     .write_through(
                         key,
-                        &digest,
+                        &seen.digest(),
                         &bytes,
                         ttl,
                         &self.version_keys,
                         version_ttl,
                         announce,
                     )
-                    .await;
-                match stored {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
-                        tracing::debug!(key, "entry changed during the write-through");
-                        return Err(NotWritten::Changed);
-                    }
-                    Err(error) => Err(error),
-                }
+                    .await
             }
         };
-        written.map_err(|error| {
-            self.redis_failed(&error, "write");
-            NotWritten::Failed
-        })
+        match written {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::debug!(key, "entry changed since it was read; not overwritten");
+                Err(NotWritten::Changed)
+            }
+            Err(error) => {
+                self.redis_failed(&error, "write");
+                Err(NotWritten::Failed)
+            }
+        }
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::body::Body;
 use crate::cache::{Cache, Inner};
-use crate::codec::{Codec, Held, answer, answer_owned, held};
+use crate::codec::{Codec, answer, answer_owned, kept};
 use crate::envelope;
 use crate::flight::{Landed, Leader, Shared, Source};
 use crate::generations::Snapshot;
@@ -203,7 +203,7 @@ struct Run<'a, S: Shape<R>, R, B> {
     /// result: nothing of type `R` lives across an `await` here, so the
     /// call's future is `Send` whenever the function's is (whatever its
     /// error type).
-    offered: Option<Held<S::Value>>,
+    offered: Option<Kept<S::Value, R>>,
     /// What the last L2 read saw, for the lock and the write.
     seen: Option<Seen>,
     lease: Option<Lease>,
@@ -251,9 +251,19 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         self.mode != Mode::Call || self.offered.is_some()
     }
 
+    /// Keeps a value this run found or loaded in L1, with the versions
+    /// taken before anything was read (an invalidation since keeps it out).
+    fn keep_in_l1(&self, value: Shared, expires_at_ms: u64, load_time: Duration) {
+        let generations = self.generations.clone();
+        let entry = l1_entry(self.ctx.spec, value, expires_at_ms, load_time, generations);
+        if let Some(entry) = entry {
+            self.inner.keep_in_l1(&self.ctx.key, entry);
+        }
+    }
+
     /// The answer the caller was offered already, if any.
     fn take_offered(&mut self) -> Option<R> {
-        self.offered.take()?.answer::<S, R>()
+        self.offered.take().map(Kept::rejoin::<S>)
     }
 
     /// Counts how a call was answered, unless it was answered before.
@@ -394,11 +404,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         };
         let (expires_at_ms, load_time) = (found.meta.expires_at_ms, found.meta.load_time());
         if let Some(fresh_for) = remaining.filter(|_| newer) {
-            let generations = self.generations.clone();
-            let entry = l1_entry(spec, shared.clone(), expires_at_ms, load_time, generations);
-            if let Some(entry) = entry {
-                inner.keep_in_l1(&ctx.key, entry);
-            }
+            self.keep_in_l1(shared.clone(), expires_at_ms, load_time);
             if let Some(leader) = self.leader.take() {
                 let until = later(Instant::now(), fresh_for.min(spec.ttl));
                 leader.land(Landed::Value(shared.clone(), Source::L2), until);
@@ -424,15 +430,11 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             && B::DETACHED
             && !self.answered()
             && let Some(leader) = &self.leader
-            && let Some(answer) = held::<S, R>(ctx.codec, &shared)
+            && let Some(answer) = kept::<S, R>(ctx.codec, &shared)
         {
             // Stale-while-revalidate: the callers take it now, this
             // (background) leader goes on to refresh it.
-            let generations = self.generations.clone();
-            let entry = l1_entry(spec, shared.clone(), expires_at_ms, load_time, generations);
-            if let Some(entry) = entry {
-                inner.keep_in_l1(&ctx.key, entry);
-            }
+            self.keep_in_l1(shared.clone(), expires_at_ms, load_time);
             let until = later(Instant::now(), spec.stale.saturating_sub(past));
             leader.offer(Landed::Value(shared.clone(), Source::L2), until);
             count_answer(inner, Source::L2);
@@ -501,7 +503,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         let (ctx, spec) = (self.ctx, self.ctx.spec);
         if let (Some(leader), Some(fallback)) = (&self.leader, &self.fallback)
             && fallback.servable(spec)
-            && let Some(answer) = held::<S, R>(ctx.codec, &fallback.value)
+            && let Some(answer) = kept::<S, R>(ctx.codec, &fallback.value)
         {
             let until = fallback.window_end(spec);
             leader.offer(
@@ -555,7 +557,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     /// Phase 3: a value goes to L1, to the waiters, then to Redis with the
     /// versions read before the load.
     async fn settle(mut self, landing: Landing<S::Value, R>) -> Option<R> {
-        let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        let ctx = self.ctx;
         let Landing {
             kept,
             ttl,
@@ -567,10 +569,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             None => Arc::new(Absent),
         };
         let expires_at_ms = expiry(ttl);
-        let generations = self.generations.clone();
-        if let Some(entry) = l1_entry(spec, shared.clone(), expires_at_ms, load_time, generations) {
-            inner.keep_in_l1(&ctx.key, entry);
-        }
+        self.keep_in_l1(shared.clone(), expires_at_ms, load_time);
         if let Some(leader) = self.leader.take() {
             let until = later(Instant::now(), ttl);
             leader.land(Landed::Value(shared, Source::Load), until);

@@ -59,8 +59,8 @@ pub trait Shape<R> {
     /// Rebuilds a result from a cached value.
     fn from_value(value: Self::Value) -> R;
 
-    /// Rebuilds the "nothing" result, for shapes that have one.
-    fn absent() -> Option<R>;
+    /// What rebuilds the "nothing" result, for shapes that have one.
+    fn absent() -> Option<fn() -> R>;
 }
 
 /// `T`: every result is a value.
@@ -90,7 +90,7 @@ impl<T> Shape<T> for Plain {
         value
     }
 
-    fn absent() -> Option<T> {
+    fn absent() -> Option<fn() -> T> {
         None
     }
 }
@@ -106,8 +106,8 @@ impl<T> Shape<Option<T>> for Optional {
         Some(value)
     }
 
-    fn absent() -> Option<Option<T>> {
-        Some(None)
+    fn absent() -> Option<fn() -> Option<T>> {
+        Some(|| None)
     }
 }
 
@@ -125,7 +125,7 @@ impl<T, E> Shape<Result<T, E>> for Fallible {
         Ok(value)
     }
 
-    fn absent() -> Option<Result<T, E>> {
+    fn absent() -> Option<fn() -> Result<T, E>> {
         None
     }
 }
@@ -145,7 +145,7 @@ impl<T, E> Shape<Result<Option<T>, E>> for FallibleOptional {
         Ok(Some(value))
     }
 
-    fn absent() -> Option<Result<Option<T>, E>> {
-        Some(Ok(None))
+    fn absent() -> Option<fn() -> Result<Option<T>, E>> {
+        Some(|| Ok(None))
     }
 }
