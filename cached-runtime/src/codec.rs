@@ -83,10 +83,15 @@ impl<V: Cacheable> Default for Codec<V> {
 }
 
 /// A cached value (or cached "nothing") as the function's return value;
-/// `None` for a value of another type.
+/// `None` for a value of another type. [`kept`] then `rejoin`, written
+/// out: it is the L1 hit's path.
 #[inline]
 pub(crate) fn answer<S: Shape<R>, R>(codec: Codec<S::Value>, shared: &Shared) -> Option<R> {
-    kept::<S, R>(codec, shared).map(Kept::rejoin::<S>)
+    match (codec.unshare)(shared) {
+        Some(value) => Some(S::from_value(value)),
+        None if shared.is::<Absent>() => S::absent().map(|absent| absent()),
+        None => None,
+    }
 }
 
 /// What [`answer`] would make of `shared`, kept apart for an answer later:
