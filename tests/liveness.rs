@@ -359,3 +359,33 @@ async fn a_silent_command_connection_is_replaced() {
     assert!(back, "10 s after the cut, L2 is still unused: {after:?}");
     assert!(after.breaker_trips >= 1, "{after:?}");
 }
+
+#[cache_aside(prefix = "held", ttl = "5m", cache = cache, skip(cache))]
+async fn held(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+/// A lock key with no TTL (set by something else) is waited on until
+/// `lock_wait`, not polled: `PTTL` says -1, which was a 1 ms retry.
+#[tokio::test]
+async fn a_lock_without_a_ttl_is_not_polled() {
+    let server = support::shared();
+    let cache = Cache::builder()
+        .namespace("pttl")
+        .redis(server.url())
+        .lock_wait(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let mut redis = support::raw(&server.url()).await;
+    let _: () = redis::cmd("SET")
+        .arg("pttl:#lock:held:7")
+        .arg("someone")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let before = support::command_calls(&mut redis, "evalsha").await;
+    assert_eq!(held(&cache, 7).await, 7, "loads past lock_wait");
+    let acquires = support::command_calls(&mut redis, "evalsha").await - before;
+    assert!(acquires < 10, "{acquires} scripts run in 300 ms of waiting");
+}

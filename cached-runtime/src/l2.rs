@@ -533,7 +533,14 @@ impl L2 {
         Ok(match taken {
             1 => Acquired::Taken,
             2 => Acquired::Landed,
-            _ => Acquired::Held(Duration::from_millis(u64::try_from(left).unwrap_or(0))),
+            // A lock set without a TTL (by something else: `PTTL` is -1)
+            // is waited on as a whole lease, not polled.
+            _ => Acquired::Held(
+                u64::try_from(left)
+                    .ok()
+                    .filter(|&left| left > 0)
+                    .map_or(lease, Duration::from_millis),
+            ),
         })
     }
 

@@ -90,14 +90,15 @@ impl Drop for Watch<'_> {
         let Some(ours) = self.notify.take() else {
             return;
         };
-        let ours = Arc::downgrade(&ours); // our reference, gone
+        let weak = Arc::downgrade(&ours);
+        drop(ours); // our reference, gone (shadowing it would keep it)
         let mut map = self.landings.map();
         // Only the map's own reference left: nobody else waits. (Counted
         // with ours dropped first, so two watches that go at once cannot
         // each see the other and both keep the entry.)
         if map
             .get(&self.key)
-            .is_some_and(|n| Weak::ptr_eq(&Arc::downgrade(n), &ours) && Arc::strong_count(n) == 1)
+            .is_some_and(|n| Weak::ptr_eq(&Arc::downgrade(n), &weak) && Arc::strong_count(n) == 1)
         {
             map.remove(&self.key);
         }
@@ -235,4 +236,26 @@ impl Drop for Lease {
 /// A random lock token.
 pub(crate) fn token() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(landings: &Landings) -> Vec<String> {
+        let mut keys: Vec<String> = landings.map().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn a_watch_leaves_no_entry_once_nobody_waits() {
+        let landings = Landings::default();
+        drop(landings.watch("p:1"));
+        let (a, b) = (landings.watch("p:2"), landings.watch("p:2"));
+        drop(a);
+        assert_eq!(waiting(&landings), ["p:2"], "b still waits");
+        drop(b);
+        assert!(waiting(&landings).is_empty(), "{:?}", waiting(&landings));
+    }
 }
