@@ -96,18 +96,53 @@ impl Inner {
     /// since its generations were taken (before the value was read or
     /// loaded): it may be stale. A tag, prefix or namespace invalidation
     /// after this outdates the entry in place (every hit checks those
-    /// generations); a key invalidation removes the key, and one that came
-    /// between the check and the insert is caught by the check after it,
-    /// which takes back this entry and no other.
+    /// generations); a key invalidation removes the key, and waits for a
+    /// fill of its stripe that checked before it (see
+    /// `Generations::lock_fills`).
     pub(crate) fn keep_in_l1(&self, key: &str, entry: crate::l1::Entry) {
-        if !self.l1.enabled() || !entry.is_current() {
+        self.fill_l1(key, entry, true);
+    }
+
+    /// As [`Inner::keep_in_l1`], unless L1 holds a value of `key` by now
+    /// (another load's, newer): for a fail-safe value kept serving.
+    pub(crate) fn keep_in_l1_unless_filled(&self, key: &str, entry: crate::l1::Entry) {
+        self.fill_l1(key, entry, false);
+    }
+
+    fn fill_l1(&self, key: &str, entry: crate::l1::Entry, replace: bool) {
+        if !self.l1.enabled() {
             return;
         }
-        if let Some(inserted) = self.l1.insert(key.to_owned(), entry)
-            && !inserted.is_current()
-        {
-            self.l1.remove_inserted(key, &inserted);
+        let _fills = self.generations.lock_fills(key);
+        if entry.is_current() && (replace || self.l1.get(key).is_none()) {
+            self.l1.insert(key.to_owned(), entry);
         }
+    }
+
+    /// A key invalidation here: L1 forgets the key, and loads of it in
+    /// flight cannot fill L1.
+    fn outdate_key(&self, key: &str) {
+        let _fills = self.generations.lock_fills(key);
+        self.generations.bump_key(key);
+        self.l1.remove(key);
+    }
+
+    /// A write-through's key invalidation here, before it keeps its value:
+    /// as [`Inner::outdate_key`], bumping the stripe only if nothing else
+    /// did since `written` was taken; the snapshot to keep the value with
+    /// then (`None`: another write or invalidation raced with this one).
+    pub(crate) fn outdate_written_key(
+        &self,
+        key: &str,
+        written: &crate::generations::Snapshot,
+    ) -> Option<crate::generations::Snapshot> {
+        let _fills = self.generations.lock_fills(key);
+        let own = written.bump_own_key();
+        if own.is_none() {
+            self.generations.bump_key(key);
+        }
+        self.l1.remove(key);
+        own
     }
 
     /// Makes the L1 entries an invalidation covers unservable, and the
@@ -120,8 +155,7 @@ impl Inner {
             return;
         }
         for key in &invalidation.keys {
-            self.generations.bump_key(key);
-            self.l1.remove(key);
+            self.outdate_key(key);
         }
         for prefix in &invalidation.prefixes {
             self.generations.bump_prefix(prefix);
@@ -674,5 +708,83 @@ mod tests {
         fill("again", &[]);
         inner.forget_l1();
         assert_eq!(served("again"), 0, "after the namespace");
+    }
+
+    /// A fill that checked its generations before a key invalidation
+    /// cannot put its value in L1 after the invalidation returned: the
+    /// invalidation waits for it (the fill checks and inserts under its
+    /// stripe's lock). Raced on two threads: after each invalidation, what
+    /// L1 holds of the key was loaded after it.
+    #[test]
+    fn a_key_invalidation_leaves_no_older_fill_servable() {
+        let inner = Cache::from_parts(
+            DEFAULT_NAMESPACE.to_owned(),
+            1_000,
+            None,
+            Settings::default(),
+        )
+        .inner;
+        /// Stops the filler however the rounds end (a failed assertion
+        /// included: the scope joins it before the panic goes on).
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let _stop = Stop(&done);
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let generations = inner.generations.snapshot("p", &[], "p:k");
+                    let entry = Entry::shared(Arc::new(0_u8), Duration::from_secs(60), generations);
+                    inner.keep_in_l1("p:k", entry);
+                }
+            });
+            for round in 0..200_000 {
+                inner.apply_locally(&Invalidation {
+                    keys: vec!["p:k".into()],
+                    ..Invalidation::default()
+                });
+                if let Some(entry) = inner.l1.entry("p:k") {
+                    assert!(
+                        entry.is_current(),
+                        "round {round}: a value loaded before the invalidation is in L1"
+                    );
+                }
+            }
+        });
+    }
+
+    /// A fail-safe value kept serving never replaces a value loaded
+    /// meanwhile: checked and inserted under the fills' lock, as loads are.
+    #[test]
+    fn a_kept_fail_safe_value_does_not_replace_a_newer_one() {
+        let inner = Cache::from_parts(
+            DEFAULT_NAMESPACE.to_owned(),
+            1_000,
+            None,
+            Settings::default(),
+        )
+        .inner;
+        let entry = |value: u8| {
+            let generations = inner.generations.snapshot("p", &[], "p:k");
+            Entry::shared(Arc::new(value), Duration::from_secs(60), generations)
+        };
+        inner.keep_in_l1_unless_filled("p:k", entry(1));
+        assert!(
+            inner
+                .l1
+                .get("p:k")
+                .is_some_and(|hit| hit.downcast_ref() == Some(&1_u8))
+        );
+        inner.keep_in_l1("p:k", entry(2));
+        inner.keep_in_l1_unless_filled("p:k", entry(1));
+        let held = inner
+            .l1
+            .get("p:k")
+            .and_then(|hit| hit.downcast_ref::<u8>().copied());
+        assert_eq!(held, Some(2), "the newer value stays");
     }
 }

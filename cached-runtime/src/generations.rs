@@ -26,6 +26,11 @@ pub(crate) struct Generations {
     named: Mutex<Named>,
     /// The keys' counters: a key invalidation bumps its key's stripe.
     keys: Box<[Counter]>,
+    /// One lock per stripe, held while an L1 fill of a key checks and
+    /// inserts, and while an invalidation of a key bumps and removes: a
+    /// fill that checked before the bump cannot insert after the removal
+    /// (a hit does not check the key's stripe, shared with other keys).
+    fills: Box<[Mutex<()>]>,
     stripe_hasher: foldhash::fast::FixedState,
 }
 
@@ -40,6 +45,7 @@ impl Default for Generations {
             namespace: Counter::default(),
             named: Mutex::default(),
             keys: (0..KEY_STRIPES).map(|_| Counter::default()).collect(),
+            fills: (0..KEY_STRIPES).map(|_| Mutex::default()).collect(),
             stripe_hasher: foldhash::fast::FixedState::with_seed(0x7c3a_1d5e_9b2f_4e61),
         }
     }
@@ -142,12 +148,25 @@ impl Generations {
         self.named.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The counter of `key`'s stripe.
-    fn stripe(&self, key: &str) -> &Counter {
+    /// The stripe of `key`.
+    fn stripe_of(&self, key: &str) -> usize {
         use std::hash::BuildHasher;
         let hash = self.stripe_hasher.hash_one(key);
         // The modulo of a 64-bit hash by a power of two: its low bits.
-        &self.keys[(hash as usize) % KEY_STRIPES]
+        (hash as usize) % KEY_STRIPES
+    }
+
+    /// The counter of `key`'s stripe.
+    fn stripe(&self, key: &str) -> &Counter {
+        &self.keys[self.stripe_of(key)]
+    }
+
+    /// Holds off the L1 fills and the invalidations of the keys of `key`'s
+    /// stripe: see [`Generations::fills`]. Held for no `await`.
+    pub(crate) fn lock_fills(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
+        self.fills[self.stripe_of(key)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The counters of the entry `key` (the rendered `prefix:…` key) of

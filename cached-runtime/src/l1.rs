@@ -175,19 +175,6 @@ type Key = Box<[u8]>;
 
 type Map = quick_cache::sync::Cache<Key, Arc<Slot>>;
 
-/// What [`L1::insert`] put in place, to take it back (and only it).
-pub(crate) struct Inserted {
-    slot: Arc<Slot>,
-}
-
-impl Inserted {
-    /// Whether what it put in place still depends on nothing invalidated
-    /// since its load began, its key's stripe included.
-    pub(crate) fn is_current(&self) -> bool {
-        self.slot.entry.is_current()
-    }
-}
-
 /// A value found in L1: derefs to the shared value.
 pub(crate) struct Hit(Arc<Slot>);
 
@@ -271,27 +258,19 @@ impl L1 {
         self.entries.is_some()
     }
 
-    pub(crate) fn insert(&self, key: String, entry: Entry) -> Option<Inserted> {
-        let entries = self.entries.as_ref()?;
+    pub(crate) fn insert(&self, key: String, entry: Entry) {
+        let Some(entries) = self.entries.as_ref() else {
+            return;
+        };
         // Read before the entry is in place: a `clear` from now on
         // outdates it.
         let cleared = self.cleared.load(SeqCst);
-        let slot = Arc::new(Slot {
+        let slot = Slot {
             expires: Expiry::after(entry.ttl),
             cleared,
             entry,
-        });
-        entries.insert(key.into_bytes().into_boxed_slice(), slot.clone());
-        Some(Inserted { slot })
-    }
-
-    /// Removes what `inserted` put in place under `key`, unless it was
-    /// replaced since.
-    pub(crate) fn remove_inserted(&self, key: &str, inserted: &Inserted) {
-        if let Some(entries) = &self.entries {
-            let ours = |slot: &Arc<Slot>| Arc::ptr_eq(slot, &inserted.slot);
-            entries.remove_if(key.as_bytes(), ours);
-        }
+        };
+        entries.insert(key.into_bytes().into_boxed_slice(), Arc::new(slot));
     }
 
     pub(crate) fn remove<K: AsRef<[u8]> + ?Sized>(&self, key: &K) {

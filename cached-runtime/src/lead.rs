@@ -665,9 +665,6 @@ fn throttle<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: Option<&Fallback>) {
 /// L1 has a fresh value by now (another load's, newer).
 fn keep_serving<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: &Fallback) {
     let inner = &*ctx.cache.inner;
-    if inner.l1.get(&ctx.key).is_some() {
-        return;
-    }
     let entry = timed_entry(
         ctx.spec,
         fallback.value.clone(),
@@ -677,7 +674,7 @@ fn keep_serving<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: &Fallback) {
         fallback.generations.clone(),
     );
     if let Some(entry) = entry {
-        inner.keep_in_l1(&ctx.key, entry);
+        inner.keep_in_l1_unless_filled(&ctx.key, entry);
     }
 }
 

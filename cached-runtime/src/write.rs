@@ -114,12 +114,7 @@ where
     // Loads of this key begun before this point can no longer put an older
     // value in L1; the written value goes there unless an invalidation of
     // the entry raced with the write.
-    let own = before.bump_own_key();
-    if own.is_none() {
-        inner.generations.bump_key(&key);
-    }
-    inner.l1.remove(&key);
-    if let Some(generations) = own {
+    if let Some(generations) = inner.outdate_written_key(&key, &before) {
         let shared = (codec.share)(&value);
         if let Some(entry) = l1_entry(spec, shared, expires_at_ms, Duration::ZERO, generations) {
             inner.keep_in_l1(&key, entry);
