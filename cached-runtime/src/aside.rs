@@ -22,7 +22,8 @@ use crate::cache::Cache;
 use crate::codec::{Codec, answer};
 use crate::flight::{self, Landed, Leader, Role};
 use crate::key::KeyWriter;
-use crate::lead::{Ctx, Fallback, count_answer, serve_fallback};
+use crate::l2call::{L2Call, L2Read};
+use crate::lead::{Ctx, Fallback, count_answer, l1_entry, serve_fallback};
 use crate::shape::Shape;
 pub use crate::spec::Spec;
 use crate::spec::later;
@@ -81,12 +82,21 @@ where
 {
     let ctx = Ctx::<S, R> {
         cache,
-        spec,
+        spec: *spec,
         codec,
         key,
         tags,
         timed_out,
     };
+    load_in(ctx, body).await
+}
+
+/// [`load`] for a call already described (a programmatic entry's).
+pub(crate) async fn load_in<S, R, F>(ctx: Ctx<S, R>, body: F) -> R
+where
+    S: Shape<R>,
+    F: Future<Output = R>,
+{
     resolve(ctx, Inline(body)).await
 }
 
@@ -109,13 +119,68 @@ where
 {
     let ctx = Ctx::<S, R> {
         cache,
-        spec,
+        spec: *spec,
         codec,
         key,
         tags,
         timed_out,
     };
+    load_detached_in(ctx, body).await
+}
+
+/// [`load_detached`] for a call already described.
+pub(crate) async fn load_detached_in<S, R>(ctx: Ctx<S, R>, body: Detached<R>) -> R
+where
+    S: Shape<R> + 'static,
+    S::Value: Send + Sync + 'static,
+    R: Send + 'static,
+{
     resolve(ctx, Background::new(body)).await
+}
+
+/// What the cache holds for `key`, fresh, without a load: L1, then Redis
+/// (an L2 hit fills L1). `None` for a miss, a cached "nothing", a value of
+/// another type, or one past its fresh period. The L2 entry is checked
+/// against the versions of `tags`: the tags it was written with.
+pub async fn peek<V>(
+    cache: &Cache,
+    spec: &Spec,
+    codec: Codec<V>,
+    key: &str,
+    tags: &[String],
+) -> Option<V> {
+    let inner = &*cache.inner;
+    if let Some(hit) = inner.l1.get(key) {
+        let value = (codec.unshare)(&hit)?;
+        Counters::bump(&inner.counters.l1_hits);
+        return Some(value);
+    }
+    // Before the read: an invalidation from now on keeps what it finds out
+    // of L1.
+    let generations = inner.snapshot(spec.prefix, tags, key);
+    let l2 = L2Call::new(inner, spec, key, tags)?;
+    let L2Read::Found(found) = l2.read(codec).await else {
+        return None;
+    };
+    let remaining = found.meta.remaining(std::time::SystemTime::now())?;
+    let value = found.value?;
+    let shared = (codec.share)(&value);
+    let (expires_at_ms, load_time) = (found.meta.expires_at_ms, found.meta.load_time());
+    // Read without a TTL of its own (an entry named only to be read): L1
+    // keeps it for as long as the writer said.
+    let spec = if spec.ttl.is_zero() {
+        &Spec {
+            ttl: remaining,
+            ..*spec
+        }
+    } else {
+        spec
+    };
+    if let Some(entry) = l1_entry(spec, shared, expires_at_ms, load_time, generations) {
+        inner.keep_in_l1(key, entry);
+    }
+    Counters::bump(&inner.counters.l2_hits);
+    Some(value)
 }
 
 /// Whether the flight ended before `deadline`.
@@ -133,7 +198,7 @@ where
     B: Body<S, Output = R>,
 {
     let inner = &*ctx.cache.inner;
-    let spec = ctx.spec;
+    let spec = &ctx.spec;
     let mut fallback = None;
     // Before the lookup: an entry found is in L1, so no invalidation of its
     // key came before this; one after it outdates it as a fail-safe value.

@@ -55,6 +55,16 @@ pub enum Error {
     /// Redis did not answer within the configured timeout.
     #[error("Redis did not answer within {0:?}")]
     RedisTimeout(std::time::Duration),
+    /// A value given to be stored ([`Entry::set`](crate::Entry::set), a
+    /// function's `_set` companion) is not in the cache: the entry was
+    /// invalidated in its place, so no reader finds the value it replaced.
+    #[error("the value for {key:?} was not stored ({reason}); the entry was invalidated instead")]
+    NotStored {
+        /// The rendered `prefix:key`.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// Redis was not asked: it failed repeatedly and the circuit breaker is
     /// open until a probe succeeds.
     #[error("Redis is unavailable: the circuit breaker is open after repeated failures")]

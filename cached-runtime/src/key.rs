@@ -304,6 +304,77 @@ impl KeyWriter {
     }
 }
 
+/// A key of several parts, written as a key template writes it: for
+/// [`Cache::entry`](crate::Cache::entry), [`Cache::entries`](crate::Cache::entries)
+/// and anywhere a [`KeyPart`] goes.
+///
+/// Two parts in a row are `:`-separated, as in `key = "{tenant}:{id}"` and
+/// in the default key of a function of `tenant` and `id`; other template
+/// text is [`text`](Key::text).
+///
+/// ```
+/// use tiercache_runtime::key::{Key, render};
+///
+/// // key = "{tenant}:{id}", or the default key of (tenant, id):
+/// assert_eq!(render(&Key::new().part("acme").part(&7u64)), "acme:7");
+/// // key = "v2/{id}|{lang}":
+/// let key = Key::new().text("v2/").part(&7u64).text("|").part("en");
+/// assert_eq!(render(&key), "v2/7|en");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Key {
+    text: String,
+    /// Whether the last thing written was a part: the next part is
+    /// `:`-separated from it.
+    after_part: bool,
+}
+
+impl Key {
+    /// An empty key.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A `{placeholder}`: the value, escaped; `:`-separated from a part
+    /// just before it.
+    #[must_use]
+    pub fn part<T: KeyPart + ?Sized>(mut self, value: &T) -> Self {
+        let mut writer = KeyWriter::bare();
+        if self.after_part {
+            writer.push_str(":");
+        }
+        value.write_key(&mut writer);
+        self.text.push_str(writer.as_str());
+        self.after_part = true;
+        self
+    }
+
+    /// A template's text between placeholders: ASCII letters, digits, `-`,
+    /// `_`, `.` and the separators `: / | @ = ;` as written (any other
+    /// character is escaped, as in a value, so no text can forge a part).
+    #[must_use]
+    pub fn text(mut self, text: &str) -> Self {
+        let mut writer = KeyWriter::bare();
+        for c in text.chars() {
+            if c.is_ascii() && (is_unreserved(c as u8) || TEMPLATE_SEPARATORS.contains(&c)) {
+                writer.push_ascii(c as u8);
+            } else {
+                writer.write_str(c.encode_utf8(&mut [0; 4]));
+            }
+        }
+        self.text.push_str(writer.as_str());
+        self.after_part = false;
+        self
+    }
+}
+
+impl KeyPart for Key {
+    fn write_key(&self, out: &mut KeyWriter) {
+        out.push_str(&self.text);
+    }
+}
+
 /// Renders one value as a `{placeholder}` of a key or tag template renders
 /// it: to name a key or a tag for [`Cache::invalidate_key`] or
 /// [`Cache::invalidate_tags`] exactly as the macros do.

@@ -40,7 +40,8 @@ use crate::stats::Counters;
 /// One call's unchanging parts.
 pub(crate) struct Ctx<S: Shape<R>, R> {
     pub(crate) cache: Cache,
-    pub(crate) spec: &'static Spec,
+    /// Copied: a programmatic entry's is made at run time.
+    pub(crate) spec: Spec,
     pub(crate) codec: Codec<S::Value>,
     pub(crate) key: String,
     pub(crate) tags: Vec<String>,
@@ -219,7 +220,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         body: B,
     ) -> Self {
         let inner = &*ctx.cache.inner;
-        let (spec, key, tags) = (ctx.spec, &ctx.key, &ctx.tags);
+        let (spec, key, tags) = (&ctx.spec, &ctx.key, &ctx.tags);
         let generations = inner.snapshot(spec.prefix, tags, key);
         let tracked = if inner.l1.enabled() {
             generations.clone()
@@ -255,7 +256,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     /// taken before anything was read (an invalidation since keeps it out).
     fn keep_in_l1(&self, value: Shared, expires_at_ms: u64, load_time: Duration) {
         let generations = self.generations.clone();
-        let entry = l1_entry(self.ctx.spec, value, expires_at_ms, load_time, generations);
+        let entry = l1_entry(&self.ctx.spec, value, expires_at_ms, load_time, generations);
         if let Some(entry) = entry {
             self.inner.keep_in_l1(&self.ctx.key, entry);
         }
@@ -276,7 +277,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     /// Phase 1: read Redis; on a miss take the lock, or wait for its
     /// holder's value (and read again), or give up waiting.
     async fn consult(&mut self) -> Consulted<R> {
-        let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        let (ctx, inner, spec) = (self.ctx, self.inner, &self.ctx.spec);
         let Some(l2) = self.l2.take() else {
             return Consulted::Load;
         };
@@ -390,7 +391,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     /// a refresh, newer than the value it replaces); otherwise offered
     /// (`stale`) and kept as the fail-safe value, and the load goes on.
     fn found(&mut self, found: Found<S::Value>) -> Option<Option<R>> {
-        let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        let (ctx, inner, spec) = (self.ctx, self.inner, &self.ctx.spec);
         let now = SystemTime::now();
         let past = found.meta.past_expiry(now);
         let remaining = found.meta.remaining(now);
@@ -463,7 +464,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     /// caller waits, by `background_load_timeout`); past `timeout`, with a
     /// fail-safe value at hand, the callers take that while it goes on.
     async fn load(&mut self) -> Loaded<R> {
-        let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        let (ctx, inner, spec) = (self.ctx, self.inner, &self.ctx.spec);
         let Some(body) = self.body.take() else {
             unreachable!("a run loads once")
         };
@@ -500,7 +501,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     /// Slower than `timeout`: the callers take the fail-safe value, the
     /// load goes on.
     fn offer_fallback(&mut self) {
-        let (ctx, spec) = (self.ctx, self.ctx.spec);
+        let (ctx, spec) = (self.ctx, &self.ctx.spec);
         if let (Some(leader), Some(fallback)) = (&self.leader, &self.fallback)
             && fallback.servable(spec)
             && let Some(answer) = kept::<S, R>(ctx.codec, &fallback.value)
@@ -521,7 +522,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     /// fail-safe value, or the function's own error; a "nothing" not
     /// cached goes to the waiters only.
     fn landing(&mut self, loaded: Loaded<R>) -> Result<Landing<S::Value, R>, Option<R>> {
-        let (ctx, inner, spec) = (self.ctx, self.inner, self.ctx.spec);
+        let (ctx, inner, spec) = (self.ctx, self.inner, &self.ctx.spec);
         let (result, load_time) = match loaded {
             Loaded::Returned(result, load_time) => (result, load_time),
             Loaded::Cut(cut) => {
@@ -630,14 +631,14 @@ pub(crate) fn serve_fallback<S: Shape<R>, R>(
     leader: &mut Option<Leader>,
     fallback: Option<&Fallback>,
 ) -> Option<R> {
-    let fallback = fallback.filter(|fallback| fallback.servable(ctx.spec))?;
+    let fallback = fallback.filter(|fallback| fallback.servable(&ctx.spec))?;
     let answer = answer::<S, R>(ctx.codec, &fallback.value)?;
     let inner = &*ctx.cache.inner;
     Counters::bump(&inner.counters.fail_safe);
     Counters::bump(&inner.counters.misses);
     keep_serving(ctx, fallback);
     if let Some(leader) = leader.take() {
-        let until = fallback.window_end(ctx.spec);
+        let until = fallback.window_end(&ctx.spec);
         leader.land(
             Landed::Value(fallback.value.clone(), Source::FailSafe),
             until,
@@ -655,7 +656,7 @@ fn throttle<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: Option<&Fallback>) {
     inner
         .flights
         .back_off(&ctx.key, inner.settings.fail_safe_throttle);
-    if let Some(fallback) = fallback.filter(|fallback| fallback.servable(ctx.spec)) {
+    if let Some(fallback) = fallback.filter(|fallback| fallback.servable(&ctx.spec)) {
         keep_serving(ctx, fallback);
     }
 }
@@ -666,7 +667,7 @@ fn throttle<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: Option<&Fallback>) {
 fn keep_serving<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: &Fallback) {
     let inner = &*ctx.cache.inner;
     let entry = timed_entry(
-        ctx.spec,
+        &ctx.spec,
         fallback.value.clone(),
         (fallback.expired_at, fallback.expires_at_ms),
         Some(inner.settings.fail_safe_throttle),

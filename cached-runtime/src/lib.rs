@@ -12,6 +12,7 @@ mod cache;
 mod codec;
 mod coherence;
 mod copy;
+pub mod entry;
 mod envelope;
 mod error;
 mod flight;
@@ -30,14 +31,16 @@ mod shape_check;
 mod spec;
 mod stats;
 pub mod tags;
+mod target;
 mod write;
 
 pub use cache::{
     Cache, CacheBuilder, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES, DEFAULT_L1_CAPACITY,
     DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, global, set_global,
 };
+pub use entry::Entry;
 pub use error::{Error, LoadTimeout};
-pub use key::{KeyPart, KeyWriter};
+pub use key::{Key, KeyPart, KeyWriter};
 pub use spec::{
     DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT,
     DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL_JITTER, MAX_SETTING,
@@ -47,7 +50,7 @@ pub use stats::Stats;
 /// For generated code only: not part of the API, may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::aside::{Spec, l1_get, l1_get_rendered, load, load_detached};
+    pub use crate::aside::{Spec, l1_get, l1_get_rendered, load, load_detached, peek};
     pub use crate::body::Detached;
     pub use crate::cache::{Cache, global};
     pub use crate::codec::{Cacheable, Codec};
@@ -63,7 +66,11 @@ pub mod __private {
         NotAStoredOption, NotAStoredResult, NotAnInvalidatingResult, NotAnOkOption, NotAnOption,
         ProbeOption, ProbePlain, ProbeResult, Probed, ShapeProbe,
     };
-    pub use crate::write::{When, invalidating, invalidating_always, write_through};
+    pub use crate::target::{Target, WrittenAs};
+    pub use crate::write::{
+        When, invalidate_entry, invalidating, invalidating_always, set, write_through,
+        write_through_to,
+    };
 
     /// Checks that a cached value's type can be cached and returns what the
     /// cache paths need of it; spanned on the return type so that the error

@@ -18,7 +18,8 @@
 
 use std::time::Duration;
 
-/// What one call site asks for; built by the macro as a `const`.
+/// What one call site asks for: built by the macro as a `const`, or by an
+/// [`Entry`](crate::Entry) at run time.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
     pub(crate) prefix: &'static str,

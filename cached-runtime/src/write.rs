@@ -14,13 +14,16 @@ use std::time::Duration;
 
 use crate::cache::{Cache, Inner};
 use crate::codec::Codec;
-use crate::l2call::{L2Call, Write};
+use crate::error::Error;
+use crate::generations::Snapshot;
+use crate::l2call::{L2Call, NotWritten, Seen, Write};
 use crate::lead::{expiry, l1_entry};
 use crate::pending::Pending;
 use crate::shape::{Kept, Shape, Split};
 use crate::spec::Spec;
 use crate::stats::Counters;
 use crate::tags::Invalidation;
+use crate::target::{Target, WrittenAs};
 
 /// `#[write_through]`: runs the body; a value it returns replaces the entry
 /// in Redis, then in this L1, and is announced so that other instances drop
@@ -33,7 +36,7 @@ use crate::tags::Invalidation;
 /// hit.
 pub async fn write_through<S, R, F>(
     cache: Cache,
-    spec: &'static Spec,
+    spec: &Spec,
     codec: Codec<S::Value>,
     key: String,
     tags: Vec<String>,
@@ -43,84 +46,223 @@ where
     S: Shape<R>,
     F: Future<Output = R>,
 {
-    let inner = &cache.inner;
-    // Before anything is read or written: an invalidation of the entry
-    // from now on keeps the written value out of L1.
-    let before = inner.snapshot(spec.prefix, &tags, &key);
-    let l2 = L2Call::new(inner, spec, &key, &tags);
-    let seen = match &l2 {
-        Some(l2) => l2.before_write().await,
-        None => None,
-    };
-    let written = Invalidation {
-        sender: inner.id,
-        keys: vec![key.clone()],
-        ..Invalidation::default()
-    };
-    // Until Redis has the value, a caller cancelled at any await (in the
-    // body too: its write may have happened) leaves a key invalidation in
-    // its place.
-    let mut unwritten = InvalidateOnDrop::new(inner, written);
+    let writing = Writing::begin(&cache.inner, spec, &key, &tags).await;
     // Taken apart at once (a `let`, so that nothing of the result lives
     // on): what follows holds the value, not the result, whose error type
     // need not be `Send`.
     let kept = match S::split(body.await) {
         Split::Kept(kept) => kept,
         Split::Failed(result) => {
-            unwritten.disarm();
+            writing.abandon();
             return result;
         }
     };
-    let value = match kept {
-        Kept::Value(value) => value,
+    match kept {
+        Kept::Value(value) => {
+            // Not stored: invalidated instead, and logged.
+            let _ = writing.store(codec, &value).await;
+            S::from_value(value)
+        }
         Kept::Absent(absent) => {
             // Nothing to store: what is cached is outdated.
-            let written = unwritten.disarm();
-            invalidate_logged(&cache, written).await;
-            return absent();
+            writing.invalidate().await;
+            absent()
         }
-    };
-    Counters::bump(&inner.counters.writes);
-    let expires_at_ms = expiry(spec.ttl);
-    // Stored only if the entry is still as it was before the body: another
-    // write or an invalidation since may carry newer data than this one.
-    let stored = match (&l2, seen) {
-        // A body longer than the horizon: a tombstone it should meet may be
-        // gone (see `l2::WRITE_HORIZON`).
-        (Some(_), Some(seen)) if seen.at.elapsed() > crate::l2::WRITE_HORIZON => false,
-        (Some(l2), Some(seen)) => {
-            let message = serde_json::to_vec(&unwritten.invalidation).unwrap_or_default();
-            let write = Write::Announced(seen, message);
-            let fresh = (spec.ttl, expires_at_ms);
-            l2.write(codec, Some(&value), Duration::ZERO, fresh, write)
-                .await
-                .is_ok()
-        }
-        (Some(_), None) => false, // the read before the body failed
-        (None, _) => true,
-    };
-    let written = unwritten.disarm();
-    if !stored {
-        tracing::debug!(
+    }
+}
+
+/// `#[write_through(reader(args))]`: [`write_through`] to the entry the
+/// reader's call names, with its prefix, key, TTL, windows and tags.
+pub async fn write_through_to<S, R, F, V>(target: Target<V>, codec: Codec<S::Value>, body: F) -> R
+where
+    S: Shape<R>,
+    S::Value: WrittenAs<V>,
+    F: Future<Output = R>,
+{
+    let Target {
+        cache,
+        spec,
+        key,
+        tags,
+        ..
+    } = target;
+    write_through::<S, R, F>(cache, spec, codec, key, tags, body).await
+}
+
+/// A `_set` companion, and [`Entry::set`](crate::Entry::set): stores
+/// `value` under `key` as a write-through does.
+///
+/// # Errors
+///
+/// [`Error::NotStored`]: the entry was invalidated in its place.
+pub async fn set<V>(
+    cache: &Cache,
+    spec: &Spec,
+    codec: Codec<V>,
+    key: &str,
+    tags: &[String],
+    value: &V,
+) -> Result<(), Error> {
+    Writing::begin(&cache.inner, spec, key, tags)
+        .await
+        .store(codec, value)
+        .await
+}
+
+/// An `_invalidate` companion, and [`Entry::invalidate`](crate::Entry::invalidate):
+/// forgets the entry under `key` (the rendered `prefix:key`).
+///
+/// # Errors
+///
+/// As [`Cache::invalidate_tags`].
+pub async fn invalidate_entry(cache: &Cache, key: String) -> Result<(), Error> {
+    cache
+        .inner
+        .invalidate(Invalidation {
+            keys: vec![key],
+            ..Invalidation::default()
+        })
+        .await
+}
+
+/// A write of one entry, from before its value is known to its end: the
+/// entry read, the value stored if the entry is unchanged since, or the
+/// entry invalidated instead.
+pub(crate) struct Writing<'a> {
+    inner: &'a Arc<Inner>,
+    spec: &'a Spec,
+    key: &'a str,
+    /// What an L1 entry depends on, taken before anything was read.
+    before: Snapshot,
+    l2: Option<L2Call<'a>>,
+    /// The entry as it was before the value was made (`None` with Redis:
+    /// the read failed).
+    seen: Option<Seen>,
+    /// Until Redis has the value, a caller cancelled at any await (in the
+    /// body too: its write may have happened) leaves a key invalidation in
+    /// its place.
+    unwritten: InvalidateOnDrop<'a>,
+}
+
+impl<'a> Writing<'a> {
+    /// Reads the entry before its value is made.
+    pub(crate) async fn begin(
+        inner: &'a Arc<Inner>,
+        spec: &'a Spec,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> Self {
+        // Before anything is read or written: an invalidation of the entry
+        // from now on keeps the written value out of L1.
+        let before = inner.snapshot(spec.prefix, tags, key);
+        let l2 = L2Call::new(inner, spec, key, tags);
+        let seen = match &l2 {
+            Some(l2) => l2.before_write().await,
+            None => None,
+        };
+        let written = Invalidation {
+            sender: inner.id,
+            keys: vec![key.to_owned()],
+            ..Invalidation::default()
+        };
+        Self {
+            inner,
+            spec,
             key,
-            "write-through not stored (Redis out of reach, or the entry changed meanwhile); the entry is invalidated instead"
-        );
-        // Returns once Redis has the tombstone (or after one bounded try,
-        // then it is retried): a reader after this call never finds the
-        // value this write raced with.
-        invalidate_logged(&cache, written).await;
-        return S::from_value(value);
-    }
-    // Loads of this key begun before this point can no longer put an older
-    // value in L1; the written value goes there unless an invalidation of
-    // the entry raced with the write.
-    if let Some(generations) = inner.outdate_written_key(&key, &before) {
-        let shared = (codec.share)(&value);
-        if let Some(entry) = l1_entry(spec, shared, expires_at_ms, Duration::ZERO, generations) {
-            inner.keep_in_l1(&key, entry);
+            before,
+            l2,
+            seen,
+            unwritten: InvalidateOnDrop::new(inner, written),
         }
     }
-    S::from_value(value)
+
+    /// Nothing was written (the body failed): the entry stays as it is.
+    pub(crate) fn abandon(mut self) {
+        self.unwritten.disarm();
+    }
+
+    /// Nothing to store: the entry is invalidated.
+    pub(crate) async fn invalidate(mut self) {
+        let written = self.unwritten.disarm();
+        invalidate_logged(self.inner, written).await;
+    }
+
+    /// Stores `value` in Redis if the entry is unchanged since it was read,
+    /// then in L1; otherwise invalidates the entry (and returns once Redis
+    /// has the tombstone, or after one bounded try; it is retried then).
+    pub(crate) async fn store<V>(mut self, codec: Codec<V>, value: &V) -> Result<(), Error> {
+        let (inner, spec, key) = (self.inner, self.spec, self.key);
+        Counters::bump(&inner.counters.writes);
+        let expires_at_ms = expiry(spec.ttl);
+        // Stored only if the entry is still as it was before the value was
+        // made: another write or an invalidation since may carry newer data.
+        let stored = match (&self.l2, self.seen.take()) {
+            // A body longer than the horizon: a tombstone it should meet may
+            // be gone (see `l2::WRITE_HORIZON`).
+            (Some(_), Some(seen)) if seen.at.elapsed() > crate::l2::WRITE_HORIZON => {
+                Err(NotStored::TooLong)
+            }
+            (Some(l2), Some(seen)) => {
+                let message = serde_json::to_vec(&self.unwritten.invalidation).unwrap_or_default();
+                let write = Write::Announced(seen, message);
+                let fresh = (spec.ttl, expires_at_ms);
+                l2.write(codec, Some(value), Duration::ZERO, fresh, write)
+                    .await
+                    .map_err(NotStored::Write)
+            }
+            (Some(_), None) => Err(NotStored::Write(NotWritten::Failed)),
+            (None, _) => Ok(()),
+        };
+        let written = self.unwritten.disarm();
+        if let Err(why) = stored {
+            tracing::debug!(
+                key,
+                "write not stored ({}); the entry is invalidated instead",
+                why.reason()
+            );
+            // A reader after this call never finds the value this write
+            // raced with.
+            invalidate_logged(inner, written).await;
+            return Err(Error::NotStored {
+                key: key.to_owned(),
+                reason: why.reason(),
+            });
+        }
+        // Loads of this key begun before this point can no longer put an
+        // older value in L1; the written value goes there unless an
+        // invalidation of the entry raced with the write.
+        if let Some(generations) = inner.outdate_written_key(key, &self.before) {
+            let shared = (codec.share)(value);
+            if let Some(entry) = l1_entry(spec, shared, expires_at_ms, Duration::ZERO, generations)
+            {
+                inner.keep_in_l1(key, entry);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a write did not store its value.
+enum NotStored {
+    /// The value was made so long after the entry was read that a
+    /// tombstone it should meet may be gone.
+    TooLong,
+    Write(NotWritten),
+}
+
+impl NotStored {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLong => "the value was made too long after the entry was read",
+            Self::Write(NotWritten::Changed) => {
+                "the entry changed since it was read: another write or an invalidation raced with this one"
+            }
+            Self::Write(NotWritten::Refused) => {
+                "the value does not serialize, or is over max_value_size"
+            }
+            Self::Write(NotWritten::Failed) => "Redis is out of reach or did not answer in time",
+        }
+    }
 }
 
 /// Applies and queues an invalidation when dropped armed: for a caller
@@ -190,7 +332,7 @@ where
 {
     let invalidation = listed(tags, keys, prefixes);
     if when == When::Before {
-        invalidate_logged(&cache, invalidation.clone()).await;
+        invalidate_logged(&cache.inner, invalidation.clone()).await;
     }
     // A body cut short (the caller cancelled) may have changed the data:
     // invalidate as if it had succeeded.
@@ -204,7 +346,7 @@ where
             return result;
         }
     };
-    invalidate_logged(&cache, owed.disarm()).await;
+    invalidate_logged(&cache.inner, owed.disarm()).await;
     kept.rejoin::<S>()
 }
 
@@ -223,7 +365,7 @@ where
     let invalidation = listed(tags, keys, prefixes);
     let mut owed = InvalidateOnDrop::new(&cache.inner, invalidation);
     let result = body.await;
-    invalidate_logged(&cache, owed.disarm()).await;
+    invalidate_logged(&cache.inner, owed.disarm()).await;
     result
 }
 
@@ -237,8 +379,8 @@ fn listed(tags: Vec<String>, keys: Vec<String>, prefixes: Vec<String>) -> Invali
     }
 }
 
-async fn invalidate_logged(cache: &Cache, invalidation: Invalidation) {
-    if let Err(error) = cache.inner.invalidate(invalidation).await {
+async fn invalidate_logged(inner: &Arc<Inner>, invalidation: Invalidation) {
+    if let Err(error) = inner.invalidate(invalidation).await {
         tracing::warn!(%error, "invalidation not confirmed by Redis yet: applied here, retried until it is");
     }
 }
