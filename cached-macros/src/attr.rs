@@ -32,6 +32,7 @@ pub(crate) const FAIL_SAFE: &str = "fail_safe";
 pub(crate) const TIMEOUT: &str = "timeout";
 pub(crate) const HARD_TIMEOUT: &str = "hard_timeout";
 pub(crate) const CACHE_NONE: &str = "cache_none";
+const COMPANIONS: &str = "companions";
 /// Every option of every macro, for messages about a value.
 const OPTIONS: &[&str] = &[
     PREFIX,
@@ -51,6 +52,7 @@ const OPTIONS: &[&str] = &[
     TIMEOUT,
     HARD_TIMEOUT,
     CACHE_NONE,
+    COMPANIONS,
 ];
 
 /// Which attribute is being expanded.
@@ -87,6 +89,7 @@ impl Kind {
                 LOCK,
                 CACHE_NONE,
                 CACHE,
+                COMPANIONS,
                 CRATE,
             ],
             Self::WriteThrough => &[PREFIX, TTL, KEY, SKIP, TAGS, CACHE, CRATE],
@@ -139,9 +142,48 @@ enum RawValue {
     Flag,
 }
 
-fn parse_raw(input: ParseStream) -> syn::Result<Vec<RawOption>> {
+/// Whether the next item is a reader's call (`get_user(db, id)`,
+/// `self.user(id)`, `users::get(id)`), not an option: it starts with a
+/// path or `self` that no option is named, followed by a call, a path or a
+/// method.
+fn at_call(input: ParseStream) -> bool {
+    let fork = input.fork();
+    if fork.peek(Token![::]) {
+        return true;
+    }
+    let Ok(ident) = fork.call(Ident::parse_any) else {
+        return false;
+    };
+    !OPTIONS.contains(&ident.unraw().to_string().as_str())
+        && (fork.peek(syn::token::Paren)
+            || fork.peek(Token![::])
+            || fork.peek(Token![.])
+            || fork.peek(Token![<]))
+}
+
+/// The options as written: the readers' calls first (writers only), then
+/// `name = value` options.
+fn parse_raw(kind: Kind, input: ParseStream) -> syn::Result<(Vec<Expr>, Vec<RawOption>)> {
+    let mut calls = Vec::new();
+    while kind != Kind::CacheAside && !input.is_empty() && at_call(input) {
+        calls.push(input.parse::<Expr>()?);
+        if input.is_empty() {
+            break;
+        }
+        if !input.peek(Token![,]) {
+            return Err(input.error(
+                "expected `,`: the reader's call is separated from the options by a comma, e.g. `get_user(db, id), crate = \"...\"`",
+            ));
+        }
+        input.parse::<Token![,]>()?;
+    }
     let mut options = Vec::new();
     while !input.is_empty() {
+        if kind != Kind::CacheAside && at_call(input) {
+            return Err(input.error(
+                "a reader's call goes before the options: write it first, e.g. `#[invalidates(get_user(db, id), tags = [\"org:{org}\"])]`",
+            ));
+        }
         let name = input.call(Ident::parse_any)?;
         let value = if input.peek(Token![=]) {
             let eq = input.parse::<Token![=]>()?;
@@ -176,7 +218,70 @@ fn parse_raw(input: ParseStream) -> syn::Result<Vec<RawOption>> {
         }
         input.parse::<Token![,]>()?;
     }
-    Ok(options)
+    Ok((calls, options))
+}
+
+/// A reader named by its call in a writer: `get_user(db, id)`, rewritten to
+/// call the reader's hidden companion that renders that call's entry.
+pub(crate) struct Reader {
+    /// The companion's call, spanned as the user's.
+    pub(crate) target: TokenStream,
+    /// The call as written, for messages.
+    pub(crate) written: String,
+    pub(crate) span: Span,
+}
+
+/// The hidden companion of a `#[cache_aside]` function `name` that renders
+/// a call's entry.
+pub(crate) fn target_name(name: &Ident) -> Ident {
+    quote::format_ident!("__tiercache_reader_{}", name.unraw(), span = name.span())
+}
+
+fn reader(call: &Expr) -> syn::Result<Reader> {
+    let span = syn::spanned::Spanned::span(call);
+    let written = quote::ToTokens::to_token_stream(call)
+        .to_string()
+        .replace(" (", "(")
+        .replace(" ,", ",")
+        .replace(" . ", ".")
+        .replace(" :: ", "::");
+    let target = match call {
+        Expr::Call(syn::ExprCall { func, args, .. }) => match &**func {
+            Expr::Path(syn::ExprPath {
+                qself: None, path, ..
+            }) if !path.segments.is_empty() => {
+                let mut path = path.clone();
+                if let Some(last) = path.segments.last_mut() {
+                    last.ident = target_name(&last.ident);
+                }
+                quote::quote_spanned!(span=> #path(#args))
+            }
+            _ => return Err(not_a_reader_call(call)),
+        },
+        Expr::MethodCall(syn::ExprMethodCall {
+            receiver,
+            method,
+            turbofish,
+            args,
+            ..
+        }) => {
+            let method = target_name(method);
+            quote::quote_spanned!(span=> #receiver.#method #turbofish(#args))
+        }
+        _ => return Err(not_a_reader_call(call)),
+    };
+    Ok(Reader {
+        target,
+        written,
+        span,
+    })
+}
+
+fn not_a_reader_call(expr: &Expr) -> syn::Error {
+    syn::Error::new_spanned(
+        expr,
+        "name the reader as a call with this function's arguments: `get_user(db, id)`, `self.get_user(id)` or `Self::get_user(self, id)` (a `#[cache_aside]` function)",
+    )
 }
 
 /// The checked options of an attribute. A required option that is missing
@@ -198,6 +303,10 @@ pub(crate) struct Args {
     pub(crate) cache: Option<CacheOption>,
     pub(crate) krate: Path,
     pub(crate) resilience: Resilience,
+    /// The readers a writer names by their call.
+    pub(crate) readers: Vec<Reader>,
+    /// Whether a `#[cache_aside]` generates its companions.
+    pub(crate) companions: bool,
 }
 
 /// The stampede and failure options of `#[cache_aside]`, each with the
@@ -240,13 +349,26 @@ impl Args {
     /// Parses and checks the options; every mistake is recorded in `cx`.
     /// `None` comes back only when the attribute does not parse at all.
     pub(crate) fn parse(kind: Kind, args: TokenStream, cx: &mut Ctxt) -> Option<Self> {
-        let raw = match parse_raw.parse2(args) {
+        let (calls, raw) = match (|input: ParseStream| parse_raw(kind, input)).parse2(args) {
             Ok(raw) => raw,
             Err(error) => {
                 cx.push(error);
                 return None;
             }
         };
+        let readers: Vec<Reader> = calls
+            .iter()
+            .filter_map(|call| record(cx, reader(call)))
+            .collect();
+        if kind == Kind::WriteThrough
+            && let [_, extra, ..] = calls.as_slice()
+        {
+            cx.error_spanned_by(
+                extra,
+                "a write-through stores one entry: name one reader's call, and forget the others' entries with `#[invalidates(reader(args))]` on the same function",
+            );
+        }
+        let mut companions = true;
         let mut seen: Vec<String> = Vec::new();
         // Options an unknown name was taken for: not reported missing as well.
         let mut suggested: Vec<&str> = Vec::new();
@@ -269,10 +391,25 @@ impl Args {
                 continue;
             }
             seen.push(text.clone());
+            if kind == Kind::WriteThrough && !calls.is_empty() && text != CRATE {
+                let call = readers
+                    .first()
+                    .map_or_else(String::new, |r| r.written.clone());
+                cx.error_spanned_by(
+                    &name,
+                    format!("`{text}` comes from the reader: `{call}` names its prefix, key, ttl, tags and cache. Remove `{text}`, or drop the reader's call and give `prefix`, `ttl` and `key` here"),
+                );
+                continue;
+            }
             match (text.as_str(), value) {
                 (SKIP, RawValue::List(names)) => skip.extend(names),
                 (REFRESH_AHEAD, RawValue::Flag) => resilience.refresh_ahead = Some((name, 1.0)),
                 (LOCK, RawValue::Flag) => resilience.lock = Some((name, true)),
+                (COMPANIONS, RawValue::Flag) => companions = true,
+                (COMPANIONS, RawValue::Assign(expr)) => {
+                    companions =
+                        record(cx, bool_value(COMPANIONS, &ungrouped(expr))).unwrap_or(true);
+                }
                 (REFRESH_AHEAD, RawValue::Assign(expr)) => {
                     let beta = beta(&ungrouped(expr));
                     resilience.refresh_ahead = record(cx, beta).map(|beta| (name, beta));
@@ -342,7 +479,12 @@ impl Args {
                     .error_spanned_by(&name, format!("`{text}` takes a value: {}", example(&text))),
             }
         }
-        for &option in kind.required() {
+        let required = if calls.is_empty() {
+            kind.required()
+        } else {
+            &[]
+        };
+        for &option in required {
             if !seen.iter().any(|s| s == option) && !suggested.contains(&option) {
                 let message = if option == KEY {
                     "missing `key`: add the key template of the `#[cache_aside]` that reads this entry, e.g. `key = \"{id}\"`".to_owned()
@@ -354,12 +496,13 @@ impl Args {
         }
         let targets = [TAGS, KEYS, PREFIXES];
         if kind == Kind::Invalidates
+            && calls.is_empty()
             && !seen.iter().any(|s| targets.contains(&s.as_str()))
             && !suggested.iter().any(|s| targets.contains(s))
         {
             cx.push(syn::Error::new(
                 Span::call_site(),
-                "nothing to invalidate: add `tags = [\"org:{org}\"]`, `keys = [\"user:{id}\"]` or `prefixes = [\"user\"]`",
+                "nothing to invalidate: name a reader's call (`get_user(db, id)`), or add `tags = [\"org:{org}\"]`, `keys = [\"user:{id}\"]` or `prefixes = [\"user\"]`",
             ));
         }
         Some(Self {
@@ -375,6 +518,8 @@ impl Args {
             cache,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::tiercache)),
             resilience,
+            readers,
+            companions,
         })
     }
 }
@@ -423,6 +568,9 @@ fn example(option: &str) -> &'static str {
         TIMEOUT => "`timeout = \"2s\"` (past it, a slow load is answered with the fail-safe value)",
         HARD_TIMEOUT => "`hard_timeout = \"10s\"` (past it, the load is given up)",
         CACHE_NONE => "`cache_none = \"30s\"` (cache `None` for this long)",
+        COMPANIONS => {
+            "`companions = false` (no `_invalidate`, `_refresh`, `_peek` and `_set` functions beside this one: needed in a trait impl)"
+        }
         LOCK => "`lock = false` (or `true`, the default with Redis)",
         REFRESH_AHEAD => {
             "`refresh_ahead` (or `refresh_ahead = 2.0`, XFetch's beta: higher refreshes earlier)"
@@ -460,11 +608,19 @@ fn unknown_option(kind: Kind, text: &str, closest: Option<&str>) -> String {
             "`{text}` is an option of {owner}, not of {attribute}: {instead}. Valid options of {attribute} are {valid}"
         );
     }
+    // A writer's reader is named by its call, not its name.
+    let reader = if kind == Kind::CacheAside {
+        String::new()
+    } else {
+        format!(
+            ". To name the `#[cache_aside]` function `{text}` as the reader, write its call: `{text}(db, id)`"
+        )
+    };
     match closest {
-        Some(option) => {
-            format!("unknown option `{text}`: did you mean `{option}`? Valid options: {valid}")
-        }
-        None => format!("unknown option `{text}`: valid options are {valid}"),
+        Some(option) => format!(
+            "unknown option `{text}`: did you mean `{option}`? Valid options: {valid}{reader}"
+        ),
+        None => format!("unknown option `{text}`: valid options are {valid}{reader}"),
     }
 }
 

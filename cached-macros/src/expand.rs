@@ -69,9 +69,22 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let Some(args) = args else {
         unreachable!("options that do not parse are an error")
     };
-    let mut body = match kind {
-        Kind::CacheAside | Kind::WriteThrough => generate(func, &args, &analyzed),
-        Kind::Invalidates => generate_invalidates(func, &args, &analyzed),
+    let reader = kind == Kind::WriteThrough && !args.readers.is_empty();
+    let parts = (kind.caches() && !reader).then(|| Parts::new(&args, &analyzed));
+    let mut body = match (kind, &parts) {
+        (Kind::CacheAside | Kind::WriteThrough, Some(parts)) => {
+            generate(func, &args, &analyzed, parts)
+        }
+        (Kind::WriteThrough, None) => generate_write_to_reader(func, &args, &analyzed),
+        _ => generate_invalidates(func, &args, &analyzed),
+    };
+    // An `#[async_trait]` method is in a trait impl (or a trait), which
+    // takes no extra methods.
+    let companions = match &parts {
+        Some(parts) if kind == Kind::CacheAside && args.companions && async_trait.is_none() => {
+            crate::companions::generate(func, &analyzed, parts)
+        }
+        _ => quote!(),
     };
     if async_trait.is_some() {
         body = crate::async_trait::rewrapped(&body);
@@ -89,7 +102,7 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
             return with_errors(item, error);
         }
     }
-    quote!(#func)
+    quote!(#func #companions)
 }
 
 /// Tag and `keys` templates name arguments (or `self`, or a type or const
@@ -357,7 +370,7 @@ fn rendered(
 /// `let __tc_body = async move { <the function's block> };`: the body as a
 /// future for the runtime, its type pinned to the declared return type so
 /// that a type error points at the signature.
-fn body_statement(ret: &syn::Type, block: &syn::Block) -> TokenStream {
+pub(crate) fn body_statement(ret: &syn::Type, block: &syn::Block) -> TokenStream {
     let site = Span::mixed_site();
     let body_future = Ident::new("__tc_body", site);
     let ret_value = Ident::new("__tc_ret", site);
@@ -367,6 +380,37 @@ fn body_statement(ret: &syn::Type, block: &syn::Block) -> TokenStream {
             let #ret_value: #ret = #block;
             #ret_value
         };
+    }
+}
+
+/// The body of a `#[write_through(reader(args))]`: the reader's companion
+/// renders the entry (prefix, key, TTL, tags, cache) before the body runs,
+/// and the value must be the reader's.
+fn generate_write_to_reader(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
+    let (Some(output), [reader]) = (&analyzed.output, args.readers.as_slice()) else {
+        unreachable!("a writer to a reader names one and returns a value")
+    };
+    let krate = &args.krate;
+    let private = quote!(#krate::__private);
+    let (codec, target, body_future) = (
+        local("__tc_codec"),
+        local("__tc_target"),
+        local("__tc_body"),
+    );
+    let make_codec = crate::probe::codec(&private, args.kind, output, &codec);
+    let ret = &output.ret;
+    let shape = format_ident!("{}", output.shape.runtime_name());
+    let call = &reader.target;
+    let body_statement = body_statement(ret, &func.block);
+    // Spanned on the reader's call: a writer whose value is not the
+    // reader's is reported there.
+    let value = quote!(<#private::#shape as #private::Shape<#ret>>::Value);
+    let for_writer = quote_spanned!(reader.span=> for_writer::<#value>);
+    quote! {
+        #make_codec
+        let #target = #call.#for_writer();
+        #body_statement
+        #target.write_through::<#private::#shape, #ret, _>(#codec, #body_future).await
     }
 }
 
@@ -403,7 +447,27 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
         }
     };
     let body_statement = body_statement(ret, &func.block);
-    let binding = cache_binding(args, &cache, &private);
+    // The readers named by their call: their companions render the keys
+    // (after the templates, which borrow what a call may move), and the
+    // first one's cache is the default.
+    let (reader_cache, reader_keys) = (local("__tc_reader_cache"), local("__tc_reader_keys"));
+    let readers = match args.readers.split_first() {
+        Some((first, rest)) => {
+            let (first, rest) = (&first.target, rest.iter().map(|reader| &reader.target));
+            let first_key = local("__tc_first_key");
+            quote! {
+                let (#reader_cache, #first_key) = #private::Target::into_key(#first);
+                let #reader_keys: ::std::vec::Vec<::std::string::String> =
+                    ::std::vec![#first_key, #(#private::Target::into_key(#rest).1),*];
+                ::std::iter::Extend::extend(&mut #keys_ident, #reader_keys);
+            }
+        }
+        None => quote!(),
+    };
+    let binding = match (&args.cache, args.readers.is_empty()) {
+        (None, false) => quote!(let #cache: &#private::Cache = &#reader_cache;),
+        _ => cache_binding(args, &cache, &private),
+    };
     let tags = rendered(
         &args.tags,
         analyzed,
@@ -422,10 +486,12 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
         .map(|lit| quote!(::std::string::String::from(#lit)));
     quote! {
         #check_shape
+        let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
+        #[allow(unused_mut)]
+        let mut #keys_ident: ::std::vec::Vec<::std::string::String> = #keys;
+        #readers
         #binding
         let #owned = ::core::clone::Clone::clone(#cache);
-        let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
-        let #keys_ident: ::std::vec::Vec<::std::string::String> = #keys;
         #body_statement
         #call(
             #owned,
@@ -439,58 +505,122 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
     }
 }
 
+/// What the body of a reader (or a `#[write_through]` with its own key)
+/// and its companions share: statements and expressions, each built once.
+pub(crate) struct Parts {
+    pub(crate) private: TokenStream,
+    /// `let __tc_codec = …;`
+    pub(crate) make_codec: TokenStream,
+    /// `let __tc_cache: &Cache = …;`
+    pub(crate) cache_binding: TokenStream,
+    /// `let mut __tc_writer = KeyWriter::new(prefix); <parts>`
+    pub(crate) start_key: TokenStream,
+    /// `let __tc_tags: Vec<String> = …;`
+    pub(crate) make_tags: TokenStream,
+    /// `&const { Spec… }`
+    pub(crate) spec: TokenStream,
+    /// The runtime's shape, as a path.
+    pub(crate) shape: TokenStream,
+    pub(crate) ret: syn::Type,
+}
+
+/// The names the generated code binds, hygienic (`Span::mixed_site`): the
+/// user's code cannot see them, nor they the user's.
+pub(crate) fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+impl Parts {
+    /// Called only when the `Ctxt` holds no error, so every required part
+    /// is there.
+    pub(crate) fn new(args: &Args, analyzed: &Func) -> Self {
+        let (Some(prefix), Some(ttl_ms), Some(output)) =
+            (&args.prefix, args.ttl_ms, &analyzed.output)
+        else {
+            unreachable!("missing or invalid options and return types are errors")
+        };
+        let krate = &args.krate;
+        let private = quote!(#krate::__private);
+        let (cache, writer, codec) = (
+            local("__tc_cache"),
+            local("__tc_writer"),
+            local("__tc_codec"),
+        );
+        let tags = rendered(
+            &args.tags,
+            analyzed,
+            &private,
+            &quote!(#private::TagPart::write_tag),
+        );
+        let tags_ident = local("__tc_tags");
+        let key_parts = match &args.key {
+            Some(template) => template_parts(
+                template,
+                analyzed,
+                &writer,
+                &quote!(#private::KeyPart::write_key),
+            ),
+            None => default_parts(analyzed, &args.skip, &writer),
+        };
+        let spec = crate::resilience::spec(
+            &private,
+            &prefix.to_token_stream(),
+            ttl_ms,
+            &args.resilience,
+        );
+        let shape = format_ident!("{}", output.shape.runtime_name());
+        Self {
+            make_codec: crate::probe::codec(&private, args.kind, output, &codec),
+            cache_binding: cache_binding(args, &cache, &private),
+            start_key: quote! {
+                let mut #writer = #private::KeyWriter::new(#prefix);
+                #key_parts
+            },
+            make_tags: quote!(let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;),
+            // Inline `const` blocks, not `const` items: no name to collide
+            // with the user's (`prefix = SPEC`), and they may name `Self`
+            // and the function's generics (`prefix = Self::PREFIX`). A
+            // constant's reference is promoted to `'static`.
+            spec: quote!(&const { #spec }),
+            shape: quote!(#private::#shape),
+            ret: output.ret.clone(),
+            private,
+        }
+    }
+
+    /// `let __tc_key: String = …;`: the key, rendered.
+    pub(crate) fn make_key(&self) -> TokenStream {
+        let (start, key, writer) = (&self.start_key, local("__tc_key"), local("__tc_writer"));
+        quote! {
+            let #key: ::std::string::String = {
+                #start
+                #writer.finish()
+            };
+        }
+    }
+}
+
 /// Called only when the `Ctxt` holds no error, so every required part is
 /// there.
-fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
-    let (Some(prefix), Some(ttl_ms), Some(output)) = (&args.prefix, args.ttl_ms, &analyzed.output)
-    else {
-        unreachable!("missing or invalid options and return types are errors")
+fn generate(func: &ItemFn, args: &Args, analyzed: &Func, parts: &Parts) -> TokenStream {
+    let Some(prefix) = &args.prefix else {
+        unreachable!("a missing prefix is an error")
     };
-    let krate = &args.krate;
-    let private = quote!(#krate::__private);
-    let site = Span::mixed_site();
-    let cache = Ident::new("__tc_cache", site);
-    let key = Ident::new("__tc_key", site);
-    let writer = Ident::new("__tc_writer", site);
-    let hit = Ident::new("__tc_hit", site);
-    let owned = Ident::new("__tc_owned", site);
-    let body_future = Ident::new("__tc_body", site);
-
-    let ret = &output.ret;
-    let shape = format_ident!("{}", output.shape.runtime_name());
+    let Parts {
+        private,
+        make_codec,
+        cache_binding,
+        start_key,
+        make_tags,
+        spec,
+        shape,
+        ret,
+    } = parts;
+    let (cache, key, writer) = (local("__tc_cache"), local("__tc_key"), local("__tc_writer"));
+    let (hit, owned, body_future) = (local("__tc_hit"), local("__tc_owned"), local("__tc_body"));
+    let (codec, tags_ident) = (local("__tc_codec"), local("__tc_tags"));
     let body_statement = body_statement(ret, &func.block);
 
-    let cache_binding = cache_binding(args, &cache, &private);
-    let tags = rendered(
-        &args.tags,
-        analyzed,
-        &private,
-        &quote!(#private::TagPart::write_tag),
-    );
-    let tags_ident = Ident::new("__tc_tags", site);
-    let key_parts = match &args.key {
-        Some(template) => template_parts(
-            template,
-            analyzed,
-            &writer,
-            &quote!(#private::KeyPart::write_key),
-        ),
-        None => default_parts(analyzed, &args.skip, &writer),
-    };
-    let codec = Ident::new("__tc_codec", site);
-    let make_codec = crate::probe::codec(&private, args.kind, output, &codec);
-
-    let spec = crate::resilience::spec(
-        &private,
-        &prefix.to_token_stream(),
-        ttl_ms,
-        &args.resilience,
-    );
-    // Inline `const` blocks, not `const` items: no name to collide with the
-    // user's (`prefix = SPEC`), and they may name `Self` and the function's
-    // generics (`prefix = Self::PREFIX`). A constant's reference is
-    // promoted to `'static`.
-    let spec = quote!(&const { #spec });
     // A `const` prefix is checked where it is used, at compile time: by an
     // anonymous `const` item, which `cargo check` evaluates, unless the path
     // names `Self` or a generic parameter, which only an inline `const`
@@ -524,17 +654,14 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
         #cache_binding
     };
     if args.kind == Kind::WriteThrough {
+        let make_key = parts.make_key();
         return quote! {
             #prologue
-            let #key: ::std::string::String = {
-                let mut #writer = #private::KeyWriter::new(#prefix);
-                #key_parts
-                #writer.finish()
-            };
-            let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
+            #make_key
+            #make_tags
             let #owned = ::core::clone::Clone::clone(#cache);
             #body_statement
-            #private::write_through::<#private::#shape, #ret, _>(
+            #private::write_through::<#shape, #ret, _>(
                 #owned, #spec, #codec, #key, #tags_ident, #body_future,
             )
             .await
@@ -544,11 +671,11 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     // Boxed: the miss path's state (the body, L2 and the flight) would
     // otherwise make the function's future kilobytes large, moved and
     // zeroed on every call, hits included.
-    let timed_out = crate::resilience::timed_out(&private, ret, &args.resilience);
+    let timed_out = crate::resilience::timed_out(private, ret, &args.resilience);
     let load = if args.resilience.detaching().is_some() {
-        let detached = crate::resilience::detached(func, ret, &private);
+        let detached = crate::resilience::detached(func, ret, private);
         quote! {
-            ::std::boxed::Box::pin(#private::load_detached::<#private::#shape, #ret>(
+            ::std::boxed::Box::pin(#private::load_detached::<#shape, #ret>(
                 #owned, #spec, #codec, #key, #tags_ident, #detached, #timed_out,
             ))
             .await
@@ -556,7 +683,7 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     } else {
         quote! {
             #body_statement
-            ::std::boxed::Box::pin(#private::load::<#private::#shape, #ret, _>(
+            ::std::boxed::Box::pin(#private::load::<#shape, #ret, _>(
                 #owned, #spec, #codec, #key, #tags_ident, #body_future, #timed_out,
             ))
             .await
@@ -567,16 +694,15 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStream {
     quote! {
         #prologue
         let #key: ::std::string::String = {
-            let mut #writer = #private::KeyWriter::new(#prefix);
-            #key_parts
+            #start_key
             if let ::core::option::Option::Some(#hit) =
-                #private::l1_get_rendered::<#private::#shape, #ret>(#cache, &#writer, #codec)
+                #private::l1_get_rendered::<#shape, #ret>(#cache, &#writer, #codec)
             {
                 return #hit;
             }
             #writer.finish()
         };
-        let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
+        #make_tags
         let #owned = ::core::clone::Clone::clone(#cache);
         #load
     }

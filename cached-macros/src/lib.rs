@@ -4,6 +4,7 @@
 
 mod async_trait;
 mod attr;
+mod companions;
 mod ctxt;
 mod duration;
 mod expand;

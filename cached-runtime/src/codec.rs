@@ -3,6 +3,7 @@
 //! and encode it for Redis. Built where `V: Cacheable` is checked, so the
 //! rest of the crate needs no bound on `V`.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -115,4 +116,67 @@ pub(crate) fn answer_owned<S: Shape<R>, R>(codec: Codec<S::Value>, shared: Share
         return S::absent().map(|absent| absent());
     }
     (codec.take)(shared).map(S::from_value)
+}
+
+/// The codec a function's companions use (`get_user_peek`, …): the real
+/// one when the value type is [`Cacheable`], which the function itself
+/// requires, else [`Codec::inert`], by autoref specialization:
+/// `(&CodecProbe::<V>::new()).codec()`. So a value type that cannot be
+/// cached is reported once, by the function, not again by each companion
+/// (whose errors rustc would not merge with the function's); the inert
+/// codec is never used by a program that compiles.
+pub struct CodecProbe<V>(PhantomData<fn() -> V>);
+
+impl<V> CodecProbe<V> {
+    /// The probe.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<V> Default for CodecProbe<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The probe's answer for a cacheable value: its codec.
+pub trait ProbeCacheable<V> {
+    /// The codec.
+    fn codec(&self) -> Codec<V>;
+}
+
+impl<V: Cacheable> ProbeCacheable<V> for CodecProbe<V> {
+    fn codec(&self) -> Codec<V> {
+        Codec::new()
+    }
+}
+
+/// The probe's answer for any other value: an inert codec.
+pub trait ProbeUncacheable<V> {
+    /// The codec.
+    fn codec(&self) -> Codec<V>;
+}
+
+impl<V> ProbeUncacheable<V> for &CodecProbe<V> {
+    fn codec(&self) -> Codec<V> {
+        Codec::inert()
+    }
+}
+
+impl<V> Codec<V> {
+    /// A codec that stores nothing and finds nothing, for a type that
+    /// cannot be cached (see [`CodecProbe`]).
+    const fn inert() -> Self {
+        Self {
+            share: |_| Arc::new(Absent),
+            own: |_| Arc::new(Absent),
+            unshare: |_| None,
+            take: |_| None,
+            encode: |_, _| Err(serde::ser::Error::custom("this type cannot be cached")),
+            decode: |_| None,
+            fingerprint: || 0,
+        }
+    }
 }

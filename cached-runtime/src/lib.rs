@@ -53,12 +53,12 @@ pub mod __private {
     pub use crate::aside::{Spec, l1_get, l1_get_rendered, load, load_detached, peek};
     pub use crate::body::Detached;
     pub use crate::cache::{Cache, global};
-    pub use crate::codec::{Cacheable, Codec};
+    pub use crate::codec::{Cacheable, Codec, CodecProbe, ProbeCacheable, ProbeUncacheable};
     pub use crate::copy::{
         NotThreadSafe, Owned, ProbeNotThreadSafe, ProbeThreadSafe, SendProbe, Shared, ThreadSafe,
         Unused,
     };
-    pub use crate::error::LoadTimeout;
+    pub use crate::error::{Error, LoadTimeout};
     pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
     pub use crate::shape::{Fallible, FallibleOptional, Kept, Optional, Plain, Shape, Split};
     pub use crate::shape_check::{
@@ -69,7 +69,6 @@ pub mod __private {
     pub use crate::target::{Target, WrittenAs};
     pub use crate::write::{
         When, invalidate_entry, invalidating, invalidating_always, set, write_through,
-        write_through_to,
     };
 
     /// Checks that a cached value's type can be cached and returns what the

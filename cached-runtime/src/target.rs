@@ -3,10 +3,12 @@
 //! `get_user` that renders that call's entry, so that the prefix, key, TTL
 //! and tags come from one definition, and rustc checks the call.
 
+use std::future::Future;
 use std::marker::PhantomData;
 
 use crate::cache::Cache;
 use crate::codec::Codec;
+use crate::shape::Shape;
 use crate::spec::Spec;
 
 /// One call's entry of a `#[cache_aside]` function, as its companion
@@ -37,6 +39,34 @@ impl<V> Target<V> {
             tags,
             value: PhantomData,
         }
+    }
+
+    /// The same entry for a writer whose value is `W`, which must be the
+    /// reader's: checked here, in a plain function, so that a mismatch is
+    /// one error.
+    #[must_use]
+    pub fn for_writer<W: WrittenAs<V>>(self) -> Target<W> {
+        Target {
+            cache: self.cache,
+            spec: self.spec,
+            key: self.key,
+            tags: self.tags,
+            value: PhantomData,
+        }
+    }
+
+    /// `#[write_through(reader(args))]`: [`write_through`](crate::write::write_through)
+    /// to this entry, with the reader's prefix, key, TTL, windows and
+    /// tags.
+    pub async fn write_through<S, R, F>(self, codec: Codec<V>, body: F) -> R
+    where
+        S: Shape<R, Value = V>,
+        F: Future<Output = R>,
+    {
+        crate::write::write_through::<S, R, F>(
+            self.cache, self.spec, codec, self.key, self.tags, body,
+        )
+        .await
     }
 
     /// The cache and the rendered `prefix:key`, for an invalidation.

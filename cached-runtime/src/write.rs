@@ -23,7 +23,6 @@ use crate::shape::{Kept, Shape, Split};
 use crate::spec::Spec;
 use crate::stats::Counters;
 use crate::tags::Invalidation;
-use crate::target::{Target, WrittenAs};
 
 /// `#[write_through]`: runs the body; a value it returns replaces the entry
 /// in Redis, then in this L1, and is announced so that other instances drop
@@ -69,24 +68,6 @@ where
             absent()
         }
     }
-}
-
-/// `#[write_through(reader(args))]`: [`write_through`] to the entry the
-/// reader's call names, with its prefix, key, TTL, windows and tags.
-pub async fn write_through_to<S, R, F, V>(target: Target<V>, codec: Codec<S::Value>, body: F) -> R
-where
-    S: Shape<R>,
-    S::Value: WrittenAs<V>,
-    F: Future<Output = R>,
-{
-    let Target {
-        cache,
-        spec,
-        key,
-        tags,
-        ..
-    } = target;
-    write_through::<S, R, F>(cache, spec, codec, key, tags, body).await
 }
 
 /// A `_set` companion, and [`Entry::set`](crate::Entry::set): stores

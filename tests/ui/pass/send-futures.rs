@@ -71,6 +71,17 @@ macro_rules! readers {
                 Ok(())
             }
 
+            #[write_through(fallible(id))]
+            pub(crate) async fn save_to_reader(id: &str) -> Result<User, $error> {
+                Ok(User { id: id.to_owned() })
+            }
+
+            #[invalidates(fallible(&id), optional(id.clone()))]
+            pub(crate) async fn forget(id: String) -> Result<(), $error> {
+                drop(id);
+                Ok(())
+            }
+
             pub(crate) fn spawn_all() {
                 let id = String::from("1");
                 tokio::spawn(fallible_optional(id.clone()));
@@ -81,6 +92,14 @@ macro_rules! readers {
                     let _ = fallible(&id).await;
                     let _ = resilient(&id).await;
                     let _ = save(&id).await;
+                    let _ = save_to_reader(&id).await;
+                    let _ = forget(id.clone()).await;
+                    let _ = fallible_invalidate(&id).await;
+                    let _ = fallible_refresh(&id).await;
+                    let _ = fallible_peek(&id).await;
+                    let _ = fallible_set(&id, &User { id: id.clone() }).await;
+                    let _ = resilient_refresh(&id).await;
+                    let _ = optional_refresh(id.clone()).await;
                 });
                 let borrowed = String::from("2");
                 drop(assert_send(fallible(&borrowed)));
@@ -144,7 +163,7 @@ struct CachedUsers {
 }
 
 impl Users for CachedUsers {
-    #[cache_aside(prefix = "user", ttl = "5m", key = "{id}", cache = self.cache)]
+    #[cache_aside(prefix = "user", ttl = "5m", key = "{id}", cache = self.cache, companions = false)]
     async fn user(&self, id: &str) -> Result<User, BoxError> {
         if id.is_empty() {
             return Err("empty id".into());

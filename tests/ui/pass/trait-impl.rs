@@ -19,7 +19,7 @@ struct CachedUsers {
 }
 
 impl Users for CachedUsers {
-    #[cache_aside(prefix = "user", ttl = "5m", key = "{id}", cache = self.cache)]
+    #[cache_aside(prefix = "user", ttl = "5m", key = "{id}", cache = self.cache, companions = false)]
     async fn user(&self, id: u64) -> Result<User, String> {
         Ok(User { id })
     }
