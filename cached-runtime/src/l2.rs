@@ -188,6 +188,15 @@ pub(crate) fn seen(entry: Option<&[u8]>) -> String {
     })
 }
 
+/// One entry of [`L2::write_many_if_unchanged`].
+pub(crate) struct ManyWrite<'a> {
+    pub(crate) entry_key: &'a str,
+    /// The SHA-1 of the entry as read (see [`seen`]).
+    pub(crate) seen: String,
+    pub(crate) envelope: Vec<u8>,
+    pub(crate) ttl: Duration,
+}
+
 /// What a read found: the entry, if any, and the current version of each tag
 /// asked for, in order.
 pub(crate) struct Read {
@@ -432,6 +441,63 @@ impl L2 {
             .current_versions(version_keys, found, version_ttl)
             .await?;
         Ok(Read { entry, versions })
+    }
+
+    /// Many entries that share their tag versions (a batch: one prefix, one
+    /// set of tags), and those versions: one `MGET` (and, on the first
+    /// read of a tag, the round trip that creates its version key).
+    pub(crate) async fn read_many(
+        &self,
+        entry_keys: &[String],
+        version_keys: &[String],
+        version_ttl: Duration,
+    ) -> Result<(Vec<Option<Vec<u8>>>, Vec<u64>), L2Error> {
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(entry_keys).arg(version_keys);
+        let mut found = strings(self.cmd(&cmd).await?)?;
+        if found.len() != entry_keys.len() + version_keys.len() {
+            return Err(unexpected("MGET answered with the wrong number of values"));
+        }
+        let versions = found.split_off(entry_keys.len());
+        let versions = self
+            .current_versions(version_keys, versions, version_ttl)
+            .await?;
+        Ok((found, versions))
+    }
+
+    /// [`L2::write_if_unchanged`] for many entries that share their tag
+    /// versions, without a lock: one pipeline (the script loaded first, so
+    /// that a server that lost it still runs it). Whether each was stored.
+    pub(crate) async fn write_many_if_unchanged(
+        &self,
+        writes: &[ManyWrite<'_>],
+        version_keys: &[String],
+        version_ttl: Duration,
+    ) -> Result<Vec<bool>, L2Error> {
+        let mut pipe = redis::pipe();
+        pipe.load_script(&WRITE_IF_UNCHANGED).ignore();
+        for write in writes {
+            let mut invocation = WRITE_IF_UNCHANGED.key(write.entry_key);
+            invocation
+                .key(write.entry_key)
+                .key(write.entry_key)
+                .key(version_keys)
+                .arg(&write.seen)
+                .arg(write.envelope.as_slice())
+                .arg(millis(write.ttl))
+                .arg(millis(version_ttl))
+                .arg("")
+                .arg("")
+                .arg("");
+            pipe.invoke_script(&invocation);
+        }
+        let stored: Vec<i64> = self.pipe(&pipe).await?;
+        if stored.len() != writes.len() {
+            return Err(unexpected(
+                "a pipeline of writes answered with the wrong number of replies",
+            ));
+        }
+        Ok(stored.into_iter().map(|stored| stored == 1).collect())
     }
 
     /// The versions `found` for `version_keys`, after creating the keys it

@@ -115,8 +115,13 @@ impl<'a> L2Call<'a> {
         tracing::debug!(%error, key = self.entry_key, "L2 {what} failed");
     }
 
+    /// The entry's tag version keys (namespace, prefix, tags).
+    pub(crate) fn version_keys(&self) -> &[String] {
+        &self.version_keys
+    }
+
     /// How long version keys live: past the entry's last servable moment.
-    fn version_ttl(&self) -> Duration {
+    pub(crate) fn version_ttl(&self) -> Duration {
         version_ttl(self.spec.ttl + self.spec.keep())
     }
 
@@ -140,14 +145,27 @@ impl<'a> L2Call<'a> {
                 return L2Read::Unavailable;
             }
         };
-        let versions = read.versions;
+        self.classify(codec, read.entry, read.versions, pending.as_ref(), at)
+    }
+
+    /// What an entry read at `at` (with the current `versions` of its tags,
+    /// and the invalidations pending here before it was sent) is for a
+    /// reader of `V`: see [`L2Call::read`].
+    pub(crate) fn classify<V>(
+        &self,
+        codec: Codec<V>,
+        entry: Option<Vec<u8>>,
+        versions: Vec<u64>,
+        pending: Option<&crate::pending::Snapshot>,
+        at: Instant,
+    ) -> L2Read<V> {
         // Made once, on whichever path ends the read.
         let seen = |versions, entry| Seen {
             versions,
             entry,
             at,
         };
-        let Some(bytes) = read.entry else {
+        let Some(bytes) = entry else {
             return L2Read::Miss(seen(versions, None));
         };
         if bytes.len() > self.inner.settings.max_value_size {
@@ -216,24 +234,20 @@ impl<'a> L2Call<'a> {
         })
     }
 
-    /// Writes the value (`None`: a cached "nothing"), fresh for `fresh`
-    /// (until the Unix ms given) and kept through the stale and fail-safe
-    /// windows, with the tag versions read before it was loaded or written:
-    /// one round trip. A lease given is released by the same script, or,
-    /// when the write fails, by the lease's drop.
-    pub(crate) async fn write<V>(
+    /// The envelope of a value (`None`: a cached "nothing") fresh for
+    /// `fresh` (until the Unix ms given), with the tag versions `seen`
+    /// before it was loaded or written; refused when it does not serialize
+    /// or is over `max_value_size`.
+    pub(crate) fn envelope<V>(
         &self,
         codec: Codec<V>,
         value: Option<&V>,
         load_time: Duration,
         (fresh, expires_at_ms): (Duration, u64),
-        how: Write<'_>,
-    ) -> Result<(), NotWritten> {
-        let versions = match &how {
-            Write::IfUnchanged(seen, _) | Write::Announced(seen, _) => seen.versions.clone(),
-        };
+        seen: &Seen,
+    ) -> Result<Vec<u8>, NotWritten> {
         let meta = Meta {
-            tag_versions: versions,
+            tag_versions: seen.versions.clone(),
             expires_at_ms,
             ..Meta::fresh((codec.fingerprint)(), fresh, load_time)
         };
@@ -251,6 +265,27 @@ impl<'a> L2Call<'a> {
             tracing::warn!(key, len, "value over max_value_size; kept in L1 only");
             return Err(NotWritten::Refused);
         }
+        Ok(bytes)
+    }
+
+    /// Writes the value (`None`: a cached "nothing"), fresh for `fresh`
+    /// (until the Unix ms given) and kept through the stale and fail-safe
+    /// windows, with the tag versions read before it was loaded or written:
+    /// one round trip. A lease given is released by the same script, or,
+    /// when the write fails, by the lease's drop.
+    pub(crate) async fn write<V>(
+        &self,
+        codec: Codec<V>,
+        value: Option<&V>,
+        load_time: Duration,
+        (fresh, expires_at_ms): (Duration, u64),
+        how: Write<'_>,
+    ) -> Result<(), NotWritten> {
+        let seen = match &how {
+            Write::IfUnchanged(seen, _) | Write::Announced(seen, _) => seen,
+        };
+        let bytes = self.envelope(codec, value, load_time, (fresh, expires_at_ms), seen)?;
+        let key = &self.entry_key;
         let (ttl, version_ttl) = (fresh + self.spec.keep(), self.version_ttl());
         let written = match how {
             Write::IfUnchanged(seen, lease) => {

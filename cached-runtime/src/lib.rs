@@ -6,6 +6,7 @@
 //! code the macros generate and are not part of the API.
 
 mod aside;
+mod batch;
 mod body;
 mod breaker;
 mod cache;
@@ -34,6 +35,7 @@ pub mod tags;
 mod target;
 mod write;
 
+pub use batch::Entries;
 pub use cache::{
     Cache, CacheBuilder, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES, DEFAULT_L1_CAPACITY,
     DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, global, set_global,

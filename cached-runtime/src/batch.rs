@@ -1,0 +1,577 @@
+//! Batch loads: many entries of one prefix in one pass, one Redis round
+//! trip and one loader call ([`Cache::entries`]).
+//!
+//! 1. **L1**: every key is looked up; a fresh value is the answer.
+//! 2. **Flights**: a key another caller is loading already (a single call,
+//!    another batch) is awaited, not loaded again; this batch leads the
+//!    flights of the others, so that single calls of those keys arriving
+//!    now share its load.
+//! 3. **Redis**: one `MGET` of the entries it leads and their shared tag
+//!    versions; a fresh, valid entry is the answer (and fills L1).
+//! 4. **One loader call**, with the keys found nowhere (and those whose
+//!    other flight ended without a value, or outlasted `lock_wait`).
+//! 5. **Land**: each value goes to L1 and to its flight's waiters, then all
+//!    of them to Redis in one pipeline, each written only if its entry is
+//!    still as the read saw it (as a single load's write).
+//!
+//! A batch takes no cross-process lock (one per key would cost a round
+//! trip per key): two processes missing the same keys at once both load
+//! them, and the first write wins.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::{Cache, Inner};
+use crate::codec::{Cacheable, Codec};
+use crate::entry::{MAX_TAGS, NoTtl, Ttl};
+use crate::error::Error;
+use crate::flight::{self, Landed, Leader, Role, Shared, Slot, Source};
+use crate::generations::Snapshot;
+use crate::key::{KeyPart, KeyWriter, is_valid_prefix};
+use crate::l1::Absent;
+use crate::l2::{ManyWrite, WRITE_HORIZON};
+use crate::l2call::{L2Call, L2Read, Seen};
+use crate::lead::{expiry, l1_entry};
+use crate::spec::{Spec, later};
+use crate::stats::Counters;
+
+/// Many entries of one prefix: see [`Cache::entries`].
+#[must_use = "entries do nothing until they are loaded or read"]
+pub struct Entries<'c, 'k, K, T = NoTtl> {
+    cache: &'c Cache,
+    keys: &'k [K],
+    spec: Spec,
+    tags: Vec<String>,
+    refused: Option<Error>,
+    marker: PhantomData<fn() -> T>,
+}
+
+impl<K, T> std::fmt::Debug for Entries<'_, '_, K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entries")
+            .field("prefix", &self.spec.prefix)
+            .field("keys", &self.keys.len())
+            .field("tags", &self.tags)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// The entries of `keys` under `prefix`: the same entries as
+    /// [`Cache::entry`] (and a `#[cache_aside(prefix = "user", key =
+    /// "{id}")]` function) names one by one, loaded together.
+    ///
+    /// ```no_run
+    /// # use std::collections::HashMap;
+    /// # use std::time::Duration;
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct User;
+    /// # #[derive(Debug)] struct DbError;
+    /// # struct Db;
+    /// # impl Db { async fn users(&self, ids: &[u64]) -> Result<HashMap<u64, User>, DbError> { Ok(HashMap::new()) } }
+    /// # async fn run(cache: tiercache_runtime::Cache, db: Db, ids: Vec<u64>) {
+    /// let users: Result<HashMap<u64, User>, DbError> = cache
+    ///     .entries("user", &ids)
+    ///     .ttl(Duration::from_secs(300))
+    ///     .try_get_many_with(|missing: Vec<u64>| async move { db.users(&missing).await })
+    ///     .await;
+    /// # }
+    /// ```
+    pub fn entries<'c, 'k, K>(&'c self, prefix: &'static str, keys: &'k [K]) -> Entries<'c, 'k, K>
+    where
+        K: KeyPart + Eq + Hash + Clone,
+    {
+        let refused = (!is_valid_prefix(prefix)).then(|| Error::InvalidName {
+            what: "prefix",
+            name: prefix.to_owned(),
+        });
+        Entries {
+            cache: self,
+            keys,
+            spec: Spec::new(prefix, 0),
+            tags: Vec::new(),
+            refused,
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<'c, 'k, K, T> Entries<'c, 'k, K, T>
+where
+    K: KeyPart + Eq + Hash + Clone,
+{
+    /// How long a loaded value stays fresh; required before a load. Above
+    /// zero.
+    pub fn ttl(mut self, ttl: Duration) -> Entries<'c, 'k, K, Ttl> {
+        self.spec.ttl = ttl;
+        if ttl.is_zero() && self.refused.is_none() {
+            self.refused = Some(Error::InvalidSetting {
+                setting: "ttl",
+                reason: "a TTL must be above zero",
+            });
+        }
+        Entries {
+            cache: self.cache,
+            keys: self.keys,
+            spec: self.spec,
+            tags: self.tags,
+            refused: self.refused,
+            marker: PhantomData,
+        }
+    }
+
+    /// The tags every entry carries (as [`Entry::tags`](crate::Entry::tags)).
+    pub fn tags<I>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        if self.tags.len() > MAX_TAGS && self.refused.is_none() {
+            self.refused = Some(Error::InvalidSetting {
+                setting: "tags",
+                reason: "an entry carries at most 253 tags",
+            });
+        }
+        self
+    }
+
+    /// Cache a key the loader does not return as absent, for this long.
+    /// Above zero.
+    pub fn cache_none(mut self, ttl: Duration) -> Self {
+        self.spec.cache_none = Some(ttl);
+        if ttl.is_zero() && self.refused.is_none() {
+            self.refused = Some(Error::InvalidSetting {
+                setting: "cache_none",
+                reason: "a TTL must be above zero",
+            });
+        }
+        self
+    }
+
+    /// What the cache holds for the keys, fresh, without a load: one L1
+    /// pass, then one Redis round trip for the rest. Keys it lacks are
+    /// absent from the map.
+    pub async fn get_many<V: Cacheable>(self) -> HashMap<K, V> {
+        if let Some(error) = &self.refused {
+            tracing::warn!(%error, "tiercache entries not read");
+            return HashMap::new();
+        }
+        let mut batch = Batch::<K, V>::new(&self);
+        batch.look(false).await;
+        batch.found
+    }
+}
+
+impl<K> Entries<'_, '_, K, Ttl>
+where
+    K: KeyPart + Eq + Hash + Clone,
+{
+    /// The cached values of the keys, and, for those cached nowhere, what
+    /// **one** call of `load` returns (given only those keys), which is
+    /// cached. Keys `load` does not return are absent from the map (and,
+    /// with [`cache_none`](Entries::cache_none), cached as absent). An
+    /// `Err` is returned as it is, nothing of it cached.
+    ///
+    /// The loader may borrow from the caller and need not be `Send`.
+    pub async fn try_get_many_with<F, Fut, I, V, E>(self, load: F) -> Result<HashMap<K, V>, E>
+    where
+        F: FnOnce(Vec<K>) -> Fut,
+        Fut: Future<Output = Result<I, E>>,
+        I: IntoIterator<Item = (K, V)>,
+        V: Cacheable,
+    {
+        if let Some(error) = &self.refused {
+            tracing::warn!(%error, "tiercache entries not cached; loading without the cache");
+            let mut keys: Vec<K> = self.keys.to_vec();
+            let mut seen = HashSet::new();
+            keys.retain(|key| seen.insert(key.clone()));
+            return load(keys).await.map(|loaded| loaded.into_iter().collect());
+        }
+        let mut batch = Batch::<K, V>::new(&self);
+        batch.look(true).await;
+        if batch.missing.is_empty() {
+            return Ok(batch.found);
+        }
+        let keys: Vec<K> = batch.missing.iter().map(|m| m.key.clone()).collect();
+        let inner = &*self.cache.inner;
+        Counters::bump(&inner.counters.loads);
+        let started = Instant::now();
+        let loaded = match load(keys).await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                Counters::bump(&inner.counters.errors);
+                return Err(error);
+            }
+        };
+        batch.land(loaded, started.elapsed()).await;
+        Ok(batch.found)
+    }
+
+    /// As [`try_get_many_with`](Entries::try_get_many_with), for a loader
+    /// that cannot fail.
+    pub async fn get_many_with<F, Fut, I, V>(self, load: F) -> HashMap<K, V>
+    where
+        F: FnOnce(Vec<K>) -> Fut,
+        Fut: Future<Output = I>,
+        I: IntoIterator<Item = (K, V)>,
+        V: Cacheable,
+    {
+        let loaded = self
+            .try_get_many_with(
+                |keys| async move { Ok::<_, std::convert::Infallible>(load(keys).await) },
+            )
+            .await;
+        match loaded {
+            Ok(found) => found,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// One key the batch has not found yet.
+struct Missing<K> {
+    key: K,
+    /// The rendered `prefix:key`.
+    rendered: String,
+    /// The key's flight, if this batch leads it.
+    leader: Option<Leader>,
+    /// Another caller's flight of the key, awaited.
+    other: Option<Slot>,
+    /// What an L1 entry of it depends on, taken before anything was read.
+    generations: Snapshot,
+    /// What the Redis read saw, for the write.
+    seen: Option<Seen>,
+}
+
+/// A loaded value (`None`: a "nothing" cached with `cache_none`) on its
+/// way to Redis, fresh for a while (until the Unix ms given).
+struct Loaded<K, V> {
+    missing: Missing<K>,
+    value: Option<V>,
+    fresh: (Duration, u64),
+}
+
+/// What became of a key the batch looked for.
+enum Outcome<V> {
+    Value(V, Shared, Source),
+    /// A cached "nothing" (with `cache_none`), or another flight's.
+    Absent,
+    /// Still missing; what the Redis read saw, if it read the key.
+    Missing(Option<Seen>),
+}
+
+/// One batch: what it found, and what it still looks for.
+struct Batch<'a, K, V> {
+    inner: &'a Arc<Inner>,
+    spec: &'a Spec,
+    tags: &'a [String],
+    keys: &'a [K],
+    codec: Codec<V>,
+    found: HashMap<K, V>,
+    missing: Vec<Missing<K>>,
+}
+
+impl<'a, K, V> Batch<'a, K, V>
+where
+    K: KeyPart + Eq + Hash + Clone,
+    V: Cacheable,
+{
+    fn new<T>(entries: &'a Entries<'_, 'a, K, T>) -> Self {
+        Self {
+            inner: &entries.cache.inner,
+            spec: &entries.spec,
+            tags: &entries.tags,
+            keys: entries.keys,
+            codec: Codec::new(),
+            found: HashMap::with_capacity(entries.keys.len()),
+            missing: Vec::new(),
+        }
+    }
+
+    /// Steps 1 to 3: L1, the flights (when it will `lead` a load), Redis.
+    async fn look(&mut self, lead: bool) {
+        let inner = self.inner;
+        let mut unique = HashSet::with_capacity(self.keys.len());
+        for key in self.keys {
+            if !unique.insert(key) {
+                continue;
+            }
+            let mut writer = KeyWriter::new(self.spec.prefix);
+            key.write_key(&mut writer);
+            if let Some(hit) = inner.l1.get(&*writer.as_key()) {
+                if let Some(value) = (self.codec.unshare)(&hit) {
+                    Counters::bump(&inner.counters.l1_hits);
+                    self.found.insert(key.clone(), value);
+                    continue;
+                }
+                if hit.is::<Absent>() && self.spec.cache_none.is_some() {
+                    Counters::bump(&inner.counters.l1_hits);
+                    continue;
+                }
+            }
+            let rendered = writer.finish();
+            let (leader, other) = match lead.then(|| inner.flights.join(&rendered)) {
+                Some(Role::Leader(leader)) => (Some(leader), None),
+                Some(Role::Waiter(slot)) => (None, Some(slot)),
+                None => (None, None),
+            };
+            // Before anything is read: an invalidation from now on keeps
+            // what this batch finds out of L1, and out of its flights.
+            let generations = inner.snapshot(self.spec.prefix, self.tags, &rendered);
+            if let Some(leader) = &leader {
+                leader.depends_on(&inner.generations.snapshot(
+                    self.spec.prefix,
+                    self.tags,
+                    &rendered,
+                ));
+            }
+            self.missing.push(Missing {
+                key: key.clone(),
+                rendered,
+                leader,
+                other,
+                generations,
+                seen: None,
+            });
+        }
+        if self.missing.is_empty() {
+            return;
+        }
+        // Redis for the keys this batch leads, while the others' flights
+        // land.
+        let (read, waited) = tokio::join!(self.read(), self.wait_for_others());
+        let outcomes = read.into_iter().chain(waited);
+        let mut still = Vec::with_capacity(self.missing.len());
+        let missing = std::mem::take(&mut self.missing);
+        let mut outcomes: HashMap<usize, Outcome<V>> = outcomes.collect();
+        for (i, mut m) in missing.into_iter().enumerate() {
+            match outcomes.remove(&i) {
+                Some(Outcome::Value(value, shared, source)) => {
+                    if let Some(leader) = m.leader.take() {
+                        leader.land(
+                            Landed::Value(shared, source),
+                            later(Instant::now(), self.spec.ttl),
+                        );
+                    }
+                    let counter = match source {
+                        Source::L2 => &inner.counters.l2_hits,
+                        Source::Load | Source::FailSafe => &inner.counters.misses,
+                    };
+                    Counters::bump(counter);
+                    self.found.insert(m.key, value);
+                }
+                Some(Outcome::Absent) => {
+                    if let Some(leader) = m.leader.take() {
+                        leader.land(Landed::Absent, Instant::now());
+                    }
+                }
+                Some(Outcome::Missing(seen)) => {
+                    m.seen = seen;
+                    still.push(m);
+                }
+                None => still.push(m),
+            }
+        }
+        self.missing = still;
+    }
+
+    /// One `MGET` of the entries this batch leads (all of them, when it
+    /// loads nothing): a fresh valid value, or what the read saw.
+    async fn read(&self) -> Vec<(usize, Outcome<V>)> {
+        let inner = self.inner;
+        let asked: Vec<usize> = (0..self.missing.len())
+            .filter(|&i| self.missing[i].other.is_none())
+            .collect();
+        let calls: Vec<L2Call<'_>> = asked
+            .iter()
+            .filter_map(|&i| L2Call::new(inner, self.spec, &self.missing[i].rendered, self.tags))
+            .collect();
+        let (Some(l2), Some(first)) = (&inner.l2, calls.first()) else {
+            return Vec::new();
+        };
+        let at = Instant::now();
+        // Before the read is sent: Redis may not have these yet.
+        let pending = inner.pending.snapshot();
+        let entry_keys: Vec<String> = calls.iter().map(|call| call.entry_key.clone()).collect();
+        let version_keys = first.version_keys();
+        let version_ttl = first.version_ttl();
+        let (entries, versions) = match l2.read_many(&entry_keys, version_keys, version_ttl).await {
+            Ok(read) => read,
+            Err(error) => {
+                inner.counters.redis_failed(&error);
+                tracing::debug!(%error, "L2 batch read failed");
+                return Vec::new();
+            }
+        };
+        let now = std::time::SystemTime::now();
+        let mut outcomes = Vec::with_capacity(calls.len());
+        for ((&i, call), entry) in asked.iter().zip(&calls).zip(entries) {
+            let read = call.classify(self.codec, entry, versions.clone(), pending.as_ref(), at);
+            let outcome = match read {
+                L2Read::Found(found) if found.meta.remaining(now).is_some() => match found.value {
+                    Some(value) => {
+                        let shared = (self.codec.share)(&value);
+                        let (expires_at_ms, load_time) =
+                            (found.meta.expires_at_ms, found.meta.load_time());
+                        let generations = self.missing[i].generations.clone();
+                        let entry = l1_entry(
+                            self.spec,
+                            shared.clone(),
+                            expires_at_ms,
+                            load_time,
+                            generations,
+                        );
+                        if let Some(entry) = entry {
+                            inner.keep_in_l1(&self.missing[i].rendered, entry);
+                        }
+                        Outcome::Value(value, shared, Source::L2)
+                    }
+                    None if self.spec.cache_none.is_some() => Outcome::Absent,
+                    None => Outcome::Missing(Some(found.seen)),
+                },
+                L2Read::Found(found) => Outcome::Missing(Some(found.seen)),
+                L2Read::Miss(seen) => Outcome::Missing(Some(seen)),
+                L2Read::Unavailable => Outcome::Missing(None),
+            };
+            outcomes.push((i, outcome));
+        }
+        outcomes
+    }
+
+    /// The flights of keys others were loading, awaited for `lock_wait`
+    /// at most: their value, their "nothing", or still missing (they
+    /// failed, landed another type, or are slower).
+    async fn wait_for_others(&self) -> Vec<(usize, Outcome<V>)> {
+        let waits = self
+            .missing
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.other.clone().map(|slot| (i, slot)))
+            .map(|(i, slot)| async move { (i, flight::wait(slot).await) });
+        let give_up_at = later(Instant::now(), self.inner.settings.lock_wait);
+        let all = futures_util::future::join_all(waits);
+        let Ok(landed) = tokio::time::timeout_at(give_up_at.into(), all).await else {
+            return Vec::new();
+        };
+        landed
+            .into_iter()
+            .filter_map(|(i, landed)| {
+                let outcome = match landed? {
+                    Landed::Value(shared, source) => {
+                        let value = (self.codec.unshare)(&shared)?;
+                        Outcome::Value(value, shared, source)
+                    }
+                    Landed::Absent => Outcome::Absent,
+                };
+                Some((i, outcome))
+            })
+            .collect()
+    }
+
+    /// Step 5: what the loader returned goes to L1, to the flights, then
+    /// to Redis in one pipeline.
+    async fn land<I>(&mut self, loaded: I, load_time: Duration)
+    where
+        I: IntoIterator<Item = (K, V)>,
+    {
+        let inner = self.inner;
+        let mut loaded: HashMap<K, V> = loaded.into_iter().collect();
+        let missing = std::mem::take(&mut self.missing);
+        let mut writes: Vec<Loaded<K, V>> = Vec::new();
+        for mut m in missing {
+            Counters::bump(&inner.counters.misses);
+            let (value, ttl) = match loaded.remove(&m.key) {
+                Some(value) => (Some(value), inner.settings.jittered(self.spec.ttl)),
+                None => match self.spec.cache_none {
+                    Some(ttl) => (None, ttl),
+                    None => {
+                        if let Some(leader) = m.leader.take() {
+                            leader.land(Landed::Absent, Instant::now());
+                        }
+                        continue;
+                    }
+                },
+            };
+            let shared: Shared = match &value {
+                Some(value) => (self.codec.share)(value),
+                None => Arc::new(Absent),
+            };
+            let expires_at_ms = expiry(ttl);
+            let generations = m.generations.clone();
+            if let Some(entry) = l1_entry(
+                self.spec,
+                shared.clone(),
+                expires_at_ms,
+                load_time,
+                generations,
+            ) {
+                inner.keep_in_l1(&m.rendered, entry);
+            }
+            if let Some(leader) = m.leader.take() {
+                let landed = match &value {
+                    Some(_) => Landed::Value(shared, Source::Load),
+                    None => Landed::Absent,
+                };
+                leader.land(landed, later(Instant::now(), ttl));
+            }
+            writes.push(Loaded {
+                missing: m,
+                value,
+                fresh: (ttl, expires_at_ms),
+            });
+        }
+        self.write(&writes, load_time).await;
+        for loaded in writes {
+            if let Some(value) = loaded.value {
+                self.found.insert(loaded.missing.key, value);
+            }
+        }
+    }
+
+    /// One pipeline of conditional writes, for the keys the read saw (not
+    /// so long ago that a tombstone they should meet may be gone).
+    async fn write(&self, writes: &[Loaded<K, V>], load_time: Duration) {
+        let inner = self.inner;
+        let Some(l2) = &inner.l2 else { return };
+        let keep = self.spec.keep();
+        let mut first = None;
+        let calls: Vec<(L2Call<'_>, &Loaded<K, V>, &Seen)> = writes
+            .iter()
+            .filter_map(|loaded| {
+                let seen = loaded.missing.seen.as_ref();
+                let seen = seen.filter(|seen| seen.at.elapsed() <= WRITE_HORIZON)?;
+                let call = L2Call::new(inner, self.spec, &loaded.missing.rendered, self.tags)?;
+                Some((call, loaded, seen))
+            })
+            .collect();
+        let many: Vec<ManyWrite<'_>> = calls
+            .iter()
+            .filter_map(|(call, loaded, seen)| {
+                first.get_or_insert(call);
+                let value = loaded.value.as_ref();
+                let envelope = call
+                    .envelope(self.codec, value, load_time, loaded.fresh, seen)
+                    .ok()?;
+                Some(ManyWrite {
+                    entry_key: &call.entry_key,
+                    seen: seen.digest(),
+                    envelope,
+                    ttl: loaded.fresh.0 + keep,
+                })
+            })
+            .collect();
+        let Some(first) = first else { return };
+        let (version_keys, version_ttl) = (first.version_keys(), first.version_ttl());
+        if let Err(error) = l2
+            .write_many_if_unchanged(&many, version_keys, version_ttl)
+            .await
+        {
+            inner.counters.redis_failed(&error);
+            tracing::debug!(%error, "L2 batch write failed");
+        }
+    }
+}

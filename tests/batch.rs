@@ -1,0 +1,345 @@
+//! Batch loads (`Cache::entries`) against a real redis-server: one L1 pass,
+//! one Redis round trip, one loader call, the same entries as single calls.
+
+mod support;
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tiercache::{Cache, cache_aside};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+fn user(id: u64) -> User {
+    User {
+        id,
+        name: format!("user {id}"),
+    }
+}
+
+const TTL: Duration = Duration::from_secs(300);
+
+/// What the loader was asked for, call by call.
+#[derive(Default, Clone)]
+struct Calls(Arc<Mutex<Vec<Vec<u64>>>>);
+
+impl Calls {
+    fn record(&self, ids: &[u64]) {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        self.0.lock().unwrap().push(ids);
+    }
+
+    fn all(&self) -> Vec<Vec<u64>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A batch over `ids` whose loader finds every id but those in `absent`.
+async fn batch(cache: &Cache, ids: &[u64], calls: &Calls) -> HashMap<u64, User> {
+    cache
+        .entries("user", ids)
+        .ttl(TTL)
+        .get_many_with(|missing: Vec<u64>| async move {
+            calls.record(&missing);
+            missing.into_iter().map(|id| (id, user(id)))
+        })
+        .await
+}
+
+#[cache_aside(prefix = "user", ttl = "5m", key = "{id}", skip(cache, loads), cache = cache)]
+async fn single(cache: &Cache, loads: &AtomicU64, id: u64) -> User {
+    loads.fetch_add(1, SeqCst);
+    user(id)
+}
+
+#[tokio::test]
+async fn one_redis_read_one_load_and_one_write_for_what_l1_lacks() {
+    // A server of its own: the commands counted are this test's only.
+    let server = support::RedisServer::start();
+    let cache = support::cache_on(&server.url(), "batch-round-trips").await;
+    let ids: Vec<u64> = (0..100).collect();
+    // 90 cached already: 60 in this instance's L1 and Redis, 30 in Redis only.
+    let calls = Calls::default();
+    batch(&cache, &ids[..60], &calls).await;
+    let other = support::cache_on(&server.url(), "batch-round-trips").await;
+    batch(&other, &ids[60..90], &calls).await;
+    assert_eq!(calls.all().len(), 2);
+
+    let mut redis = support::raw(&server.url()).await;
+    let count = async |redis: &mut redis::aio::MultiplexedConnection| {
+        (
+            support::command_calls(redis, "mget").await,
+            support::command_calls(redis, "evalsha").await,
+            support::command_calls(redis, "script|load").await,
+        )
+    };
+    let before = count(&mut redis).await;
+    let found = batch(&cache, &ids, &calls).await;
+    assert_eq!(found.len(), 100);
+    assert!(ids.iter().all(|id| found[id] == user(*id)));
+    assert_eq!(
+        calls.all()[2],
+        (90..100).collect::<Vec<_>>(),
+        "one call, the 10 found nowhere"
+    );
+    // Two round trips: one MGET; one pipeline of SCRIPT LOAD and 10 writes.
+    let after = count(&mut redis).await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+        (1, 10, 1)
+    );
+    let stats = cache.stats();
+    assert_eq!(stats.l1_hits, 60, "{stats:?}");
+    assert_eq!(stats.l2_hits, 30, "{stats:?}");
+    // All 100 are in L1 now: no Redis, no load.
+    assert_eq!(batch(&cache, &ids, &calls).await.len(), 100);
+    assert_eq!(calls.all().len(), 3);
+    assert_eq!(count(&mut redis).await, after);
+}
+
+#[tokio::test]
+async fn batches_and_single_calls_share_their_entries() {
+    let cache = support::cache_in("batch-shared").await;
+    let loads = AtomicU64::new(0);
+    let calls = Calls::default();
+    // Loaded one by one: hits for the batch.
+    for id in [1, 2] {
+        single(&cache, &loads, id).await;
+    }
+    let other = support::cache_in("batch-shared").await;
+    let found = batch(&other, &[1, 2, 3], &calls).await;
+    assert_eq!(found.len(), 3);
+    assert_eq!(calls.all(), vec![vec![3]]);
+    // Loaded by the batch: hits for the function, here and elsewhere.
+    assert_eq!(single(&other, &loads, 3).await, user(3));
+    let third = support::cache_in("batch-shared").await;
+    assert_eq!(single(&third, &loads, 3).await, user(3));
+    assert_eq!(loads.load(SeqCst), 2);
+    // And for a single entry.
+    let peeked: Option<User> = third.entry("user", &3u64).get().await;
+    assert_eq!(peeked, Some(user(3)));
+}
+
+#[tokio::test]
+async fn keys_the_loader_does_not_return_are_absent_and_cached_only_with_cache_none() {
+    let cache = support::cache_in("batch-absent").await;
+    let calls = Calls::default();
+    let odd_only = |cache_none: bool| {
+        let calls = calls.clone();
+        let entries = cache.entries("sparse", &[1u64, 2, 3, 4]).ttl(TTL);
+        let entries = if cache_none {
+            entries.cache_none(TTL)
+        } else {
+            entries
+        };
+        async move {
+            entries
+                .get_many_with(|missing: Vec<u64>| async move {
+                    calls.record(&missing);
+                    missing
+                        .into_iter()
+                        .filter(|id| id % 2 == 1)
+                        .map(|id| (id, user(id)))
+                })
+                .await
+        }
+    };
+    let found = odd_only(false).await;
+    assert_eq!(
+        found
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        [1, 3].into()
+    );
+    // Not cached: asked for again.
+    odd_only(false).await;
+    assert_eq!(calls.all(), vec![vec![1, 2, 3, 4], vec![2, 4]]);
+    // Cached as absent, in L1 and in Redis.
+    odd_only(true).await;
+    odd_only(true).await;
+    let other = support::cache_in("batch-absent").await;
+    let recorder = calls.clone();
+    let found = other
+        .entries("sparse", &[1u64, 2, 3, 4])
+        .ttl(TTL)
+        .cache_none(TTL)
+        .get_many_with(|missing: Vec<u64>| async move {
+            recorder.record(&missing);
+            Vec::<(u64, User)>::new()
+        })
+        .await;
+    assert_eq!(found.len(), 2);
+    assert_eq!(calls.all().len(), 3, "{:?}", calls.all());
+}
+
+#[tokio::test]
+async fn a_failed_load_caches_nothing() {
+    let cache = support::cache_in("batch-error").await;
+    let failed: Result<HashMap<u64, User>, String> = cache
+        .entries("user", &[1u64, 2])
+        .ttl(TTL)
+        .try_get_many_with(|_: Vec<u64>| async { Err::<Vec<(u64, User)>, _>("db down".to_owned()) })
+        .await;
+    assert_eq!(failed, Err("db down".to_owned()));
+    let calls = Calls::default();
+    assert_eq!(batch(&cache, &[1, 2], &calls).await.len(), 2);
+    assert_eq!(calls.all(), vec![vec![1, 2]]);
+    assert_eq!(cache.stats().errors, 1);
+}
+
+#[tokio::test]
+async fn a_key_in_flight_elsewhere_is_awaited_not_loaded_again() {
+    let cache = support::cache_in("batch-flight").await;
+    let gate = Arc::new(support::open_gate());
+    let closed = support::close(&gate).await;
+    let loads = Arc::new(AtomicU64::new(0));
+    // A single call of key 5 is loading (held at the gate).
+    let single_call = {
+        let (cache, gate, loads) = (cache.clone(), gate.clone(), loads.clone());
+        tokio::spawn(async move {
+            cache
+                .entry("user", &5u64)
+                .ttl(TTL)
+                .get_with(|| async move {
+                    loads.fetch_add(1, SeqCst);
+                    let _pass = gate.acquire().await;
+                    User {
+                        id: 5,
+                        name: "from the single call".into(),
+                    }
+                })
+                .await
+        })
+    };
+    assert!(support::eventually(Duration::from_secs(5), async || loads.load(SeqCst) == 1).await);
+    let calls = Calls::default();
+    let batch_call = {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tokio::spawn(async move { batch(&cache, &[4, 5, 6], &calls).await })
+    };
+    // The batch waits for key 5's flight (as a single call of key 5
+    // would), then loads the others.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(calls.all().is_empty(), "{:?}", calls.all());
+    drop(closed);
+    let found = batch_call.await.unwrap();
+    assert_eq!(calls.all(), vec![vec![4, 6]], "key 5 is left to its flight");
+    assert_eq!(found[&5].name, "from the single call");
+    assert_eq!(found.len(), 3);
+    assert_eq!(single_call.await.unwrap().name, "from the single call");
+}
+
+#[tokio::test]
+async fn a_single_call_joins_the_load_of_a_batch() {
+    let cache = support::cache_in("batch-joined").await;
+    let gate = Arc::new(support::open_gate());
+    let closed = support::close(&gate).await;
+    let calls = Calls::default();
+    let batch_call = {
+        let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
+        tokio::spawn(async move {
+            cache
+                .entries("user", &[7u64, 8])
+                .ttl(TTL)
+                .get_many_with(|missing: Vec<u64>| async move {
+                    calls.record(&missing);
+                    let _pass = gate.acquire().await;
+                    missing.into_iter().map(|id| (id, user(id)))
+                })
+                .await
+        })
+    };
+    assert!(support::eventually(Duration::from_secs(5), async || calls.all().len() == 1).await);
+    let loads = Arc::new(AtomicU64::new(0));
+    let joined = {
+        let (cache, loads) = (cache.clone(), loads.clone());
+        tokio::spawn(async move { single(&cache, &loads, 8).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(closed);
+    assert_eq!(joined.await.unwrap(), user(8));
+    assert_eq!(
+        loads.load(SeqCst),
+        0,
+        "the single call took the batch's value"
+    );
+    assert_eq!(batch_call.await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_invalidation_during_the_load_keeps_its_values_out_of_l1() {
+    let cache = support::cache_in("batch-race").await;
+    let gate = Arc::new(support::open_gate());
+    let closed = support::close(&gate).await;
+    let calls = Calls::default();
+    let batch_call = {
+        let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
+        tokio::spawn(async move {
+            cache
+                .entries("user", &[9u64])
+                .ttl(TTL)
+                .get_many_with(|missing: Vec<u64>| async move {
+                    calls.record(&missing);
+                    let _pass = gate.acquire().await;
+                    vec![(
+                        9,
+                        User {
+                            id: 9,
+                            name: "read before the update".into(),
+                        },
+                    )]
+                })
+                .await
+        })
+    };
+    assert!(support::eventually(Duration::from_secs(5), async || calls.all().len() == 1).await);
+    // The row changes and is invalidated while the batch's read is in flight.
+    cache.entry("user", &9u64).invalidate().await.unwrap();
+    drop(closed);
+    batch_call.await.unwrap();
+    let loads = AtomicU64::new(0);
+    assert_eq!(
+        single(&cache, &loads, 9).await,
+        user(9),
+        "not the value read before"
+    );
+    assert_eq!(loads.load(SeqCst), 1);
+    let other = support::cache_in("batch-race").await;
+    assert_eq!(
+        single(&other, &loads, 9).await,
+        user(9),
+        "nor is it in Redis"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_loader_may_borrow_and_keys_are_asked_for_once() {
+    let cache = Cache::in_memory();
+    let local = Rc::new(Mutex::new(Vec::new()));
+    let found = cache
+        .entries("local", &[3u8, 3, 4, 3])
+        .ttl(TTL)
+        .get_many_with(|missing: Vec<u8>| {
+            let local = &local;
+            async move {
+                tokio::task::yield_now().await;
+                local.lock().unwrap().push(missing.clone());
+                missing.into_iter().map(|k| (k, u32::from(k) * 10))
+            }
+        })
+        .await;
+    assert_eq!(found, HashMap::from([(3, 30), (4, 40)]));
+    assert_eq!(*local.lock().unwrap(), vec![vec![3, 4]]);
+    let peeked: HashMap<u8, u32> = cache.entries("local", &[3u8, 5]).get_many().await;
+    assert_eq!(peeked, HashMap::from([(3, 30)]));
+}
