@@ -1,6 +1,9 @@
 //! What the attributes accept: ordinary Rust that compiles without them
 //! compiles with them and caches what it should (issue 11). Compile-only
-//! cases are in `tests/ui/pass`; these run, on an in-memory cache.
+//! cases are in `tests/ui/pass`; these run, on an in-memory cache (and
+//! Redis, for shared values).
+
+mod support;
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -438,4 +441,67 @@ async fn a_cfg_argument_leaves_the_default_key_as_written() {
     assert_eq!(cfg_first(&cache, 2).await, 2, "a hit");
     touch_cfg_first(&cache, 2).await;
     assert_eq!(cfg_first(&cache, 2).await, 3, "invalidated: loaded again");
+}
+
+mod shared_values {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+    use serde::{Deserialize, Serialize};
+    use tiercache::{Cache, cache_aside};
+
+    /// Not `Clone`: a hit cannot deep-clone it.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Big {
+        pub(crate) rows: Vec<u64>,
+    }
+
+    #[cache_aside(prefix = "big", ttl = "5m", skip(cache, loads), cache = cache)]
+    pub(crate) async fn big(cache: &Cache, loads: &AtomicU64, id: u64) -> Arc<Big> {
+        loads.fetch_add(1, SeqCst);
+        Arc::new(Big {
+            rows: vec![id; 1000],
+        })
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Plain {
+        pub(crate) rows: Vec<u64>,
+    }
+
+    #[cache_aside(prefix = "shared-entry", ttl = "5m", skip(cache), cache = cache)]
+    pub(crate) async fn as_arc(cache: &Cache, id: u64) -> Option<Arc<Plain>> {
+        Some(Arc::new(Plain { rows: vec![id] }))
+    }
+
+    #[cache_aside(prefix = "shared-entry", ttl = "5m", skip(cache), cache = cache)]
+    pub(crate) async fn as_value(cache: &Cache, id: u64) -> Option<Plain> {
+        Some(Plain { rows: vec![id, id] })
+    }
+}
+
+/// An `Arc<T>` is cached without serde's `rc` feature; an L1 hit hands out
+/// the same allocation (no deep clone), and Redis holds the `T`, so a
+/// function returning `T` under the same prefix and key shares its entry.
+#[tokio::test]
+async fn an_arc_is_shared_on_every_hit_not_cloned() {
+    use shared_values::*;
+    use std::sync::Arc;
+    let cache = support::cache_in("macros-arc").await;
+    let loads = std::sync::atomic::AtomicU64::new(0);
+    let first = big(&cache, &loads, 1).await;
+    let second = big(&cache, &loads, 1).await;
+    assert!(Arc::ptr_eq(&first, &second), "an L1 hit shares the value");
+    assert_eq!(loads.load(SeqCst), 1);
+    // Another instance decodes it from Redis.
+    let other = support::cache_in("macros-arc").await;
+    let decoded = big(&other, &loads, 1).await;
+    assert_eq!(*decoded, *first);
+    assert_eq!(loads.load(SeqCst), 1);
+    assert!(Arc::ptr_eq(&decoded, &big(&other, &loads, 1).await));
+
+    // `Arc<Plain>` and `Plain` under one prefix and key: one entry.
+    let loaded = as_arc(&cache, 2).await.unwrap();
+    assert_eq!(as_value(&cache, 2).await.as_ref(), Some(&*loaded));
+    assert_eq!(as_value(&other, 2).await.as_ref(), Some(&*loaded));
 }

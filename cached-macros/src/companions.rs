@@ -46,12 +46,18 @@ pub(crate) fn generate(func: &ItemFn, analyzed: &Func, parts: &Parts) -> TokenSt
     );
     // Not the function's checked codec: a type that cannot be cached is
     // the function's error, once (see `CodecProbe`).
-    let make_codec = quote! {
-        let #codec = {
-            #[allow(unused_imports)]
-            use #private::{ProbeCacheable as _, ProbeUncacheable as _};
-            (&#private::CodecProbe::<#value_ty>::new()).codec()
-        };
+    let make_codec = match crate::func::shared(value_ty) {
+        Some(inner) => {
+            let span = syn::spanned::Spanned::span(value_ty);
+            quote::quote_spanned!(span=> let #codec = #private::arc_codec::<#inner>();)
+        }
+        None => quote! {
+            let #codec = {
+                #[allow(unused_imports)]
+                use #private::{ProbeCacheable as _, ProbeUncacheable as _};
+                (&#private::CodecProbe::<#value_ty>::new()).codec()
+            };
+        },
     };
     // The function's `#[cfg]`s (and only those): a companion exists when
     // the function does.

@@ -294,7 +294,13 @@ pub(crate) fn peel(ty: &Type) -> &Type {
 /// seeing it: a path (an alias, `Self`, an associated type) or a macro. A
 /// tuple, a reference, an array and the like cannot.
 fn may_hide_a_shape(ty: &Type) -> bool {
-    matches!(peel(ty), Type::Path(_) | Type::Macro(_) | Type::Verbatim(_))
+    matches!(peel(ty), Type::Path(_) | Type::Macro(_) | Type::Verbatim(_)) && shared(ty).is_none()
+}
+
+/// `Arc<T>` → `T`: a value cached as the `T` it shares (see the runtime's
+/// `Codec::arc`), which serde's `rc` feature need not serialize.
+pub(crate) fn shared(ty: &Type) -> Option<Type> {
+    last_segment_arg(ty, "Arc")
 }
 
 /// Reads the shape from the type's syntax. A `Result` or an `Option` written

@@ -122,6 +122,10 @@ pub(crate) fn codec(
 ) -> TokenStream {
     let value_ty = &output.value_ty;
     let span = value_ty.span();
+    if let Some(inner) = crate::func::shared(value_ty) {
+        let make = quote_spanned!(span=> #private::arc_codec::<#inner>());
+        return quote!(let #codec = #make;);
+    }
     if !output.hidden.result {
         // Without a `Result` to rule out, the codec's own errors are the
         // ones to see: it is built directly.

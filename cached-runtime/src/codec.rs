@@ -19,7 +19,7 @@ use crate::shape::{Kept, Shape};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be cached",
     label = "the cached value is `{Self}`",
-    note = "a cached value must implement `Serialize`, `DeserializeOwned`, `Clone`, `Send` and `Sync`, and own its data (`'static`): for a type of your own, `#[derive(Clone, serde::Serialize, serde::Deserialize)]`; an `Arc<T>` is `Serialize` and `Deserialize` only with serde's `rc` feature (`serde = {{ version = \"1\", features = [\"rc\"] }}`); a type of another crate may have a `serde` feature"
+    note = "a cached value must implement `Serialize`, `DeserializeOwned`, `Clone`, `Send` and `Sync`, and own its data (`'static`): for a type of your own, `#[derive(Clone, serde::Serialize, serde::Deserialize)]`; to share a large value instead of cloning it, return `Arc<T>`: a function's `Arc<T>` is cached as its `T` (a programmatic entry's needs serde's `rc` feature); a type of another crate may have a `serde` feature"
 )]
 pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
@@ -73,6 +73,39 @@ impl<V: Cacheable> Codec<V> {
             encode: envelope::encode::<V>,
             decode: envelope::decode::<V>,
             fingerprint: envelope::fingerprint::<V>,
+        }
+    }
+}
+
+/// What the value in a cached `Arc<T>` must be: as [`Cacheable`], without
+/// `Clone` (a hit clones the `Arc`, not the value).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached in an `Arc`",
+    label = "the cached value is an `Arc` of `{Self}`",
+    note = "a value in a cached `Arc` must implement `Serialize`, `DeserializeOwned`, `Send` and `Sync`, and own its data (`'static`): for a type of your own, `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
+pub trait CacheableShared: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> CacheableShared for T {}
+
+impl<T: CacheableShared> Codec<Arc<T>> {
+    /// The codec of an `Arc<T>`, without serde's `rc` feature: L1 and the
+    /// flights hold the `T` itself in its `Arc`, so a hit is a reference
+    /// count increment, never a deep clone; Redis holds `T`, so a function
+    /// returning `T` and one returning `Arc<T>` share their entries.
+    #[must_use]
+    pub const fn arc() -> Self {
+        Self {
+            share: |value| value.clone(),
+            own: |value| value,
+            unshare: |shared| shared.clone().downcast::<T>().ok(),
+            take: |shared| shared.downcast::<T>().ok(),
+            encode: |meta, value| envelope::encode::<T>(meta, value.map(|value| &**value)),
+            decode: |bytes| {
+                let (meta, value) = envelope::decode::<T>(bytes)?;
+                Some((meta, value.map(Arc::new)))
+            },
+            fingerprint: envelope::fingerprint::<T>,
         }
     }
 }

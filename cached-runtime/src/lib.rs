@@ -73,6 +73,13 @@ pub mod __private {
         When, invalidate_entry, invalidating, invalidating_always, set, write_through,
     };
 
+    /// The codec of a cached `Arc<T>` (see `Codec::arc`), spanned like
+    /// [`codec`].
+    #[must_use]
+    pub const fn arc_codec<T: crate::codec::CacheableShared>() -> Codec<std::sync::Arc<T>> {
+        Codec::arc()
+    }
+
     /// Checks that a cached value's type can be cached and returns what the
     /// cache paths need of it; spanned on the return type so that the error
     /// points there, once.
