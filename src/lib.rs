@@ -95,6 +95,24 @@
 //! [`tags`]), race-free (a load that started before an invalidation is never
 //! served after it), and reaches the L1 of every instance over Redis pub/sub.
 //!
+//! # Beyond the attributes
+//!
+//! - **Companions**: every `#[cache_aside]` function `get_user` generates
+//!   `get_user_invalidate`, `get_user_refresh`, `get_user_peek` and
+//!   `get_user_set` beside itself, taking the same arguments (`companions =
+//!   false` in a trait impl). `#[write_through(get_user(db, id))]` and
+//!   `#[invalidates(get_user(db, id))]` name the reader's call and take its
+//!   prefix, key, TTL and tags from it.
+//! - **Programmatic entries**: [`Cache::entry`] (`.ttl(d).try_get_with(..)`,
+//!   `get`, `set`, `invalidate`), the same entries and engine as the
+//!   attributes; [`Key`] for keys of several parts.
+//! - **Batch loads**: [`Cache::entries`] — one L1 pass, one Redis round
+//!   trip, one loader call for the keys found nowhere.
+//! - **Warming**: [`warm`], with bounded concurrency, progress and
+//!   cancellation.
+//! - **Shared values**: a function returning `Arc<T>` hands out the same
+//!   allocation on every hit, without serde's `rc` feature.
+//!
 //! # Keys
 //!
 //! Arguments are encoded by [`KeyPart`], escaped so that no value can forge
@@ -135,7 +153,7 @@ pub use tiercache_runtime::{
     DEFAULT_BREAKER_FAILURES, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_L1_CAPACITY, DEFAULT_LOCK_LEASE,
     DEFAULT_LOCK_WAIT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT,
     DEFAULT_TTL_JITTER, Entries, Entry, Error, Key, KeyPart, KeyWriter, LoadTimeout, MAX_SETTING,
-    Stats, entry, global, key, set_global, tags,
+    Stats, entry, global, key, set_global, tags, warm,
 };
 
 /// The macros and the types they work with, for a glob import.

@@ -38,6 +38,7 @@ use crate::l2call::{L2Call, L2Read, Seen};
 use crate::lead::{expiry, l1_entry};
 use crate::spec::{Spec, later};
 use crate::stats::Counters;
+use crate::warm::Warmed;
 
 /// Many entries of one prefix: see [`Cache::entries`].
 #[must_use = "entries do nothing until they are loaded or read"]
@@ -209,6 +210,41 @@ where
         };
         batch.land(loaded, started.elapsed()).await;
         Ok(batch.found)
+    }
+
+    /// Warms the entries (see [`crate::warm`]): what
+    /// [`try_get_many_with`](Entries::try_get_many_with) does, with a
+    /// tally instead of the values: the keys it found cached, and those it
+    /// asked the loader for, loaded or (when the loader failed) failed.
+    pub async fn warm_with<F, Fut, I, V, E>(self, load: F) -> Warmed
+    where
+        F: FnOnce(Vec<K>) -> Fut,
+        Fut: Future<Output = Result<I, E>>,
+        I: IntoIterator<Item = (K, V)>,
+        V: Cacheable,
+    {
+        let total = self.keys.iter().collect::<HashSet<_>>().len();
+        let asked = std::cell::Cell::new(0);
+        let loaded = self
+            .try_get_many_with(|missing| {
+                asked.set(missing.len());
+                load(missing)
+            })
+            .await;
+        let asked = asked.get();
+        let cached = total.saturating_sub(asked);
+        match loaded {
+            Ok(_) => Warmed {
+                loaded: asked,
+                cached,
+                failed: 0,
+            },
+            Err(_) => Warmed {
+                loaded: 0,
+                cached,
+                failed: asked,
+            },
+        }
     }
 
     /// As [`try_get_many_with`](Entries::try_get_many_with), for a loader

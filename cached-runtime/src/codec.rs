@@ -153,7 +153,7 @@ pub(crate) fn answer_owned<S: Shape<R>, R>(codec: Codec<S::Value>, shared: Share
 
 /// The codec a function's companions use (`get_user_peek`, …): the real
 /// one when the value type is [`Cacheable`], which the function itself
-/// requires, else [`Codec::inert`], by autoref specialization:
+/// requires, else an inert codec, by autoref specialization:
 /// `(&CodecProbe::<V>::new()).codec()`. So a value type that cannot be
 /// cached is reported once, by the function, not again by each companion
 /// (whose errors rustc would not merge with the function's); the inert

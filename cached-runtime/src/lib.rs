@@ -33,6 +33,7 @@ mod spec;
 mod stats;
 pub mod tags;
 mod target;
+pub mod warm;
 mod write;
 
 pub use batch::Entries;
