@@ -106,8 +106,9 @@
 //! - **Programmatic entries**: [`Cache::entry`] (`.ttl(d).try_get_with(..)`,
 //!   `get`, `set`, `invalidate`), the same entries and engine as the
 //!   attributes; [`Key`] for keys of several parts.
-//! - **Batch loads**: [`Cache::entries`] — one L1 pass, one Redis round
-//!   trip, one loader call for the keys found nowhere.
+//! - **Batch loads**: [`Cache::entries`] and [`macro@cache_batch`] — one L1
+//!   pass, one Redis round trip, one loader call for the keys found
+//!   nowhere.
 //! - **Warming**: [`warm`], with bounded concurrency, progress and
 //!   cancellation.
 //! - **Shared values**: a function returning `Arc<T>` hands out the same
@@ -147,7 +148,7 @@
 //! [quick_cache]: https://docs.rs/quick_cache
 //! [Redis]: https://redis.io
 
-pub use tiercache_macros::{cache_aside, invalidates, write_through};
+pub use tiercache_macros::{cache_aside, cache_batch, invalidates, write_through};
 pub use tiercache_runtime::{
     Cache, CacheBuilder, DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_BREAKER_COOLDOWN,
     DEFAULT_BREAKER_FAILURES, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_L1_CAPACITY, DEFAULT_LOCK_LEASE,
@@ -158,7 +159,7 @@ pub use tiercache_runtime::{
 
 /// The macros and the types they work with, for a glob import.
 pub mod prelude {
-    pub use crate::{Cache, KeyPart, cache_aside, invalidates, write_through};
+    pub use crate::{Cache, KeyPart, cache_aside, cache_batch, invalidates, write_through};
 }
 
 /// For generated code only: not part of the API, may change in any release.

@@ -343,3 +343,76 @@ async fn a_batch_loader_may_borrow_and_keys_are_asked_for_once() {
     let peeked: HashMap<u8, u32> = cache.entries("local", &[3u8, 5]).get_many().await;
     assert_eq!(peeked, HashMap::from([(3, 30)]));
 }
+
+mod batch_functions {
+    use std::collections::HashMap;
+
+    use tiercache::{Cache, cache_batch};
+
+    use super::{Calls, User, user};
+
+    /// The body runs once, with only the ids found nowhere.
+    #[cache_batch(prefix = "user", ttl = "5m", skip(cache, calls), cache = cache)]
+    pub(crate) async fn users(cache: &Cache, calls: &Calls, ids: &[u64]) -> HashMap<u64, User> {
+        calls.record(ids);
+        ids.iter().map(|&id| (id, user(id))).collect()
+    }
+
+    pub(crate) struct Repo {
+        pub(crate) cache: Cache,
+        pub(crate) calls: Calls,
+    }
+
+    impl Repo {
+        /// A method, fallible, with `cache_none` and a tag from an
+        /// argument.
+        #[cache_batch(prefix = "user", ttl = "5m", tags = ["org:{org}"], cache_none = "1m", skip(org), cache = self.cache)]
+        pub(crate) async fn users(
+            &self,
+            org: u64,
+            ids: &[u64],
+        ) -> Result<HashMap<u64, User>, String> {
+            self.calls.record(ids);
+            if ids.contains(&666) {
+                return Err("no".into());
+            }
+            Ok(ids
+                .iter()
+                .filter(|&&id| id != org)
+                .map(|&id| (id, user(id)))
+                .collect())
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_function_runs_its_body_once_with_the_keys_found_nowhere() {
+    use batch_functions::*;
+    let cache = support::cache_in("batch-fn").await;
+    let loads = AtomicU64::new(0);
+    single(&cache, &loads, 2).await;
+    let calls = Calls::default();
+    let found = users(&cache, &calls, &[1, 2, 3]).await;
+    assert_eq!(found.len(), 3);
+    assert_eq!(calls.all(), vec![vec![1, 3]]);
+    // Its entries are the single function's.
+    assert_eq!(single(&cache, &loads, 3).await, user(3));
+    assert_eq!(loads.load(SeqCst), 1);
+    users(&cache, &calls, &[1, 2, 3]).await;
+    assert_eq!(calls.all().len(), 1, "all cached");
+
+    let repo = Repo {
+        cache: support::cache_in("batch-fn-method").await,
+        calls: Calls::default(),
+    };
+    // Key 5 is the org: the body leaves it out; cached as absent.
+    let found = repo.users(5, &[4, 5]).await.unwrap();
+    assert_eq!(found.keys().copied().collect::<Vec<_>>(), vec![4]);
+    assert_eq!(repo.users(5, &[4, 5]).await.unwrap().len(), 1);
+    assert_eq!(repo.calls.all(), vec![vec![4, 5]], "5 is cached as absent");
+    assert_eq!(repo.users(5, &[666]).await, Err("no".to_owned()));
+    // The tag forgets both.
+    repo.cache.invalidate_tags(["org:5"]).await.unwrap();
+    repo.users(5, &[4, 5]).await.unwrap();
+    assert_eq!(repo.calls.all().last(), Some(&vec![4, 5]));
+}

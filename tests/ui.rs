@@ -6,5 +6,6 @@ fn ui() {
     cases.compile_fail("tests/ui/cache_aside/*.rs");
     cases.compile_fail("tests/ui/write_through/*.rs");
     cases.compile_fail("tests/ui/invalidates/*.rs");
+    cases.compile_fail("tests/ui/cache_batch/*.rs");
     cases.pass("tests/ui/pass/*.rs");
 }

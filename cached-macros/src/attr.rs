@@ -61,6 +61,7 @@ pub(crate) enum Kind {
     CacheAside,
     WriteThrough,
     Invalidates,
+    CacheBatch,
 }
 
 impl Kind {
@@ -69,6 +70,7 @@ impl Kind {
             Self::CacheAside => "#[cache_aside]",
             Self::WriteThrough => "#[write_through]",
             Self::Invalidates => "#[invalidates]",
+            Self::CacheBatch => "#[cache_batch]",
         }
     }
 
@@ -94,6 +96,7 @@ impl Kind {
             ],
             Self::WriteThrough => &[PREFIX, TTL, KEY, SKIP, TAGS, CACHE, CRATE],
             Self::Invalidates => &[TAGS, KEYS, PREFIXES, WHEN, CACHE, CRATE],
+            Self::CacheBatch => &[PREFIX, TTL, SKIP, TAGS, CACHE_NONE, CACHE, CRATE],
         }
     }
 
@@ -102,12 +105,14 @@ impl Kind {
             Self::CacheAside => &[PREFIX, TTL],
             Self::WriteThrough => &[PREFIX, TTL, KEY],
             Self::Invalidates => &[],
+            Self::CacheBatch => &[PREFIX, TTL],
         }
     }
 
-    /// Whether the attribute stores values (and so has a key and a TTL).
+    /// Whether the attribute stores one value per call (and so has a key,
+    /// a TTL and a return shape).
     pub(crate) fn caches(self) -> bool {
-        self != Self::Invalidates
+        matches!(self, Self::CacheAside | Self::WriteThrough)
     }
 }
 
@@ -588,15 +593,20 @@ fn unknown_option(kind: Kind, text: &str, closest: Option<&str>) -> String {
         .join(", ");
     let attribute = kind.attribute();
     if OPTIONS.contains(&text) {
-        let owners: Vec<Kind> = [Kind::CacheAside, Kind::WriteThrough, Kind::Invalidates]
-            .into_iter()
-            .filter(|other| other.options().contains(&text))
-            .collect();
-        let owner = owners
-            .iter()
-            .map(|owner| owner.attribute())
-            .collect::<Vec<_>>()
-            .join(" and ");
+        let owners: Vec<Kind> = [
+            Kind::CacheAside,
+            Kind::WriteThrough,
+            Kind::Invalidates,
+            Kind::CacheBatch,
+        ]
+        .into_iter()
+        .filter(|other| other.options().contains(&text))
+        .collect();
+        let names: Vec<&str> = owners.iter().map(|owner| owner.attribute()).collect();
+        let owner = match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => names.concat(),
+        };
         // A writer may also invalidate: the option belongs on a second
         // attribute of the same function.
         let instead = if kind == Kind::WriteThrough && owners == [Kind::Invalidates] {
@@ -685,7 +695,7 @@ const MAX_TAGS: usize = 253;
 /// An entry of a reader or a writer records its tags' versions; an
 /// invalidation only bumps them, and may list any number.
 fn within_tag_limit(kind: Kind, expr: &Expr, tags: Vec<Template>) -> syn::Result<Vec<Template>> {
-    if !kind.caches() || tags.len() <= MAX_TAGS {
+    if kind == Kind::Invalidates || tags.len() <= MAX_TAGS {
         return Ok(tags);
     }
     Err(syn::Error::new_spanned(

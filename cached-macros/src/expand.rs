@@ -32,6 +32,10 @@ pub(crate) fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::Invalidates, args, item)
 }
 
+pub(crate) fn cache_batch(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::CacheBatch, args, item)
+}
+
 fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let written: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
@@ -63,6 +67,10 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
             crate::resilience::check(func, args, &analyzed, &mut cx);
         }
     }
+    let batch = match (&args, kind) {
+        (Some(args), Kind::CacheBatch) => crate::batch::analyze(func, args, &analyzed, &mut cx),
+        _ => None,
+    };
     if let Err(error) = cx.check() {
         return with_errors(item, error);
     }
@@ -76,6 +84,10 @@ fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
             generate(func, &args, &analyzed, parts)
         }
         (Kind::WriteThrough, None) => generate_write_to_reader(func, &args, &analyzed),
+        (Kind::CacheBatch, _) => match &batch {
+            Some(batch) => crate::batch::generate(func, &args, &analyzed, batch),
+            None => unreachable!("a batch function that does not check is an error"),
+        },
         _ => generate_invalidates(func, &args, &analyzed),
     };
     // An `#[async_trait]` method is in a trait impl (or a trait), which
@@ -329,7 +341,7 @@ fn check_key_arguments(func: &ItemFn, args: &Args, analyzed: &Func, cx: &mut Ctx
 }
 
 /// `let cache: &Cache = ...;` for the `cache` option, or the global cache.
-fn cache_binding(args: &Args, cache: &Ident, private: &TokenStream) -> TokenStream {
+pub(crate) fn cache_binding(args: &Args, cache: &Ident, private: &TokenStream) -> TokenStream {
     match &args.cache {
         // An invisible group keeps the expression's precedence without
         // parentheses of our own, so a type error spans exactly what the
@@ -349,7 +361,7 @@ fn cache_binding(args: &Args, cache: &Ident, private: &TokenStream) -> TokenStre
 
 /// `vec![rendered template, ...]`: each template written from scratch (tags,
 /// and the `prefix:key` templates of `#[invalidates]`).
-fn rendered(
+pub(crate) fn rendered(
     templates: &[Template],
     analyzed: &Func,
     private: &TokenStream,

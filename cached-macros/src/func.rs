@@ -137,7 +137,7 @@ impl Func {
                 // writer's or invalidator's templates name what they use,
                 // and a template naming a destructured argument is an
                 // error there.
-                pat if kind == Kind::CacheAside => cx.error_spanned_by(
+                pat if matches!(kind, Kind::CacheAside | Kind::CacheBatch) => cx.error_spanned_by(
                     pat,
                     "a cached function's arguments need names (the key is built from them): write `name: Type` and destructure in the body",
                 ),

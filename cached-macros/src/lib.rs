@@ -4,6 +4,7 @@
 
 mod async_trait;
 mod attr;
+mod batch;
 mod companions;
 mod ctxt;
 mod duration;
@@ -37,4 +38,11 @@ pub fn write_through(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::invalidates(args.into(), item.into()).into()
+}
+
+/// Caches a batch function (keys in, a map out) entry by entry. Documented
+/// in the `tiercache` crate.
+#[proc_macro_attribute]
+pub fn cache_batch(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::cache_batch(args.into(), item.into()).into()
 }

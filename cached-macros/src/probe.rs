@@ -56,7 +56,7 @@ impl Found {
         let fallible = matches!(output.shape, ShapeKind::Fallible);
         let some = quote!(<#m as #private::Probed>::Some);
         match (self, kind) {
-            (Self::Result, Kind::CacheAside) => quote!(#private::NotAResult<#m>),
+            (Self::Result, Kind::CacheAside | Kind::CacheBatch) => quote!(#private::NotAResult<#m>),
             (Self::Result, Kind::WriteThrough) => quote!(#private::NotAStoredResult<#m>),
             (Self::Result, Kind::Invalidates) => quote!(#private::NotAnInvalidatingResult<#m>),
             (Self::Option, Kind::WriteThrough) if fallible => {

@@ -268,6 +268,56 @@ where
     }
 }
 
+/// `#[cache_batch]` returning `Result<HashMap<K, V>, E>`: the batch of
+/// `keys` under `spec`, the function's body run once with the keys found
+/// nowhere.
+pub async fn batch<K, V, E, F, Fut>(
+    cache: &Cache,
+    spec: &'static Spec,
+    keys: &[K],
+    tags: Vec<String>,
+    load: F,
+) -> Result<HashMap<K, V>, E>
+where
+    K: KeyPart + Eq + Hash + Clone,
+    V: Cacheable,
+    F: FnOnce(Vec<K>) -> Fut,
+    Fut: Future<Output = Result<HashMap<K, V>, E>>,
+{
+    let entries: Entries<'_, '_, K, Ttl> = Entries {
+        cache,
+        keys,
+        spec: *spec,
+        tags,
+        refused: None,
+        marker: PhantomData,
+    };
+    entries.try_get_many_with(load).await
+}
+
+/// `#[cache_batch]` returning `HashMap<K, V>`.
+pub async fn batch_infallible<K, V, F, Fut>(
+    cache: &Cache,
+    spec: &'static Spec,
+    keys: &[K],
+    tags: Vec<String>,
+    load: F,
+) -> HashMap<K, V>
+where
+    K: KeyPart + Eq + Hash + Clone,
+    V: Cacheable,
+    F: FnOnce(Vec<K>) -> Fut,
+    Fut: Future<Output = HashMap<K, V>>,
+{
+    let loaded = batch(cache, spec, keys, tags, |missing| async move {
+        Ok::<_, std::convert::Infallible>(load(missing).await)
+    });
+    match loaded.await {
+        Ok(found) => found,
+        Err(never) => match never {},
+    }
+}
+
 /// One key the batch has not found yet.
 struct Missing<K> {
     key: K,

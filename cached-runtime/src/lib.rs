@@ -54,6 +54,7 @@ pub use stats::Stats;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::aside::{Spec, l1_get, l1_get_rendered, load, load_detached, peek};
+    pub use crate::batch::{batch, batch_infallible};
     pub use crate::body::Detached;
     pub use crate::cache::{Cache, global};
     pub use crate::codec::{Cacheable, Codec, CodecProbe, ProbeCacheable, ProbeUncacheable};
