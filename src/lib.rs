@@ -153,8 +153,8 @@ pub use tiercache_runtime::{
     Cache, CacheBuilder, DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_BREAKER_COOLDOWN,
     DEFAULT_BREAKER_FAILURES, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_L1_CAPACITY, DEFAULT_LOCK_LEASE,
     DEFAULT_LOCK_WAIT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT,
-    DEFAULT_TTL_JITTER, Entries, Entry, Error, Key, KeyPart, KeyWriter, LoadTimeout, MAX_SETTING,
-    Stats, entry, global, key, set_global, tags, warm,
+    DEFAULT_TTL_JITTER, Entries, Entry, EntryKey, Error, Key, KeyPart, KeyWriter, LoadTimeout,
+    MAX_SETTING, MAX_TTL, Stats, entry, global, key, set_global, tags, warm,
 };
 
 /// The macros and the types they work with, for a glob import.

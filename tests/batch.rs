@@ -416,3 +416,91 @@ async fn a_batch_function_runs_its_body_once_with_the_keys_found_nowhere() {
     repo.users(5, &[4, 5]).await.unwrap();
     assert_eq!(repo.calls.all().last(), Some(&vec![4, 5]));
 }
+
+/// Two batches of the same keys, the first held in its load: the second
+/// does not wait for the first's flights (which could wait for its own in
+/// turn), it loads them too.
+#[tokio::test]
+async fn a_batch_never_waits_for_another_batch() {
+    let cache = Cache::builder()
+        .lock_wait(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let gate = Arc::new(support::open_gate());
+    let closed = support::close(&gate).await;
+    let first_calls = Calls::default();
+    let first = {
+        let (cache, calls, gate) = (cache.clone(), first_calls.clone(), gate.clone());
+        tokio::spawn(async move {
+            cache
+                .entries("user", &[1u64, 2, 3])
+                .ttl(TTL)
+                .get_many_with(|missing: Vec<u64>| async move {
+                    calls.record(&missing);
+                    let _pass = gate.acquire().await;
+                    missing.into_iter().map(|id| (id, user(id)))
+                })
+                .await
+        })
+    };
+    assert!(
+        support::eventually(Duration::from_secs(5), async || first_calls.all().len()
+            == 1)
+        .await
+    );
+    let second_calls = Calls::default();
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        batch(&cache, &[3, 2, 1], &second_calls),
+    )
+    .await
+    .expect("the second batch does not wait for the first");
+    assert_eq!(second.len(), 3);
+    assert_eq!(second_calls.all(), vec![vec![1, 2, 3]]);
+    drop(closed);
+    assert_eq!(first.await.unwrap().len(), 3);
+}
+
+/// A key type whose `Eq` tells apart what renders alike.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Email(String);
+
+impl tiercache::KeyPart for Email {
+    fn write_key(&self, out: &mut tiercache::KeyWriter) {
+        self.0.to_lowercase().write_key(out);
+    }
+}
+
+#[tokio::test]
+async fn keys_that_render_alike_are_one_entry() {
+    let cache = Cache::builder()
+        .lock_wait(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let asked = Mutex::new(Vec::new());
+    let keys = [
+        Email("Ada@x".into()),
+        Email("ada@x".into()),
+        Email("bob@x".into()),
+    ];
+    let found = tokio::time::timeout(
+        Duration::from_secs(10),
+        cache
+            .entries("email", &keys)
+            .ttl(TTL)
+            .get_many_with(|missing: Vec<Email>| {
+                asked.lock().unwrap().push(missing.len());
+                async move { missing.into_iter().map(|e| (e.clone(), e.0.len())) }
+            }),
+    )
+    .await
+    .expect("a batch does not wait for its own flight");
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!(
+        *asked.lock().unwrap(),
+        vec![2],
+        "one entry for the two that render alike"
+    );
+}

@@ -212,3 +212,35 @@ async fn a_set_that_redis_refuses_is_an_error_and_leaves_no_old_value() {
     assert!(matches!(set, Err(Error::NotStored { .. })), "{set:?}");
     assert_eq!(repo.user_peek(8, 1).await, None);
 }
+
+static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cache_aside(prefix = "in-a", ttl = "5m", skip(cache), cache = cache)]
+async fn reader_a(cache: &Cache, id: u64) -> u64 {
+    READS.fetch_add(1, SeqCst);
+    id
+}
+
+#[cache_aside(prefix = "in-b", ttl = "5m", skip(cache), cache = cache)]
+async fn reader_b(cache: &Cache, id: u64) -> u64 {
+    READS.fetch_add(1, SeqCst);
+    id
+}
+
+/// Two readers on two caches: each entry is forgotten in its own.
+#[invalidates(reader_a(a, id), reader_b(b, id))]
+async fn change_both(a: &Cache, b: &Cache, id: u64) {}
+
+#[tokio::test]
+async fn an_invalidator_forgets_each_reader_entry_in_its_own_cache() {
+    let (a, b) = (Cache::in_memory(), Cache::in_memory());
+    reader_a(&a, 1).await;
+    reader_b(&b, 1).await;
+    assert_eq!(READS.load(SeqCst), 2);
+    change_both(&a, &b, 1).await;
+    assert_eq!(reader_a_peek(&a, 1).await, None);
+    assert_eq!(reader_b_peek(&b, 1).await, None, "forgotten in b, not in a");
+    reader_a(&a, 1).await;
+    reader_b(&b, 1).await;
+    assert_eq!(READS.load(SeqCst), 4);
+}

@@ -136,10 +136,29 @@ async fn a_key_of_several_parts_is_written_as_its_template() {
         "default key"
     );
     // Text that is not template text is escaped: it cannot forge a part.
-    assert_eq!(
-        tiercache::key::render(&Key::new().text("a b").part(&1u8)),
-        "a%20b1"
+    assert_eq!(Key::new().text("a b").part(&1u8).as_str(), "a%20b1");
+    // Parts with no separator between them are separated, as a template
+    // must separate its placeholders: no two keys render alike.
+    let (x, y) = (
+        Key::new().part("a-b").text("-").part("c"),
+        Key::new().part("a").text("-").part("b-c"),
     );
+    assert_ne!(x.as_str(), y.as_str());
+    assert_ne!(x, y);
+    assert_eq!(
+        Key::new().part("a").text("").part("b"),
+        Key::new().part("a").part("b")
+    );
+    assert_eq!(
+        Key::new()
+            .text("v2/")
+            .part(&7u8)
+            .text("|")
+            .part("en")
+            .as_str(),
+        "v2/7|en"
+    );
+    assert_eq!(Key::new().text("user-").part(&7u8).as_str(), "user-7");
 }
 
 #[tokio::test]
@@ -342,6 +361,27 @@ async fn a_setting_out_of_range_runs_the_loader_uncached_and_errs_on_writes() {
             ..
         })
     ));
+    // Durations no Redis expiry or `Instant` holds: refused, never a panic.
+    let huge = cache
+        .entry("huge", &1u8)
+        .ttl(Duration::MAX)
+        .get_with(|| async { 7u8 })
+        .await;
+    assert_eq!(huge, 7);
+    let window = cache
+        .entry("huge", &2u8)
+        .ttl(TTL)
+        .fail_safe(Duration::MAX)
+        .stale(Duration::MAX)
+        .get_with(|| async { 8u8 })
+        .await;
+    assert_eq!(window, 8);
+    let batch = cache
+        .entries("huge", &[1u8, 2])
+        .ttl(Duration::MAX)
+        .get_many_with(|keys: Vec<u8>| async move { keys.into_iter().map(|k| (k, k)) })
+        .await;
+    assert_eq!(batch.len(), 2);
     let tags: Vec<String> = (0..254).map(|i| format!("t{i}")).collect();
     let many = cache.entry("t", &1u8).ttl(TTL).tags(tags);
     assert!(matches!(

@@ -4,7 +4,7 @@
 //! trip, and the function's own body run once, with only the keys found
 //! nowhere bound to its key argument.
 //!
-//! ```ignore
+//! ```text
 //! #[cache_batch(prefix = "user", ttl = "5m", skip(db))]
 //! async fn users(db: &Db, ids: &[u64]) -> Result<HashMap<u64, User>, DbError> {
 //!     db.users(ids).await // `ids`: the ids cached nowhere

@@ -59,12 +59,29 @@ pub(crate) fn generate(func: &ItemFn, analyzed: &Func, parts: &Parts) -> TokenSt
             };
         },
     };
-    // The function's `#[cfg]`s (and only those): a companion exists when
-    // the function does.
-    let cfgs: Vec<_> = func
+    // The function's `#[cfg]`s, so that a companion exists when the
+    // function does, and its lint levels, so that what the user silenced
+    // in the body stays silent in `_refresh`'s copy of it (`expect`
+    // becomes `allow`: a companion need not trip it).
+    let cfgs: Vec<TokenStream> = func
         .attrs
         .iter()
-        .filter(|attr| attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr"))
+        .filter_map(|attr| {
+            let path = attr.path();
+            if ["cfg", "cfg_attr", "allow", "warn", "deny", "forbid"]
+                .iter()
+                .any(|name| path.is_ident(name))
+            {
+                return Some(quote!(#attr));
+            }
+            if path.is_ident("expect")
+                && let syn::Meta::List(list) = &attr.meta
+            {
+                let lints = &list.tokens;
+                return Some(quote!(#[allow(#lints)]));
+            }
+            None
+        })
         .collect();
     let vis = &func.vis;
     let renamed = |suffix: &str| format_ident!("{}_{}", plain, suffix, span = name.span());

@@ -4,8 +4,26 @@ use syn::{Expr, ExprLit, ExprUnary, Lit, UnOp};
 
 const GRAMMAR: &str = "write a duration like \"250ms\", \"30s\", \"5m\", \"1h30m\" or \"1d\", or an integer of seconds like `300`";
 
-/// Parses a duration option's value into milliseconds, above zero.
+/// The longest duration an option may have: a year (kept equal to the
+/// runtime's `MAX_TTL`).
+const MAX_MS: u64 = 365 * 86_400_000;
+
+/// Parses a duration option's value into milliseconds, above zero and at
+/// most a year.
 pub(crate) fn parse(name: &str, value: &Expr) -> syn::Result<u64> {
+    let ms = parse_any(name, value)?;
+    if ms > MAX_MS {
+        return Err(syn::Error::new_spanned(
+            value,
+            format!(
+                "`{name}` is longer than a year, the longest a cache duration may be: write at most \"365d\""
+            ),
+        ));
+    }
+    Ok(ms)
+}
+
+fn parse_any(name: &str, value: &Expr) -> syn::Result<u64> {
     let err = |message: String| Err(syn::Error::new_spanned(value, message));
     match value {
         Expr::Lit(ExprLit {

@@ -459,22 +459,24 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
         }
     };
     let body_statement = body_statement(ret, &func.block);
-    // The readers named by their call: their companions render the keys
-    // (after the templates, which borrow what a call may move), and the
-    // first one's cache is the default.
-    let (reader_cache, reader_keys) = (local("__tc_reader_cache"), local("__tc_reader_keys"));
+    // The readers named by their call: their companions render their
+    // entries (after the templates, which borrow what a call may move),
+    // each forgotten in its own cache; the first one's cache is the
+    // default for what the attribute lists.
+    let (reader_cache, readers_ident) = (local("__tc_reader_cache"), local("__tc_readers"));
     let readers = match args.readers.split_first() {
         Some((first, rest)) => {
             let (first, rest) = (&first.target, rest.iter().map(|reader| &reader.target));
             let first_key = local("__tc_first_key");
             quote! {
                 let (#reader_cache, #first_key) = #private::Target::into_key(#first);
-                let #reader_keys: ::std::vec::Vec<::std::string::String> =
-                    ::std::vec![#first_key, #(#private::Target::into_key(#rest).1),*];
-                ::std::iter::Extend::extend(&mut #keys_ident, #reader_keys);
+                let #readers_ident: ::std::vec::Vec<(#private::Cache, ::std::string::String)> = ::std::vec![
+                    (::core::clone::Clone::clone(&#reader_cache), #first_key),
+                    #(#private::Target::into_key(#rest)),*
+                ];
             }
         }
-        None => quote!(),
+        None => quote!(let #readers_ident = ::std::vec::Vec::new();),
     };
     let binding = match (&args.cache, args.readers.is_empty()) {
         (None, false) => quote!(let #cache: &#private::Cache = &#reader_cache;),
@@ -499,8 +501,7 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
     quote! {
         #check_shape
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
-        #[allow(unused_mut)]
-        let mut #keys_ident: ::std::vec::Vec<::std::string::String> = #keys;
+        let #keys_ident: ::std::vec::Vec<::std::string::String> = #keys;
         #readers
         #binding
         let #owned = ::core::clone::Clone::clone(#cache);
@@ -511,6 +512,7 @@ fn generate_invalidates(func: &ItemFn, args: &Args, analyzed: &Func) -> TokenStr
             #tags_ident,
             #keys_ident,
             ::std::vec![#(#prefixes),*],
+            #readers_ident,
             #body_future,
         )
         .await
@@ -886,6 +888,19 @@ mod tests {
             "{errors:#?}"
         );
         assert!(errors[2].contains("did you mean `{id}`?"), "{errors:#?}");
+    }
+
+    #[test]
+    fn a_duration_over_a_year_is_refused() {
+        let item = quote!(
+            async fn user(id: u64) -> u64 {
+                id
+            }
+        );
+        let found = errors(quote!(prefix = "u", ttl = "366d"), item.clone());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("longer than a year"), "{found:#?}");
+        assert!(errors(quote!(prefix = "u", ttl = "365d"), item).is_empty());
     }
 
     #[test]

@@ -298,9 +298,18 @@ fn may_hide_a_shape(ty: &Type) -> bool {
 }
 
 /// `Arc<T>` → `T`: a value cached as the `T` it shares (see the runtime's
-/// `Codec::arc`), which serde's `rc` feature need not serialize.
+/// `Codec::arc`), which serde's `rc` feature need not serialize. Not for
+/// an unsized `T` (`str`, a slice, a trait object), which cannot be
+/// deserialized on its own: an `Arc<str>` goes through serde's `rc`
+/// feature as before.
 pub(crate) fn shared(ty: &Type) -> Option<Type> {
-    last_segment_arg(ty, "Arc")
+    let inner = last_segment_arg(ty, "Arc")?;
+    let unsized_ = match peel(&inner) {
+        Type::Slice(_) | Type::TraitObject(_) => true,
+        Type::Path(path) => path.qself.is_none() && path.path.is_ident("str"),
+        _ => false,
+    };
+    (!unsized_).then_some(inner)
 }
 
 /// Reads the shape from the type's syntax. A `Result` or an `Option` written

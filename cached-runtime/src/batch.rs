@@ -31,12 +31,12 @@ use crate::entry::{MAX_TAGS, NoTtl, Ttl};
 use crate::error::Error;
 use crate::flight::{self, Landed, Leader, Role, Shared, Slot, Source};
 use crate::generations::Snapshot;
-use crate::key::{KeyPart, KeyWriter, is_valid_prefix};
+use crate::key::{EntryKey, KeyWriter, is_valid_prefix};
 use crate::l1::Absent;
 use crate::l2::{ManyWrite, WRITE_HORIZON};
 use crate::l2call::{L2Call, L2Read, Seen};
 use crate::lead::{expiry, l1_entry};
-use crate::spec::{Spec, later};
+use crate::spec::{MAX_TTL, Spec, later};
 use crate::stats::Counters;
 use crate::warm::Warmed;
 
@@ -83,7 +83,7 @@ impl Cache {
     /// ```
     pub fn entries<'c, 'k, K>(&'c self, prefix: &'static str, keys: &'k [K]) -> Entries<'c, 'k, K>
     where
-        K: KeyPart + Eq + Hash + Clone,
+        K: EntryKey + Eq + Hash + Clone,
     {
         let refused = (!is_valid_prefix(prefix)).then(|| Error::InvalidName {
             what: "prefix",
@@ -102,16 +102,16 @@ impl Cache {
 
 impl<'c, 'k, K, T> Entries<'c, 'k, K, T>
 where
-    K: KeyPart + Eq + Hash + Clone,
+    K: EntryKey + Eq + Hash + Clone,
 {
     /// How long a loaded value stays fresh; required before a load. Above
     /// zero.
     pub fn ttl(mut self, ttl: Duration) -> Entries<'c, 'k, K, Ttl> {
         self.spec.ttl = ttl;
-        if ttl.is_zero() && self.refused.is_none() {
+        if (ttl.is_zero() || ttl > MAX_TTL) && self.refused.is_none() {
             self.refused = Some(Error::InvalidSetting {
                 setting: "ttl",
-                reason: "a TTL must be above zero",
+                reason: "a TTL must be above zero and at most a year",
             });
         }
         Entries {
@@ -144,10 +144,10 @@ where
     /// Above zero.
     pub fn cache_none(mut self, ttl: Duration) -> Self {
         self.spec.cache_none = Some(ttl);
-        if ttl.is_zero() && self.refused.is_none() {
+        if (ttl.is_zero() || ttl > MAX_TTL) && self.refused.is_none() {
             self.refused = Some(Error::InvalidSetting {
                 setting: "cache_none",
-                reason: "a TTL must be above zero",
+                reason: "a TTL must be above zero and at most a year",
             });
         }
         self
@@ -169,7 +169,7 @@ where
 
 impl<K> Entries<'_, '_, K, Ttl>
 where
-    K: KeyPart + Eq + Hash + Clone,
+    K: EntryKey + Eq + Hash + Clone,
 {
     /// The cached values of the keys, and, for those cached nowhere, what
     /// **one** call of `load` returns (given only those keys), which is
@@ -279,7 +279,7 @@ pub async fn batch<K, V, E, F, Fut>(
     load: F,
 ) -> Result<HashMap<K, V>, E>
 where
-    K: KeyPart + Eq + Hash + Clone,
+    K: EntryKey + Eq + Hash + Clone,
     V: Cacheable,
     F: FnOnce(Vec<K>) -> Fut,
     Fut: Future<Output = Result<HashMap<K, V>, E>>,
@@ -304,7 +304,7 @@ pub async fn batch_infallible<K, V, F, Fut>(
     load: F,
 ) -> HashMap<K, V>
 where
-    K: KeyPart + Eq + Hash + Clone,
+    K: EntryKey + Eq + Hash + Clone,
     V: Cacheable,
     F: FnOnce(Vec<K>) -> Fut,
     Fut: Future<Output = HashMap<K, V>>,
@@ -321,6 +321,9 @@ where
 /// One key the batch has not found yet.
 struct Missing<K> {
     key: K,
+    /// Other keys that render the same (unequal as `K`, one entry): they
+    /// get its value.
+    aliases: Vec<K>,
     /// The rendered `prefix:key`.
     rendered: String,
     /// The key's flight, if this batch leads it.
@@ -350,6 +353,13 @@ enum Outcome<V> {
     Missing(Option<Seen>),
 }
 
+/// An entry's bytes as read (if any), with the tag versions read with it.
+type EntryRead = (Option<Vec<u8>>, Vec<u64>);
+
+/// The most entries one `MGET` or one pipeline of writes carries: a large
+/// batch is sent as several, each within the Redis timeout.
+const CHUNK: usize = 500;
+
 /// One batch: what it found, and what it still looks for.
 struct Batch<'a, K, V> {
     inner: &'a Arc<Inner>,
@@ -363,7 +373,7 @@ struct Batch<'a, K, V> {
 
 impl<'a, K, V> Batch<'a, K, V>
 where
-    K: KeyPart + Eq + Hash + Clone,
+    K: EntryKey + Eq + Hash + Clone,
     V: Cacheable,
 {
     fn new<T>(entries: &'a Entries<'_, 'a, K, T>) -> Self {
@@ -381,13 +391,12 @@ where
     /// Steps 1 to 3: L1, the flights (when it will `lead` a load), Redis.
     async fn look(&mut self, lead: bool) {
         let inner = self.inner;
-        let mut unique = HashSet::with_capacity(self.keys.len());
+        // Keys that render alike are one entry, whatever `K`'s `Eq` says:
+        // looked for once, found for each.
+        let mut by_rendered: HashMap<String, usize> = HashMap::with_capacity(self.keys.len());
         for key in self.keys {
-            if !unique.insert(key) {
-                continue;
-            }
             let mut writer = KeyWriter::new(self.spec.prefix);
-            key.write_key(&mut writer);
+            key.write_entry_key(&mut writer);
             if let Some(hit) = inner.l1.get(&*writer.as_key()) {
                 if let Some(value) = (self.codec.unshare)(&hit) {
                     Counters::bump(&inner.counters.l1_hits);
@@ -400,8 +409,16 @@ where
                 }
             }
             let rendered = writer.finish();
-            let (leader, other) = match lead.then(|| inner.flights.join(&rendered)) {
+            if let Some(&i) = by_rendered.get(&rendered) {
+                self.missing[i].aliases.push(key.clone());
+                continue;
+            }
+            // A flight another batch leads is not awaited (two batches
+            // waiting for each other's keys would both wait `lock_wait`):
+            // the key is loaded here too.
+            let (leader, other) = match lead.then(|| inner.flights.join_batch(&rendered)) {
                 Some(Role::Leader(leader)) => (Some(leader), None),
+                Some(Role::Waiter(slot)) if slot.led_by_batch() => (None, None),
                 Some(Role::Waiter(slot)) => (None, Some(slot)),
                 None => (None, None),
             };
@@ -415,8 +432,10 @@ where
                     &rendered,
                 ));
             }
+            by_rendered.insert(rendered.clone(), self.missing.len());
             self.missing.push(Missing {
                 key: key.clone(),
+                aliases: Vec::new(),
                 rendered,
                 leader,
                 other,
@@ -430,25 +449,22 @@ where
         // Redis for the keys this batch leads, while the others' flights
         // land.
         let (read, waited) = tokio::join!(self.read(), self.wait_for_others());
-        let outcomes = read.into_iter().chain(waited);
-        let mut still = Vec::with_capacity(self.missing.len());
+        let mut outcomes: HashMap<usize, Outcome<V>> = read.into_iter().chain(waited).collect();
         let missing = std::mem::take(&mut self.missing);
-        let mut outcomes: HashMap<usize, Outcome<V>> = outcomes.collect();
+        let mut still = Vec::with_capacity(missing.len());
         for (i, mut m) in missing.into_iter().enumerate() {
             match outcomes.remove(&i) {
                 Some(Outcome::Value(value, shared, source)) => {
                     if let Some(leader) = m.leader.take() {
-                        leader.land(
-                            Landed::Value(shared, source),
-                            later(Instant::now(), self.spec.ttl),
-                        );
+                        let until = later(Instant::now(), self.spec.ttl);
+                        leader.land(Landed::Value(shared, source), until);
                     }
                     let counter = match source {
                         Source::L2 => &inner.counters.l2_hits,
                         Source::Load | Source::FailSafe => &inner.counters.misses,
                     };
                     Counters::bump(counter);
-                    self.found.insert(m.key, value);
+                    self.found_for(m, value);
                 }
                 Some(Outcome::Absent) => {
                     if let Some(leader) = m.leader.take() {
@@ -463,6 +479,26 @@ where
             }
         }
         self.missing = still;
+    }
+
+    /// A value found or loaded for `m`: for its key and every alias.
+    fn found_for(&mut self, m: Missing<K>, value: V) {
+        for alias in m.aliases {
+            self.found.insert(alias, value.clone());
+        }
+        self.found.insert(m.key, value);
+    }
+
+    /// What an entry found in Redis is kept in L1 with: the batch's spec,
+    /// or, read without a TTL of its own, one as long as the writer said.
+    fn l1_spec(&self, remaining: Option<Duration>) -> Spec {
+        match remaining {
+            Some(remaining) if self.spec.ttl.is_zero() => Spec {
+                ttl: remaining,
+                ..*self.spec
+            },
+            _ => *self.spec,
+        }
     }
 
     /// One `MGET` of the entries this batch leads (all of them, when it
@@ -485,40 +521,66 @@ where
         let entry_keys: Vec<String> = calls.iter().map(|call| call.entry_key.clone()).collect();
         let version_keys = first.version_keys();
         let version_ttl = first.version_ttl();
-        let (entries, versions) = match l2.read_many(&entry_keys, version_keys, version_ttl).await {
-            Ok(read) => read,
-            Err(error) => {
-                inner.counters.redis_failed(&error);
-                tracing::debug!(%error, "L2 batch read failed");
-                return Vec::new();
+        // In chunks, each one `MGET` bounded by the Redis timeout, sent
+        // together (one round trip on the multiplexed connection).
+        let reads = entry_keys
+            .chunks(CHUNK)
+            .map(|keys| l2.read_many(keys, version_keys, version_ttl));
+        let mut read: Vec<Option<EntryRead>> = Vec::with_capacity(calls.len());
+        for (chunk, result) in entry_keys
+            .chunks(CHUNK)
+            .zip(futures_util::future::join_all(reads).await)
+        {
+            match result {
+                Ok((entries, versions)) => {
+                    read.extend(
+                        entries
+                            .into_iter()
+                            .map(|entry| Some((entry, versions.clone()))),
+                    );
+                }
+                Err(error) => {
+                    inner.counters.redis_failed(&error);
+                    tracing::debug!(%error, "L2 batch read failed");
+                    read.extend(chunk.iter().map(|_| None));
+                }
             }
-        };
+        }
         let now = std::time::SystemTime::now();
         let mut outcomes = Vec::with_capacity(calls.len());
-        for ((&i, call), entry) in asked.iter().zip(&calls).zip(entries) {
-            let read = call.classify(self.codec, entry, versions.clone(), pending.as_ref(), at);
+        for ((&i, call), got) in asked.iter().zip(&calls).zip(read) {
+            let Some((entry, versions)) = got else {
+                outcomes.push((i, Outcome::Missing(None)));
+                continue;
+            };
+            let read = call.classify(self.codec, entry, versions, pending.as_ref(), at);
             let outcome = match read {
-                L2Read::Found(found) if found.meta.remaining(now).is_some() => match found.value {
-                    Some(value) => {
-                        let shared = (self.codec.share)(&value);
-                        let (expires_at_ms, load_time) =
-                            (found.meta.expires_at_ms, found.meta.load_time());
-                        let generations = self.missing[i].generations.clone();
-                        let entry = l1_entry(
-                            self.spec,
-                            shared.clone(),
-                            expires_at_ms,
-                            load_time,
-                            generations,
-                        );
-                        if let Some(entry) = entry {
-                            inner.keep_in_l1(&self.missing[i].rendered, entry);
+                L2Read::Found(found) if found.meta.remaining(now).is_some() => {
+                    let remaining = found.meta.remaining(now);
+                    let (expires_at_ms, load_time) =
+                        (found.meta.expires_at_ms, found.meta.load_time());
+                    let (outcome, shared): (_, Shared) = match found.value {
+                        Some(value) => {
+                            let shared = (self.codec.share)(&value);
+                            (Outcome::Value(value, shared.clone(), Source::L2), shared)
                         }
-                        Outcome::Value(value, shared, Source::L2)
+                        None if self.spec.cache_none.is_some() => {
+                            (Outcome::Absent, Arc::new(Absent))
+                        }
+                        None => {
+                            outcomes.push((i, Outcome::Missing(Some(found.seen))));
+                            continue;
+                        }
+                    };
+                    let spec = self.l1_spec(remaining);
+                    let generations = self.missing[i].generations.clone();
+                    if let Some(entry) =
+                        l1_entry(&spec, shared, expires_at_ms, load_time, generations)
+                    {
+                        inner.keep_in_l1(&self.missing[i].rendered, entry);
                     }
-                    None if self.spec.cache_none.is_some() => Outcome::Absent,
-                    None => Outcome::Missing(Some(found.seen)),
-                },
+                    outcome
+                }
                 L2Read::Found(found) => Outcome::Missing(Some(found.seen)),
                 L2Read::Miss(seen) => Outcome::Missing(Some(seen)),
                 L2Read::Unavailable => Outcome::Missing(None),
@@ -532,18 +594,18 @@ where
     /// at most: their value, their "nothing", or still missing (they
     /// failed, landed another type, or are slower).
     async fn wait_for_others(&self) -> Vec<(usize, Outcome<V>)> {
+        let give_up_at = later(Instant::now(), self.inner.settings.lock_wait);
         let waits = self
             .missing
             .iter()
             .enumerate()
             .filter_map(|(i, m)| m.other.clone().map(|slot| (i, slot)))
-            .map(|(i, slot)| async move { (i, flight::wait(slot).await) });
-        let give_up_at = later(Instant::now(), self.inner.settings.lock_wait);
-        let all = futures_util::future::join_all(waits);
-        let Ok(landed) = tokio::time::timeout_at(give_up_at.into(), all).await else {
-            return Vec::new();
-        };
-        landed
+            .map(|(i, slot)| async move {
+                let landed = tokio::time::timeout_at(give_up_at.into(), flight::wait(slot)).await;
+                (i, landed.ok().flatten())
+            });
+        futures_util::future::join_all(waits)
+            .await
             .into_iter()
             .filter_map(|(i, landed)| {
                 let outcome = match landed? {
@@ -613,7 +675,7 @@ where
         self.write(&writes, load_time).await;
         for loaded in writes {
             if let Some(value) = loaded.value {
-                self.found.insert(loaded.missing.key, value);
+                self.found_for(loaded.missing, value);
             }
         }
     }
@@ -623,7 +685,6 @@ where
     async fn write(&self, writes: &[Loaded<K, V>], load_time: Duration) {
         let inner = self.inner;
         let Some(l2) = &inner.l2 else { return };
-        let keep = self.spec.keep();
         let mut first = None;
         let calls: Vec<(L2Call<'_>, &Loaded<K, V>, &Seen)> = writes
             .iter()
@@ -646,18 +707,20 @@ where
                     entry_key: &call.entry_key,
                     seen: seen.digest(),
                     envelope,
-                    ttl: loaded.fresh.0 + keep,
+                    ttl: self.spec.lifetime(loaded.fresh.0),
                 })
             })
             .collect();
         let Some(first) = first else { return };
         let (version_keys, version_ttl) = (first.version_keys(), first.version_ttl());
-        if let Err(error) = l2
-            .write_many_if_unchanged(&many, version_keys, version_ttl)
-            .await
-        {
-            inner.counters.redis_failed(&error);
-            tracing::debug!(%error, "L2 batch write failed");
+        let writes = many
+            .chunks(CHUNK)
+            .map(|chunk| l2.write_many_if_unchanged(chunk, version_keys, version_ttl));
+        for written in futures_util::future::join_all(writes).await {
+            if let Err(error) = written {
+                inner.counters.redis_failed(&error);
+                tracing::debug!(%error, "L2 batch write failed");
+            }
         }
     }
 }

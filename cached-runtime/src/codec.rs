@@ -19,7 +19,7 @@ use crate::shape::{Kept, Shape};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be cached",
     label = "the cached value is `{Self}`",
-    note = "a cached value must implement `Serialize`, `DeserializeOwned`, `Clone`, `Send` and `Sync`, and own its data (`'static`): for a type of your own, `#[derive(Clone, serde::Serialize, serde::Deserialize)]`; to share a large value instead of cloning it, return `Arc<T>`: a function's `Arc<T>` is cached as its `T` (a programmatic entry's needs serde's `rc` feature); a type of another crate may have a `serde` feature"
+    note = "a cached value must implement `Serialize`, `DeserializeOwned`, `Clone`, `Send` and `Sync`, and own its data (`'static`): for a type of your own, `#[derive(Clone, serde::Serialize, serde::Deserialize)]`; to share a large value instead of cloning it, return `Arc<T>`: a function's `Arc<T>` is cached as its `T`, and an `Arc<str>`, an `Arc<[T]>` or a programmatic entry's `Arc<T>` needs serde's `rc` feature (`serde = {{ version = \"1\", features = [\"rc\"] }}`); a type of another crate may have a `serde` feature"
 )]
 pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 

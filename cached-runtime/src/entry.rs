@@ -44,10 +44,10 @@ use crate::body::Detached;
 use crate::cache::Cache;
 use crate::codec::{Cacheable, Codec};
 use crate::error::Error;
-use crate::key::{KeyPart, KeyWriter, is_valid_prefix};
+use crate::key::{EntryKey, KeyWriter, is_valid_prefix};
 use crate::lead::Ctx;
 use crate::shape::{Fallible, Optional, Plain, Shape};
-use crate::spec::Spec;
+use crate::spec::{MAX_SETTING, MAX_TTL, Spec};
 use crate::write::{invalidate_entry, set};
 
 /// The most tags an entry records the versions of.
@@ -103,7 +103,7 @@ impl Cache {
     /// "user", key = "{id}")]` function reads for the same `id` (and the
     /// default key of a function whose one key argument is `id`).
     ///
-    /// `key` is any [`KeyPart`], written as a `{placeholder}` writes it. A
+    /// `key` is any [`KeyPart`](crate::KeyPart), written as a `{placeholder}` writes it. A
     /// key of several parts (`key = "{tenant}:{id}"`, or the default key of
     /// a function of `tenant` and `id`) is a [`Key`](crate::key::Key):
     /// `&Key::new().part(&tenant).part(&id)`.
@@ -118,13 +118,13 @@ impl Cache {
     /// cache.entry("post", &Key::new().part("acme").part(&7u64)).invalidate().await?;
     /// # Ok(()) }
     /// ```
-    pub fn entry<K: KeyPart + ?Sized>(&self, prefix: &'static str, key: &K) -> Entry<'_> {
+    pub fn entry<K: EntryKey + ?Sized>(&self, prefix: &'static str, key: &K) -> Entry<'_> {
         let refused = (!is_valid_prefix(prefix)).then(|| Error::InvalidName {
             what: "prefix",
             name: prefix.to_owned(),
         });
         let mut writer = KeyWriter::new(prefix);
-        key.write_key(&mut writer);
+        key.write_entry_key(&mut writer);
         Entry {
             cache: self,
             key: writer,
@@ -159,8 +159,8 @@ impl<'c, T, B> Entry<'c, T, B> {
     /// or a [`set`](Entry::set). Above zero.
     pub fn ttl(mut self, ttl: Duration) -> Entry<'c, Ttl, B> {
         self.spec.ttl = ttl;
-        let entry = if ttl.is_zero() {
-            self.refuse("ttl", "a TTL must be above zero")
+        let entry = if ttl.is_zero() || ttl > MAX_TTL {
+            self.refuse("ttl", "a TTL must be above zero and at most a year")
         } else {
             self
         };
@@ -187,6 +187,9 @@ impl<'c, T, B> Entry<'c, T, B> {
     /// fails (`fail_safe = "…"`). Zero: off.
     pub fn fail_safe(mut self, window: Duration) -> Self {
         self.spec.fail_safe = window;
+        if window > MAX_TTL {
+            return self.refuse("fail_safe", "a window must be at most a year");
+        }
         self
     }
 
@@ -194,8 +197,8 @@ impl<'c, T, B> Entry<'c, T, B> {
     /// for this long (`cache_none = "…"`). Above zero.
     pub fn cache_none(mut self, ttl: Duration) -> Self {
         self.spec.cache_none = Some(ttl);
-        if ttl.is_zero() {
-            return self.refuse("cache_none", "a TTL must be above zero");
+        if ttl.is_zero() || ttl > MAX_TTL {
+            return self.refuse("cache_none", "a TTL must be above zero and at most a year");
         }
         self
     }
@@ -212,7 +215,12 @@ impl<'c, T, B> Entry<'c, T, B> {
     /// able to run in the background.
     pub fn stale(mut self, window: Duration) -> Entry<'c, T, Background> {
         self.spec.stale = window;
-        self.with()
+        let entry = if window > MAX_TTL {
+            self.refuse("stale", "a window must be at most a year")
+        } else {
+            self
+        };
+        entry.with()
     }
 
     /// With a fail-safe value at hand, answer a load slower than this with
@@ -220,8 +228,8 @@ impl<'c, T, B> Entry<'c, T, B> {
     /// zero.
     pub fn timeout(mut self, timeout: Duration) -> Entry<'c, T, Background> {
         self.spec.soft_timeout = Some(timeout);
-        let entry = if timeout.is_zero() {
-            self.refuse("timeout", "a timeout must be above zero")
+        let entry = if timeout.is_zero() || timeout > MAX_SETTING {
+            self.refuse("timeout", "a timeout must be above zero and at most a day")
         } else {
             self
         };

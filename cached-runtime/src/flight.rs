@@ -60,6 +60,8 @@ pub(crate) struct Flight {
     /// read anything: once an invalidation outdates it, callers arriving
     /// since start a new flight instead of taking a value from before it.
     generations: std::sync::OnceLock<Snapshot>,
+    /// Led by a batch (see [`Flights::join_batch`]).
+    batch: bool,
 }
 
 #[derive(Default)]
@@ -88,6 +90,13 @@ impl Flight {
     /// For a waiter that waited `lock_wait` for the leader: whether it is
     /// the one (per flight, so per process and key) that loads meanwhile.
     /// The others keep waiting, for the leader or for it.
+    /// Whether a batch leads it: another batch does not wait for it (two
+    /// batches that each waited for a key the other leads would both wait
+    /// `lock_wait`), it loads the key too.
+    pub(crate) fn led_by_batch(&self) -> bool {
+        self.batch
+    }
+
     pub(crate) fn relieve(&self) -> bool {
         !self
             .relieved
@@ -165,6 +174,16 @@ impl Flights {
     /// new one (the old one's callers, who came before the invalidation,
     /// still get its value).
     pub(crate) fn join(&self, key: &str) -> Role {
+        self.join_as(key, false)
+    }
+
+    /// [`Flights::join`] for a batch: a flight it starts is marked as
+    /// one (see [`Flight::led_by_batch`]).
+    pub(crate) fn join_batch(&self, key: &str) -> Role {
+        self.join_as(key, true)
+    }
+
+    fn join_as(&self, key: &str, batch: bool) -> Role {
         let mut map = lock(&self.in_flight);
         if let Some(slot) = map.get(key)
             && slot.joinable()
@@ -172,7 +191,10 @@ impl Flights {
             return Role::Waiter(slot.clone());
         }
         let key: Arc<str> = key.into();
-        let flight = Slot::default();
+        let flight = Slot::new(Flight {
+            batch,
+            ..Flight::default()
+        });
         map.insert(key.clone(), flight.clone());
         Role::Leader(Leader {
             map: self.in_flight.clone(),

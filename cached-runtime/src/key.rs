@@ -304,29 +304,48 @@ impl KeyWriter {
     }
 }
 
-/// A key of several parts, written as a key template writes it: for
-/// [`Cache::entry`](crate::Cache::entry), [`Cache::entries`](crate::Cache::entries)
-/// and anywhere a [`KeyPart`] goes.
+/// A key of several parts, written as a key template writes it, for
+/// [`Cache::entry`](crate::Cache::entry) and [`Cache::entries`](crate::Cache::entries).
 ///
-/// Two parts in a row are `:`-separated, as in `key = "{tenant}:{id}"` and
-/// in the default key of a function of `tenant` and `id`; other template
-/// text is [`text`](Key::text).
+/// Two parts are `:`-separated unless the text between them holds a
+/// separator (`: / | @ = ;`), as a template must: `key = "{tenant}:{id}"`
+/// (and the default key of a function of `tenant` and `id`) is
+/// `Key::new().part(&tenant).part(&id)`; other template text is
+/// [`text`](Key::text). Two keys are equal when they render the same.
+///
+/// Not a [`KeyPart`]: its separators inside another key's part (a tuple, a
+/// default key of several `Key` arguments) could make two keys render
+/// alike.
 ///
 /// ```
-/// use tiercache_runtime::key::{Key, render};
+/// use tiercache_runtime::key::Key;
 ///
 /// // key = "{tenant}:{id}", or the default key of (tenant, id):
-/// assert_eq!(render(&Key::new().part("acme").part(&7u64)), "acme:7");
+/// assert_eq!(Key::new().part("acme").part(&7u64).as_str(), "acme:7");
 /// // key = "v2/{id}|{lang}":
 /// let key = Key::new().text("v2/").part(&7u64).text("|").part("en");
-/// assert_eq!(render(&key), "v2/7|en");
+/// assert_eq!(key.as_str(), "v2/7|en");
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default)]
 pub struct Key {
     text: String,
-    /// Whether the last thing written was a part: the next part is
-    /// `:`-separated from it.
-    after_part: bool,
+    /// Where the last part ended, if any: a part after it needs a
+    /// separator in between.
+    last_part: Option<usize>,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
 }
 
 impl Key {
@@ -336,17 +355,19 @@ impl Key {
         Self::default()
     }
 
-    /// A `{placeholder}`: the value, escaped; `:`-separated from a part
-    /// just before it.
+    /// A `{placeholder}`: the value, escaped; `:`-separated from the part
+    /// before it unless the text in between holds a separator.
     #[must_use]
     pub fn part<T: KeyPart + ?Sized>(mut self, value: &T) -> Self {
         let mut writer = KeyWriter::bare();
-        if self.after_part {
+        if let Some(end) = self.last_part
+            && !self.text[end..].contains(TEMPLATE_SEPARATORS)
+        {
             writer.push_str(":");
         }
         value.write_key(&mut writer);
         self.text.push_str(writer.as_str());
-        self.after_part = true;
+        self.last_part = Some(self.text.len());
         self
     }
 
@@ -357,20 +378,39 @@ impl Key {
     pub fn text(mut self, text: &str) -> Self {
         let mut writer = KeyWriter::bare();
         for c in text.chars() {
-            if c.is_ascii() && (is_unreserved(c as u8) || TEMPLATE_SEPARATORS.contains(&c)) {
-                writer.push_ascii(c as u8);
-            } else {
-                writer.write_str(c.encode_utf8(&mut [0; 4]));
+            match u8::try_from(c) {
+                Ok(b) if is_unreserved(b) || TEMPLATE_SEPARATORS.contains(&c) => {
+                    writer.push_ascii(b);
+                }
+                _ => writer.write_str(c.encode_utf8(&mut [0; 4])),
             }
         }
         self.text.push_str(writer.as_str());
-        self.after_part = false;
         self
+    }
+
+    /// The key as rendered (before the prefix, unshortened).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 }
 
-impl KeyPart for Key {
-    fn write_key(&self, out: &mut KeyWriter) {
+/// What names an entry after its prefix: any [`KeyPart`] (a one-part key,
+/// as `key = "{id}"` renders it), or a [`Key`] of several parts.
+pub trait EntryKey {
+    /// Writes the key.
+    fn write_entry_key(&self, out: &mut KeyWriter);
+}
+
+impl<T: KeyPart + ?Sized> EntryKey for T {
+    fn write_entry_key(&self, out: &mut KeyWriter) {
+        self.write_key(out);
+    }
+}
+
+impl EntryKey for Key {
+    fn write_entry_key(&self, out: &mut KeyWriter) {
         out.push_str(&self.text);
     }
 }

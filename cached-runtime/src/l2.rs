@@ -273,8 +273,14 @@ fn unexpected(what: &'static str) -> L2Error {
     L2Error::Redis(redis::RedisError::from((redis::ErrorKind::Parse, what)))
 }
 
+/// Milliseconds for a Redis expiry: at least 1, and at most a century,
+/// which Redis takes (it refuses an expiry past what a signed 64-bit
+/// count of milliseconds since the epoch holds).
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    const CENTURY_MS: u64 = 100 * 365 * 86_400_000;
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, CENTURY_MS)
 }
 
 impl L2 {

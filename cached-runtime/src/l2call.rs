@@ -122,7 +122,7 @@ impl<'a> L2Call<'a> {
 
     /// How long version keys live: past the entry's last servable moment.
     pub(crate) fn version_ttl(&self) -> Duration {
-        version_ttl(self.spec.ttl + self.spec.keep())
+        version_ttl(self.spec.lifetime(self.spec.ttl))
     }
 
     /// Reads the entry and the current versions of its tags: one round trip.
@@ -286,7 +286,7 @@ impl<'a> L2Call<'a> {
         };
         let bytes = self.envelope(codec, value, load_time, (fresh, expires_at_ms), seen)?;
         let key = &self.entry_key;
-        let (ttl, version_ttl) = (fresh + self.spec.keep(), self.version_ttl());
+        let (ttl, version_ttl) = (self.spec.lifetime(fresh), self.version_ttl());
         let written = match how {
             Write::IfUnchanged(seen, lease) => {
                 let channel = self.inner.names.landed_channel();

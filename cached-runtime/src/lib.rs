@@ -43,10 +43,10 @@ pub use cache::{
 };
 pub use entry::Entry;
 pub use error::{Error, LoadTimeout};
-pub use key::{Key, KeyPart, KeyWriter};
+pub use key::{EntryKey, Key, KeyPart, KeyWriter};
 pub use spec::{
     DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT,
-    DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL_JITTER, MAX_SETTING,
+    DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL_JITTER, MAX_SETTING, MAX_TTL,
 };
 pub use stats::Stats;
 

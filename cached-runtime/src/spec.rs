@@ -128,6 +128,11 @@ impl Spec {
         self.stale.max(self.fail_safe)
     }
 
+    /// How long an entry lives in Redis past a fresh period of `fresh`.
+    pub(crate) fn lifetime(&self, fresh: Duration) -> Duration {
+        fresh.saturating_add(self.keep())
+    }
+
     /// Whether entries of this function need their fresh period checked on
     /// a hit (they outlive it, or may be refreshed before its end).
     pub(crate) fn timed(&self) -> bool {
@@ -175,6 +180,8 @@ pub const DEFAULT_BACKGROUND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 4 << 20;
 /// The longest duration a setting may have: a day.
 pub const MAX_SETTING: Duration = Duration::from_secs(86_400);
+/// The longest TTL or window an entry may have: a year.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 86_400);
 
 impl Default for Settings {
     fn default() -> Self {

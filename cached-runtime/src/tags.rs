@@ -150,7 +150,7 @@ impl Names {
 
 /// How long a version key lives: well past any entry written with it.
 pub(crate) fn version_ttl(entry_ttl: Duration) -> Duration {
-    (entry_ttl * 2).max(Duration::from_secs(3600))
+    entry_ttl.saturating_mul(2).max(Duration::from_secs(3600))
 }
 
 /// A fresh version nonce, as stored in Redis (16 hex digits).

@@ -292,32 +292,36 @@ pub enum When {
 
 /// `#[invalidates]`: runs the body and invalidates `tags`, `keys` (rendered
 /// `prefix:…` keys) and `prefixes` as `when` says (and when the caller is
-/// cancelled during the body, which may have changed the data). An
-/// invalidation Redis cannot take now is applied here at once and retried
-/// until it does; it never turns into an error of the function.
+/// cancelled during the body, which may have changed the data), and the
+/// entries of the `readers` it names (each in its own cache, with the
+/// rendered `prefix:…` key). An invalidation Redis cannot take now is
+/// applied here at once and retried until it does; it never turns into an
+/// error of the function.
 ///
 /// `when = "always"` is [`invalidating_always`]: only there is an error
 /// held while the invalidation is sent, so only there must it be `Send`
 /// for the future to be.
+#[allow(clippy::too_many_arguments)]
 pub async fn invalidating<S, R, F>(
     cache: Cache,
     when: When,
     tags: Vec<String>,
     keys: Vec<String>,
     prefixes: Vec<String>,
+    readers: Vec<(Cache, String)>,
     body: F,
 ) -> R
 where
     S: Shape<R>,
     F: Future<Output = R>,
 {
-    let invalidation = listed(tags, keys, prefixes);
+    let owed = per_cache(&cache, listed(tags, keys, prefixes), readers);
     if when == When::Before {
-        invalidate_logged(&cache.inner, invalidation.clone()).await;
+        send_all(owed.clone()).await;
     }
     // A body cut short (the caller cancelled) may have changed the data:
     // invalidate as if it had succeeded.
-    let mut owed = InvalidateOnDrop::new(&cache.inner, invalidation);
+    let mut owed = OwedOnDrop(Some(owed));
     // Taken apart at once, and held as the value, not the result: the
     // future is `Send` whenever the function's is.
     let kept = match S::split(body.await) {
@@ -327,7 +331,7 @@ where
             return result;
         }
     };
-    invalidate_logged(&cache.inner, owed.disarm()).await;
+    send_all(owed.disarm()).await;
     kept.rejoin::<S>()
 }
 
@@ -338,15 +342,19 @@ pub async fn invalidating_always<R, F>(
     tags: Vec<String>,
     keys: Vec<String>,
     prefixes: Vec<String>,
+    readers: Vec<(Cache, String)>,
     body: F,
 ) -> R
 where
     F: Future<Output = R>,
 {
-    let invalidation = listed(tags, keys, prefixes);
-    let mut owed = InvalidateOnDrop::new(&cache.inner, invalidation);
+    let mut owed = OwedOnDrop(Some(per_cache(
+        &cache,
+        listed(tags, keys, prefixes),
+        readers,
+    )));
     let result = body.await;
-    invalidate_logged(&cache.inner, owed.disarm()).await;
+    send_all(owed.disarm()).await;
     result
 }
 
@@ -357,6 +365,59 @@ fn listed(tags: Vec<String>, keys: Vec<String>, prefixes: Vec<String>) -> Invali
         keys,
         prefixes,
         ..Invalidation::default()
+    }
+}
+
+/// One invalidation per cache: what the attribute lists in `cache`, and
+/// each reader's key in its own.
+fn per_cache(
+    cache: &Cache,
+    listed: Invalidation,
+    readers: Vec<(Cache, String)>,
+) -> Vec<(Arc<Inner>, Invalidation)> {
+    let mut owed = vec![(cache.inner.clone(), listed)];
+    for (reader, key) in readers {
+        match owed
+            .iter_mut()
+            .find(|(inner, _)| Arc::ptr_eq(inner, &reader.inner))
+        {
+            Some((_, invalidation)) => invalidation.keys.push(key),
+            None => owed.push((
+                reader.inner,
+                Invalidation {
+                    keys: vec![key],
+                    ..Invalidation::default()
+                },
+            )),
+        }
+    }
+    owed
+}
+
+async fn send_all(owed: Vec<(Arc<Inner>, Invalidation)>) {
+    for (inner, invalidation) in owed {
+        invalidate_logged(&inner, invalidation).await;
+    }
+}
+
+/// [`InvalidateOnDrop`] for invalidations in several caches.
+struct OwedOnDrop(Option<Vec<(Arc<Inner>, Invalidation)>>);
+
+impl OwedOnDrop {
+    /// The invalidations, now the caller's to send.
+    fn disarm(&mut self) -> Vec<(Arc<Inner>, Invalidation)> {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for OwedOnDrop {
+    fn drop(&mut self) {
+        for (inner, invalidation) in self.0.take().unwrap_or_default() {
+            if !invalidation.is_empty() {
+                inner.enqueue(invalidation);
+                Pending::retry_in_background(&inner);
+            }
+        }
     }
 }
 
