@@ -504,3 +504,58 @@ async fn keys_that_render_alike_are_one_entry() {
         "one entry for the two that render alike"
     );
 }
+
+#[cache_aside(prefix = "tagged", ttl = "5m", key = "{id}", tags = ["user:{id}"], skip(cache, loads), cache = cache)]
+async fn tagged(cache: &Cache, loads: &AtomicU64, id: u64) -> User {
+    loads.fetch_add(1, SeqCst);
+    User {
+        id,
+        name: "from the function".into(),
+    }
+}
+
+/// With each key's own tags, a batch's entries are the tagged reader's:
+/// hits for it (in Redis too), and forgotten with their tag.
+#[tokio::test]
+async fn a_batch_with_each_keys_tags_stores_what_a_tagged_reader_reads() {
+    let cache = support::cache_in("batch-tags-with").await;
+    let tagged_batch = |cache: &Cache| {
+        let cache = cache.clone();
+        async move {
+            cache
+                .entries("tagged", &[1u64, 2])
+                .ttl(TTL)
+                .tags_with(|id| [format!("user:{}", tiercache::key::render(id))])
+                .get_many_with(|missing: Vec<u64>| async move {
+                    missing.into_iter().map(|id| {
+                        (
+                            id,
+                            User {
+                                id,
+                                name: "from the batch".into(),
+                            },
+                        )
+                    })
+                })
+                .await
+        }
+    };
+    assert_eq!(tagged_batch(&cache).await.len(), 2);
+    let loads = AtomicU64::new(0);
+    assert_eq!(tagged(&cache, &loads, 1).await.name, "from the batch");
+    let other = support::cache_in("batch-tags-with").await;
+    assert_eq!(
+        tagged(&other, &loads, 2).await.name,
+        "from the batch",
+        "a Redis hit"
+    );
+    assert_eq!(loads.load(SeqCst), 0);
+    cache.invalidate_tags(["user:1"]).await.unwrap();
+    assert_eq!(tagged(&cache, &loads, 1).await.name, "from the function");
+    assert_eq!(
+        tagged(&cache, &loads, 2).await.name,
+        "from the batch",
+        "only 1 was tagged"
+    );
+    assert_eq!(loads.load(SeqCst), 1);
+}

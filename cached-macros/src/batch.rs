@@ -132,7 +132,7 @@ pub(crate) fn analyze(
             cx.error_spanned_by(
                 &template.lit,
                 format!(
-                    "a batch's tags apply to every entry: a tag cannot name `{{{}}}`, the keys; name another argument",
+                    "a batch's tags apply to every entry: a tag cannot name `{{{}}}`, the keys; name another argument (for each key's own tags, use `cache.entries(..).tags_with(..)`)",
                     keys.name
                 ),
             );

@@ -40,6 +40,9 @@ use crate::spec::{MAX_TTL, Spec, later};
 use crate::stats::Counters;
 use crate::warm::Warmed;
 
+/// What names a key's own tags (see [`Entries::tags_with`]).
+type TagsOf<'k, K> = Box<dyn Fn(&K) -> Vec<String> + Send + Sync + 'k>;
+
 /// Many entries of one prefix: see [`Cache::entries`].
 #[must_use = "entries do nothing until they are loaded or read"]
 pub struct Entries<'c, 'k, K, T = NoTtl> {
@@ -47,6 +50,8 @@ pub struct Entries<'c, 'k, K, T = NoTtl> {
     keys: &'k [K],
     spec: Spec,
     tags: Vec<String>,
+    /// Each key's own tags, beside `tags`.
+    tags_of: Option<TagsOf<'k, K>>,
     refused: Option<Error>,
     marker: PhantomData<fn() -> T>,
 }
@@ -94,6 +99,7 @@ impl Cache {
             keys,
             spec: Spec::new(prefix, 0),
             tags: Vec::new(),
+            tags_of: None,
             refused,
             marker: PhantomData,
         }
@@ -119,9 +125,41 @@ where
             keys: self.keys,
             spec: self.spec,
             tags: self.tags,
+            tags_of: self.tags_of,
             refused: self.refused,
             marker: PhantomData,
         }
+    }
+
+    /// Each key's own tags, beside those of [`tags`](Entries::tags): what
+    /// a reader's `tags = ["user:{id}"]` renders for that key, so that
+    /// invalidating `user:7` forgets the entry of 7 this batch stored, as
+    /// it forgets the reader's.
+    ///
+    /// ```no_run
+    /// # async fn run(cache: tiercache_runtime::Cache, ids: Vec<u64>) {
+    /// use tiercache_runtime::key::render;
+    ///
+    /// let names = cache
+    ///     .entries("user", &ids)
+    ///     .ttl(std::time::Duration::from_secs(300))
+    ///     .tags_with(|id| [format!("user:{}", render(id))])
+    ///     .get_many_with(|missing: Vec<u64>| async move {
+    ///         missing.into_iter().map(|id| (id, format!("user {id}")))
+    ///     })
+    ///     .await;
+    /// # }
+    /// ```
+    pub fn tags_with<F, I>(mut self, tags_of: F) -> Self
+    where
+        F: Fn(&K) -> I + Send + Sync + 'k,
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.tags_of = Some(Box::new(move |key| {
+            tags_of(key).into_iter().map(Into::into).collect()
+        }));
+        self
     }
 
     /// The tags every entry carries (as [`Entry::tags`](crate::Entry::tags)).
@@ -289,6 +327,7 @@ where
         keys,
         spec: *spec,
         tags,
+        tags_of: None,
         refused: None,
         marker: PhantomData,
     };
@@ -326,6 +365,10 @@ struct Missing<K> {
     aliases: Vec<K>,
     /// The rendered `prefix:key`.
     rendered: String,
+    /// The entry's tags: the batch's, and the key's own.
+    tags: Vec<String>,
+    /// Whether it may be stored (no more tags than an entry records).
+    store: bool,
     /// The key's flight, if this batch leads it.
     leader: Option<Leader>,
     /// Another caller's flight of the key, awaited.
@@ -356,6 +399,41 @@ enum Outcome<V> {
 /// An entry's bytes as read (if any), with the tag versions read with it.
 type EntryRead = (Option<Vec<u8>>, Vec<u64>);
 
+/// One `MGET` of a chunk's entries and of the union of their version keys;
+/// each entry with the versions of its own tags.
+async fn read_chunk(
+    l2: &crate::l2::L2,
+    chunk: &[L2Call<'_>],
+    version_ttl: Duration,
+) -> Result<Vec<EntryRead>, crate::l2::L2Error> {
+    let entry_keys: Vec<String> = chunk.iter().map(|call| call.entry_key.clone()).collect();
+    let mut union: Vec<String> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for key in chunk.iter().flat_map(L2Call::version_keys) {
+        if !index.contains_key(key.as_str()) {
+            index.insert(key, union.len());
+            union.push(key.clone());
+        }
+    }
+    let (entries, versions) = l2.read_many(&entry_keys, &union, version_ttl).await?;
+    Ok(chunk
+        .iter()
+        .zip(entries)
+        .map(|(call, entry)| {
+            let own = call
+                .version_keys()
+                .iter()
+                .filter_map(|key| {
+                    index
+                        .get(key.as_str())
+                        .and_then(|&i| versions.get(i).copied())
+                })
+                .collect();
+            (entry, own)
+        })
+        .collect())
+}
+
 /// The most entries one `MGET` or one pipeline of writes carries: a large
 /// batch is sent as several, each within the Redis timeout.
 const CHUNK: usize = 500;
@@ -365,6 +443,7 @@ struct Batch<'a, K, V> {
     inner: &'a Arc<Inner>,
     spec: &'a Spec,
     tags: &'a [String],
+    tags_of: Option<&'a TagsOf<'a, K>>,
     keys: &'a [K],
     codec: Codec<V>,
     found: HashMap<K, V>,
@@ -381,6 +460,7 @@ where
             inner: &entries.cache.inner,
             spec: &entries.spec,
             tags: &entries.tags,
+            tags_of: entries.tags_of.as_ref(),
             keys: entries.keys,
             codec: Codec::new(),
             found: HashMap::with_capacity(entries.keys.len()),
@@ -422,20 +502,32 @@ where
                 Some(Role::Waiter(slot)) => (None, Some(slot)),
                 None => (None, None),
             };
+            let mut tags = self.tags.to_vec();
+            if let Some(tags_of) = self.tags_of {
+                tags.extend(tags_of(key));
+            }
+            // Past what an entry records: the key is loaded, not stored.
+            let store = tags.len() <= MAX_TAGS;
+            if !store {
+                tracing::warn!(key = rendered, "more than 253 tags; loaded, not cached");
+            }
+            let (leader, other) = if store { (leader, other) } else { (None, None) };
             // Before anything is read: an invalidation from now on keeps
             // what this batch finds out of L1, and out of its flights.
-            let generations = inner.snapshot(self.spec.prefix, self.tags, &rendered);
+            let generations = inner.snapshot(self.spec.prefix, &tags, &rendered);
             if let Some(leader) = &leader {
-                leader.depends_on(&inner.generations.snapshot(
-                    self.spec.prefix,
-                    self.tags,
-                    &rendered,
-                ));
+                leader.depends_on(
+                    &inner
+                        .generations
+                        .snapshot(self.spec.prefix, &tags, &rendered),
+                );
             }
             by_rendered.insert(rendered.clone(), self.missing.len());
             self.missing.push(Missing {
                 key: key.clone(),
                 aliases: Vec::new(),
+                tags,
+                store,
                 rendered,
                 leader,
                 other,
@@ -506,11 +598,14 @@ where
     async fn read(&self) -> Vec<(usize, Outcome<V>)> {
         let inner = self.inner;
         let asked: Vec<usize> = (0..self.missing.len())
-            .filter(|&i| self.missing[i].other.is_none())
+            .filter(|&i| self.missing[i].other.is_none() && self.missing[i].store)
             .collect();
         let calls: Vec<L2Call<'_>> = asked
             .iter()
-            .filter_map(|&i| L2Call::new(inner, self.spec, &self.missing[i].rendered, self.tags))
+            .filter_map(|&i| {
+                let m = &self.missing[i];
+                L2Call::new(inner, self.spec, &m.rendered, &m.tags)
+            })
             .collect();
         let (Some(l2), Some(first)) = (&inner.l2, calls.first()) else {
             return Vec::new();
@@ -518,27 +613,19 @@ where
         let at = Instant::now();
         // Before the read is sent: Redis may not have these yet.
         let pending = inner.pending.snapshot();
-        let entry_keys: Vec<String> = calls.iter().map(|call| call.entry_key.clone()).collect();
-        let version_keys = first.version_keys();
         let version_ttl = first.version_ttl();
         // In chunks, each one `MGET` bounded by the Redis timeout, sent
         // together (one round trip on the multiplexed connection).
-        let reads = entry_keys
+        let reads = calls
             .chunks(CHUNK)
-            .map(|keys| l2.read_many(keys, version_keys, version_ttl));
+            .map(|chunk| read_chunk(l2, chunk, version_ttl));
         let mut read: Vec<Option<EntryRead>> = Vec::with_capacity(calls.len());
-        for (chunk, result) in entry_keys
+        for (chunk, result) in calls
             .chunks(CHUNK)
             .zip(futures_util::future::join_all(reads).await)
         {
             match result {
-                Ok((entries, versions)) => {
-                    read.extend(
-                        entries
-                            .into_iter()
-                            .map(|entry| Some((entry, versions.clone()))),
-                    );
-                }
+                Ok(entries) => read.extend(entries.into_iter().map(Some)),
                 Err(error) => {
                     inner.counters.redis_failed(&error);
                     tracing::debug!(%error, "L2 batch read failed");
@@ -632,6 +719,12 @@ where
         let mut writes: Vec<Loaded<K, V>> = Vec::new();
         for mut m in missing {
             Counters::bump(&inner.counters.misses);
+            if !m.store {
+                if let Some(value) = loaded.remove(&m.key) {
+                    self.found_for(m, value);
+                }
+                continue;
+            }
             let (value, ttl) = match loaded.remove(&m.key) {
                 Some(value) => (Some(value), inner.settings.jittered(self.spec.ttl)),
                 None => match self.spec.cache_none {
@@ -691,7 +784,8 @@ where
             .filter_map(|loaded| {
                 let seen = loaded.missing.seen.as_ref();
                 let seen = seen.filter(|seen| seen.at.elapsed() <= WRITE_HORIZON)?;
-                let call = L2Call::new(inner, self.spec, &loaded.missing.rendered, self.tags)?;
+                let m = &loaded.missing;
+                let call = L2Call::new(inner, self.spec, &m.rendered, &m.tags)?;
                 Some((call, loaded, seen))
             })
             .collect();
@@ -705,6 +799,7 @@ where
                     .ok()?;
                 Some(ManyWrite {
                     entry_key: &call.entry_key,
+                    version_keys: call.version_keys(),
                     seen: seen.digest(),
                     envelope,
                     ttl: self.spec.lifetime(loaded.fresh.0),
@@ -712,10 +807,10 @@ where
             })
             .collect();
         let Some(first) = first else { return };
-        let (version_keys, version_ttl) = (first.version_keys(), first.version_ttl());
+        let version_ttl = first.version_ttl();
         let writes = many
             .chunks(CHUNK)
-            .map(|chunk| l2.write_many_if_unchanged(chunk, version_keys, version_ttl));
+            .map(|chunk| l2.write_many_if_unchanged(chunk, version_ttl));
         for written in futures_util::future::join_all(writes).await {
             if let Err(error) = written {
                 inner.counters.redis_failed(&error);

@@ -191,6 +191,8 @@ pub(crate) fn seen(entry: Option<&[u8]>) -> String {
 /// One entry of [`L2::write_many_if_unchanged`].
 pub(crate) struct ManyWrite<'a> {
     pub(crate) entry_key: &'a str,
+    /// The version keys of its tags.
+    pub(crate) version_keys: &'a [String],
     /// The SHA-1 of the entry as read (see [`seen`]).
     pub(crate) seen: String,
     pub(crate) envelope: Vec<u8>,
@@ -449,9 +451,9 @@ impl L2 {
         Ok(Read { entry, versions })
     }
 
-    /// Many entries that share their tag versions (a batch: one prefix, one
-    /// set of tags), and those versions: one `MGET` (and, on the first
-    /// read of a tag, the round trip that creates its version key).
+    /// Many entries, and the versions of `version_keys` (the union of
+    /// their tags'): one `MGET` (and, on the first read of a tag, the
+    /// round trip that creates its version key).
     pub(crate) async fn read_many(
         &self,
         entry_keys: &[String],
@@ -471,13 +473,12 @@ impl L2 {
         Ok((found, versions))
     }
 
-    /// [`L2::write_if_unchanged`] for many entries that share their tag
-    /// versions, without a lock: one pipeline (the script loaded first, so
-    /// that a server that lost it still runs it). Whether each was stored.
+    /// [`L2::write_if_unchanged`] for many entries, without a lock: one
+    /// pipeline (the script loaded first, so that a server that lost it
+    /// still runs it). Whether each was stored.
     pub(crate) async fn write_many_if_unchanged(
         &self,
         writes: &[ManyWrite<'_>],
-        version_keys: &[String],
         version_ttl: Duration,
     ) -> Result<Vec<bool>, L2Error> {
         let mut pipe = redis::pipe();
@@ -487,7 +488,7 @@ impl L2 {
             invocation
                 .key(write.entry_key)
                 .key(write.entry_key)
-                .key(version_keys)
+                .key(write.version_keys)
                 .arg(&write.seen)
                 .arg(write.envelope.as_slice())
                 .arg(millis(write.ttl))
