@@ -55,6 +55,29 @@ async fn batch(cache: &Cache, ids: &[u64], calls: &Calls) -> HashMap<u64, User> 
         .await
 }
 
+/// Spawns a batch over `ids` whose loader records the keys it is given,
+/// then waits at `gate`, and returns `value(id)` for each.
+fn spawn_gated(
+    cache: &Cache,
+    ids: &'static [u64],
+    calls: &Calls,
+    gate: &Arc<tokio::sync::Semaphore>,
+    value: fn(u64) -> User,
+) -> tokio::task::JoinHandle<HashMap<u64, User>> {
+    let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
+    tokio::spawn(async move {
+        cache
+            .entries("user", ids)
+            .ttl(TTL)
+            .get_many_with(|missing: Vec<u64>| async move {
+                calls.record(&missing);
+                let _pass = gate.acquire().await;
+                missing.into_iter().map(move |id| (id, value(id)))
+            })
+            .await
+    })
+}
+
 #[cache_aside(prefix = "user", ttl = "5m", key = "{id}", skip(cache, loads), cache = cache)]
 async fn single(cache: &Cache, loads: &AtomicU64, id: u64) -> User {
     loads.fetch_add(1, SeqCst);
@@ -245,20 +268,7 @@ async fn a_single_call_joins_the_load_of_a_batch() {
     let gate = Arc::new(support::open_gate());
     let closed = support::close(&gate).await;
     let calls = Calls::default();
-    let batch_call = {
-        let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
-        tokio::spawn(async move {
-            cache
-                .entries("user", &[7u64, 8])
-                .ttl(TTL)
-                .get_many_with(|missing: Vec<u64>| async move {
-                    calls.record(&missing);
-                    let _pass = gate.acquire().await;
-                    missing.into_iter().map(|id| (id, user(id)))
-                })
-                .await
-        })
-    };
+    let batch_call = spawn_gated(&cache, &[7, 8], &calls, &gate, user);
     assert!(support::eventually(Duration::from_secs(5), async || calls.all().len() == 1).await);
     let loads = Arc::new(AtomicU64::new(0));
     let joined = {
@@ -282,26 +292,11 @@ async fn an_invalidation_during_the_load_keeps_its_values_out_of_l1() {
     let gate = Arc::new(support::open_gate());
     let closed = support::close(&gate).await;
     let calls = Calls::default();
-    let batch_call = {
-        let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
-        tokio::spawn(async move {
-            cache
-                .entries("user", &[9u64])
-                .ttl(TTL)
-                .get_many_with(|missing: Vec<u64>| async move {
-                    calls.record(&missing);
-                    let _pass = gate.acquire().await;
-                    vec![(
-                        9,
-                        User {
-                            id: 9,
-                            name: "read before the update".into(),
-                        },
-                    )]
-                })
-                .await
-        })
+    let read_before = |id| User {
+        id,
+        name: "read before the update".into(),
     };
+    let batch_call = spawn_gated(&cache, &[9], &calls, &gate, read_before);
     assert!(support::eventually(Duration::from_secs(5), async || calls.all().len() == 1).await);
     // The row changes and is invalidated while the batch's read is in flight.
     cache.entry("user", &9u64).invalidate().await.unwrap();
@@ -430,20 +425,7 @@ async fn a_batch_never_waits_for_another_batch() {
     let gate = Arc::new(support::open_gate());
     let closed = support::close(&gate).await;
     let first_calls = Calls::default();
-    let first = {
-        let (cache, calls, gate) = (cache.clone(), first_calls.clone(), gate.clone());
-        tokio::spawn(async move {
-            cache
-                .entries("user", &[1u64, 2, 3])
-                .ttl(TTL)
-                .get_many_with(|missing: Vec<u64>| async move {
-                    calls.record(&missing);
-                    let _pass = gate.acquire().await;
-                    missing.into_iter().map(|id| (id, user(id)))
-                })
-                .await
-        })
-    };
+    let first = spawn_gated(&cache, &[1, 2, 3], &first_calls, &gate, user);
     assert!(
         support::eventually(Duration::from_secs(5), async || first_calls.all().len()
             == 1)
