@@ -541,3 +541,25 @@ async fn a_batch_with_each_keys_tags_stores_what_a_tagged_reader_reads() {
     );
     assert_eq!(loads.load(SeqCst), 1);
 }
+
+/// Tags are recorded in one order, whatever order they are listed in.
+#[tokio::test]
+async fn tags_listed_in_another_order_are_the_same_entry() {
+    let cache = support::cache_in("batch-tag-order").await;
+    cache
+        .entry("ordered", &1u64)
+        .ttl(TTL)
+        .tags(["x", "y"])
+        .set(&5u32)
+        .await
+        .unwrap();
+    let other = support::cache_in("batch-tag-order").await;
+    let found = other
+        .entries("ordered", &[1u64])
+        .ttl(TTL)
+        .tags(["y"])
+        .tags_with(|_| ["x", "y"])
+        .get_many_with(|_: Vec<u64>| async { Vec::<(u64, u32)>::new() })
+        .await;
+    assert_eq!(found.get(&1), Some(&5), "a Redis hit, not a load");
+}

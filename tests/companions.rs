@@ -244,3 +244,52 @@ async fn an_invalidator_forgets_each_reader_entry_in_its_own_cache() {
     reader_b(&b, 1).await;
     assert_eq!(READS.load(SeqCst), 4);
 }
+
+#[cache_aside(prefix = "in-c", ttl = "5m", skip(cache), cache = cache)]
+async fn reader_c(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+#[cache_aside(prefix = "in-d", ttl = "5m", skip(cache), cache = cache)]
+async fn reader_d(cache: &Cache, id: u64) -> u64 {
+    id
+}
+
+#[invalidates(reader_c(c, id), reader_d(d, id))]
+async fn change_c_and_d(c: &Cache, d: &Cache, id: u64) {}
+
+/// A caller cancelled while the first cache's Redis is slow to take its
+/// invalidation leaves the others' applied and queued too.
+#[tokio::test]
+async fn a_cancelled_invalidator_leaves_every_cache_invalidated() {
+    let slow = support::RedisServer::start();
+    let c = support::cache_on(&slow.url(), "companions-cancel").await;
+    let d = support::cache_in("companions-cancel").await;
+    reader_c(&c, 1).await;
+    reader_d(&d, 1).await;
+    let mut raw = support::raw(&slow.url()).await;
+    let stall = tokio::spawn(async move {
+        let _: Result<(), _> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(1)
+            .query_async(&mut raw)
+            .await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        change_c_and_d(&c, &d, 1),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the call was cut short");
+    assert_eq!(reader_d_peek(&d, 1).await, None, "d was invalidated");
+    assert_eq!(reader_c_peek(&c, 1).await, None, "c was invalidated here");
+    stall.await.unwrap();
+    assert!(
+        support::eventually(std::time::Duration::from_secs(5), async || {
+            c.stats().pending_invalidations == 0
+        })
+        .await,
+        "the retrier sent c's"
+    );
+}

@@ -66,21 +66,23 @@ pub(crate) fn generate(func: &ItemFn, analyzed: &Func, parts: &Parts) -> TokenSt
     let cfgs: Vec<TokenStream> = func
         .attrs
         .iter()
-        .filter_map(|attr| {
-            let path = attr.path();
-            if ["cfg", "cfg_attr", "allow", "warn", "deny", "forbid"]
-                .iter()
-                .any(|name| path.is_ident(name))
-            {
-                return Some(quote!(#attr));
+        .filter(|attr| {
+            [
+                "cfg", "cfg_attr", "allow", "warn", "deny", "forbid", "expect",
+            ]
+            .iter()
+            .any(|name| attr.path().is_ident(name))
+        })
+        .map(|attr| {
+            let mut attr = attr.clone();
+            if let syn::Meta::List(list) = &mut attr.meta {
+                if list.path.is_ident("forbid") || list.path.is_ident("expect") {
+                    list.path = lint_level(&list.path);
+                } else if list.path.is_ident("cfg_attr") {
+                    list.tokens = relaxed(list.tokens.clone());
+                }
             }
-            if path.is_ident("expect")
-                && let syn::Meta::List(list) = &attr.meta
-            {
-                let lints = &list.tokens;
-                return Some(quote!(#[allow(#lints)]));
-            }
-            None
+            quote!(#attr)
         })
         .collect();
     let vis = &func.vis;
@@ -189,6 +191,39 @@ pub(crate) fn generate(func: &ItemFn, analyzed: &Func, parts: &Parts) -> TokenSt
         }
     };
     quote!(#invalidate #refresh #peek #set #target)
+}
+
+/// The lint level a companion copies: `forbid` becomes `deny` (a
+/// companion allows lints of its own, which `forbid` would refuse) and
+/// `expect` becomes `allow` (a companion need not trip it).
+fn lint_level(path: &syn::Path) -> syn::Path {
+    if path.is_ident("forbid") {
+        syn::parse_quote!(deny)
+    } else if path.is_ident("expect") {
+        syn::parse_quote!(allow)
+    } else {
+        path.clone()
+    }
+}
+
+/// A `cfg_attr(predicate, attrs…)`'s tokens with [`lint_level`] applied to
+/// the attributes it adds.
+fn relaxed(tokens: TokenStream) -> TokenStream {
+    let mut out = Vec::new();
+    let mut tokens = tokens.into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        match &token {
+            proc_macro2::TokenTree::Ident(ident)
+                if (ident == "forbid" || ident == "expect")
+                    && matches!(tokens.peek(), Some(proc_macro2::TokenTree::Group(_))) =>
+            {
+                let path = lint_level(&syn::Path::from(ident.clone()));
+                out.extend(quote!(#path));
+            }
+            _ => out.push(token),
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// The name of `_set`'s value: `value`, unless an argument has it.

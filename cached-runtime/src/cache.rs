@@ -182,22 +182,32 @@ impl Inner {
     /// `Ok`: Redis has it. `Err`: not yet; it stays pending and is retried.
     pub(crate) async fn invalidate(
         self: &Arc<Self>,
-        mut invalidation: Invalidation,
+        invalidation: Invalidation,
     ) -> Result<(), Error> {
+        self.queue(invalidation).send().await
+    }
+
+    /// The first half of [`Inner::invalidate`], with no `await`: applied
+    /// here and queued for Redis, to be sent by [`Queuing::send`] (or, if
+    /// that never runs, by the retrier). For several invalidations that
+    /// must all be queued before any is sent: a caller cancelled while the
+    /// first is sent leaves the others queued too.
+    pub(crate) fn queue(self: &Arc<Self>, mut invalidation: Invalidation) -> Queuing<'_> {
         if invalidation.is_empty() {
-            return Ok(());
+            return Queuing {
+                inner: self,
+                queued: None,
+            };
         }
         invalidation.sender = self.id;
         Counters::bump(&self.counters.invalidations);
-        let Some(queued) = self.enqueue(invalidation) else {
-            return Ok(()); // no Redis: local only
-        };
-        let retry = RetryOnDrop::new(self);
-        let result = self.pending.send_through(self, &queued).await;
-        if result.is_ok() {
-            retry.disarm();
+        let queued = self
+            .enqueue(invalidation)
+            .map(|queued| (queued, RetryOnDrop::new(self)));
+        Queuing {
+            inner: self,
+            queued,
         }
-        result.map_err(Error::from)
     }
 
     /// Applies an invalidation here and queues it for Redis, without
@@ -217,6 +227,29 @@ impl Inner {
         let queued = self.pending.push(invalidation, self.id);
         self.apply_locally(&queued.invalidation);
         Some(queued)
+    }
+}
+
+/// An invalidation applied here and queued for Redis ([`Inner::queue`]).
+/// Dropped unsent, the retrier sends it.
+pub(crate) struct Queuing<'a> {
+    inner: &'a Arc<Inner>,
+    /// `None` without Redis (local only), or for nothing to invalidate.
+    queued: Option<(Arc<crate::pending::Queued>, RetryOnDrop<'a>)>,
+}
+
+impl Queuing<'_> {
+    /// Sends it. `Ok`: Redis has it. `Err`: not yet; it stays pending and
+    /// is retried.
+    pub(crate) async fn send(self) -> Result<(), Error> {
+        let Some((queued, retry)) = self.queued else {
+            return Ok(());
+        };
+        let result = self.inner.pending.send_through(self.inner, &queued).await;
+        if result.is_ok() {
+            retry.disarm();
+        }
+        result.map_err(Error::from)
     }
 }
 

@@ -139,11 +139,18 @@ impl Names {
 
     /// The version keys an entry of `prefix` with `tags` records: the
     /// namespace's, the prefix's, then each tag's.
+    /// The version keys an entry of `prefix` with `tags` records: the
+    /// namespace's, the prefix's, then the tags' in sorted order, each
+    /// once, so that readers and writers that list the same tags in
+    /// another order (a batch's shared and per-key tags) agree.
     pub(crate) fn versions_of(&self, prefix: &str, tags: &[String]) -> Vec<String> {
-        let mut keys = Vec::with_capacity(2 + tags.len());
+        let mut sorted: Vec<&String> = tags.iter().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut keys = Vec::with_capacity(2 + sorted.len());
         keys.push(self.namespace_version());
         keys.push(self.prefix(prefix));
-        keys.extend(tags.iter().map(|tag| self.tag(tag)));
+        keys.extend(sorted.into_iter().map(|tag| self.tag(tag)));
         keys
     }
 }

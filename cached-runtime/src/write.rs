@@ -394,10 +394,22 @@ fn per_cache(
     owed
 }
 
+/// Applies and queues every invalidation before any is sent (a caller
+/// cancelled while one is sent leaves the others queued, for the
+/// retrier), then sends them together.
 async fn send_all(owed: Vec<(Arc<Inner>, Invalidation)>) {
-    for (inner, invalidation) in owed {
-        invalidate_logged(&inner, invalidation).await;
-    }
+    let (inners, invalidations): (Vec<_>, Vec<_>) = owed.into_iter().unzip();
+    let queued: Vec<_> = inners
+        .iter()
+        .zip(invalidations)
+        .map(|(inner, invalidation)| inner.queue(invalidation))
+        .collect();
+    let sends = queued.into_iter().map(|queuing| async move {
+        if let Err(error) = queuing.send().await {
+            tracing::warn!(%error, "invalidation not confirmed by Redis yet: applied here, retried until it is");
+        }
+    });
+    futures_util::future::join_all(sends).await;
 }
 
 /// [`InvalidateOnDrop`] for invalidations in several caches.

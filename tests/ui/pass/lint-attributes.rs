@@ -21,7 +21,15 @@ async fn early(id: u64) -> u64 {
     return id;
 }
 
+#[forbid(unsafe_code, dead_code)]
+#[cfg_attr(all(), expect(clippy::needless_return))]
+#[cache_aside(prefix = "forbidden", ttl = "5m")]
+async fn forbidden(id: u64) -> u64 {
+    return id;
+}
+
 fn main() {
+    drop(forbidden(1));
     drop(lookup(1));
     drop(lookup_refresh(1));
     drop(early(1));
