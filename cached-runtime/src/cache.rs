@@ -272,17 +272,17 @@ impl Cache {
     #[must_use]
     pub fn in_memory() -> Self {
         Self::from_parts(
-            DEFAULT_NAMESPACE.to_owned(),
+            Names::new(DEFAULT_NAMESPACE.to_owned()),
             DEFAULT_L1_CAPACITY,
             None,
             Settings::default(),
         )
     }
 
-    fn from_parts(namespace: String, l1_capacity: u64, l2: Option<L2>, settings: Settings) -> Self {
+    fn from_parts(names: Names, l1_capacity: u64, l2: Option<L2>, settings: Settings) -> Self {
         Self {
             inner: Arc::new(Inner {
-                names: Names::new(namespace),
+                names,
                 id: fastrand::u64(..),
                 l1: L1::new(l1_capacity),
                 l2,
@@ -439,22 +439,79 @@ impl fmt::Debug for Cache {
 }
 
 /// Configures a [`Cache`]. Every setting has a default; `build` checks them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct CacheBuilder {
     namespace: String,
-    redis_url: Option<String>,
+    redis: Option<RedisSource>,
     l1_capacity: u64,
     redis_timeout: Duration,
     breaker: (u32, Duration),
     settings: Settings,
 }
 
+/// Where the Redis layer connects.
+#[derive(Clone)]
+enum RedisSource {
+    Url(String),
+    Client(Box<redis::Client>),
+}
+
+impl fmt::Debug for CacheBuilder {
+    /// Shows no credentials: the URL's password is redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redis = match &self.redis {
+            None => "none".to_owned(),
+            Some(RedisSource::Url(url)) => redacted(url),
+            Some(RedisSource::Client(client)) => {
+                let info = client.get_connection_info();
+                format!(
+                    "a client of {} (database {})",
+                    info.addr(),
+                    info.redis_settings().db()
+                )
+            }
+        };
+        f.debug_struct("CacheBuilder")
+            .field("namespace", &self.namespace)
+            .field("redis", &redis)
+            .field("l1_capacity", &self.l1_capacity)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("breaker", &self.breaker)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// A Redis URL without its password.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Whether Redis answered and refused the credentials.
+fn is_auth_error(error: &crate::l2::L2Error) -> Option<&redis::RedisError> {
+    let crate::l2::L2Error::Redis(error) = error else {
+        return None;
+    };
+    let refused = error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"));
+    refused.then_some(error)
+}
+
 impl Default for CacheBuilder {
     fn default() -> Self {
         Self {
             namespace: DEFAULT_NAMESPACE.to_owned(),
-            redis_url: None,
+            redis: None,
             l1_capacity: DEFAULT_L1_CAPACITY,
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
             breaker: (DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_COOLDOWN),
@@ -474,7 +531,18 @@ impl CacheBuilder {
     /// Adds the Redis layer: `redis://[user:password@]host[:port][/db]` or
     /// `unix:///path`. Without it the cache is L1 only.
     pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.redis_url = Some(url.into());
+        self.redis = Some(RedisSource::Url(url.into()));
+        self
+    }
+
+    /// Adds the Redis layer from a `redis::Client` the service has already
+    /// (its URL, user, database and TLS settings). A client, not a
+    /// connection: the cache opens its own connections from it, a
+    /// multiplexed one for commands and one for its pub/sub subscription
+    /// (a connection that subscribes can run nothing else), and opens them
+    /// again after an outage.
+    pub fn redis_client(mut self, client: redis::Client) -> Self {
+        self.redis = Some(RedisSource::Client(Box::new(client)));
         self
     }
 
@@ -592,16 +660,31 @@ impl CacheBuilder {
         }
         let settings = self.settings;
         check_settings(&settings, self.redis_timeout)?;
-        let l2 = match self.redis_url {
+        let mut database = 0;
+        let l2 = match self.redis {
             None => None,
-            Some(url) => {
-                let invalid = |source| Error::InvalidRedisUrl {
-                    url: url.clone(),
-                    source,
+            Some(source) => {
+                let (client, shown) = match source {
+                    RedisSource::Url(url) => {
+                        let client = redis::Client::open(url.as_str()).map_err(|source| {
+                            Error::InvalidRedisUrl {
+                                url: redacted(&url),
+                                source,
+                            }
+                        })?;
+                        (client, redacted(&url))
+                    }
+                    RedisSource::Client(client) => {
+                        let shown = client.get_connection_info().addr().to_string();
+                        (*client, shown)
+                    }
                 };
-                let client = redis::Client::open(url.as_str()).map_err(invalid)?;
+                let settings = client.get_connection_info().redis_settings();
+                let user = settings.username().unwrap_or("default").to_owned();
+                database = settings.db();
                 let breaker = crate::breaker::Breaker::new(failures, cooldown);
-                let l2 = L2::new(client, self.redis_timeout, breaker).map_err(invalid)?;
+                let l2 = L2::new(client, self.redis_timeout, breaker)
+                    .map_err(|source| Error::InvalidRedisUrl { url: shown, source })?;
                 match l2.warm_up().await {
                     Ok(()) => match l2.version().await {
                         Ok((version, false)) => return Err(Error::RedisTooOld { version }),
@@ -609,13 +692,20 @@ impl CacheBuilder {
                         Err(error) => tracing::warn!(%error, "cannot read the Redis version"),
                     },
                     Err(error) => {
+                        if let Some(refused) = is_auth_error(&error) {
+                            return Err(Error::RedisAuth {
+                                user,
+                                source: refused.clone(),
+                            });
+                        }
                         tracing::warn!(%error, "Redis is not reachable yet; running on L1 until it is");
                     }
                 }
                 Some(l2)
             }
         };
-        let cache = Cache::from_parts(self.namespace, self.l1_capacity, l2, settings);
+        let names = Names::new(self.namespace).in_database(database);
+        let cache = Cache::from_parts(names, self.l1_capacity, l2, settings);
         if let Some(l2) = &cache.inner.l2 {
             let subscribed = Arc::new(Notify::new());
             let first = subscribed.notified();
@@ -703,7 +793,7 @@ mod tests {
     fn nothing_invalidated_is_served() {
         let cache = Cache::builder().l1_capacity(300_000);
         let inner = Cache::from_parts(
-            DEFAULT_NAMESPACE.to_owned(),
+            Names::new(DEFAULT_NAMESPACE.to_owned()),
             cache.l1_capacity,
             None,
             Settings::default(),
@@ -751,7 +841,7 @@ mod tests {
     #[test]
     fn a_key_invalidation_leaves_no_older_fill_servable() {
         let inner = Cache::from_parts(
-            DEFAULT_NAMESPACE.to_owned(),
+            Names::new(DEFAULT_NAMESPACE.to_owned()),
             1_000,
             None,
             Settings::default(),
@@ -795,7 +885,7 @@ mod tests {
     #[test]
     fn a_kept_fail_safe_value_does_not_replace_a_newer_one() {
         let inner = Cache::from_parts(
-            DEFAULT_NAMESPACE.to_owned(),
+            Names::new(DEFAULT_NAMESPACE.to_owned()),
             1_000,
             None,
             Settings::default(),

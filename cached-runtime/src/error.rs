@@ -48,6 +48,19 @@ pub enum Error {
         /// The version the server reported.
         version: String,
     },
+    /// Redis answered and refused the credentials (a user or password of
+    /// the URL or client that it does not accept): a configuration
+    /// mistake, so `build` fails. An unreachable Redis is not an error.
+    #[error(
+        "Redis refused the credentials of user {user:?}: check the user and password of the Redis URL (`redis://user:password@host`) and the user's ACL ({source})"
+    )]
+    RedisAuth {
+        /// The user given (`default` without one); never the password.
+        user: String,
+        /// What Redis said.
+        #[source]
+        source: redis::RedisError,
+    },
     /// Redis refused or failed an operation (an invalidation, for instance).
     /// Cached calls never return it: for them a Redis failure is a miss.
     #[error("Redis failed: {0}")]

@@ -83,11 +83,28 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
     namespace: String,
+    /// What scopes the channels to the Redis database (channels are
+    /// server-wide): empty for database 0, `#db3` for database 3.
+    database: String,
 }
 
 impl Names {
     pub(crate) fn new(namespace: String) -> Self {
-        Self { namespace }
+        Self {
+            namespace,
+            database: String::new(),
+        }
+    }
+
+    /// The names of a namespace in Redis database `db`: the keys are the
+    /// same (the database holds them apart), the channels are its own.
+    pub(crate) fn in_database(mut self, db: i64) -> Self {
+        self.database = if db == 0 {
+            String::new()
+        } else {
+            format!("#db{db}")
+        };
+        self
     }
 
     /// The namespace itself.
@@ -123,7 +140,7 @@ impl Names {
     }
 
     pub(crate) fn channel(&self) -> String {
-        format!("{}:#events", self.namespace)
+        format!("{}:#events{}", self.namespace, self.database)
     }
 
     /// The cross-process load lock of an entry (`key`: `prefix:…`).
@@ -134,11 +151,9 @@ impl Names {
     /// Where a lock holder announces that it is done: the message is the
     /// entry's `prefix:…` key.
     pub(crate) fn landed_channel(&self) -> String {
-        format!("{}:#landed", self.namespace)
+        format!("{}:#landed{}", self.namespace, self.database)
     }
 
-    /// The version keys an entry of `prefix` with `tags` records: the
-    /// namespace's, the prefix's, then each tag's.
     /// The version keys an entry of `prefix` with `tags` records: the
     /// namespace's, the prefix's, then the tags' in sorted order, each
     /// once, so that readers and writers that list the same tags in

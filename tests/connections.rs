@@ -1,0 +1,195 @@
+//! Connections (issue 13, first part): ACL users, the database number of
+//! the URL, and a cache built from an existing `redis::Client`, against a
+//! real redis-server started here.
+
+mod support;
+
+use std::time::Duration;
+
+use tiercache::{Cache, Error};
+
+/// A server with an ACL user `app` (password `secret`) that may run what
+/// the cache needs, and a default user that needs a password too.
+async fn server_with_acl() -> support::RedisServer {
+    let server = support::RedisServer::start();
+    let mut admin = support::raw(&server.url()).await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    server
+}
+
+fn url_with(server: &support::RedisServer, credentials: &str, db: Option<u8>) -> String {
+    let db = db.map(|db| format!("/{db}")).unwrap_or_default();
+    format!("redis://{credentials}@127.0.0.1:{}{db}", server.port())
+}
+
+#[tokio::test]
+async fn an_acl_user_works_and_wrong_credentials_fail_build() {
+    let server = server_with_acl().await;
+    let cache = Cache::builder()
+        .namespace("acl")
+        .redis(url_with(&server, "app:secret", None))
+        .build()
+        .await
+        .expect("the ACL user's credentials are accepted");
+    let loaded = cache
+        .entry("acl", &1u8)
+        .ttl(Duration::from_secs(60))
+        .get_with(|| async { 7u8 })
+        .await;
+    assert_eq!(loaded, 7);
+    let other = Cache::builder()
+        .namespace("acl")
+        .redis(url_with(&server, "app:secret", None))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.entry("acl", &1u8).get::<u8>().await,
+        Some(7),
+        "through Redis"
+    );
+    assert_eq!(cache.stats().redis_errors, 0);
+
+    for credentials in ["app:wrong", "nobody:secret"] {
+        let refused = Cache::builder()
+            .redis(url_with(&server, credentials, None))
+            .build()
+            .await;
+        assert!(
+            matches!(refused, Err(Error::RedisAuth { .. })),
+            "{credentials}: {refused:?}"
+        );
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains("credentials"), "{message}");
+        assert!(
+            !message.contains("wrong") && !message.contains("secret"),
+            "no password in {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_still_builds() {
+    let reserved = support::RedisServer::reserve();
+    let cache = Cache::builder()
+        .redis(format!("redis://app:secret@127.0.0.1:{}", reserved.port()))
+        .redis_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .expect("Redis down is an outage, not a configuration mistake");
+    assert!(cache.has_redis());
+}
+
+#[tokio::test]
+async fn the_database_of_the_url_holds_the_entries_and_scopes_the_messages() {
+    let server = support::RedisServer::start();
+    let on = |db: u8| {
+        let url = format!("{}/{db}", server.url());
+        async move {
+            Cache::builder()
+                .namespace("dbs")
+                .redis(url)
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let (a3, b3, a4) = (on(3).await, on(3).await, on(4).await);
+    let ttl = Duration::from_secs(60);
+    a3.entry("n", &1u8).ttl(ttl).set(&3u8).await.unwrap();
+    a4.entry("n", &1u8).ttl(ttl).set(&4u8).await.unwrap();
+    assert_eq!(b3.entry("n", &1u8).get::<u8>().await, Some(3));
+    // The entries are in database 3 and 4, not 0.
+    let mut raw = support::raw(&server.url()).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("dbs:*")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let mut raw3 = support::raw(&format!("{}/3", server.url())).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("dbs:n:*")
+        .query_async(&mut raw3)
+        .await
+        .unwrap();
+    assert_eq!(keys, vec!["dbs:n:1".to_owned()]);
+    // An invalidation in database 3 reaches database 3's instances only.
+    let before = a4.stats().remote_invalidations;
+    a3.entry("n", &1u8).invalidate().await.unwrap();
+    assert!(
+        support::eventually(Duration::from_secs(5), async || b3
+            .entry("n", &1u8)
+            .get::<u8>()
+            .await
+            .is_none())
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        a4.stats().remote_invalidations,
+        before,
+        "database 4 heard nothing"
+    );
+    assert_eq!(a4.entry("n", &1u8).get::<u8>().await, Some(4));
+}
+
+#[tokio::test]
+async fn a_cache_from_an_existing_client() {
+    let server = server_with_acl().await;
+    let client = redis::Client::open(url_with(&server, "app:secret", Some(2))).unwrap();
+    let cache = Cache::builder()
+        .namespace("byo")
+        .redis_client(client.clone())
+        .build()
+        .await
+        .unwrap();
+    cache
+        .entry("c", &1u8)
+        .ttl(Duration::from_secs(60))
+        .set(&9u8)
+        .await
+        .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("byo:c:1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(exists, "in the client's database, with its user");
+    let refused = Cache::builder()
+        .redis_client(redis::Client::open(url_with(&server, "app:wrong", None)).unwrap())
+        .build()
+        .await;
+    assert!(
+        matches!(refused, Err(Error::RedisAuth { .. })),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_password_is_shown() {
+    let builder = Cache::builder().redis("redis://app:secret@127.0.0.1:6379/2");
+    let shown = format!("{builder:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(shown.contains("app:***@127.0.0.1:6379/2"), "{shown}");
+    let invalid = Cache::builder()
+        .redis("redis://app:secret@127.0.0.1:notaport")
+        .build()
+        .await;
+    let message = invalid.unwrap_err().to_string();
+    assert!(
+        message.contains("invalid Redis URL") && !message.contains("secret"),
+        "{message}"
+    );
+}
