@@ -444,10 +444,22 @@ impl fmt::Debug for Cache {
 pub struct CacheBuilder {
     namespace: String,
     redis: Option<RedisSource>,
+    #[cfg(feature = "tls")]
+    tls: Tls,
     l1_capacity: u64,
     redis_timeout: Duration,
     breaker: (u32, Duration),
     settings: Settings,
+}
+
+/// Certificates for `rediss://`, beside the system's roots.
+#[cfg(feature = "tls")]
+#[derive(Clone, Default)]
+struct Tls {
+    /// A CA (PEM) to trust instead of the system's roots.
+    root: Option<Vec<u8>>,
+    /// A client certificate and key (PEM), for mutual TLS.
+    client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Where the Redis layer connects.
@@ -483,6 +495,23 @@ impl fmt::Debug for CacheBuilder {
     }
 }
 
+/// A client for `url`, with the builder's certificates if any.
+#[cfg(feature = "tls")]
+fn open(url: &str, tls: Option<redis::TlsCertificates>) -> redis::RedisResult<redis::Client> {
+    // rustls needs a process-wide crypto provider; another crate of the
+    // service may have installed one already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match tls {
+        Some(certificates) => redis::Client::build_with_tls(url, certificates),
+        None => redis::Client::open(url),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn open(url: &str, _: Option<std::convert::Infallible>) -> redis::RedisResult<redis::Client> {
+    redis::Client::open(url)
+}
+
 /// A Redis URL without its password.
 fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -507,11 +536,37 @@ fn is_auth_error(error: &crate::l2::L2Error) -> Option<&redis::RedisError> {
     refused.then_some(error)
 }
 
+impl CacheBuilder {
+    #[cfg(feature = "tls")]
+    fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
+        if self.tls.root.is_none() && self.tls.client.is_none() {
+            return None;
+        }
+        Some(redis::TlsCertificates {
+            client_tls: self.tls.client.clone().map(|(client_cert, client_key)| {
+                redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }
+            }),
+            root_cert: self.tls.root.clone(),
+        })
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[allow(clippy::unused_self)]
+    fn tls_certificates(&self) -> Option<std::convert::Infallible> {
+        None
+    }
+}
+
 impl Default for CacheBuilder {
     fn default() -> Self {
         Self {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             redis: None,
+            #[cfg(feature = "tls")]
+            tls: Tls::default(),
             l1_capacity: DEFAULT_L1_CAPACITY,
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
             breaker: (DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_COOLDOWN),
@@ -543,6 +598,27 @@ impl CacheBuilder {
     /// again after an outage.
     pub fn redis_client(mut self, client: redis::Client) -> Self {
         self.redis = Some(RedisSource::Client(Box::new(client)));
+        self
+    }
+
+    /// For a `rediss://` URL: trust this CA certificate (PEM) instead of
+    /// the system's roots (a private CA, a managed Redis's bundle).
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.root = Some(pem.into());
+        self
+    }
+
+    /// For a `rediss://` URL: present this client certificate and key
+    /// (PEM), for a Redis that authenticates its clients
+    /// (`tls-auth-clients yes`). The key is never shown by `Debug`.
+    #[cfg(feature = "tls")]
+    pub fn tls_client_certificate(
+        mut self,
+        certificate_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client = Some((certificate_pem.into(), key_pem.into()));
         self
     }
 
@@ -661,17 +737,17 @@ impl CacheBuilder {
         let settings = self.settings;
         check_settings(&settings, self.redis_timeout)?;
         let mut database = 0;
+        let certificates = self.tls_certificates();
         let l2 = match self.redis {
             None => None,
             Some(source) => {
                 let (client, shown) = match source {
                     RedisSource::Url(url) => {
-                        let client = redis::Client::open(url.as_str()).map_err(|source| {
-                            Error::InvalidRedisUrl {
+                        let client =
+                            open(&url, certificates).map_err(|source| Error::InvalidRedisUrl {
                                 url: redacted(&url),
                                 source,
-                            }
-                        })?;
+                            })?;
                         (client, redacted(&url))
                     }
                     RedisSource::Client(client) => {

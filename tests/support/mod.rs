@@ -22,14 +22,27 @@ Install it with `apt-get install -y redis-server` (or run `scripts/test`, which 
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// More arguments for `redis-server` (TLS, ...).
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free loopback port.
     pub fn start() -> Self {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// Starts a server with more arguments, made from a second free port
+    /// (for `--tls-port`); the server's own `port` stays plain TCP, which
+    /// the harness pings.
+    pub fn start_with(args: impl Fn(u16) -> Vec<String>) -> Self {
         for _ in 0..5 {
             let port = free_port();
-            let mut server = Self { port, child: None };
+            let mut server = Self {
+                port,
+                child: None,
+                args: args(free_port()),
+            };
             if server.try_start() {
                 return server;
             }
@@ -42,6 +55,7 @@ impl RedisServer {
         Self {
             port: free_port(),
             child: None,
+            args: Vec::new(),
         }
     }
 
@@ -80,6 +94,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--enable-debug-command", "local"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
