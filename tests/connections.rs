@@ -193,3 +193,53 @@ async fn no_password_is_shown() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_user_without_the_commands_the_cache_needs_fails_build() {
+    let server = support::RedisServer::start();
+    let mut admin = support::raw(&server.url()).await;
+    for (user, rights) in [
+        ("nothing", vec!["-@all"]),
+        (
+            "readonly",
+            vec!["-@all", "+ping", "+info", "+get", "+mget", "+subscribe"],
+        ),
+    ] {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER")
+            .arg(user)
+            .arg("on")
+            .arg(">pw")
+            .arg("~*")
+            .arg("&*");
+        for right in &rights {
+            cmd.arg(*right);
+        }
+        let _: () = cmd.query_async(&mut admin).await.unwrap();
+        let refused = Cache::builder()
+            .redis(url_with(&server, &format!("{user}:pw"), None))
+            .build()
+            .await;
+        assert!(
+            matches!(refused, Err(Error::RedisPermission { .. })),
+            "{user}: {refused:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_password_in_the_query_or_a_url_that_does_not_parse_is_not_shown() {
+    for url in [
+        "unix:///tmp/none.sock?db=2&pass=hunter2",
+        "redis+unix:///tmp/none.sock?pass=hunter2&db=notanumber",
+        "redis//:hunter2@127.0.0.1:6379",
+        "redis://:hunter2@127.0.0.1:6379/0?x=a@b",
+    ] {
+        let shown = format!("{:?}", Cache::builder().redis(url));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        if let Err(error) = Cache::builder().redis(url).build().await {
+            let message = error.to_string();
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+}

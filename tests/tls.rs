@@ -198,3 +198,32 @@ async fn a_server_the_cache_does_not_trust_is_never_used() {
         .await;
     assert_eq!(answered, 6);
 }
+
+#[tokio::test]
+async fn certificates_that_cannot_apply_are_refused_at_build() {
+    let empty = Cache::builder()
+        .redis("rediss://127.0.0.1:1")
+        .tls_root_certificate(Vec::new())
+        .build()
+        .await;
+    assert!(
+        matches!(
+            empty,
+            Err(tiercache::Error::InvalidSetting {
+                setting: "tls_root_certificate",
+                ..
+            })
+        ),
+        "{empty:?}"
+    );
+    let certificates = Certificates::generate("client-given");
+    let with_client = Cache::builder()
+        .redis_client(redis::Client::open("rediss://127.0.0.1:1").unwrap())
+        .tls_root_certificate(certificates.ca.clone())
+        .build()
+        .await;
+    assert!(
+        matches!(with_client, Err(tiercache::Error::InvalidSetting { .. })),
+        "{with_client:?}"
+    );
+}

@@ -498,42 +498,72 @@ impl fmt::Debug for CacheBuilder {
 /// A client for `url`, with the builder's certificates if any.
 #[cfg(feature = "tls")]
 fn open(url: &str, tls: Option<redis::TlsCertificates>) -> redis::RedisResult<redis::Client> {
-    // rustls needs a process-wide crypto provider; another crate of the
-    // service may have installed one already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match tls {
+    let client = match tls {
         Some(certificates) => redis::Client::build_with_tls(url, certificates),
         None => redis::Client::open(url),
+    }?;
+    provide_crypto(&client);
+    Ok(client)
+}
+
+/// For a TLS client, the process-wide rustls crypto provider, unless the
+/// service installed one: ring (the one this crate compiles in). Without
+/// one, rustls cannot pick when the dependency tree holds two.
+#[cfg(feature = "tls")]
+fn provide_crypto(client: &redis::Client) {
+    if matches!(
+        client.get_connection_info().addr(),
+        redis::ConnectionAddr::TcpTls { .. }
+    ) && rustls::crypto::CryptoProvider::get_default().is_none()
+    {
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
 #[cfg(not(feature = "tls"))]
 fn open(url: &str, _: Option<std::convert::Infallible>) -> redis::RedisResult<redis::Client> {
+    if url.starts_with("rediss") {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "a rediss:// URL needs tiercache's `tls` feature (on by default)",
+        )));
+    }
     redis::Client::open(url)
 }
 
-/// A Redis URL without its password.
+/// A Redis URL without its password: the one after the user, and a
+/// `pass`/`password` of the query (how `unix://` URLs carry it). A URL that
+/// does not parse shows its scheme only.
 fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        return format!("<a {scheme} URL that does not parse>");
     };
-    match rest.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    let secret = |name: &str| matches!(name, "pass" | "password");
+    if parsed.query_pairs().any(|(name, _)| secret(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret(&name) {
+                    "***".into()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 /// Whether Redis answered and refused the credentials.
-fn is_auth_error(error: &crate::l2::L2Error) -> Option<&redis::RedisError> {
-    let crate::l2::L2Error::Redis(error) = error else {
-        return None;
-    };
-    let refused = error.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"));
-    refused.then_some(error)
+fn is_auth_error(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
 }
 
 impl CacheBuilder {
@@ -737,6 +767,17 @@ impl CacheBuilder {
         let settings = self.settings;
         check_settings(&settings, self.redis_timeout)?;
         let mut database = 0;
+        #[cfg(feature = "tls")]
+        if let Some(root) = &self.tls.root
+            && !root
+                .windows(27)
+                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err(Error::InvalidSetting {
+                setting: "tls_root_certificate",
+                reason: "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            });
+        }
         let certificates = self.tls_certificates();
         let l2 = match self.redis {
             None => None,
@@ -751,6 +792,14 @@ impl CacheBuilder {
                         (client, redacted(&url))
                     }
                     RedisSource::Client(client) => {
+                        if certificates.is_some() {
+                            return Err(Error::InvalidSetting {
+                                setting: "tls_root_certificate",
+                                reason: "certificates go on the URL's client: with redis_client, build the client with its own (redis::Client::build_with_tls)",
+                            });
+                        }
+                        #[cfg(feature = "tls")]
+                        provide_crypto(&client);
                         let shown = client.get_connection_info().addr().to_string();
                         (*client, shown)
                     }
@@ -759,20 +808,57 @@ impl CacheBuilder {
                 let user = settings.username().unwrap_or("default").to_owned();
                 database = settings.db();
                 let breaker = crate::breaker::Breaker::new(failures, cooldown);
-                let l2 = L2::new(client, self.redis_timeout, breaker)
-                    .map_err(|source| Error::InvalidRedisUrl { url: shown, source })?;
+                let l2 = L2::new(client, self.redis_timeout, breaker).map_err(|source| {
+                    Error::InvalidRedisUrl {
+                        url: shown.clone(),
+                        source,
+                    }
+                })?;
+                let refused = |error: &crate::l2::L2Error| -> Option<Error> {
+                    let crate::l2::L2Error::Redis(source) = error else {
+                        return None;
+                    };
+                    if is_auth_error(source) {
+                        return Some(Error::RedisAuth {
+                            user: user.clone(),
+                            source: source.clone(),
+                        });
+                    }
+                    if source.code() == Some("NOPERM") {
+                        return Some(Error::RedisPermission {
+                            user: user.clone(),
+                            source: source.clone(),
+                        });
+                    }
+                    (source.kind() == redis::ErrorKind::InvalidClientConfig).then(|| {
+                        Error::InvalidRedisUrl {
+                            url: shown.clone(),
+                            source: source.clone(),
+                        }
+                    })
+                };
                 match l2.warm_up().await {
-                    Ok(()) => match l2.version().await {
-                        Ok((version, false)) => return Err(Error::RedisTooOld { version }),
-                        Ok((version, true)) => tracing::debug!(version, "Redis answers"),
-                        Err(error) => tracing::warn!(%error, "cannot read the Redis version"),
-                    },
+                    Ok(()) => {
+                        match l2.version().await {
+                            Ok((version, false)) => return Err(Error::RedisTooOld { version }),
+                            Ok((version, true)) => tracing::debug!(version, "Redis answers"),
+                            Err(error) => {
+                                if let Some(refused) = refused(&error) {
+                                    return Err(refused);
+                                }
+                                tracing::warn!(%error, "cannot read the Redis version");
+                            }
+                        }
+                        let probe = Names::new(self.namespace.clone()).in_database(database);
+                        if let Err(error) = l2.probe(&probe).await
+                            && let Some(refused) = refused(&error)
+                        {
+                            return Err(refused);
+                        }
+                    }
                     Err(error) => {
-                        if let Some(refused) = is_auth_error(&error) {
-                            return Err(Error::RedisAuth {
-                                user,
-                                source: refused.clone(),
-                            });
+                        if let Some(refused) = refused(&error) {
+                            return Err(refused);
                         }
                         tracing::warn!(%error, "Redis is not reachable yet; running on L1 until it is");
                     }

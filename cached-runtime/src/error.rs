@@ -61,6 +61,19 @@ pub enum Error {
         #[source]
         source: redis::RedisError,
     },
+    /// Redis accepted the credentials but the user may not run a command
+    /// the cache needs (`NOPERM`: its ACL lacks `GET`, `SET`, `EVALSHA`,
+    /// `PUBLISH`, … or the namespace's keys or channels).
+    #[error(
+        "the Redis user {user:?} may not run what the cache needs: give it `+@read +@write +@scripting +@pubsub +ping +info` on the namespace's keys and channels ({source})"
+    )]
+    RedisPermission {
+        /// The user given (`default` without one).
+        user: String,
+        /// What Redis said.
+        #[source]
+        source: redis::RedisError,
+    },
     /// Redis refused or failed an operation (an invalidation, for instance).
     /// Cached calls never return it: for them a Redis failure is a miss.
     #[error("Redis failed: {0}")]

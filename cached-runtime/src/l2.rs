@@ -424,6 +424,29 @@ impl L2 {
         self.cmd::<()>(&redis::cmd("PING")).await
     }
 
+    /// Runs, once, what the cache's scripts and listener run, on a key and
+    /// a channel of the namespace: a user whose ACL lacks one of them is
+    /// told at `build`, not by misses later.
+    pub(crate) async fn probe(&self, names: &crate::tags::Names) -> Result<(), L2Error> {
+        let key = names.entry("#probe");
+        let script = redis::Script::new(
+            r"
+redis.call('SET', KEYS[1], '1', 'PX', 1000)
+redis.call('GET', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], 1000, 'GT')
+redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], '')
+return 1
+",
+        );
+        let mut invocation = script.key(&key);
+        invocation.arg(names.probe_channel());
+        let mut conn = self.conn();
+        let _: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
     /// The server's version (`redis_version` of `INFO server`), and whether
     /// it is recent enough (7.0 or newer).
     pub(crate) async fn version(&self) -> Result<(String, bool), L2Error> {

@@ -150,6 +150,11 @@ impl Names {
 
     /// Where a lock holder announces that it is done: the message is the
     /// entry's `prefix:…` key.
+    /// Where the permission probe at `build` publishes (nobody listens).
+    pub(crate) fn probe_channel(&self) -> String {
+        format!("{}:#probe{}", self.namespace, self.database)
+    }
+
     pub(crate) fn landed_channel(&self) -> String {
         format!("{}:#landed{}", self.namespace, self.database)
     }
