@@ -23,7 +23,7 @@ use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
 use crate::attr::Args;
 use crate::ctxt::Ctxt;
 use crate::expand::local;
-use crate::func::{Func, last_segment_arg, peel, spelled};
+use crate::func::{Func, last_segment_arg, last_segment_args, peel, spelled};
 
 /// What a batch function is made of, once checked.
 pub(crate) struct BatchFn {
@@ -194,39 +194,14 @@ fn element_hint(ty: &Type) -> String {
 
 /// `HashMap<K, V>` (under any path) → `(K, V)`.
 fn hash_map(ty: &Type) -> Option<(Type, Type)> {
-    let Type::Path(path) = peel(ty) else {
-        return None;
-    };
-    let segment = path.path.segments.last()?;
-    if segment.ident != "HashMap" {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(args) = &segment.arguments else {
-        return None;
-    };
-    let mut types = args.args.iter().filter_map(|arg| match arg {
-        syn::GenericArgument::Type(ty) => Some(ty.clone()),
-        _ => None,
-    });
+    let mut types = last_segment_args(ty, "HashMap")?.into_iter();
     Some((types.next()?, types.next()?))
 }
 
 /// The `E` of `Result<T, E>`; `None` when it is elided (`io::Result<T>`):
 /// then the runtime infers it.
 fn result_error(ty: &Type) -> Option<Type> {
-    let Type::Path(path) = peel(ty) else {
-        return None;
-    };
-    let syn::PathArguments::AngleBracketed(args) = &path.path.segments.last()?.arguments else {
-        return None;
-    };
-    args.args
-        .iter()
-        .filter_map(|arg| match arg {
-            syn::GenericArgument::Type(ty) => Some(ty.clone()),
-            _ => None,
-        })
-        .nth(1)
+    last_segment_args(ty, "Result")?.into_iter().nth(1)
 }
 
 /// The body of a batch function.

@@ -46,11 +46,8 @@ pub(crate) fn generate(func: &ItemFn, analyzed: &Func, parts: &Parts) -> TokenSt
     );
     // Not the function's checked codec: a type that cannot be cached is
     // the function's error, once (see `CodecProbe`).
-    let make_codec = match crate::func::shared(value_ty) {
-        Some(inner) => {
-            let span = syn::spanned::Spanned::span(value_ty);
-            quote::quote_spanned!(span=> let #codec = #private::arc_codec::<#inner>();)
-        }
+    let make_codec = match crate::probe::arc_codec(private, value_ty, &codec) {
+        Some(make) => make,
         None => quote! {
             let #codec = {
                 #[allow(unused_imports)]

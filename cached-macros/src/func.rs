@@ -331,6 +331,11 @@ fn shape_of(ret: &Type) -> (ShapeKind, Type) {
 
 /// `Name<A, ..>` → `A`.
 pub(crate) fn last_segment_arg(ty: &Type, name: &str) -> Option<Type> {
+    last_segment_args(ty, name)?.into_iter().next()
+}
+
+/// `Name<A, B, ..>` (under any path) → `[A, B, ..]`, its type arguments.
+pub(crate) fn last_segment_args(ty: &Type, name: &str) -> Option<Vec<Type>> {
     let Type::Path(path) = peel(ty) else {
         return None;
     };
@@ -344,10 +349,15 @@ pub(crate) fn last_segment_arg(ty: &Type, name: &str) -> Option<Type> {
     let PathArguments::AngleBracketed(args) = &segment.arguments else {
         return None;
     };
-    args.args.iter().find_map(|arg| match arg {
-        GenericArgument::Type(ty) => Some(ty.clone()),
-        _ => None,
-    })
+    let types: Vec<Type> = args
+        .args
+        .iter()
+        .filter_map(|arg| match arg {
+            GenericArgument::Type(ty) => Some(ty.clone()),
+            _ => None,
+        })
+        .collect();
+    (!types.is_empty()).then_some(types)
 }
 
 impl Func {

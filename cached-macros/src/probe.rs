@@ -122,9 +122,8 @@ pub(crate) fn codec(
 ) -> TokenStream {
     let value_ty = &output.value_ty;
     let span = value_ty.span();
-    if let Some(inner) = crate::func::shared(value_ty) {
-        let make = quote_spanned!(span=> #private::arc_codec::<#inner>());
-        return quote!(let #codec = #make;);
+    if let Some(make) = arc_codec(private, value_ty, codec) {
+        return make;
     }
     if !output.hidden.result {
         // Without a `Result` to rule out, the codec's own errors are the
@@ -198,6 +197,19 @@ fn probe_call(private: &TokenStream, output: &Output, function: &str) -> TokenSt
         _ => quote_spanned!(first=> ()),
     };
     quote_spanned!(first=> #function::<#value_ty, _, #err> #args)
+}
+
+/// `let #codec = arc_codec::<T>();` for a value `Arc<T>` (see
+/// `func::shared`), spanned on the type: what the function and its
+/// companions build alike.
+pub(crate) fn arc_codec(
+    private: &TokenStream,
+    value_ty: &syn::Type,
+    codec: &Ident,
+) -> Option<TokenStream> {
+    let inner = crate::func::shared(value_ty)?;
+    let span = value_ty.span();
+    Some(quote_spanned!(span=> let #codec = #private::arc_codec::<#inner>();))
 }
 
 /// The probe's methods in scope.

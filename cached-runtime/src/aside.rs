@@ -162,20 +162,10 @@ pub async fn peek<V>(
     let L2Read::Found(found) = l2.read(codec).await else {
         return None;
     };
-    let remaining = found.meta.remaining(std::time::SystemTime::now())?;
+    found.meta.remaining(std::time::SystemTime::now())?;
     let value = found.value?;
     let shared = (codec.share)(&value);
     let (expires_at_ms, load_time) = (found.meta.expires_at_ms, found.meta.load_time());
-    // Read without a TTL of its own (an entry named only to be read): L1
-    // keeps it for as long as the writer said.
-    let spec = if spec.ttl.is_zero() {
-        &Spec {
-            ttl: remaining,
-            ..*spec
-        }
-    } else {
-        spec
-    };
     if let Some(entry) = l1_entry(spec, shared, expires_at_ms, load_time, generations) {
         inner.keep_in_l1(key, entry);
     }

@@ -28,15 +28,15 @@ use std::time::{Duration, Instant};
 use crate::cache::{Cache, Inner};
 use crate::codec::{Cacheable, Codec};
 use crate::entry::{MAX_TAGS, NoTtl, Ttl};
-use crate::error::Error;
 use crate::flight::{self, Landed, Leader, Role, Shared, Slot, Source};
 use crate::generations::Snapshot;
-use crate::key::{EntryKey, KeyWriter, is_valid_prefix};
+use crate::key::{EntryKey, KeyWriter};
 use crate::l1::Absent;
 use crate::l2::{ManyWrite, WRITE_HORIZON};
 use crate::l2call::{L2Call, L2Read, Seen};
 use crate::lead::{expiry, l1_entry};
-use crate::spec::{MAX_TTL, Spec, later};
+use crate::options::Options;
+use crate::spec::{Spec, later};
 use crate::stats::Counters;
 use crate::warm::Warmed;
 
@@ -48,20 +48,17 @@ type TagsOf<'k, K> = Box<dyn Fn(&K) -> Vec<String> + Send + Sync + 'k>;
 pub struct Entries<'c, 'k, K, T = NoTtl> {
     cache: &'c Cache,
     keys: &'k [K],
-    spec: Spec,
-    tags: Vec<String>,
-    /// Each key's own tags, beside `tags`.
+    options: Options,
+    /// Each key's own tags, beside the options' tags.
     tags_of: Option<TagsOf<'k, K>>,
-    refused: Option<Error>,
     marker: PhantomData<fn() -> T>,
 }
 
 impl<K, T> std::fmt::Debug for Entries<'_, '_, K, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entries")
-            .field("prefix", &self.spec.prefix)
             .field("keys", &self.keys.len())
-            .field("tags", &self.tags)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
@@ -90,17 +87,11 @@ impl Cache {
     where
         K: EntryKey + Eq + Hash + Clone,
     {
-        let refused = (!is_valid_prefix(prefix)).then(|| Error::InvalidName {
-            what: "prefix",
-            name: prefix.to_owned(),
-        });
         Entries {
             cache: self,
             keys,
-            spec: Spec::new(prefix, 0),
-            tags: Vec::new(),
+            options: Options::new(prefix),
             tags_of: None,
-            refused,
             marker: PhantomData,
         }
     }
@@ -111,22 +102,14 @@ where
     K: EntryKey + Eq + Hash + Clone,
 {
     /// How long a loaded value stays fresh; required before a load. Above
-    /// zero.
+    /// zero, at most a year.
     pub fn ttl(mut self, ttl: Duration) -> Entries<'c, 'k, K, Ttl> {
-        self.spec.ttl = ttl;
-        if (ttl.is_zero() || ttl > MAX_TTL) && self.refused.is_none() {
-            self.refused = Some(Error::InvalidSetting {
-                setting: "ttl",
-                reason: "a TTL must be above zero and at most a year",
-            });
-        }
+        self.options.ttl(ttl);
         Entries {
             cache: self.cache,
             keys: self.keys,
-            spec: self.spec,
-            tags: self.tags,
+            options: self.options,
             tags_of: self.tags_of,
-            refused: self.refused,
             marker: PhantomData,
         }
     }
@@ -168,26 +151,14 @@ where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.tags.extend(tags.into_iter().map(Into::into));
-        if self.tags.len() > MAX_TAGS && self.refused.is_none() {
-            self.refused = Some(Error::InvalidSetting {
-                setting: "tags",
-                reason: "an entry carries at most 253 tags",
-            });
-        }
+        self.options.tags(tags);
         self
     }
 
     /// Cache a key the loader does not return as absent, for this long.
-    /// Above zero.
+    /// Above zero, at most a year.
     pub fn cache_none(mut self, ttl: Duration) -> Self {
-        self.spec.cache_none = Some(ttl);
-        if (ttl.is_zero() || ttl > MAX_TTL) && self.refused.is_none() {
-            self.refused = Some(Error::InvalidSetting {
-                setting: "cache_none",
-                reason: "a TTL must be above zero and at most a year",
-            });
-        }
+        self.options.cache_none(ttl);
         self
     }
 
@@ -195,7 +166,7 @@ where
     /// pass, then one Redis round trip for the rest. Keys it lacks are
     /// absent from the map.
     pub async fn get_many<V: Cacheable>(self) -> HashMap<K, V> {
-        if let Some(error) = &self.refused {
+        if let Some(error) = self.options.error() {
             tracing::warn!(%error, "tiercache entries not read");
             return HashMap::new();
         }
@@ -223,7 +194,7 @@ where
         I: IntoIterator<Item = (K, V)>,
         V: Cacheable,
     {
-        if let Some(error) = &self.refused {
+        if let Some(error) = self.options.error() {
             tracing::warn!(%error, "tiercache entries not cached; loading without the cache");
             let mut keys: Vec<K> = self.keys.to_vec();
             let mut seen = HashSet::new();
@@ -325,10 +296,12 @@ where
     let entries: Entries<'_, '_, K, Ttl> = Entries {
         cache,
         keys,
-        spec: *spec,
-        tags,
+        options: Options {
+            spec: *spec,
+            tags,
+            refused: None,
+        },
         tags_of: None,
-        refused: None,
         marker: PhantomData,
     };
     entries.try_get_many_with(load).await
@@ -458,8 +431,8 @@ where
     fn new<T>(entries: &'a Entries<'_, 'a, K, T>) -> Self {
         Self {
             inner: &entries.cache.inner,
-            spec: &entries.spec,
-            tags: &entries.tags,
+            spec: &entries.options.spec,
+            tags: &entries.options.tags,
             tags_of: entries.tags_of.as_ref(),
             keys: entries.keys,
             codec: Codec::new(),
@@ -514,13 +487,9 @@ where
             let (leader, other) = if store { (leader, other) } else { (None, None) };
             // Before anything is read: an invalidation from now on keeps
             // what this batch finds out of L1, and out of its flights.
-            let generations = inner.snapshot(self.spec.prefix, &tags, &rendered);
+            let (generations, tracked) = inner.snapshots(self.spec.prefix, &tags, &rendered);
             if let Some(leader) = &leader {
-                leader.depends_on(
-                    &inner
-                        .generations
-                        .snapshot(self.spec.prefix, &tags, &rendered),
-                );
+                leader.depends_on(&tracked);
             }
             by_rendered.insert(rendered.clone(), self.missing.len());
             self.missing.push(Missing {
@@ -581,18 +550,6 @@ where
         self.found.insert(m.key, value);
     }
 
-    /// What an entry found in Redis is kept in L1 with: the batch's spec,
-    /// or, read without a TTL of its own, one as long as the writer said.
-    fn l1_spec(&self, remaining: Option<Duration>) -> Spec {
-        match remaining {
-            Some(remaining) if self.spec.ttl.is_zero() => Spec {
-                ttl: remaining,
-                ..*self.spec
-            },
-            _ => *self.spec,
-        }
-    }
-
     /// One `MGET` of the entries this batch leads (all of them, when it
     /// loads nothing): a fresh valid value, or what the read saw.
     async fn read(&self) -> Vec<(usize, Outcome<V>)> {
@@ -643,7 +600,6 @@ where
             let read = call.classify(self.codec, entry, versions, pending.as_ref(), at);
             let outcome = match read {
                 L2Read::Found(found) if found.meta.remaining(now).is_some() => {
-                    let remaining = found.meta.remaining(now);
                     let (expires_at_ms, load_time) =
                         (found.meta.expires_at_ms, found.meta.load_time());
                     let (outcome, shared): (_, Shared) = match found.value {
@@ -659,10 +615,9 @@ where
                             continue;
                         }
                     };
-                    let spec = self.l1_spec(remaining);
                     let generations = self.missing[i].generations.clone();
                     if let Some(entry) =
-                        l1_entry(&spec, shared, expires_at_ms, load_time, generations)
+                        l1_entry(self.spec, shared, expires_at_ms, load_time, generations)
                     {
                         inner.keep_in_l1(&self.missing[i].rendered, entry);
                     }

@@ -92,6 +92,23 @@ impl Inner {
         }
     }
 
+    /// [`Inner::snapshot`], and the same taken even without L1: what a
+    /// load's flight (and a fail-safe value) depends on.
+    pub(crate) fn snapshots(
+        &self,
+        prefix: &str,
+        tags: &[String],
+        key: &str,
+    ) -> (crate::generations::Snapshot, crate::generations::Snapshot) {
+        let generations = self.snapshot(prefix, tags, key);
+        let tracked = if self.l1.enabled() {
+            generations.clone()
+        } else {
+            self.generations.snapshot(prefix, tags, key)
+        };
+        (generations, tracked)
+    }
+
     /// Puts a value in L1 unless an invalidation covering it was applied
     /// since its generations were taken (before the value was read or
     /// loaded): it may be stale. A tag, prefix or namespace invalidation
@@ -214,7 +231,7 @@ impl Inner {
     /// sending it: the caller sends it, or leaves it to
     /// [`Pending::retry_in_background`]. `None` without Redis (then it is
     /// local only).
-    pub(crate) fn enqueue(
+    fn enqueue(
         self: &Arc<Self>,
         invalidation: Invalidation,
     ) -> Option<Arc<crate::pending::Queued>> {
@@ -353,12 +370,7 @@ impl Cache {
     ///
     /// As [`Cache::invalidate_tags`].
     pub async fn invalidate_key(&self, prefix: &str, key: &str) -> Result<(), Error> {
-        self.inner
-            .invalidate(Invalidation {
-                keys: vec![format!("{prefix}:{key}")],
-                ..Invalidation::default()
-            })
-            .await
+        crate::write::invalidate_entry(self, format!("{prefix}:{key}")).await
     }
 
     /// Invalidates everything cached under `prefix`: O(1).
@@ -948,19 +960,18 @@ mod tests {
     use super::*;
     use crate::l1::Entry;
 
+    /// A cache without Redis, holding `l1_capacity` entries.
+    fn local(l1_capacity: u64) -> Arc<Inner> {
+        let names = Names::new(DEFAULT_NAMESPACE.to_owned());
+        Cache::from_parts(names, l1_capacity, None, Settings::default()).inner
+    }
+
     /// Every entry covered by an invalidation is unservable once it returns,
     /// whatever moka has or has not processed yet. (moka's own
     /// `invalidate_entries_if` left 216 of these 100,000 entries servable.)
     #[test]
     fn nothing_invalidated_is_served() {
-        let cache = Cache::builder().l1_capacity(300_000);
-        let inner = Cache::from_parts(
-            Names::new(DEFAULT_NAMESPACE.to_owned()),
-            cache.l1_capacity,
-            None,
-            Settings::default(),
-        )
-        .inner;
+        let inner = local(300_000);
         let fill = |prefix: &str, tags: &[String]| {
             for i in 0..100_000 {
                 let key = format!("{prefix}:{i}");
@@ -1002,13 +1013,7 @@ mod tests {
     /// L1 holds of the key was loaded after it.
     #[test]
     fn a_key_invalidation_leaves_no_older_fill_servable() {
-        let inner = Cache::from_parts(
-            Names::new(DEFAULT_NAMESPACE.to_owned()),
-            1_000,
-            None,
-            Settings::default(),
-        )
-        .inner;
+        let inner = local(1_000);
         /// Stops the filler however the rounds end (a failed assertion
         /// included: the scope joins it before the panic goes on).
         struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
@@ -1046,13 +1051,7 @@ mod tests {
     /// meanwhile: checked and inserted under the fills' lock, as loads are.
     #[test]
     fn a_kept_fail_safe_value_does_not_replace_a_newer_one() {
-        let inner = Cache::from_parts(
-            Names::new(DEFAULT_NAMESPACE.to_owned()),
-            1_000,
-            None,
-            Settings::default(),
-        )
-        .inner;
+        let inner = local(1_000);
         let entry = |value: u8| {
             let generations = inner.generations.snapshot("p", &[], "p:k");
             Entry::shared(Arc::new(value), Duration::from_secs(60), generations)

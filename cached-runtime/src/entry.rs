@@ -44,14 +44,15 @@ use crate::body::Detached;
 use crate::cache::Cache;
 use crate::codec::{Cacheable, Codec};
 use crate::error::Error;
-use crate::key::{EntryKey, KeyWriter, is_valid_prefix};
+use crate::key::{EntryKey, KeyWriter};
 use crate::lead::Ctx;
+use crate::options::{Options, Refused};
 use crate::shape::{Fallible, Optional, Plain, Shape};
-use crate::spec::{MAX_SETTING, MAX_TTL, Spec};
 use crate::write::{invalidate_entry, set};
 
-/// The most tags an entry records the versions of.
-pub(crate) const MAX_TAGS: usize = 253;
+/// The most tags an entry records the versions of (beside its namespace's
+/// and its prefix's).
+pub(crate) const MAX_TAGS: usize = crate::envelope::MAX_VERSIONS - 2;
 
 /// Marks an [`Entry`] with no TTL yet: it can be read and invalidated, not
 /// loaded or set.
@@ -81,10 +82,7 @@ pub struct Entry<'c, T = NoTtl, B = Inline> {
     cache: &'c Cache,
     /// The rendered `prefix:key`, on the stack: an L1 hit makes no `String`.
     key: KeyWriter,
-    spec: Spec,
-    tags: Vec<String>,
-    /// The first setting out of range: the entry is not cached.
-    refused: Option<Error>,
+    options: Options,
     marker: PhantomData<fn() -> (T, B)>,
 }
 
@@ -92,8 +90,7 @@ impl<T, B> std::fmt::Debug for Entry<'_, T, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entry")
             .field("key", &self.key.clone().finish())
-            .field("tags", &self.tags)
-            .field("refused", &self.refused)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
@@ -119,18 +116,12 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub fn entry<K: EntryKey + ?Sized>(&self, prefix: &'static str, key: &K) -> Entry<'_> {
-        let refused = (!is_valid_prefix(prefix)).then(|| Error::InvalidName {
-            what: "prefix",
-            name: prefix.to_owned(),
-        });
         let mut writer = KeyWriter::new(prefix);
         key.write_entry_key(&mut writer);
         Entry {
             cache: self,
             key: writer,
-            spec: Spec::new(prefix, 0),
-            tags: Vec::new(),
-            refused,
+            options: Options::new(prefix),
             marker: PhantomData,
         }
     }
@@ -141,30 +132,16 @@ impl<'c, T, B> Entry<'c, T, B> {
         Entry {
             cache: self.cache,
             key: self.key,
-            spec: self.spec,
-            tags: self.tags,
-            refused: self.refused,
+            options: self.options,
             marker: PhantomData,
         }
     }
 
-    fn refuse(mut self, setting: &'static str, reason: &'static str) -> Self {
-        if self.refused.is_none() {
-            self.refused = Some(Error::InvalidSetting { setting, reason });
-        }
-        self
-    }
-
     /// How long a loaded or set value stays fresh; required before a load
-    /// or a [`set`](Entry::set). Above zero.
+    /// or a [`set`](Entry::set). Above zero, at most a year.
     pub fn ttl(mut self, ttl: Duration) -> Entry<'c, Ttl, B> {
-        self.spec.ttl = ttl;
-        let entry = if ttl.is_zero() || ttl > MAX_TTL {
-            self.refuse("ttl", "a TTL must be above zero and at most a year")
-        } else {
-            self
-        };
-        entry.with()
+        self.options.ttl(ttl);
+        self.with()
     }
 
     /// The tags the entry carries, as the macro's `tags = [...]` renders
@@ -176,89 +153,64 @@ impl<'c, T, B> Entry<'c, T, B> {
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.tags.extend(tags.into_iter().map(Into::into));
-        if self.tags.len() > MAX_TAGS {
-            return self.refuse("tags", "an entry carries at most 253 tags");
-        }
+        self.options.tags(tags);
         self
     }
 
     /// Past its TTL, a value is served for this long more when the load
-    /// fails (`fail_safe = "…"`). Zero: off.
+    /// fails (`fail_safe = "…"`). Zero: off; at most a year.
     pub fn fail_safe(mut self, window: Duration) -> Self {
-        self.spec.fail_safe = window;
-        if window > MAX_TTL {
-            return self.refuse("fail_safe", "a window must be at most a year");
-        }
+        self.options.fail_safe(window);
         self
     }
 
     /// Cache a "nothing" (`None` from [`optionally_get_with`](Entry::optionally_get_with))
-    /// for this long (`cache_none = "…"`). Above zero.
+    /// for this long (`cache_none = "…"`). Above zero, at most a year.
     pub fn cache_none(mut self, ttl: Duration) -> Self {
-        self.spec.cache_none = Some(ttl);
-        if ttl.is_zero() || ttl > MAX_TTL {
-            return self.refuse("cache_none", "a TTL must be above zero and at most a year");
-        }
+        self.options.cache_none(ttl);
         self
     }
 
     /// The cross-process lock on a miss, for this entry (default: the
     /// cache's, see [`CacheBuilder::lock`](crate::CacheBuilder::lock)).
     pub fn lock(mut self, lock: bool) -> Self {
-        self.spec.lock = Some(lock);
+        self.options.spec.lock = Some(lock);
         self
     }
 
     /// Past its TTL, serve the old value at once while one background
-    /// refresh runs, for this long (`stale = "…"`). The loader must then be
-    /// able to run in the background.
+    /// refresh runs, for this long (`stale = "…"`; at most a year). The
+    /// loader must then be able to run in the background.
     pub fn stale(mut self, window: Duration) -> Entry<'c, T, Background> {
-        self.spec.stale = window;
-        let entry = if window > MAX_TTL {
-            self.refuse("stale", "a window must be at most a year")
-        } else {
-            self
-        };
-        entry.with()
+        self.options.stale(window);
+        self.with()
     }
 
     /// With a fail-safe value at hand, answer a load slower than this with
     /// it; the load goes on in the background (`timeout = "…"`). Above
-    /// zero.
+    /// zero, at most a day.
     pub fn timeout(mut self, timeout: Duration) -> Entry<'c, T, Background> {
-        self.spec.soft_timeout = Some(timeout);
-        let entry = if timeout.is_zero() || timeout > MAX_SETTING {
-            self.refuse("timeout", "a timeout must be above zero and at most a day")
-        } else {
-            self
-        };
-        entry.with()
+        self.options.timeout(timeout);
+        self.with()
     }
 
     /// Refresh shortly before expiry, in the background (XFetch, with
     /// `beta`; the macro's `refresh_ahead` is `1.0`). `beta` in `(0, 1000]`.
     pub fn refresh_ahead(mut self, beta: f64) -> Entry<'c, T, Background> {
-        self.spec.refresh_beta = beta;
-        let entry = if beta > 0.0 && beta <= 1000.0 {
-            self
-        } else {
-            self.spec.refresh_beta = 0.0;
-            self.refuse("refresh_ahead", "beta must be in (0, 1000]")
-        };
-        entry.with()
+        self.options.refresh_ahead(beta);
+        self.with()
     }
 
     /// What the cache holds, fresh, without a load: L1, then Redis (a
     /// Redis hit fills L1). `None` on a miss, for a cached "nothing", a
     /// value of another type, or one past its TTL.
     pub async fn get<V: Cacheable>(&self) -> Option<V> {
-        if let Some(error) = &self.refused {
+        if let Some(error) = self.options.error() {
             tracing::warn!(%error, "tiercache entry not read");
             return None;
         }
-        let key = self.key.clone().finish();
-        peek(self.cache, &self.spec, Codec::<V>::new(), &key, &self.tags).await
+        let (key, Options { spec, tags, .. }) = (self.key.clone().finish(), &self.options);
+        peek(self.cache, spec, Codec::<V>::new(), &key, tags).await
     }
 
     /// Forgets the entry, in Redis and in the L1 of every instance, as
@@ -270,11 +222,8 @@ impl<'c, T, B> Entry<'c, T, B> {
     /// [`Cache::invalidate_tags`]: the entry is forgotten here at once,
     /// and the invalidation is retried until Redis confirms it.
     pub async fn invalidate(&self) -> Result<(), Error> {
-        if let Some(Error::InvalidName { what, name }) = &self.refused {
-            return Err(Error::InvalidName {
-                what,
-                name: name.clone(),
-            });
+        if let Some(refused @ Refused::Prefix(_)) = self.options.refused {
+            return Err(refused.error());
         }
         invalidate_entry(self.cache, self.key.clone().finish()).await
     }
@@ -285,16 +234,16 @@ impl<'c, T, B> Entry<'c, T, B> {
     where
         S::Value: Cacheable,
     {
-        if let Some(error) = &self.refused {
+        if let Some(error) = self.options.error() {
             tracing::warn!(%error, "tiercache entry not cached; loading without the cache");
             return None;
         }
         Some(Ctx {
             cache: self.cache.clone(),
-            spec: self.spec,
+            spec: self.options.spec,
             codec: Codec::new(),
             key: self.key.finish(),
-            tags: self.tags,
+            tags: self.options.tags,
             timed_out: None,
         })
     }
@@ -304,7 +253,7 @@ impl<'c, T, B> Entry<'c, T, B> {
     where
         S::Value: Cacheable,
     {
-        if self.refused.is_some() {
+        if self.options.refused.is_some() {
             return None;
         }
         l1_get_rendered::<S, R>(self.cache, &self.key, Codec::new())
@@ -326,35 +275,11 @@ impl<B> Entry<'_, Ttl, B> {
     /// its place, so nobody reads the value it replaced. A setting out of
     /// range: its error.
     pub async fn set<V: Cacheable>(&self, value: &V) -> Result<(), Error> {
-        if let Some(error) = &self.refused {
-            return Err(refused_again(error));
+        if let Some(error) = self.options.error() {
+            return Err(error);
         }
-        let key = self.key.clone().finish();
-        set(
-            self.cache,
-            &self.spec,
-            Codec::new(),
-            &key,
-            &self.tags,
-            value,
-        )
-        .await
-    }
-}
-
-/// The same error again (`Error` is not `Clone`: it may hold a Redis
-/// error, which a refused setting never is).
-fn refused_again(error: &Error) -> Error {
-    match error {
-        Error::InvalidName { what, name } => Error::InvalidName {
-            what,
-            name: name.clone(),
-        },
-        Error::InvalidSetting { setting, reason } => Error::InvalidSetting { setting, reason },
-        _ => Error::InvalidSetting {
-            setting: "entry",
-            reason: "refused",
-        },
+        let (key, Options { spec, tags, .. }) = (self.key.clone().finish(), &self.options);
+        set(self.cache, spec, Codec::new(), &key, tags, value).await
     }
 }
 

@@ -34,7 +34,7 @@ use crate::l2::{Acquired, WRITE_HORIZON};
 use crate::l2call::{Found, L2Call, L2Read, Seen, Write};
 use crate::lock::Lease;
 use crate::shape::{Kept, Shape, Split};
-use crate::spec::{Spec, later};
+use crate::spec::{MAX_TTL, Spec, later};
 use crate::stats::Counters;
 
 /// One call's unchanging parts.
@@ -221,12 +221,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     ) -> Self {
         let inner = &*ctx.cache.inner;
         let (spec, key, tags) = (&ctx.spec, &ctx.key, &ctx.tags);
-        let generations = inner.snapshot(spec.prefix, tags, key);
-        let tracked = if inner.l1.enabled() {
-            generations.clone()
-        } else {
-            inner.generations.snapshot(spec.prefix, tags, key)
-        };
+        let (generations, tracked) = inner.snapshots(spec.prefix, tags, key);
         if let Some(leader) = &leader {
             leader.depends_on(&tracked);
         }
@@ -682,8 +677,8 @@ fn keep_serving<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: &Fallback) {
 /// An L1 entry for a value whose fresh period ends at `expires_at_ms` (Unix
 /// ms, as its envelope records it), kept through the function's stale and
 /// fail-safe windows counted from then, never longer: `None` when that is
-/// over already. Never fresher than a whole TTL from now, whatever the
-/// envelope claims.
+/// over already. Never fresher than a whole TTL from now (a year, for a
+/// spec without one), whatever the envelope claims.
 pub(crate) fn l1_entry(
     spec: &Spec,
     value: Shared,
@@ -692,7 +687,14 @@ pub(crate) fn l1_entry(
     generations: Snapshot,
 ) -> Option<Entry> {
     let (now, now_ms) = (Instant::now(), envelope::unix_ms(SystemTime::now()));
-    let ttl_ms = u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX);
+    // A spec without a TTL of its own (an entry named only to be read):
+    // as long as the writer said, within the longest TTL there is.
+    let cap = if spec.ttl.is_zero() {
+        MAX_TTL
+    } else {
+        spec.ttl
+    };
+    let ttl_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
     let capped_ms = expires_at_ms.min(now_ms.saturating_add(ttl_ms));
     let expired_at = if capped_ms >= now_ms {
         later(now, Duration::from_millis(capped_ms - now_ms))

@@ -24,6 +24,7 @@ mod l2;
 mod l2call;
 mod lead;
 mod lock;
+mod options;
 mod pending;
 #[cfg(test)]
 mod properties;

@@ -18,7 +18,6 @@ use crate::error::Error;
 use crate::generations::Snapshot;
 use crate::l2call::{L2Call, NotWritten, Seen, Write};
 use crate::lead::{expiry, l1_entry};
-use crate::pending::Pending;
 use crate::shape::{Kept, Shape, Split};
 use crate::spec::Spec;
 use crate::stats::Counters;
@@ -122,7 +121,7 @@ pub(crate) struct Writing<'a> {
     /// Until Redis has the value, a caller cancelled at any await (in the
     /// body too: its write may have happened) leaves a key invalidation in
     /// its place.
-    unwritten: InvalidateOnDrop<'a>,
+    unwritten: Owed,
 }
 
 impl<'a> Writing<'a> {
@@ -153,7 +152,7 @@ impl<'a> Writing<'a> {
             before,
             l2,
             seen,
-            unwritten: InvalidateOnDrop::new(inner, written),
+            unwritten: Owed::one(inner, written),
         }
     }
 
@@ -164,8 +163,7 @@ impl<'a> Writing<'a> {
 
     /// Nothing to store: the entry is invalidated.
     pub(crate) async fn invalidate(mut self) {
-        let written = self.unwritten.disarm();
-        invalidate_logged(self.inner, written).await;
+        send_all(self.unwritten.disarm()).await;
     }
 
     /// Stores `value` in Redis if the entry is unchanged since it was read,
@@ -184,7 +182,7 @@ impl<'a> Writing<'a> {
                 Err(NotStored::TooLong)
             }
             (Some(l2), Some(seen)) => {
-                let message = serde_json::to_vec(&self.unwritten.invalidation).unwrap_or_default();
+                let message = serde_json::to_vec(&self.unwritten.first()).unwrap_or_default();
                 let write = Write::Announced(seen, message);
                 let fresh = (spec.ttl, expires_at_ms);
                 l2.write(codec, Some(value), Duration::ZERO, fresh, write)
@@ -203,7 +201,7 @@ impl<'a> Writing<'a> {
             );
             // A reader after this call never finds the value this write
             // raced with.
-            invalidate_logged(inner, written).await;
+            send_all(written).await;
             return Err(Error::NotStored {
                 key: key.to_owned(),
                 reason: why.reason(),
@@ -246,36 +244,33 @@ impl NotStored {
     }
 }
 
-/// Applies and queues an invalidation when dropped armed: for a caller
-/// cancelled before the invalidation it owes was sent (a write-through
-/// whose value did not reach Redis, an `#[invalidates]` body cut short).
-struct InvalidateOnDrop<'a> {
-    inner: &'a Arc<Inner>,
-    invalidation: Invalidation,
-    armed: bool,
-}
+/// Invalidations owed to one or more caches, applied and queued when
+/// dropped before they were taken: for a caller cancelled before it sent
+/// them (a write-through whose value did not reach Redis, an
+/// `#[invalidates]` body cut short). The retrier sends them.
+struct Owed(Vec<(Arc<Inner>, Invalidation)>);
 
-impl<'a> InvalidateOnDrop<'a> {
-    fn new(inner: &'a Arc<Inner>, invalidation: Invalidation) -> Self {
-        Self {
-            inner,
-            invalidation,
-            armed: true,
-        }
+impl Owed {
+    fn one(inner: &Arc<Inner>, invalidation: Invalidation) -> Self {
+        Self(vec![(inner.clone(), invalidation)])
     }
 
-    /// The invalidation, now the caller's to send.
-    fn disarm(&mut self) -> Invalidation {
-        self.armed = false;
-        std::mem::take(&mut self.invalidation)
+    /// The first invalidation owed.
+    fn first(&self) -> Option<&Invalidation> {
+        self.0.first().map(|(_, invalidation)| invalidation)
+    }
+
+    /// The invalidations, now the caller's to send.
+    fn disarm(&mut self) -> Vec<(Arc<Inner>, Invalidation)> {
+        std::mem::take(&mut self.0)
     }
 }
 
-impl Drop for InvalidateOnDrop<'_> {
+impl Drop for Owed {
     fn drop(&mut self) {
-        if self.armed {
-            self.inner.enqueue(std::mem::take(&mut self.invalidation));
-            Pending::retry_in_background(self.inner);
+        // Each queued, unsent: its drop starts the retrier.
+        for (inner, invalidation) in self.disarm() {
+            drop(inner.queue(invalidation));
         }
     }
 }
@@ -321,7 +316,7 @@ where
     }
     // A body cut short (the caller cancelled) may have changed the data:
     // invalidate as if it had succeeded.
-    let mut owed = OwedOnDrop(Some(owed));
+    let mut owed = Owed(owed);
     // Taken apart at once, and held as the value, not the result: the
     // future is `Send` whenever the function's is.
     let kept = match S::split(body.await) {
@@ -348,11 +343,7 @@ pub async fn invalidating_always<R, F>(
 where
     F: Future<Output = R>,
 {
-    let mut owed = OwedOnDrop(Some(per_cache(
-        &cache,
-        listed(tags, keys, prefixes),
-        readers,
-    )));
+    let mut owed = Owed(per_cache(&cache, listed(tags, keys, prefixes), readers));
     let result = body.await;
     send_all(owed.disarm()).await;
     result
@@ -410,31 +401,4 @@ async fn send_all(owed: Vec<(Arc<Inner>, Invalidation)>) {
         }
     });
     futures_util::future::join_all(sends).await;
-}
-
-/// [`InvalidateOnDrop`] for invalidations in several caches.
-struct OwedOnDrop(Option<Vec<(Arc<Inner>, Invalidation)>>);
-
-impl OwedOnDrop {
-    /// The invalidations, now the caller's to send.
-    fn disarm(&mut self) -> Vec<(Arc<Inner>, Invalidation)> {
-        self.0.take().unwrap_or_default()
-    }
-}
-
-impl Drop for OwedOnDrop {
-    fn drop(&mut self) {
-        for (inner, invalidation) in self.0.take().unwrap_or_default() {
-            if !invalidation.is_empty() {
-                inner.enqueue(invalidation);
-                Pending::retry_in_background(&inner);
-            }
-        }
-    }
-}
-
-async fn invalidate_logged(inner: &Arc<Inner>, invalidation: Invalidation) {
-    if let Err(error) = inner.invalidate(invalidation).await {
-        tracing::warn!(%error, "invalidation not confirmed by Redis yet: applied here, retried until it is");
-    }
 }
