@@ -563,3 +563,54 @@ async fn tags_listed_in_another_order_are_the_same_entry() {
         .await;
     assert_eq!(found.get(&1), Some(&5), "a Redis hit, not a load");
 }
+
+/// A batch takes another flight's final value only: a stale value that a
+/// single call's flight offered while it refreshes is past its TTL.
+#[tokio::test]
+async fn a_batch_does_not_take_a_stale_value_another_flight_offers() {
+    let writer = support::cache_in("batch-offer").await;
+    let short = Duration::from_millis(200);
+    let _: u64 = writer
+        .entry("p", &7u64)
+        .ttl(short)
+        .stale(Duration::from_secs(60))
+        .get_with(|| async { 1 })
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let cache = support::cache_in("batch-offer").await;
+    let gate = Arc::new(support::open_gate());
+    let closed = support::close(&gate).await;
+    let held = gate.clone();
+    let stale: u64 = cache
+        .entry("p", &7u64)
+        .ttl(short)
+        .stale(Duration::from_secs(60))
+        .get_with(move || {
+            let held = held.clone();
+            async move {
+                let _pass = held.acquire().await;
+                2
+            }
+        })
+        .await;
+    assert_eq!(
+        stale, 1,
+        "the single call is answered stale while it refreshes"
+    );
+    let batch = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .entries("p", &[7u64])
+                .ttl(TTL)
+                .get_many_with(|missing: Vec<u64>| async move {
+                    missing.into_iter().map(|id| (id, 3u64))
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(closed);
+    let found = batch.await.unwrap();
+    assert_ne!(found.get(&7), Some(&1), "not the value past its TTL");
+}

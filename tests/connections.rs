@@ -243,3 +243,53 @@ async fn a_password_in_the_query_or_a_url_that_does_not_parse_is_not_shown() {
         }
     }
 }
+
+/// An ACL user with everything but `rights` taken away.
+async fn user_without(server: &support::RedisServer, user: &str, rights: &[&str]) -> String {
+    let mut admin = support::raw(&server.url()).await;
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER")
+        .arg(user)
+        .arg("on")
+        .arg(">pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all");
+    for right in rights {
+        cmd.arg(*right);
+    }
+    let _: () = cmd.query_async(&mut admin).await.unwrap();
+    url_with(server, &format!("{user}:pw"), None)
+}
+
+/// Without SUBSCRIBE an instance would never hear another's invalidations
+/// (and serve what they forgot from L1); without MGET every read fails;
+/// without SCRIPT every batch write does: each refused at build.
+#[tokio::test]
+async fn a_user_missing_one_command_the_cache_runs_fails_build() {
+    let server = support::RedisServer::start();
+    for missing in ["-subscribe", "-mget", "-script"] {
+        let user = format!("no{}", &missing[1..]);
+        let url = user_without(&server, &user, &[missing]).await;
+        let built = Cache::builder().redis(url).build().await;
+        assert!(
+            matches!(built, Err(Error::RedisPermission { .. })),
+            "{missing}: {:?}",
+            built.map(|cache| cache.stats())
+        );
+    }
+}
+
+/// A read-only replica takes no write: a configuration mistake.
+#[tokio::test]
+async fn a_read_only_replica_fails_build() {
+    let server = support::RedisServer::start_with(|_| {
+        vec!["--replicaof".into(), "127.0.0.1".into(), "1".into()]
+    });
+    let built = Cache::builder().redis(server.url()).build().await;
+    assert!(
+        matches!(built, Err(Error::RedisReadOnly { .. })),
+        "{:?}",
+        built.map(|cache| cache.stats())
+    );
+}

@@ -633,8 +633,9 @@ where
     }
 
     /// The flights of keys others were loading, awaited for `lock_wait`
-    /// at most: their value, their "nothing", or still missing (they
-    /// failed, landed another type, or are slower).
+    /// at most: their final value, their "nothing", or still missing (they
+    /// failed, landed another type, only offered a stale or fail-safe
+    /// value, or are slower).
     async fn wait_for_others(&self) -> Vec<(usize, Outcome<V>)> {
         let give_up_at = later(Instant::now(), self.inner.settings.lock_wait);
         let waits = self
@@ -643,7 +644,8 @@ where
             .enumerate()
             .filter_map(|(i, m)| m.other.clone().map(|slot| (i, slot)))
             .map(|(i, slot)| async move {
-                let landed = tokio::time::timeout_at(give_up_at.into(), flight::wait(slot)).await;
+                let landed =
+                    tokio::time::timeout_at(give_up_at.into(), flight::wait_landed(slot)).await;
                 (i, landed.ok().flatten())
             });
         futures_util::future::join_all(waits)
@@ -674,13 +676,17 @@ where
         let mut writes: Vec<Loaded<K, V>> = Vec::new();
         for mut m in missing {
             Counters::bump(&inner.counters.misses);
+            // Under its key, or under a key that renders alike.
+            let returned = std::iter::once(&m.key)
+                .chain(&m.aliases)
+                .find_map(|key| loaded.remove(key));
             if !m.store {
-                if let Some(value) = loaded.remove(&m.key) {
+                if let Some(value) = returned {
                     self.found_for(m, value);
                 }
                 continue;
             }
-            let (value, ttl) = match loaded.remove(&m.key) {
+            let (value, ttl) = match returned {
                 Some(value) => (Some(value), inner.settings.jittered(self.spec.ttl)),
                 None => match self.spec.cache_none {
                     Some(ttl) => (None, ttl),

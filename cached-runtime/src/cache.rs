@@ -842,6 +842,11 @@ impl CacheBuilder {
                             source: source.clone(),
                         });
                     }
+                    if source.code() == Some("READONLY") {
+                        return Some(Error::RedisReadOnly {
+                            source: source.clone(),
+                        });
+                    }
                     (source.kind() == redis::ErrorKind::InvalidClientConfig).then(|| {
                         Error::InvalidRedisUrl {
                             url: shown.clone(),

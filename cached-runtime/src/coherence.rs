@@ -96,7 +96,14 @@ async fn listen(
         let pubsub = match connected {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(error)) => {
-                tracing::debug!(%error, "cannot subscribe to invalidations; retrying");
+                // Refused, not unreachable: said once per failing stretch,
+                // loud enough to be seen (this instance hears no
+                // invalidation meanwhile).
+                if backoff == MIN_BACKOFF && error.code().is_some() {
+                    tracing::warn!(%error, "Redis refuses the invalidation subscription; retrying");
+                } else {
+                    tracing::debug!(%error, "cannot subscribe to invalidations; retrying");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;

@@ -74,6 +74,14 @@ pub enum Error {
         #[source]
         source: redis::RedisError,
     },
+    /// The Redis the cache was given is a read-only replica: it takes no
+    /// entry and no invalidation.
+    #[error("Redis is a read-only replica: give the cache the master's URL ({source})")]
+    RedisReadOnly {
+        /// What Redis said.
+        #[source]
+        source: redis::RedisError,
+    },
     /// Redis refused or failed an operation (an invalidation, for instance).
     /// Cached calls never return it: for them a Redis failure is a miss.
     #[error("Redis failed: {0}")]

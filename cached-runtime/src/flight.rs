@@ -261,6 +261,21 @@ pub(crate) async fn wait_done(slot: Slot) {
     watch(&slot, |state| state.done.then_some(())).await;
 }
 
+/// Waits for the flight to end with its leader's final value; `None` if it
+/// gave up (even after offering a stale or fail-safe value, which this
+/// does not take): for a batch, which asked for fresh values only.
+pub(crate) async fn wait_landed(slot: Slot) -> Option<Landed> {
+    watch(&slot, |state| {
+        state.done.then(|| {
+            state
+                .landed
+                .clone()
+                .filter(|_| state.offered_until.is_none())
+        })
+    })
+    .await
+}
+
 /// Waits for the flight to land; `None` if its leader gave up.
 pub(crate) async fn wait(slot: Slot) -> Option<Landed> {
     watch(&slot, |state| match (&state.landed, state.done) {
@@ -331,6 +346,8 @@ impl Leader {
         self.leave();
         self.flight.update(|state| {
             state.landed = Some(landed);
+            // The final value: no offer stands any more.
+            state.offered_until = None;
             state.done = true;
         });
     }

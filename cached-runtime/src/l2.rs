@@ -424,27 +424,42 @@ impl L2 {
         self.cmd::<()>(&redis::cmd("PING")).await
     }
 
-    /// Runs, once, what the cache's scripts and listener run, on a key and
-    /// a channel of the namespace: a user whose ACL lacks one of them is
-    /// told at `build`, not by misses later.
+    /// Runs, once, what the cache runs, on a key and the channels of the
+    /// namespace: its commands, each as itself (a command a script runs
+    /// that the user may not run fails as `ERR`, not `NOPERM`), a script
+    /// loaded and invoked in a pipeline as a batch's writes are, and a
+    /// subscription as its listener's. A user whose ACL lacks one of them,
+    /// or a read-only replica, is told at `build`, not by misses or stale
+    /// values later.
     pub(crate) async fn probe(&self, names: &crate::tags::Names) -> Result<(), L2Error> {
+        static PROBE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new("return 1"));
         let key = names.entry("#probe");
-        let script = redis::Script::new(
-            r"
-redis.call('SET', KEYS[1], '1', 'PX', 1000)
-redis.call('GET', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], 1000, 'GT')
-redis.call('PTTL', KEYS[1])
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], '')
-return 1
-",
-        );
-        let mut invocation = script.key(&key);
-        invocation.arg(names.probe_channel());
-        let mut conn = self.conn();
-        let _: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
-        Ok(())
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg("1")
+            .arg("PX")
+            .arg(1000)
+            .ignore();
+        pipe.cmd("GET").arg(&key).ignore();
+        pipe.cmd("MGET").arg(&key).ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(1000).arg("GT").ignore();
+        pipe.cmd("PTTL").arg(&key).ignore();
+        pipe.cmd("DEL").arg(&key).ignore();
+        pipe.cmd("PUBLISH")
+            .arg(names.probe_channel())
+            .arg("")
+            .ignore();
+        pipe.load_script(&PROBE).ignore();
+        pipe.invoke_script(&PROBE.prepare_invoke()).ignore();
+        self.pipe::<()>(&pipe).await?;
+        let (channel, landed) = (names.channel(), names.landed_channel());
+        let subscribed = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(&landed).await
+        };
+        self.bounded(subscribed).await
     }
 
     /// The server's version (`redis_version` of `INFO server`), and whether
