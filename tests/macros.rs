@@ -267,6 +267,18 @@ where
         self.0.lock().unwrap().push(event);
     }
 
+    fn on_new_span(
+        &self,
+        _: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let parent = span.parent().map(|parent| parent.name()).unwrap_or("none");
+        let event = format!("{} in {parent}", span.name());
+        self.0.lock().unwrap().push(event);
+    }
+
     fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
         let name = ctx.span(&id).map(|span| span.name()).unwrap_or("?");
         self.0.lock().unwrap().push(format!("{name} closed"));
@@ -276,12 +288,10 @@ where
 #[tokio::test]
 async fn a_background_load_renames_self_and_runs_in_the_callers_span() {
     use tracing::Instrument;
-    use tracing_subscriber::layer::SubscriberExt;
 
     static SPANS: std::sync::Mutex<Vec<Option<&'static str>>> = std::sync::Mutex::new(Vec::new());
     let log = SpanLog::default();
-    let _default =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+    let _routed = support::traced::route(log.clone());
     let shop = receivers::Shop {
         cache: Cache::in_memory(),
         name: "corner".to_owned(),
@@ -293,8 +303,16 @@ async fn a_background_load_renames_self_and_runs_in_the_callers_span() {
         .await;
     assert_eq!(described.as_deref(), Ok("corner:7:helper:local"));
     // `timeout` runs the load in a task of its own, in the span of the call
-    // that waits for it.
-    assert_eq!(SPANS.lock().unwrap().as_slice(), [Some("caller")]);
+    // that waits for it: its load span, in its call span, in the caller's.
+    assert_eq!(SPANS.lock().unwrap().as_slice(), [Some("tiercache.load")]);
+    assert!(
+        log.events()
+            .contains(&"tiercache.call in caller".to_owned())
+    );
+    assert!(
+        log.events()
+            .contains(&"tiercache.load in tiercache.call".to_owned())
+    );
     assert_eq!(shop.traced(8).await, "corner:8");
 }
 
@@ -320,11 +338,9 @@ impl Gated {
 #[tokio::test]
 async fn a_refresh_does_not_hold_the_callers_span_open() {
     use tracing::Instrument;
-    use tracing_subscriber::layer::SubscriberExt;
 
     let log = SpanLog::default();
-    let _default =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+    let _routed = support::traced::route(log.clone());
     let gated = Gated {
         cache: Cache::in_memory(),
         loads: std::sync::Arc::default(),
@@ -346,9 +362,11 @@ async fn a_refresh_does_not_hold_the_callers_span_open() {
         "the request's span ends with the request, not with its refresh: {:?}",
         log.events()
     );
+    assert!(log.events().contains(&"tiercache.call closed".to_owned()));
     assert!(
         log.events()
-            .contains(&"tiercache.refresh follows request".to_owned())
+            .contains(&"tiercache.refresh follows tiercache.call".to_owned()),
+        "linked to the call that started it"
     );
     gated.gate.add_permits(1);
     while gated.value(0).await != 1 {

@@ -163,16 +163,14 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
 
 #[test]
 fn a_run_ends_with_a_tracing_event() {
-    use tracing_subscriber::layer::SubscriberExt;
     let events = Events::default();
-    let subscriber = tracing_subscriber::registry().with(events.clone());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
-    tracing::subscriber::with_default(subscriber, || {
-        runtime.block_on(Warm::new([Warmed::CACHED, Warmed::FAILED]).run(|w| async move { w }));
-    });
+    let routed = support::traced::route(events.clone());
+    runtime.block_on(Warm::new([Warmed::CACHED, Warmed::FAILED]).run(|w| async move { w }));
+    drop(routed);
     let events = events.0.lock().unwrap().clone();
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(

@@ -17,13 +17,16 @@
 use std::future::Future;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use crate::body::{Background, Body, Detached, Inline};
 use crate::cache::Cache;
 use crate::codec::{Codec, answer};
 use crate::flight::{self, Landed, Leader, Role};
 use crate::key::KeyWriter;
 use crate::l2call::{L2Call, L2Read};
-use crate::lead::{Ctx, Fallback, count_answer, l1_entry, serve_fallback};
+use crate::lead::{Ctx, Fallback, l1_entry, serve_fallback};
+use crate::observe::Answer;
 use crate::shape::Shape;
 pub use crate::spec::Spec;
 use crate::spec::later;
@@ -59,7 +62,7 @@ where
 {
     let hit = cache.inner.l1.get(key)?;
     let answer = answer::<S, R>(codec, &hit)?;
-    Counters::bump(&cache.inner.counters.l1_hits);
+    hit.counters().l1_hit();
     Some(answer)
 }
 
@@ -80,14 +83,7 @@ where
     S: Shape<R>,
     F: Future<Output = R>,
 {
-    let ctx = Ctx::<S, R> {
-        cache,
-        spec: *spec,
-        codec,
-        key,
-        tags,
-        timed_out,
-    };
+    let ctx = Ctx::<S, R>::new(cache, *spec, codec, key, tags, timed_out);
     load_in(ctx, body).await
 }
 
@@ -97,7 +93,8 @@ where
     S: Shape<R>,
     F: Future<Output = R>,
 {
-    resolve(ctx, Inline(body)).await
+    let span = ctx.call.span.clone();
+    resolve(ctx, Inline(body)).instrument(span).await
 }
 
 /// Step 2, for functions with `stale`, `refresh_ahead` or `timeout`: as
@@ -117,14 +114,7 @@ where
     S::Value: Send + Sync + 'static,
     R: Send + 'static,
 {
-    let ctx = Ctx::<S, R> {
-        cache,
-        spec: *spec,
-        codec,
-        key,
-        tags,
-        timed_out,
-    };
+    let ctx = Ctx::<S, R>::new(cache, *spec, codec, key, tags, timed_out);
     load_detached_in(ctx, body).await
 }
 
@@ -135,7 +125,8 @@ where
     S::Value: Send + Sync + 'static,
     R: Send + 'static,
 {
-    resolve(ctx, Background::new(body)).await
+    let span = ctx.call.span.clone();
+    resolve(ctx, Background::new(body)).instrument(span).await
 }
 
 /// What the cache holds for `key`, fresh, without a load: L1, then Redis
@@ -152,7 +143,7 @@ pub async fn peek<V>(
     let inner = &*cache.inner;
     if let Some(hit) = inner.l1.get(key) {
         let value = (codec.unshare)(&hit)?;
-        Counters::bump(&inner.counters.l1_hits);
+        hit.counters().l1_hit();
         return Some(value);
     }
     // Before the read: an invalidation from now on keeps what it finds out
@@ -169,7 +160,7 @@ pub async fn peek<V>(
     if let Some(entry) = l1_entry(spec, shared, expires_at_ms, load_time, generations) {
         inner.keep_in_l1(key, entry);
     }
-    Counters::bump(&inner.counters.l2_hits);
+    inner.observer.prefix(spec.prefix).answered(Answer::L2);
     Some(value)
 }
 
@@ -199,12 +190,12 @@ where
         let now = Instant::now();
         let Some(timing) = entry.timing else {
             // Loaded since the fast path looked.
-            Counters::bump(&inner.counters.l1_hits);
+            ctx.call.answered(Answer::L1);
             return answer;
         };
         if timing.fresh_until > now {
             // Picked by XFetch (or loaded since the fast path looked).
-            Counters::bump(&inner.counters.l1_hits);
+            ctx.call.answered(Answer::L1);
             if body.refresh(&ctx, timing.expires_at_ms) {
                 Counters::bump(&inner.counters.early_refreshes);
             }
@@ -215,8 +206,7 @@ where
             // Served while a refresh runs: this call's, or one running
             // already (then `refresh` starts none).
             body.refresh(&ctx, timing.expires_at_ms);
-            Counters::bump(&inner.counters.l1_hits);
-            Counters::bump(&inner.counters.stale_served);
+            ctx.call.answered(Answer::L1Stale);
             return answer;
         }
         if past <= spec.fail_safe {
@@ -239,7 +229,7 @@ where
         match tokio::time::timeout_at(until.into(), flight::wait(slot.clone())).await {
             Ok(Some(Landed::Value(shared, source))) => {
                 if let Some(answer) = answer::<S, R>(ctx.codec, &shared) {
-                    count_answer(inner, source);
+                    ctx.call.answered(source.answer());
                     return answer;
                 }
                 // Another function's value (another type under this key):
@@ -251,7 +241,7 @@ where
             }
             Ok(Some(Landed::Absent)) => {
                 if let Some(absent) = S::absent() {
-                    Counters::bump(&inner.counters.misses);
+                    ctx.call.answered(Answer::Load);
                     return absent();
                 }
                 if !ended(slot, give_up_at).await {
@@ -281,6 +271,7 @@ where
         // The leader failed, or landed a value of another type: the value
         // may be in L1 by now; otherwise lead the next flight.
         if let Some(hit) = l1_get::<S, R>(&ctx.cache, &ctx.key, ctx.codec) {
+            ctx.call.span.record("outcome", Answer::L1.result());
             return hit;
         }
     }

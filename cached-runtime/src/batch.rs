@@ -25,6 +25,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::cache::{Cache, Inner};
 use crate::codec::{Cacheable, Codec};
 use crate::entry::{MAX_TAGS, NoTtl, Ttl};
@@ -35,9 +37,9 @@ use crate::l1::Absent;
 use crate::l2::{ManyWrite, WRITE_HORIZON};
 use crate::l2call::{L2Call, L2Read, Seen};
 use crate::lead::{expiry, l1_entry};
+use crate::observe::{self, Answer, Loading, PrefixCounters};
 use crate::options::Options;
 use crate::spec::{Spec, later};
-use crate::stats::Counters;
 use crate::warm::Warmed;
 
 /// What names a key's own tags (see [`Entries::tags_with`]).
@@ -207,17 +209,20 @@ where
             return Ok(batch.found);
         }
         let keys: Vec<K> = batch.missing.iter().map(|m| m.key.clone()).collect();
-        let inner = &*self.cache.inner;
-        Counters::bump(&inner.counters.loads);
-        let started = Instant::now();
-        let loaded = match load(keys).await {
-            Ok(loaded) => loaded,
+        let loading = Loading::start(batch.counters.clone(), self.options.spec.prefix);
+        let loaded = load(keys).instrument(loading.span().clone()).await;
+        let load_time = loading.elapsed();
+        let loaded = match loaded {
+            Ok(loaded) => {
+                loading.finish(observe::Outcome::Ok);
+                loaded
+            }
             Err(error) => {
-                Counters::bump(&inner.counters.errors);
+                loading.finish(observe::Outcome::Err);
                 return Err(error);
             }
         };
-        batch.land(loaded, started.elapsed()).await;
+        batch.land(loaded, load_time).await;
         Ok(batch.found)
     }
 
@@ -415,6 +420,8 @@ const CHUNK: usize = 500;
 struct Batch<'a, K, V> {
     inner: &'a Arc<Inner>,
     spec: &'a Spec,
+    /// The prefix's counters: each key counts as one call.
+    counters: Arc<PrefixCounters>,
     tags: &'a [String],
     tags_of: Option<&'a TagsOf<'a, K>>,
     keys: &'a [K],
@@ -432,6 +439,11 @@ where
         Self {
             inner: &entries.cache.inner,
             spec: &entries.options.spec,
+            counters: entries
+                .cache
+                .inner
+                .observer
+                .prefix(entries.options.spec.prefix),
             tags: &entries.options.tags,
             tags_of: entries.tags_of.as_ref(),
             keys: entries.keys,
@@ -452,12 +464,12 @@ where
             key.write_entry_key(&mut writer);
             if let Some(hit) = inner.l1.get(&*writer.as_key()) {
                 if let Some(value) = (self.codec.unshare)(&hit) {
-                    Counters::bump(&inner.counters.l1_hits);
+                    self.counters.l1_hit();
                     self.found.insert(key.clone(), value);
                     continue;
                 }
                 if hit.is::<Absent>() && self.spec.cache_none.is_some() {
-                    Counters::bump(&inner.counters.l1_hits);
+                    self.counters.l1_hit();
                     continue;
                 }
             }
@@ -482,7 +494,11 @@ where
             // Past what an entry records: the key is loaded, not stored.
             let store = tags.len() <= MAX_TAGS;
             if !store {
-                tracing::warn!(key = rendered, "more than 253 tags; loaded, not cached");
+                tracing::warn!(
+                    prefix = self.spec.prefix,
+                    key = inner.observer.shown(&rendered),
+                    "more than 253 tags; loaded, not cached"
+                );
             }
             let (leader, other) = if store { (leader, other) } else { (None, None) };
             // Before anything is read: an invalidation from now on keeps
@@ -520,11 +536,7 @@ where
                         let until = later(Instant::now(), self.spec.ttl);
                         leader.land(Landed::Value(shared, source), until);
                     }
-                    let counter = match source {
-                        Source::L2 => &inner.counters.l2_hits,
-                        Source::Load | Source::FailSafe => &inner.counters.misses,
-                    };
-                    Counters::bump(counter);
+                    self.counters.answered(source.answer());
                     self.found_for(m, value);
                 }
                 Some(Outcome::Absent) => {
@@ -675,7 +687,7 @@ where
         let missing = std::mem::take(&mut self.missing);
         let mut writes: Vec<Loaded<K, V>> = Vec::new();
         for mut m in missing {
-            Counters::bump(&inner.counters.misses);
+            self.counters.answered(Answer::Load);
             // Under its key, or under a key that renders alike.
             let returned = std::iter::once(&m.key)
                 .chain(&m.aliases)

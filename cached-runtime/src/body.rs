@@ -203,8 +203,11 @@ where
     let Role::Leader(leader) = inner.flights.join(&ctx.key) else {
         return false;
     };
-    let span = refresh_span(&ctx.key);
-    let (ctx, body) = (ctx.clone(), body.clone());
+    let span = refresh_span(ctx);
+    let (mut ctx, body) = (ctx.clone(), body.clone());
+    // Not the caller's span: held by the refresh, it would stay open (and
+    // so would its parents) until the refresh ends.
+    ctx.call.span = tracing::Span::none();
     let refresh = async move {
         let mode = Mode::Refresh { expires_at_ms };
         // A body that panics unwinds past the back-off of a failure.
@@ -278,8 +281,10 @@ where
 /// that started it (it follows from the caller's span), without being a
 /// child of it, which would keep the caller's span open until the refresh
 /// ends and stretch the caller's trace over time it did not wait.
-fn refresh_span(key: &str) -> tracing::Span {
-    let span = tracing::info_span!(parent: None, "tiercache.refresh", key);
+fn refresh_span<S: Shape<R>, R>(ctx: &Ctx<S, R>) -> tracing::Span {
+    let prefix = ctx.spec.prefix;
+    let key = ctx.cache.inner.observer.shown(&ctx.key);
+    let span = tracing::info_span!(parent: None, "tiercache.refresh", prefix, cache.key = key);
     if !span.is_disabled() {
         span.follows_from(tracing::Span::current());
     }

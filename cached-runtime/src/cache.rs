@@ -13,6 +13,8 @@ use crate::key::check_name;
 use crate::l1::L1;
 use crate::l2::L2;
 use crate::lock::Landings;
+use crate::metrics::CacheMetrics;
+use crate::observe::Observer;
 use crate::pending::{Pending, RetryOnDrop};
 use crate::spec::Settings;
 use crate::stats::{Counters, Stats};
@@ -67,6 +69,9 @@ pub(crate) struct Inner {
     pub(crate) landings: Landings,
     pub(crate) settings: Settings,
     pub(crate) counters: Counters,
+    /// Each prefix's counters, and how calls are traced.
+    pub(crate) observer: Observer,
+    pub(crate) metrics: CacheMetrics,
     /// What L1 entries depend on: bumped by tag, prefix and namespace
     /// invalidations.
     pub(crate) generations: Generations,
@@ -132,7 +137,9 @@ impl Inner {
         }
         let _fills = self.generations.lock_fills(key);
         if entry.is_current() && (replace || self.l1.get(key).is_none()) {
-            self.l1.insert(key.to_owned(), entry);
+            let counters = self.observer.prefix(entry.prefix);
+            self.l1.insert(key.to_owned(), entry, counters);
+            self.metrics.l1_entries(self.l1.len());
         }
     }
 
@@ -218,6 +225,7 @@ impl Inner {
         }
         invalidation.sender = self.id;
         Counters::bump(&self.counters.invalidations);
+        self.metrics.invalidation_sent();
         let queued = self
             .enqueue(invalidation)
             .map(|queued| (queued, RetryOnDrop::new(self)));
@@ -242,6 +250,7 @@ impl Inner {
         // Queued before it is applied: an L2 read from now on that finds
         // an entry it covers refuses it.
         let queued = self.pending.push(invalidation, self.id);
+        self.metrics.pending(self.pending.len());
         self.apply_locally(&queued.invalidation);
         Some(queued)
     }
@@ -297,8 +306,12 @@ impl Cache {
     }
 
     fn from_parts(names: Names, l1_capacity: u64, l2: Option<L2>, settings: Settings) -> Self {
+        let observer = Observer::new(names.as_str(), settings.trace_keys);
+        let metrics = CacheMetrics::new(names.as_str());
         Self {
             inner: Arc::new(Inner {
+                observer,
+                metrics,
                 names,
                 id: fastrand::u64(..),
                 l1: L1::new(l1_capacity),
@@ -401,16 +414,35 @@ impl Cache {
             .await
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters: the totals of every prefix's (see
+    /// [`Cache::prefix_stats`]), and the cache's own.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        let mut stats = self.inner.counters.snapshot();
+        let mut stats = self.inner.counters.snapshot(&self.inner.observer.totals());
         stats.pending_invalidations = self.inner.pending.len();
         if let Some(l2) = &self.inner.l2 {
             stats.breaker_trips = l2.breaker.trips();
             stats.breaker_open = l2.breaker.is_open();
         }
         stats
+    }
+
+    /// What each prefix's calls did, by prefix: hits per layer, loads,
+    /// errors and load time, for every prefix called since the cache was
+    /// built. Past [`MAX_PREFIXES`](crate::MAX_PREFIXES) prefixes,
+    /// the rest are counted together under
+    /// [`OTHER_PREFIXES`](crate::OTHER_PREFIXES).
+    ///
+    /// ```
+    /// # async fn run(cache: tiercache_runtime::Cache) {
+    /// for (prefix, stats) in cache.prefix_stats() {
+    ///     println!("{prefix}: {:.0} % hits, {} loads", 100.0 * stats.hit_ratio(), stats.loads);
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn prefix_stats(&self) -> std::collections::BTreeMap<&'static str, crate::PrefixStats> {
+        self.inner.observer.prefix_stats()
     }
 
     /// The namespace every Redis key of this cache starts with.
@@ -677,6 +709,15 @@ impl CacheBuilder {
         self
     }
 
+    /// Whether the spans of calls (`cache.key`) and the warnings name the
+    /// keys of the calls they are about. Off by default: keys may hold
+    /// what a log should not (an email address, a session id), and a key
+    /// per span makes every call's trace unique.
+    pub fn trace_keys(mut self, trace_keys: bool) -> Self {
+        self.settings.trace_keys = trace_keys;
+        self
+    }
+
     /// The circuit breaker in front of Redis: after `failures` consecutive
     /// connection failures or timeouts, calls skip Redis (no waiting), and
     /// one call per `cooldown` probes it; a success closes the breaker.
@@ -820,12 +861,12 @@ impl CacheBuilder {
                 let user = settings.username().unwrap_or("default").to_owned();
                 database = settings.db();
                 let breaker = crate::breaker::Breaker::new(failures, cooldown);
-                let l2 = L2::new(client, self.redis_timeout, breaker).map_err(|source| {
-                    Error::InvalidRedisUrl {
+                let l2 = L2::new(client, self.redis_timeout, breaker, &self.namespace).map_err(
+                    |source| Error::InvalidRedisUrl {
                         url: shown.clone(),
                         source,
-                    }
-                })?;
+                    },
+                )?;
                 let refused = |error: &crate::l2::L2Error| -> Option<Error> {
                     let crate::l2::L2Error::Redis(source) = error else {
                         return None;

@@ -132,13 +132,14 @@ async fn listen(
         // Dropping both halves closes the connection.
         drop((sink, messages));
         let Some(inner) = inner.upgrade() else { return };
-        tracing::warn!(
+        crate::observe::warn_throttled!(
             reason = lost,
             "lost the invalidation subscription; dropping L1 and resubscribing"
         );
         inner.forget_l1();
         inner.landings.wake_all();
         inner.counters.subscription_losses.fetch_add(1, Relaxed);
+        inner.metrics.subscription_lost();
     }
 }
 
@@ -158,6 +159,7 @@ async fn deliver(inner: &Weak<Inner>, landed: &str, messages: &mut PubSubStream)
             Ok(invalidation) if invalidation.sender != inner.id => {
                 inner.apply_locally(&invalidation);
                 Counters::bump(&inner.counters.remote_invalidations);
+                inner.metrics.invalidation_received();
             }
             Ok(_) => {}
             Err(error) => {

@@ -238,14 +238,14 @@ impl<'c, T, B> Entry<'c, T, B> {
             tracing::warn!(%error, "tiercache entry not cached; loading without the cache");
             return None;
         }
-        Some(Ctx {
-            cache: self.cache.clone(),
-            spec: self.options.spec,
-            codec: Codec::new(),
-            key: self.key.finish(),
-            tags: self.options.tags,
-            timed_out: None,
-        })
+        Some(Ctx::new(
+            self.cache.clone(),
+            self.options.spec,
+            Codec::new(),
+            self.key.finish(),
+            self.options.tags,
+            None,
+        ))
     }
 
     /// An L1 hit, checked before anything else is made.

@@ -32,6 +32,22 @@ pub(crate) enum Source {
     Load,
     /// An old value served because the load failed or is slow.
     FailSafe,
+    /// A value past its fresh period read from Redis, offered while the
+    /// leader refreshes it (`stale`).
+    Stale,
+}
+
+impl Source {
+    /// How a call answered with a value from here was answered.
+    pub(crate) fn answer(self) -> crate::observe::Answer {
+        use crate::observe::Answer;
+        match self {
+            Source::L2 => Answer::L2,
+            Source::Load => Answer::Load,
+            Source::FailSafe => Answer::FailSafe,
+            Source::Stale => Answer::L2Stale,
+        }
+    }
 }
 
 /// A value shared between L1 and a flight's waiters: an `Arc` around the

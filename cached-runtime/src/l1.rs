@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::flight::Shared;
 use crate::generations::Snapshot;
+use crate::observe::PrefixCounters;
 
 /// One L1 entry: the value, how long it may live, and the generations of
 /// its namespace, prefix and tags when its load started. The map holds it
@@ -37,6 +38,8 @@ use crate::generations::Snapshot;
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) value: Shared,
+    /// The prefix of its function: whose counters its hits bump.
+    pub(crate) prefix: &'static str,
     ttl: Duration,
     generations: Snapshot,
     /// For entries that outlive their fresh period or refresh early: when
@@ -85,10 +88,17 @@ impl Entry {
     pub(crate) fn shared(value: Shared, ttl: Duration, generations: Snapshot) -> Self {
         Self {
             value,
+            prefix: "",
             ttl,
             generations,
             timing: None,
         }
+    }
+
+    /// Of a function with this prefix.
+    pub(crate) fn of(mut self, prefix: &'static str) -> Self {
+        self.prefix = prefix;
+        self
     }
 
     /// With its fresh period checked on every hit (see [`Timing`]).
@@ -112,6 +122,9 @@ impl Entry {
 /// `Arc` (the map hands out clones), not each `Arc` of the entry.
 struct Slot {
     entry: Entry,
+    /// Its prefix's counters, found when it was inserted: a hit counts
+    /// itself without a lookup by name.
+    counters: Arc<PrefixCounters>,
     /// When the entry expires: its TTL counted from its (re)insertion.
     expires: Expiry,
     /// The [`L1::clear`] epoch it was inserted in.
@@ -177,6 +190,14 @@ type Map = quick_cache::sync::Cache<Key, Arc<Slot>>;
 
 /// A value found in L1: derefs to the shared value.
 pub(crate) struct Hit(Arc<Slot>);
+
+impl Hit {
+    /// The counters of the entry's prefix.
+    #[inline]
+    pub(crate) fn counters(&self) -> &PrefixCounters {
+        &self.0.counters
+    }
+}
 
 impl Deref for Hit {
     type Target = Shared;
@@ -258,7 +279,7 @@ impl L1 {
         self.entries.is_some()
     }
 
-    pub(crate) fn insert(&self, key: String, entry: Entry) {
+    pub(crate) fn insert(&self, key: String, entry: Entry, counters: Arc<PrefixCounters>) {
         let Some(entries) = self.entries.as_ref() else {
             return;
         };
@@ -269,8 +290,15 @@ impl L1 {
             expires: Expiry::after(entry.ttl),
             cleared,
             entry,
+            counters,
         };
         entries.insert(key.into_bytes().into_boxed_slice(), Arc::new(slot));
+    }
+
+    /// How many entries it holds (expired and cleared ones included, until
+    /// they are found or evicted).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.as_ref().map_or(0, Map::len)
     }
 
     pub(crate) fn remove<K: AsRef<[u8]> + ?Sized>(&self, key: &K) {
@@ -290,13 +318,22 @@ impl L1 {
 mod tests {
     use super::*;
 
+    fn counters() -> Arc<PrefixCounters> {
+        crate::observe::Observer::new("ns", false).prefix("p")
+    }
+
     #[test]
     fn typed_get_and_per_entry_ttl() {
         let l1 = L1::new(100);
-        l1.insert("a".into(), Entry::new(5u32, Duration::from_millis(50)));
+        l1.insert(
+            "a".into(),
+            Entry::new(5u32, Duration::from_millis(50)),
+            counters(),
+        );
         l1.insert(
             "b".into(),
             Entry::new(String::from("x"), Duration::from_secs(60)),
+            counters(),
         );
         let get = |key| l1.get(key).and_then(|v| v.downcast_ref::<u32>().copied());
         assert_eq!(get("a"), Some(5));
@@ -313,7 +350,7 @@ mod tests {
         let l1 = L1::new(100);
         let ttl = COARSE_MARGIN * 3;
         let before_insert = Instant::now();
-        l1.insert("a".into(), Entry::new(1u8, ttl));
+        l1.insert("a".into(), Entry::new(1u8, ttl), counters());
         let after_insert = Instant::now();
         assert!(l1.get("a").is_some());
         // In the margin, where the precise clock decides.
@@ -334,10 +371,18 @@ mod tests {
     #[test]
     fn clear_drops_everything_inserted_before() {
         let l1 = L1::new(100);
-        l1.insert("a".into(), Entry::new(1u8, Duration::from_secs(60)));
+        l1.insert(
+            "a".into(),
+            Entry::new(1u8, Duration::from_secs(60)),
+            counters(),
+        );
         l1.clear();
         assert!(l1.get("a").is_none());
-        l1.insert("a".into(), Entry::new(2u8, Duration::from_secs(60)));
+        l1.insert(
+            "a".into(),
+            Entry::new(2u8, Duration::from_secs(60)),
+            counters(),
+        );
         let value = l1.get("a").expect("inserted after the clear");
         assert_eq!(value.downcast_ref::<u8>(), Some(&2));
     }
@@ -346,7 +391,11 @@ mod tests {
     fn bounded_with_eviction() {
         let l1 = L1::new(1_000);
         for i in 0..10_000 {
-            l1.insert(format!("k:{i}"), Entry::new(i, Duration::from_secs(60)));
+            l1.insert(
+                format!("k:{i}"),
+                Entry::new(i, Duration::from_secs(60)),
+                counters(),
+            );
             // A few keys stay hot: the policy keeps them.
             for hot in 0..10 {
                 assert!(l1.get(format!("k:{hot}").as_str()).is_some() || i < hot);
@@ -360,7 +409,11 @@ mod tests {
     #[test]
     fn capacity_zero_disables() {
         let l1 = L1::new(0);
-        l1.insert("a".into(), Entry::new(1u8, Duration::from_secs(1)));
+        l1.insert(
+            "a".into(),
+            Entry::new(1u8, Duration::from_secs(1)),
+            counters(),
+        );
         assert!(l1.get("a").is_none());
     }
 }

@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use tracing::Instrument;
+
 use crate::breaker::{Breaker, is_connection_failure};
+use crate::metrics::{ErrorKind, RedisMetrics};
 use crate::tags::{fresh_version, parse_version};
 
 /// Why an L2 operation did not happen.
@@ -33,6 +36,149 @@ pub(crate) enum L2Error {
     Busy(Duration),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+}
+
+impl L2Error {
+    /// Its `kind` in `tiercache_redis_errors_total`.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            L2Error::Timeout(_) => ErrorKind::Timeout,
+            L2Error::BreakerOpen => ErrorKind::BreakerOpen,
+            L2Error::Busy(_) => ErrorKind::Busy,
+            L2Error::Redis(error) if error.is_timeout() => ErrorKind::Timeout,
+            L2Error::Redis(error) if is_connection_failure(error) => ErrorKind::Connection,
+            L2Error::Redis(_) => ErrorKind::Server,
+        }
+    }
+}
+
+/// What one Redis operation does: the `op` label of
+/// `tiercache_redis_duration_seconds`, and its span's
+/// `tiercache.operation`; its command is the span's `db.operation.name`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// An entry and its versions (`MGET`).
+    Read,
+    /// A batch's entries and their versions (`MGET`).
+    ReadMany,
+    /// Version keys created on a tag's first read.
+    CreateVersions,
+    /// A load's compare-and-set write, releasing its lock.
+    Write,
+    /// A batch's writes.
+    WriteMany,
+    /// The cross-process lock taken.
+    Lock,
+    /// A lock's lease extended.
+    Renew,
+    /// A lock released.
+    Unlock,
+    /// A marker put in place of an absent entry.
+    Plant,
+    /// A write-through's compare-and-set write.
+    WriteThrough,
+    /// Versions bumped, entries replaced by tombstones, announced.
+    Invalidate,
+    /// A health check or a connection opened.
+    Ping,
+    /// The server's version.
+    Info,
+    /// The permissions checked at `build`.
+    Probe,
+}
+
+impl Op {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) const ALL: [Op; 14] = [
+        Op::Read,
+        Op::ReadMany,
+        Op::CreateVersions,
+        Op::Write,
+        Op::WriteMany,
+        Op::Lock,
+        Op::Renew,
+        Op::Unlock,
+        Op::Plant,
+        Op::WriteThrough,
+        Op::Invalidate,
+        Op::Ping,
+        Op::Info,
+        Op::Probe,
+    ];
+
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::ReadMany => "read_many",
+            Op::CreateVersions => "create_versions",
+            Op::Write => "write",
+            Op::WriteMany => "write_many",
+            Op::Lock => "lock",
+            Op::Renew => "renew",
+            Op::Unlock => "unlock",
+            Op::Plant => "plant",
+            Op::WriteThrough => "write_through",
+            Op::Invalidate => "invalidate",
+            Op::Ping => "ping",
+            Op::Info => "info",
+            Op::Probe => "probe",
+        }
+    }
+
+    /// The command Redis sees (`PIPELINE` for several).
+    const fn command(self) -> &'static str {
+        match self {
+            Op::Read | Op::ReadMany => "MGET",
+            Op::Write | Op::Lock | Op::Renew | Op::Unlock | Op::WriteThrough => "EVALSHA",
+            Op::Plant => "SET",
+            Op::Ping => "PING",
+            Op::Info => "INFO",
+            Op::CreateVersions | Op::WriteMany | Op::Invalidate | Op::Probe => "PIPELINE",
+        }
+    }
+}
+
+/// Where the operations go, as OpenTelemetry's database conventions name
+/// it on their spans.
+struct Server {
+    address: String,
+    port: Option<u16>,
+    /// The database number, `db.namespace`.
+    database: String,
+}
+
+impl Server {
+    fn of(client: &redis::Client) -> Self {
+        let info = client.get_connection_info();
+        let (address, port) = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => (host.clone(), Some(*port)),
+            redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), Some(*port)),
+            redis::ConnectionAddr::Unix(path) => (path.display().to_string(), None),
+            _ => (String::from("unknown"), None),
+        };
+        Self {
+            address,
+            port,
+            database: info.redis_settings().db().to_string(),
+        }
+    }
+
+    /// The span of one operation: `redis <COMMAND>` to an OpenTelemetry
+    /// exporter, a client span with the database conventions' attributes.
+    fn span(&self, op: Op) -> tracing::Span {
+        tracing::info_span!(
+            "redis",
+            otel.name = op.command(),
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = op.command(),
+            db.namespace = self.database.as_str(),
+            server.address = self.address.as_str(),
+            server.port = self.port,
+            tiercache.operation = op.name(),
+            error.type = tracing::field::Empty,
+        )
+    }
 }
 
 /// Stores an entry only if it is still what the loader saw before loading
@@ -216,6 +362,8 @@ pub(crate) struct L2 {
     pub(crate) breaker: Breaker,
     /// Turns for operations in flight on the connection.
     in_flight: tokio::sync::Semaphore,
+    server: Server,
+    metrics: RedisMetrics,
 }
 
 /// How many operations one cache keeps in flight on its connection at
@@ -291,6 +439,7 @@ impl L2 {
         client: redis::Client,
         timeout: Duration,
         breaker: Breaker,
+        namespace: &str,
     ) -> Result<Self, redis::RedisError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -302,12 +451,14 @@ impl L2 {
             .set_max_delay(Duration::from_secs(1));
         let conn = client.get_connection_manager_lazy(config.clone())?;
         Ok(Self {
+            server: Server::of(&client),
             client,
             conn: std::sync::RwLock::new(conn),
             config,
             timeout,
             breaker,
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            metrics: RedisMetrics::new(namespace),
         })
     }
 
@@ -350,13 +501,16 @@ impl L2 {
 
     async fn bounded<T>(
         &self,
-        op: impl Future<Output = redis::RedisResult<T>>,
+        op: Op,
+        run: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, L2Error> {
         let probe = self.breaker.is_open();
         if !self.breaker.allow() {
+            self.metrics.failed(ErrorKind::BreakerOpen);
+            self.metrics.breaker(true);
             return Err(L2Error::BreakerOpen);
         }
-        self.bounded_with(op, probe).await
+        self.bounded_with(op, run, probe).await
     }
 
     /// As [`L2::bounded`], tried even while the breaker is open: for
@@ -364,28 +518,37 @@ impl L2 {
     /// counts for the breaker).
     async fn bounded_past_breaker<T>(
         &self,
-        op: impl Future<Output = redis::RedisResult<T>>,
+        op: Op,
+        run: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, L2Error> {
-        self.bounded_with(op, false).await
+        self.bounded_with(op, run, false).await
     }
 
     /// An operation bounded by the timeout, its outcome counted by the
-    /// breaker; a failed `probe` (the breaker's one call per cooldown)
-    /// replaces the connection.
+    /// breaker, timed, in a span of its own; a failed `probe` (the
+    /// breaker's one call per cooldown) replaces the connection.
     async fn bounded_with<T>(
         &self,
-        op: impl Future<Output = redis::RedisResult<T>>,
+        op: Op,
+        run: impl Future<Output = redis::RedisResult<T>>,
         probe: bool,
     ) -> Result<T, L2Error> {
         let _turn = match self.in_flight.try_acquire() {
             Ok(turn) => turn,
             Err(_) => match tokio::time::timeout(self.timeout, self.in_flight.acquire()).await {
                 Ok(Ok(turn)) => turn,
-                _ => return Err(L2Error::Busy(self.timeout)),
+                _ => {
+                    self.metrics.failed(ErrorKind::Busy);
+                    return Err(L2Error::Busy(self.timeout));
+                }
             },
         };
         let sent = self.breaker.clock();
-        let result = match tokio::time::timeout(self.timeout, op).await {
+        let started = std::time::Instant::now();
+        let span = self.server.span(op);
+        let ran = tokio::time::timeout(self.timeout, run.instrument(span.clone())).await;
+        self.metrics.took(op, started.elapsed());
+        let result = match ran {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(L2Error::Redis(error)),
             Err(_) => Err(L2Error::Timeout(self.timeout)),
@@ -403,25 +566,35 @@ impl L2 {
             Err(L2Error::Redis(error)) if error.is_timeout() => self.breaker.timed_out(sent),
             Err(_) => self.breaker.failure(),
         };
+        if let Err(error) = &result {
+            let kind = error.kind();
+            self.metrics.failed(kind);
+            span.record("error.type", kind.label());
+        }
+        self.metrics.breaker(self.breaker.is_open());
         if opened || (probe && result.is_err()) {
             self.reconnect();
         }
         result
     }
 
-    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, L2Error> {
+    async fn cmd<T: redis::FromRedisValue>(&self, op: Op, cmd: &redis::Cmd) -> Result<T, L2Error> {
         let mut conn = self.conn();
-        self.bounded(cmd.query_async(&mut conn)).await
+        self.bounded(op, cmd.query_async(&mut conn)).await
     }
 
-    async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, L2Error> {
+    async fn pipe<T: redis::FromRedisValue>(
+        &self,
+        op: Op,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, L2Error> {
         let mut conn = self.conn();
-        self.bounded(pipe.query_async(&mut conn)).await
+        self.bounded(op, pipe.query_async(&mut conn)).await
     }
 
     /// Opens the connection now, so the first call finds it ready.
     pub(crate) async fn warm_up(&self) -> Result<(), L2Error> {
-        self.cmd::<()>(&redis::cmd("PING")).await
+        self.cmd::<()>(Op::Ping, &redis::cmd("PING")).await
     }
 
     /// Runs, once, what the cache runs, on a key and the channels of the
@@ -452,20 +625,20 @@ impl L2 {
             .ignore();
         pipe.load_script(&PROBE).ignore();
         pipe.invoke_script(&PROBE.prepare_invoke()).ignore();
-        self.pipe::<()>(&pipe).await?;
+        self.pipe::<()>(Op::Probe, &pipe).await?;
         let (channel, landed) = (names.channel(), names.landed_channel());
         let subscribed = async {
             let mut pubsub = self.client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             pubsub.subscribe(&landed).await
         };
-        self.bounded(subscribed).await
+        self.bounded(Op::Probe, subscribed).await
     }
 
     /// The server's version (`redis_version` of `INFO server`), and whether
     /// it is recent enough (7.0 or newer).
     pub(crate) async fn version(&self) -> Result<(String, bool), L2Error> {
-        let info: String = self.cmd(redis::cmd("INFO").arg("server")).await?;
+        let info: String = self.cmd(Op::Info, redis::cmd("INFO").arg("server")).await?;
         Ok(server_version(&info))
     }
 
@@ -478,7 +651,7 @@ impl L2 {
         version_keys: &[String],
         version_ttl: Duration,
     ) -> Result<Read, L2Error> {
-        let mut found = strings(self.cmd(&mget(entry_key, version_keys)).await?)?;
+        let mut found = strings(self.cmd(Op::Read, &mget(entry_key, version_keys)).await?)?;
         if found.is_empty() {
             return Err(unexpected("MGET answered with no values"));
         }
@@ -500,7 +673,7 @@ impl L2 {
     ) -> Result<(Vec<Option<Vec<u8>>>, Vec<u64>), L2Error> {
         let mut cmd = redis::cmd("MGET");
         cmd.arg(entry_keys).arg(version_keys);
-        let mut found = strings(self.cmd(&cmd).await?)?;
+        let mut found = strings(self.cmd(Op::ReadMany, &cmd).await?)?;
         if found.len() != entry_keys.len() + version_keys.len() {
             return Err(unexpected("MGET answered with the wrong number of values"));
         }
@@ -536,7 +709,7 @@ impl L2 {
                 .arg("");
             pipe.invoke_script(&invocation);
         }
-        let stored: Vec<i64> = self.pipe(&pipe).await?;
+        let stored: Vec<i64> = self.pipe(Op::WriteMany, &pipe).await?;
         if stored.len() != writes.len() {
             return Err(unexpected(
                 "a pipeline of writes answered with the wrong number of replies",
@@ -570,7 +743,7 @@ impl L2 {
                     .ignore();
                 pipe.cmd("GET").arg(&version_keys[i]);
             }
-            let created: Vec<Option<Vec<u8>>> = self.pipe(&pipe).await?;
+            let created: Vec<Option<Vec<u8>>> = self.pipe(Op::CreateVersions, &pipe).await?;
             for (i, version) in missing.into_iter().zip(created) {
                 // Gone again at once (evicted): a nonce nothing recorded.
                 found[i] = Some(version.unwrap_or_else(|| fresh_version().into_bytes()));
@@ -619,7 +792,8 @@ impl L2 {
             .arg(channel)
             .arg(message);
         let mut conn = self.conn();
-        self.bounded(invocation.invoke_async(&mut conn)).await
+        self.bounded(Op::Write, invocation.invoke_async(&mut conn))
+            .await
     }
 
     /// Tries to take `lock_key` for `lease`, unless the entry changed since
@@ -640,7 +814,9 @@ impl L2 {
             .arg(millis(lease))
             .arg(seen);
         let mut conn = self.conn();
-        let (taken, left): (i64, i64) = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let (taken, left): (i64, i64) = self
+            .bounded(Op::Lock, invocation.invoke_async(&mut conn))
+            .await?;
         Ok(match taken {
             1 => Acquired::Taken,
             2 => Acquired::Landed,
@@ -668,7 +844,7 @@ impl L2 {
         let mut conn = self.conn();
         // Past the breaker: a lease that lapses lets another process load too.
         let renewed: i64 = self
-            .bounded_past_breaker(invocation.invoke_async(&mut conn))
+            .bounded_past_breaker(Op::Renew, invocation.invoke_async(&mut conn))
             .await?;
         Ok(renewed == 1)
     }
@@ -685,7 +861,7 @@ impl L2 {
         let mut conn = self.conn();
         // Past the breaker: a lock left held holds the other processes up
         // for its whole lease.
-        self.bounded_past_breaker(invocation.invoke_async::<i64>(&mut conn))
+        self.bounded_past_breaker(Op::Unlock, invocation.invoke_async::<i64>(&mut conn))
             .await
             .map(drop)
     }
@@ -704,7 +880,7 @@ impl L2 {
             .arg("NX")
             .arg("PX")
             .arg(millis(ttl));
-        let set: Option<String> = self.cmd(&cmd).await?;
+        let set: Option<String> = self.cmd(Op::Plant, &cmd).await?;
         Ok(set.is_some())
     }
 
@@ -733,7 +909,9 @@ impl L2 {
             .arg(channel)
             .arg(message);
         let mut conn = self.conn();
-        let stored: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let stored: i64 = self
+            .bounded(Op::WriteThrough, invocation.invoke_async(&mut conn))
+            .await?;
         Ok(stored == 1)
     }
 
@@ -766,7 +944,8 @@ impl L2 {
         }
         pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
         let mut conn = self.conn();
-        self.bounded_past_breaker(pipe.query_async(&mut conn)).await
+        self.bounded_past_breaker(Op::Invalidate, pipe.query_async(&mut conn))
+            .await
     }
 }
 

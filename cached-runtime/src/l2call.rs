@@ -112,7 +112,13 @@ impl<'a> L2Call<'a> {
 
     fn redis_failed(&self, error: &L2Error, what: &str) {
         self.inner.counters.redis_failed(error);
-        tracing::debug!(%error, key = self.entry_key, "L2 {what} failed");
+        let (prefix, key) = (self.spec.prefix, self.shown_key());
+        tracing::debug!(%error, prefix, key, "L2 {what} failed");
+    }
+
+    /// The key, for a log that may show it (`trace_keys`).
+    fn shown_key(&self) -> Option<&str> {
+        self.inner.observer.shown(&self.entry_key)
     }
 
     /// The entry's tag version keys (namespace, prefix, tags).
@@ -170,8 +176,9 @@ impl<'a> L2Call<'a> {
         };
         if bytes.len() > self.inner.settings.max_value_size {
             Counters::bump(&self.inner.counters.oversized_values);
-            let (key, len) = (&self.entry_key, bytes.len());
-            tracing::warn!(
+            let (prefix, key, len) = (self.spec.prefix, self.shown_key(), bytes.len());
+            crate::observe::warn_throttled!(
+                prefix,
                 key,
                 len,
                 "L2 value over max_value_size; not decoded, loading"
@@ -184,7 +191,8 @@ impl<'a> L2Call<'a> {
         let Some((meta, value)) = (codec.decode)(&bytes) else {
             let expected = std::any::type_name::<V>();
             tracing::debug!(
-                key = self.entry_key,
+                prefix = self.spec.prefix,
+                key = self.shown_key(),
                 expected,
                 "L2 value does not decode; loading"
             );
@@ -251,18 +259,28 @@ impl<'a> L2Call<'a> {
             expires_at_ms,
             ..Meta::fresh((codec.fingerprint)(), fresh, load_time)
         };
-        let key = &self.entry_key;
+        let (prefix, key) = (self.spec.prefix, self.shown_key());
         let bytes = match (codec.encode)(&meta, value) {
             Ok(bytes) => bytes,
             Err(error) => {
-                tracing::warn!(%error, key, "value does not serialize; kept in L1 only");
+                crate::observe::warn_throttled!(
+                    %error,
+                    prefix,
+                    key,
+                    "value does not serialize; kept in L1 only"
+                );
                 return Err(NotWritten::Refused);
             }
         };
         if bytes.len() > self.inner.settings.max_value_size {
             Counters::bump(&self.inner.counters.oversized_values);
             let len = bytes.len();
-            tracing::warn!(key, len, "value over max_value_size; kept in L1 only");
+            crate::observe::warn_throttled!(
+                prefix,
+                key,
+                len,
+                "value over max_value_size; kept in L1 only"
+            );
             return Err(NotWritten::Refused);
         }
         Ok(bytes)
@@ -329,11 +347,26 @@ impl<'a> L2Call<'a> {
         match written {
             Ok(true) => Ok(()),
             Ok(false) => {
-                tracing::debug!(key, "entry changed since it was read; not overwritten");
+                let (prefix, key) = (self.spec.prefix, self.shown_key());
+                tracing::debug!(
+                    prefix,
+                    key,
+                    "entry changed since it was read; not overwritten"
+                );
                 Err(NotWritten::Changed)
             }
             Err(error) => {
                 self.redis_failed(&error, "write");
+                // Other instances do not see this value (they load it
+                // themselves), and it is not where a write-through would
+                // compare against.
+                let (prefix, key) = (self.spec.prefix, self.shown_key());
+                crate::observe::warn_throttled!(
+                    %error,
+                    prefix,
+                    key,
+                    "a value did not reach Redis; kept in L1 only"
+                );
                 Err(NotWritten::Failed)
             }
         }

@@ -33,6 +33,7 @@ use crate::l1::{Absent, Entry, Timing};
 use crate::l2::{Acquired, WRITE_HORIZON};
 use crate::l2call::{Found, L2Call, L2Read, Seen, Write};
 use crate::lock::Lease;
+use crate::observe::{Answer, Call, Loading, Outcome};
 use crate::shape::{Kept, Shape, Split};
 use crate::spec::{MAX_TTL, Spec, later};
 use crate::stats::Counters;
@@ -47,6 +48,30 @@ pub(crate) struct Ctx<S: Shape<R>, R> {
     pub(crate) tags: Vec<String>,
     /// The function's error for a hard timeout (`hard_timeout`).
     pub(crate) timed_out: Option<fn() -> R>,
+    /// Its prefix's counters and its span.
+    pub(crate) call: Call,
+}
+
+impl<S: Shape<R>, R> Ctx<S, R> {
+    pub(crate) fn new(
+        cache: Cache,
+        spec: Spec,
+        codec: Codec<S::Value>,
+        key: String,
+        tags: Vec<String>,
+        timed_out: Option<fn() -> R>,
+    ) -> Self {
+        let call = Call::new(&cache.inner.observer, spec.prefix, &key);
+        Self {
+            cache,
+            spec,
+            codec,
+            key,
+            tags,
+            timed_out,
+            call,
+        }
+    }
 }
 
 impl<S: Shape<R>, R> Clone for Ctx<S, R> {
@@ -58,6 +83,7 @@ impl<S: Shape<R>, R> Clone for Ctx<S, R> {
             key: self.key.clone(),
             tags: self.tags.clone(),
             timed_out: self.timed_out,
+            call: self.call.clone(),
         }
     }
 }
@@ -209,6 +235,8 @@ struct Run<'a, S: Shape<R>, R, B> {
     seen: Option<Seen>,
     lease: Option<Lease>,
     started: Instant,
+    /// The body's run, from its start until it is counted.
+    loading: Option<Loading>,
 }
 
 impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
@@ -239,6 +267,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             seen: None,
             lease: None,
             started: Instant::now(),
+            loading: None,
         }
     }
 
@@ -263,9 +292,16 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     }
 
     /// Counts how a call was answered, unless it was answered before.
-    fn count(&self, source: Source) {
+    fn count(&self, answer: Answer) {
         if !self.answered() {
-            count_answer(self.inner, source);
+            self.ctx.call.answered(answer);
+        }
+    }
+
+    /// Counts how the body's run ended.
+    fn loaded(&mut self, outcome: Outcome) {
+        if let Some(loading) = self.loading.take() {
+            loading.finish(outcome);
         }
     }
 
@@ -405,7 +441,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
                 let until = later(Instant::now(), fresh_for.min(spec.ttl));
                 leader.land(Landed::Value(shared.clone(), Source::L2), until);
             }
-            self.count(Source::L2);
+            self.count(Answer::L2);
             let scale = load_time.mul_f64(spec.refresh_beta);
             if self.mode == Mode::Call
                 && crate::spec::xfetch(fresh_for, scale)
@@ -432,9 +468,8 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             // (background) leader goes on to refresh it.
             self.keep_in_l1(shared.clone(), expires_at_ms, load_time);
             let until = later(Instant::now(), spec.stale.saturating_sub(past));
-            leader.offer(Landed::Value(shared.clone(), Source::L2), until);
-            count_answer(inner, Source::L2);
-            Counters::bump(&inner.counters.stale_served);
+            leader.offer(Landed::Value(shared.clone(), Source::Stale), until);
+            ctx.call.answered(Answer::L2Stale);
             self.offered = Some(answer);
         }
         if let Some(expired_at) = Instant::now().checked_sub(past)
@@ -463,9 +498,13 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         let Some(body) = self.body.take() else {
             unreachable!("a run loads once")
         };
-        Counters::bump(&inner.counters.loads);
+        let loading = Loading::start(ctx.call.counters.clone(), spec.prefix);
+        // Made in the load's span too: a body that captures the current
+        // span when it is made (a background body does) runs in it.
+        let run = loading.span().in_scope(|| body.start());
+        let run = tracing::Instrument::instrument(run, loading.span().clone());
         let started = Instant::now();
-        let run = body.start();
+        self.loading = Some(loading);
         tokio::pin!(run);
         let mut soft_at = match (&self.fallback, spec.soft_timeout, &self.leader) {
             (Some(_), Some(soft), Some(_)) if !self.answered() => Some(later(started, soft)),
@@ -506,8 +545,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
                 Landed::Value(fallback.value.clone(), Source::FailSafe),
                 until,
             );
-            Counters::bump(&self.inner.counters.fail_safe);
-            Counters::bump(&self.inner.counters.misses);
+            ctx.call.answered(Answer::FailSafe);
             self.offered = Some(answer);
         }
     }
@@ -521,14 +559,19 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         let (result, load_time) = match loaded {
             Loaded::Returned(result, load_time) => (result, load_time),
             Loaded::Cut(cut) => {
-                Counters::bump(&inner.counters.load_timeouts);
+                self.loaded(Outcome::Timeout);
                 return Err(self.failed(|| match (cut, ctx.timed_out) {
                     (Cut::Hard, Some(timed_out)) => timed_out(),
                     _ => unreachable!("only a hard timeout cuts off a load a caller waits for"),
                 }));
             }
         };
-        let (kept, ttl) = match S::split(result) {
+        let split = S::split(result);
+        self.loaded(match split {
+            Split::Kept(_) => Outcome::Ok,
+            Split::Failed(_) => Outcome::Err,
+        });
+        let (kept, ttl) = match split {
             Split::Kept(kept @ Kept::Value(_)) => (kept, inner.settings.jittered(spec.ttl)),
             Split::Kept(Kept::Absent(absent)) => match spec.cache_none {
                 Some(ttl) => (Kept::Absent(absent), ttl),
@@ -537,7 +580,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
                     if let Some(leader) = self.leader.take() {
                         leader.land(Landed::Absent, Instant::now());
                     }
-                    self.count(Source::Load);
+                    self.count(Answer::Load);
                     return Err(Some(absent()));
                 }
             },
@@ -570,7 +613,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             let until = later(Instant::now(), ttl);
             leader.land(Landed::Value(shared, Source::Load), until);
         }
-        self.count(Source::Load);
+        self.count(Answer::Load);
         // Without the versions read before the load, a write could outlive
         // an invalidation it raced with: skip it. So too for a load that
         // read so long ago that a tombstone it should meet may be gone.
@@ -591,30 +634,22 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     /// fail-safe value if there is one.
     fn failed(&mut self, error: impl FnOnce() -> R) -> Option<R> {
         let ctx = self.ctx;
-        Counters::bump(&self.inner.counters.errors);
         drop(self.lease.take());
         if self.answered() {
             throttle(ctx, self.fallback.as_ref());
             return self.take_offered();
         }
         if let Some(answer) = serve_fallback(ctx, &mut self.leader, self.fallback.as_ref()) {
-            tracing::warn!(
-                key = ctx.key,
+            crate::observe::warn_throttled!(
+                prefix = ctx.spec.prefix,
+                key = ctx.cache.inner.observer.shown(&ctx.key),
                 "the load failed; serving the fail-safe value"
             );
             return Some(answer);
         }
-        Counters::bump(&self.inner.counters.misses);
+        ctx.call.answered(Answer::Load);
         Some(error())
     }
-}
-
-pub(crate) fn count_answer(inner: &Inner, source: Source) {
-    let counter = match source {
-        Source::L2 => &inner.counters.l2_hits,
-        Source::Load | Source::FailSafe => &inner.counters.misses,
-    };
-    Counters::bump(counter);
 }
 
 /// Answers with a fail-safe value, if there is one that nothing
@@ -628,9 +663,7 @@ pub(crate) fn serve_fallback<S: Shape<R>, R>(
 ) -> Option<R> {
     let fallback = fallback.filter(|fallback| fallback.servable(&ctx.spec))?;
     let answer = answer::<S, R>(ctx.codec, &fallback.value)?;
-    let inner = &*ctx.cache.inner;
-    Counters::bump(&inner.counters.fail_safe);
-    Counters::bump(&inner.counters.misses);
+    ctx.call.answered(Answer::FailSafe);
     keep_serving(ctx, fallback);
     if let Some(leader) = leader.take() {
         let until = fallback.window_end(&ctx.spec);
@@ -721,7 +754,7 @@ fn timed_entry(
     if ttl.is_zero() {
         return None;
     }
-    let entry = Entry::shared(value, ttl, generations);
+    let entry = Entry::shared(value, ttl, generations).of(spec.prefix);
     if !spec.timed() {
         return Some(entry);
     }

@@ -24,6 +24,8 @@ mod l2;
 mod l2call;
 mod lead;
 mod lock;
+mod metrics;
+mod observe;
 mod options;
 mod pending;
 #[cfg(test)]
@@ -45,6 +47,7 @@ pub use cache::{
 pub use entry::Entry;
 pub use error::{Error, LoadTimeout};
 pub use key::{EntryKey, Key, KeyPart, KeyWriter};
+pub use observe::{MAX_PREFIXES, OTHER_PREFIXES, PrefixStats};
 pub use spec::{
     DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT,
     DEFAULT_MAX_VALUE_SIZE, DEFAULT_TTL_JITTER, MAX_SETTING, MAX_TTL,

@@ -158,8 +158,7 @@ impl Lease {
                     match l2.renew(&lock_key, &token, lease).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::warn!(
-                                lock = lock_key,
+                            crate::observe::warn_throttled!(
                                 "the load lock's lease ran out before the load ended; another process may load too"
                             );
                             return;

@@ -164,6 +164,8 @@ pub(crate) struct Settings {
     /// A value larger than this (in bytes, as stored in Redis) is neither
     /// decoded from Redis nor written to it.
     pub(crate) max_value_size: usize,
+    /// Whether spans and warnings name the keys of calls.
+    pub(crate) trace_keys: bool,
 }
 
 /// The default lease of the cross-process lock.
@@ -193,6 +195,7 @@ impl Default for Settings {
             fail_safe_throttle: DEFAULT_FAIL_SAFE_THROTTLE,
             background_timeout: DEFAULT_BACKGROUND_TIMEOUT,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            trace_keys: false,
         }
     }
 }

@@ -21,7 +21,8 @@ pub struct Stats {
     pub misses: u64,
     /// Runs of a function body.
     pub loads: u64,
-    /// Loads that returned an error (`Err`), were cancelled or panicked.
+    /// Loads that returned an error (`Err`), timed out, panicked or were
+    /// cancelled.
     pub errors: u64,
     /// Redis operations that failed or timed out (the calls still succeeded).
     pub redis_errors: u64,
@@ -41,7 +42,8 @@ pub struct Stats {
     /// Calls answered with a fail-safe value: the load failed, timed out,
     /// or was slower than `timeout` (counted in `misses` too).
     pub fail_safe: u64,
-    /// Loads cut off by `hard_timeout`.
+    /// Loads cut off by `hard_timeout` or, with no caller waiting, by
+    /// `background_load_timeout` (counted in `errors` too).
     pub load_timeouts: u64,
     /// Loads that waited for another process holding the key's lock.
     pub lock_waits: u64,
@@ -83,19 +85,13 @@ impl Stats {
     }
 }
 
+/// The counters of what a cache does beside answering calls and running
+/// loads (those are counted per prefix: [`crate::observe`]).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) l1_hits: PerThread,
-    pub(crate) l2_hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) loads: AtomicU64,
-    pub(crate) errors: AtomicU64,
     pub(crate) redis_errors: AtomicU64,
     pub(crate) redis_skipped: AtomicU64,
-    pub(crate) stale_served: AtomicU64,
     pub(crate) early_refreshes: AtomicU64,
-    pub(crate) fail_safe: AtomicU64,
-    pub(crate) load_timeouts: AtomicU64,
     pub(crate) lock_waits: AtomicU64,
     pub(crate) lock_timeouts: AtomicU64,
     pub(crate) writes: AtomicU64,
@@ -120,21 +116,22 @@ impl Counters {
         Self::bump(counter);
     }
 
-    pub(crate) fn snapshot(&self) -> Stats {
+    /// With `calls`: the totals of every prefix's counters.
+    pub(crate) fn snapshot(&self, calls: &crate::PrefixStats) -> Stats {
         Stats {
-            l1_hits: self.l1_hits.sum(),
-            l2_hits: self.l2_hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            loads: self.loads.load(Relaxed),
-            errors: self.errors.load(Relaxed),
+            l1_hits: calls.l1_hits,
+            l2_hits: calls.l2_hits,
+            misses: calls.misses,
+            loads: calls.loads,
+            errors: calls.errors,
             redis_errors: self.redis_errors.load(Relaxed),
             redis_skipped: self.redis_skipped.load(Relaxed),
             breaker_trips: 0,
             breaker_open: false,
-            stale_served: self.stale_served.load(Relaxed),
+            stale_served: calls.stale_served,
             early_refreshes: self.early_refreshes.load(Relaxed),
-            fail_safe: self.fail_safe.load(Relaxed),
-            load_timeouts: self.load_timeouts.load(Relaxed),
+            fail_safe: calls.fail_safe,
+            load_timeouts: calls.load_timeouts,
             lock_waits: self.lock_waits.load(Relaxed),
             lock_timeouts: self.lock_timeouts.load(Relaxed),
             writes: self.writes.load(Relaxed),

@@ -195,7 +195,8 @@ impl<'a> Writing<'a> {
         let written = self.unwritten.disarm();
         if let Err(why) = stored {
             tracing::debug!(
-                key,
+                prefix = spec.prefix,
+                key = inner.observer.shown(key),
                 "write not stored ({}); the entry is invalidated instead",
                 why.reason()
             );
@@ -397,7 +398,10 @@ async fn send_all(owed: Vec<(Arc<Inner>, Invalidation)>) {
         .collect();
     let sends = queued.into_iter().map(|queuing| async move {
         if let Err(error) = queuing.send().await {
-            tracing::warn!(%error, "invalidation not confirmed by Redis yet: applied here, retried until it is");
+            crate::observe::warn_throttled!(
+                %error,
+                "invalidation not confirmed by Redis yet: applied here, retried until it is"
+            );
         }
     });
     futures_util::future::join_all(sends).await;

@@ -1,0 +1,527 @@
+//! What a cache tells about what it did, per prefix: the counters behind
+//! [`Cache::prefix_stats`](crate::Cache::prefix_stats) and the totals of
+//! [`Cache::stats`](crate::Cache::stats), the `metrics` feature's series
+//! ([`crate::metrics`]), and the spans of calls and loads.
+//!
+//! Every call of a cached function is answered one way ([`Answer`]), and
+//! every run of a body ends one way ([`Outcome`]). Both are recorded in the
+//! prefix's [`PrefixCounters`], found once per call that is not an L1 hit
+//! (a map lookup) and, for an L1 hit, held by the L1 entry itself: a hit
+//! bumps a per-thread counter and, with `metrics`, one handle registered
+//! when the prefix was first used. Nothing is looked up by name on a hit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::metrics::PrefixMetrics;
+use crate::stats::{Bump, PerThread};
+
+/// How a call was answered; each call counts once, in one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// A fresh value from L1.
+    L1,
+    /// A value past its fresh period from L1, while a refresh runs.
+    L1Stale,
+    /// A fresh value from Redis.
+    L2,
+    /// A value past its fresh period from Redis, while a refresh runs.
+    L2Stale,
+    /// A load: this call's, or one it waited for (its value or its error).
+    Load,
+    /// A fail-safe value: the load failed, timed out or was too slow.
+    FailSafe,
+}
+
+impl Answer {
+    pub(crate) const ALL: [Answer; 6] = [
+        Answer::L1,
+        Answer::L1Stale,
+        Answer::L2,
+        Answer::L2Stale,
+        Answer::Load,
+        Answer::FailSafe,
+    ];
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `result` label of `tiercache_requests_total`, and the call
+    /// span's `outcome`.
+    pub(crate) const fn result(self) -> &'static str {
+        match self {
+            Answer::L1 => "l1_hit",
+            Answer::L1Stale | Answer::L2Stale => "stale",
+            Answer::L2 => "l2_hit",
+            Answer::Load => "miss",
+            Answer::FailSafe => "fail_safe",
+        }
+    }
+
+    /// Where the answer came from: the call span's `tier`.
+    const fn tier(self) -> &'static str {
+        match self {
+            Answer::L1 | Answer::L1Stale => "l1",
+            Answer::L2 | Answer::L2Stale => "l2",
+            Answer::Load | Answer::FailSafe => "load",
+        }
+    }
+
+    /// Whether a cache layer answered: the call span's `cache.hit`.
+    const fn hit(self) -> bool {
+        matches!(
+            self,
+            Answer::L1 | Answer::L1Stale | Answer::L2 | Answer::L2Stale
+        )
+    }
+}
+
+/// How a run of a body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It returned a value (or a "nothing").
+    Ok,
+    /// It returned an error.
+    Err,
+    /// It was cut off by `hard_timeout` or `background_load_timeout`.
+    Timeout,
+    /// It panicked.
+    Panic,
+    /// It was dropped before it finished (its caller was cancelled).
+    Cancelled,
+}
+
+impl Outcome {
+    pub(crate) const ALL: [Outcome; 5] = [
+        Outcome::Ok,
+        Outcome::Err,
+        Outcome::Timeout,
+        Outcome::Panic,
+        Outcome::Cancelled,
+    ];
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `outcome` label of `tiercache_loads_total`, and the load span's.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Err => "err",
+            Outcome::Timeout => "timeout",
+            Outcome::Panic => "panic",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What one prefix's calls did, in one [`Cache`](crate::Cache), from
+/// [`Cache::prefix_stats`](crate::Cache::prefix_stats). The fields mean
+/// what [`Stats`](crate::Stats)'s of the same names do, for this prefix's
+/// calls only; the totals of `Stats` are their sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PrefixStats {
+    /// Calls answered from the in-process cache (stale values included).
+    pub l1_hits: u64,
+    /// Calls answered from Redis (stale values included).
+    pub l2_hits: u64,
+    /// Calls answered by a load, their own or one they waited for
+    /// (fail-safe values included).
+    pub misses: u64,
+    /// Calls answered with a value past its fresh period while a refresh
+    /// ran (counted in `l1_hits` or `l2_hits` too).
+    pub stale_served: u64,
+    /// Calls answered with a fail-safe value (counted in `misses` too).
+    pub fail_safe: u64,
+    /// Runs of a function body.
+    pub loads: u64,
+    /// Runs that returned an error, timed out, panicked or were cancelled.
+    pub errors: u64,
+    /// Runs cut off by `hard_timeout` (counted in `errors` too).
+    pub load_timeouts: u64,
+    /// The time the runs took, all added up: `load_time / loads` is the
+    /// mean.
+    pub load_time: Duration,
+}
+
+impl PrefixStats {
+    /// The share of calls answered from a cache layer, `0.0` before any call.
+    #[must_use]
+    pub fn hit_ratio(&self) -> f64 {
+        let hits = self.l1_hits + self.l2_hits;
+        let calls = hits + self.misses;
+        if calls == 0 {
+            0.0
+        } else {
+            hits as f64 / calls as f64
+        }
+    }
+
+    fn add(&mut self, other: &PrefixStats) {
+        self.l1_hits += other.l1_hits;
+        self.l2_hits += other.l2_hits;
+        self.misses += other.misses;
+        self.stale_served += other.stale_served;
+        self.fail_safe += other.fail_safe;
+        self.loads += other.loads;
+        self.errors += other.errors;
+        self.load_timeouts += other.load_timeouts;
+        self.load_time += other.load_time;
+    }
+}
+
+/// One prefix's counters in one cache.
+pub(crate) struct PrefixCounters {
+    /// Fresh L1 hits, counted per thread (see [`PerThread`]).
+    l1_hits: PerThread,
+    /// The other answers, by [`Answer::index`] (the first is unused).
+    answers: [AtomicU64; Answer::ALL.len()],
+    /// Finished runs, by [`Outcome::index`].
+    loads: [AtomicU64; Outcome::ALL.len()],
+    load_nanos: AtomicU64,
+    metrics: PrefixMetrics,
+}
+
+impl PrefixCounters {
+    fn new(metrics: PrefixMetrics) -> Self {
+        Self {
+            l1_hits: PerThread::default(),
+            answers: Default::default(),
+            loads: Default::default(),
+            load_nanos: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    /// A fresh L1 hit: the fast path's one count.
+    #[inline]
+    pub(crate) fn l1_hit(&self) {
+        self.l1_hits.bump();
+        self.metrics.request(Answer::L1);
+    }
+
+    /// Counts how a call was answered (see [`Call::answered`] for a call
+    /// with a span).
+    pub(crate) fn answered(&self, answer: Answer) {
+        if answer == Answer::L1 {
+            return self.l1_hit();
+        }
+        self.answers[answer.index()].bump();
+        self.metrics.request(answer);
+    }
+
+    /// Counts a run of a body that ended after `took`.
+    fn loaded(&self, outcome: Outcome, took: Duration) {
+        self.loads[outcome.index()].bump();
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.load_nanos.fetch_add(nanos, Relaxed);
+        self.metrics.load(outcome, took);
+    }
+
+    fn snapshot(&self) -> PrefixStats {
+        let answer = |a: Answer| self.answers[a.index()].load(Relaxed);
+        let load = |o: Outcome| self.loads[o.index()].load(Relaxed);
+        let loads: u64 = Outcome::ALL.into_iter().map(load).sum();
+        PrefixStats {
+            l1_hits: self.l1_hits.sum() + answer(Answer::L1Stale),
+            l2_hits: answer(Answer::L2) + answer(Answer::L2Stale),
+            misses: answer(Answer::Load) + answer(Answer::FailSafe),
+            stale_served: answer(Answer::L1Stale) + answer(Answer::L2Stale),
+            fail_safe: answer(Answer::FailSafe),
+            loads,
+            errors: loads - load(Outcome::Ok),
+            load_timeouts: load(Outcome::Timeout),
+            load_time: Duration::from_nanos(self.load_nanos.load(Relaxed)),
+        }
+    }
+}
+
+/// The most prefixes one cache counts apart. Prefixes are `&'static str`,
+/// so a program has a fixed number of them, unless it leaks strings to make
+/// them; past this many, the rest are counted together under
+/// [`OTHER_PREFIXES`], and metrics keep a bounded number of series.
+pub const MAX_PREFIXES: usize = 1000;
+
+/// The name prefixes past [`MAX_PREFIXES`] are counted under.
+pub const OTHER_PREFIXES: &str = "(other)";
+
+type ByPrefix = HashMap<&'static str, Arc<PrefixCounters>, foldhash::fast::RandomState>;
+
+/// The counters of one cache's prefixes, and how its calls are traced.
+pub(crate) struct Observer {
+    by_prefix: RwLock<ByPrefix>,
+    namespace: Arc<str>,
+    /// Whether spans and warnings name keys (`CacheBuilder::trace_keys`).
+    pub(crate) trace_keys: bool,
+}
+
+impl Observer {
+    pub(crate) fn new(namespace: &str, trace_keys: bool) -> Self {
+        Self {
+            by_prefix: RwLock::default(),
+            namespace: namespace.into(),
+            trace_keys,
+        }
+    }
+
+    /// The counters of `prefix`, made on its first call.
+    pub(crate) fn prefix(&self, prefix: &'static str) -> Arc<PrefixCounters> {
+        let known = self
+            .by_prefix
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(counters) = known.get(prefix) {
+            return counters.clone();
+        }
+        drop(known);
+        let mut known = self
+            .by_prefix
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let name = if known.len() < MAX_PREFIXES || known.contains_key(prefix) {
+            prefix
+        } else {
+            OTHER_PREFIXES
+        };
+        known
+            .entry(name)
+            .or_insert_with(|| {
+                Arc::new(PrefixCounters::new(PrefixMetrics::new(
+                    &self.namespace,
+                    name,
+                )))
+            })
+            .clone()
+    }
+
+    /// Each prefix's counts, by name.
+    pub(crate) fn prefix_stats(&self) -> BTreeMap<&'static str, PrefixStats> {
+        let known = self
+            .by_prefix
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        known
+            .iter()
+            .map(|(&prefix, counters)| (prefix, counters.snapshot()))
+            .collect()
+    }
+
+    /// The sums over every prefix.
+    pub(crate) fn totals(&self) -> PrefixStats {
+        let mut totals = PrefixStats::default();
+        for stats in self.prefix_stats().values() {
+            totals.add(stats);
+        }
+        totals
+    }
+
+    /// The span of a call that is not an L1 hit: its prefix, and, once it
+    /// is answered, its `outcome` ([`Answer::result`]), `cache.hit` and
+    /// `tier`. The key only with `trace_keys`.
+    pub(crate) fn call_span(&self, prefix: &'static str, key: &str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "tiercache.call",
+            prefix,
+            outcome = tracing::field::Empty,
+            cache.hit = tracing::field::Empty,
+            tier = tracing::field::Empty,
+            cache.key = tracing::field::Empty,
+        );
+        if self.trace_keys {
+            span.record("cache.key", key);
+        }
+        span
+    }
+
+    /// `key` as warnings may show it: only with `trace_keys`.
+    pub(crate) fn shown<'k>(&self, key: &'k str) -> Option<&'k str> {
+        self.trace_keys.then_some(key)
+    }
+}
+
+/// What a call that is not an L1 hit records its answer in.
+#[derive(Clone)]
+pub(crate) struct Call {
+    pub(crate) counters: Arc<PrefixCounters>,
+    pub(crate) span: tracing::Span,
+}
+
+impl Call {
+    pub(crate) fn new(observer: &Observer, prefix: &'static str, key: &str) -> Self {
+        Self {
+            counters: observer.prefix(prefix),
+            span: observer.call_span(prefix, key),
+        }
+    }
+
+    /// Counts how the call was answered and records it on its span.
+    pub(crate) fn answered(&self, answer: Answer) {
+        self.counters.answered(answer);
+        self.span.record("outcome", answer.result());
+        self.span.record("cache.hit", answer.hit());
+        self.span.record("tier", answer.tier());
+    }
+}
+
+/// A run of a body, from its start: counted once it ends, however it ends.
+/// Dropped before [`Loading::finish`] (the body panicked, or its caller
+/// was cancelled), it counts as [`Outcome::Panic`] or
+/// [`Outcome::Cancelled`].
+pub(crate) struct Loading {
+    counters: Option<Arc<PrefixCounters>>,
+    started: Instant,
+    span: tracing::Span,
+}
+
+impl Loading {
+    /// Starts timing a run of one of `counters`' prefix's bodies; its span
+    /// (`tiercache.load`) is the body's.
+    pub(crate) fn start(counters: Arc<PrefixCounters>, prefix: &'static str) -> Self {
+        Self {
+            counters: Some(counters),
+            started: Instant::now(),
+            span: tracing::info_span!("tiercache.load", prefix, outcome = tracing::field::Empty),
+        }
+    }
+
+    /// The span the body runs in.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// How long it has run.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Counts how it ended.
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        if let Some(counters) = self.counters.take() {
+            counters.loaded(outcome, self.started.elapsed());
+            self.span.record("outcome", outcome.label());
+        }
+    }
+}
+
+impl Drop for Loading {
+    fn drop(&mut self) {
+        let outcome = if std::thread::panicking() {
+            Outcome::Panic
+        } else {
+            Outcome::Cancelled
+        };
+        self.record(outcome);
+    }
+}
+
+/// At most one warning per call site every [`Throttle::EVERY`]; the ones
+/// held back are counted in the next (`suppressed`). For what loses
+/// freshness and can repeat on every call while it lasts (Redis refusing
+/// writes, a lost subscription): a log that says it once in a while says
+/// as much, and does not flood.
+pub(crate) struct Throttle {
+    /// When the next warning may go, in ms since [`Throttle::epoch`].
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    pub(crate) const EVERY: Duration = Duration::from_secs(10);
+
+    pub(crate) const fn new() -> Self {
+        Self {
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// `Some(held back since the last)` when a warning may go now.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = u64::try_from(Self::epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Relaxed);
+        let every = u64::try_from(Self::EVERY.as_millis()).unwrap_or(u64::MAX);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now.saturating_add(every), Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+/// `tracing::warn!`, at most once per call site every [`Throttle::EVERY`]
+/// (with `suppressed`: how many were held back since the last).
+macro_rules! warn_throttled {
+    ($($arg:tt)+) => {{
+        static THROTTLE: $crate::observe::Throttle = $crate::observe::Throttle::new();
+        if let Some(suppressed) = THROTTLE.allow() {
+            tracing::warn!(suppressed, $($arg)+);
+        }
+    }};
+}
+pub(crate) use warn_throttled;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_count_once_and_add_up_as_stats_say() {
+        let observer = Observer::new("ns", false);
+        let counters = observer.prefix("p");
+        for answer in Answer::ALL {
+            counters.answered(answer);
+        }
+        Loading::start(counters.clone(), "p").finish(Outcome::Ok);
+        Loading::start(counters.clone(), "p").finish(Outcome::Timeout);
+        drop(Loading::start(counters, "p"));
+        let stats = observer.prefix_stats()["p"];
+        assert_eq!((stats.l1_hits, stats.l2_hits, stats.misses), (2, 2, 2));
+        assert_eq!((stats.stale_served, stats.fail_safe), (2, 1));
+        assert_eq!((stats.loads, stats.errors, stats.load_timeouts), (3, 2, 1));
+        assert_eq!(observer.totals(), stats);
+    }
+
+    #[test]
+    fn prefixes_past_the_bound_are_counted_together() {
+        let observer = Observer::new("ns", false);
+        for i in 0..MAX_PREFIXES + 5 {
+            let prefix: &'static str = Box::leak(format!("p{i}").into_boxed_str());
+            observer.prefix(prefix).answered(Answer::Load);
+        }
+        let stats = observer.prefix_stats();
+        assert_eq!(stats.len(), MAX_PREFIXES + 1);
+        assert_eq!(stats[OTHER_PREFIXES].misses, 5);
+        // A prefix counted apart stays apart.
+        observer.prefix("p0").answered(Answer::Load);
+        assert_eq!(observer.prefix_stats()["p0"].misses, 2);
+    }
+
+    #[test]
+    fn a_throttle_lets_one_warning_through_per_period() {
+        let throttle = Throttle::new();
+        assert_eq!(throttle.allow(), Some(0));
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.suppressed.load(Relaxed), 2);
+    }
+}
