@@ -488,6 +488,12 @@ fn fill(n: u64) {
 }
 
 fn main() {
+    // With `--features metrics`: every series recorded, as in a service
+    // that exports them (installed before any cache is built).
+    #[cfg(feature = "metrics")]
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder");
     let mut args = std::env::args().skip(1);
     let variant = args.next().expect("VARIANT");
     let n: u64 = args.next().map_or(100_000, |s| s.parse().expect("N"));
