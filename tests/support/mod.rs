@@ -289,14 +289,26 @@ impl Sentinels {
     pub const MASTER: &'static str = "mymaster";
 
     pub async fn start() -> Self {
-        let master = RedisServer::start();
+        // The sentinel's config, and what the servers save (a replica
+        // writes the RDB of its full sync), out of the working directory.
+        static DIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tiercache-sentinel-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let in_dir = vec!["--dir".to_owned(), dir.display().to_string()];
+        let master = RedisServer::start_with(|_| in_dir.clone());
         let master_port = master.port();
         let replica = RedisServer::start_with(|_| {
-            vec![
+            let mut args = in_dir.clone();
+            args.extend([
                 "--replicaof".into(),
                 "127.0.0.1".into(),
                 master_port.to_string(),
-            ]
+            ]);
+            args
         });
         let link_up = eventually(Duration::from_secs(10), async || {
             let info: String = redis::cmd("INFO")
@@ -308,11 +320,6 @@ impl Sentinels {
         })
         .await;
         assert!(link_up, "the replica did not sync with the master");
-        let dir = std::env::temp_dir().join(format!(
-            "tiercache-sentinel-{}-{master_port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
         let (sentinel, sentinel_port) = (0..5)
             .find_map(|_| start_sentinel(&dir, master_port))
             .expect("redis-server --sentinel did not start on a free port after 5 attempts");
