@@ -488,6 +488,8 @@ impl fmt::Debug for Cache {
 pub struct CacheBuilder {
     namespace: String,
     redis: Option<RedisSource>,
+    /// The master's user and password, with Sentinel.
+    sentinel_auth: Option<(String, String)>,
     #[cfg(feature = "tls")]
     tls: Tls,
     l1_capacity: u64,
@@ -511,6 +513,103 @@ struct Tls {
 enum RedisSource {
     Url(String),
     Client(Box<redis::Client>),
+    Sentinel(SentinelSource),
+}
+
+/// How [`CacheBuilder::build`] connects: to a client's server, or to the
+/// master the sentinels name.
+enum Connect {
+    Client(redis::Client),
+    Sentinel(crate::sentinel::Settings),
+}
+
+/// [`CacheBuilder::redis_sentinel`]'s arguments.
+#[derive(Clone)]
+struct SentinelSource {
+    urls: Vec<String>,
+    master_name: String,
+}
+
+impl SentinelSource {
+    /// The sentinels and the master's name, without passwords.
+    fn shown(&self) -> String {
+        let urls: Vec<String> = self.urls.iter().map(|url| redacted(url)).collect();
+        format!(
+            "master {:?} of the sentinels {}",
+            self.master_name,
+            urls.join(", ")
+        )
+    }
+
+    /// The sentinels' connections and the master's settings: the database
+    /// of the URLs' path (the same in each), and the user and password of
+    /// `auth` if given, otherwise of the first URL.
+    fn settings(
+        &self,
+        auth: Option<&(String, String)>,
+    ) -> Result<crate::sentinel::Settings, Error> {
+        let invalid = |reason| Error::InvalidSetting {
+            setting: "redis_sentinel",
+            reason,
+        };
+        if self.master_name.is_empty() {
+            return Err(invalid(
+                "needs the name the sentinels monitor the master by (`sentinel monitor <name> ...`)",
+            ));
+        }
+        let mut sentinels = Vec::with_capacity(self.urls.len());
+        for url in &self.urls {
+            let client = open(url, None).map_err(|source| Error::InvalidRedisUrl {
+                url: redacted(url),
+                source,
+            })?;
+            sentinels.push(client.get_connection_info().clone());
+        }
+        let Some(first) = sentinels
+            .first()
+            .map(|first| first.redis_settings().clone())
+        else {
+            return Err(invalid("needs at least one sentinel URL"));
+        };
+        if sentinels
+            .iter()
+            .any(|sentinel| sentinel.redis_settings().db() != first.db())
+        {
+            return Err(invalid(
+                "the sentinel URLs name different databases (a URL's path is the master's database)",
+            ));
+        }
+        let tls = sentinels
+            .iter()
+            .any(|sentinel| matches!(sentinel.addr(), redis::ConnectionAddr::TcpTls { .. }));
+        let (user, password) = match auth {
+            Some((user, password)) => (Some(user.as_str()), Some(password.as_str())),
+            None => (first.username(), first.password()),
+        };
+        let mut master = redis::RedisConnectionInfo::default()
+            .set_db(first.db())
+            .set_protocol(first.protocol());
+        if let Some(user) = user.filter(|user| !user.is_empty()) {
+            master = master.set_username(user);
+        }
+        if let Some(password) = password.filter(|password| !password.is_empty()) {
+            master = master.set_password(password);
+        }
+        // A sentinel has no databases (`SELECT` is an unknown command).
+        let sentinels = sentinels
+            .into_iter()
+            .map(|sentinel| {
+                let settings = sentinel.redis_settings().clone().set_db(0);
+                sentinel.set_redis_settings(settings)
+            })
+            .collect();
+        Ok(crate::sentinel::Settings {
+            sentinels,
+            master_name: self.master_name.clone(),
+            master,
+            tls,
+        })
+    }
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -519,6 +618,7 @@ impl fmt::Debug for CacheBuilder {
         let redis = match &self.redis {
             None => "none".to_owned(),
             Some(RedisSource::Url(url)) => redacted(url),
+            Some(RedisSource::Sentinel(sentinel)) => sentinel.shown(),
             Some(RedisSource::Client(client)) => {
                 let info = client.get_connection_info();
                 format!(
@@ -531,6 +631,13 @@ impl fmt::Debug for CacheBuilder {
         f.debug_struct("CacheBuilder")
             .field("namespace", &self.namespace)
             .field("redis", &redis)
+            .field(
+                "redis_sentinel_master_auth",
+                &self
+                    .sentinel_auth
+                    .as_ref()
+                    .map(|(user, _)| format!("user {user:?}, password ***")),
+            )
             .field("l1_capacity", &self.l1_capacity)
             .field("redis_timeout", &self.redis_timeout)
             .field("breaker", &self.breaker)
@@ -639,6 +746,7 @@ impl Default for CacheBuilder {
         Self {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             redis: None,
+            sentinel_auth: None,
             #[cfg(feature = "tls")]
             tls: Tls::default(),
             l1_capacity: DEFAULT_L1_CAPACITY,
@@ -672,6 +780,52 @@ impl CacheBuilder {
     /// again after an outage.
     pub fn redis_client(mut self, client: redis::Client) -> Self {
         self.redis = Some(RedisSource::Client(Box::new(client)));
+        self
+    }
+
+    /// Adds the Redis layer on the master that Redis Sentinel names, and
+    /// follows it across failovers. `sentinels` are URLs of sentinels
+    /// (`redis://[user:password@]host:26379[/db]`, at least one; the others
+    /// are asked when one does not answer); `master_name` is the name they
+    /// monitor it by (`sentinel monitor <name> ...`).
+    ///
+    /// A URL's user and password are sent to its sentinel, and, unless
+    /// [`redis_sentinel_master_auth`](Self::redis_sentinel_master_auth)
+    /// gives others, the first URL's to the master too (the common setup:
+    /// one password for all). The URLs' path is the master's database
+    /// (a sentinel has none). `rediss://` sentinels mean a master over TLS
+    /// too, verified with the system's roots.
+    ///
+    /// The cache asks the sentinels again when a sentinel announces a new
+    /// master (`+switch-master`, to which it subscribes), when a write is
+    /// refused as `READONLY` (the old master, demoted) and when the
+    /// connection fails; then it moves its connection and its invalidation
+    /// subscription to the new master. Meanwhile calls go on without L2, as
+    /// during any outage. Sentinels that do not answer at `build` are no
+    /// error: calls run without L2 until they name a master.
+    pub fn redis_sentinel<I, S>(mut self, sentinels: I, master_name: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.redis = Some(RedisSource::Sentinel(SentinelSource {
+            urls: sentinels.into_iter().map(Into::into).collect(),
+            master_name: master_name.into(),
+        }));
+        self
+    }
+
+    /// With [`redis_sentinel`](Self::redis_sentinel): the user and
+    /// password of the master (and of the replica that takes its place),
+    /// when they are not the sentinels'. An empty `username` is the
+    /// default user; an empty `password` sends no `AUTH` to the master.
+    /// The password is never shown by `Debug`.
+    pub fn redis_sentinel_master_auth(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.sentinel_auth = Some((username.into(), password.into()));
         self
     }
 
@@ -800,7 +954,10 @@ impl CacheBuilder {
     /// zero or longer than [`MAX_SETTING`](crate::MAX_SETTING) (a day), a
     /// Redis timeout over a minute, a lease shorter than three Redis
     /// timeouts (its renewal, every third of it, must fit a round trip), a
-    /// jitter outside 0.0 to 0.5, a `max_value_size` under 1 KiB.
+    /// jitter outside 0.0 to 0.5, a `max_value_size` under 1 KiB; with
+    /// [`redis_sentinel`](Self::redis_sentinel), no sentinel URL, no master
+    /// name, or URLs naming different databases (`InvalidSetting`), a
+    /// sentinel URL that does not parse (`InvalidRedisUrl`).
     /// [`Error::RedisTooOld`] when Redis answers and is older than 7.0.
     pub async fn build(self) -> Result<Cache, Error> {
         check_name("namespace", &self.namespace)?;
@@ -835,6 +992,13 @@ impl CacheBuilder {
         let l2 = match self.redis {
             None => None,
             Some(source) => {
+                if self.sentinel_auth.is_some() && !matches!(source, RedisSource::Sentinel(_)) {
+                    return Err(Error::InvalidSetting {
+                        setting: "redis_sentinel_master_auth",
+                        reason: "goes with redis_sentinel: a redis URL or client carries its own credentials",
+                    });
+                }
+                let breaker = crate::breaker::Breaker::new(failures, cooldown);
                 let (client, shown) = match source {
                     RedisSource::Url(url) => {
                         let client =
@@ -842,7 +1006,7 @@ impl CacheBuilder {
                                 url: redacted(&url),
                                 source,
                             })?;
-                        (client, redacted(&url))
+                        (Connect::Client(client), redacted(&url))
                     }
                     RedisSource::Client(client) => {
                         if certificates.is_some() {
@@ -854,19 +1018,44 @@ impl CacheBuilder {
                         #[cfg(feature = "tls")]
                         provide_crypto(&client);
                         let shown = client.get_connection_info().addr().to_string();
-                        (*client, shown)
+                        (Connect::Client(*client), shown)
+                    }
+                    RedisSource::Sentinel(_) if certificates.is_some() => {
+                        return Err(Error::InvalidSetting {
+                            setting: "tls_root_certificate",
+                            reason: "not with redis_sentinel: sentinels and masters over rediss:// are verified with the system's roots",
+                        });
+                    }
+                    RedisSource::Sentinel(sentinel) => (
+                        Connect::Sentinel(sentinel.settings(self.sentinel_auth.as_ref())?),
+                        sentinel.shown(),
+                    ),
+                };
+                let (l2, user) = match client {
+                    Connect::Client(client) => {
+                        let settings = client.get_connection_info().redis_settings();
+                        let user = settings.username().unwrap_or("default").to_owned();
+                        database = settings.db();
+                        let l2 = L2::new(client, self.redis_timeout, breaker, &self.namespace)
+                            .map_err(|source| Error::InvalidRedisUrl {
+                                url: shown.clone(),
+                                source,
+                            })?;
+                        (l2, user)
+                    }
+                    Connect::Sentinel(settings) => {
+                        let user = settings.master.username().unwrap_or("default").to_owned();
+                        database = settings.master.db();
+                        let l2 =
+                            L2::sentinel(settings, self.redis_timeout, breaker, &self.namespace)
+                                .await
+                                .map_err(|source| Error::InvalidRedisUrl {
+                                    url: shown.clone(),
+                                    source,
+                                })?;
+                        (l2, user)
                     }
                 };
-                let settings = client.get_connection_info().redis_settings();
-                let user = settings.username().unwrap_or("default").to_owned();
-                database = settings.db();
-                let breaker = crate::breaker::Breaker::new(failures, cooldown);
-                let l2 = L2::new(client, self.redis_timeout, breaker, &self.namespace).map_err(
-                    |source| Error::InvalidRedisUrl {
-                        url: shown.clone(),
-                        source,
-                    },
-                )?;
                 let refused = |error: &crate::l2::L2Error| -> Option<Error> {
                     let crate::l2::L2Error::Redis(source) = error else {
                         return None;
@@ -926,12 +1115,11 @@ impl CacheBuilder {
         };
         let names = Names::new(self.namespace).in_database(database);
         let cache = Cache::from_parts(names, self.l1_capacity, l2, settings);
-        if let Some(l2) = &cache.inner.l2 {
+        if cache.inner.l2.is_some() {
             let subscribed = Arc::new(Notify::new());
             let first = subscribed.notified();
             let listener = crate::coherence::spawn(
                 Arc::downgrade(&cache.inner),
-                l2.client().clone(),
                 cache.inner.names.channel(),
                 subscribed.clone(),
             );

@@ -28,6 +28,12 @@
 //! resubscribes with backoff. A Redis that answers nothing for that long
 //! (a `CLIENT PAUSE`, a long script) cannot be told apart, and is handled
 //! the same way.
+//!
+//! Each subscription is made with the cache's current client: with
+//! Sentinel, the master's. When the sentinels name another master the
+//! listener gives its subscription up (a loss, as above: what was
+//! published on the old master meanwhile may be missed) and subscribes on
+//! the new one.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
@@ -57,22 +63,17 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// connection task reads the PONG, not behind this listener's work.)
 const PONG_WITHIN: Duration = LOSS_DETECTED_WITHIN.saturating_sub(PING_EVERY);
 
-/// Starts the listener; `subscribed` is notified each time it (re)subscribes.
+/// Starts the listener of a cache with Redis; `subscribed` is notified
+/// each time it (re)subscribes.
 pub(crate) fn spawn(
     inner: Weak<Inner>,
-    client: redis::Client,
     channel: String,
     subscribed: Arc<Notify>,
 ) -> tokio::task::AbortHandle {
-    tokio::spawn(listen(inner, client, channel, subscribed)).abort_handle()
+    tokio::spawn(listen(inner, channel, subscribed)).abort_handle()
 }
 
-async fn listen(
-    inner: Weak<Inner>,
-    client: redis::Client,
-    channel: String,
-    subscribed: Arc<Notify>,
-) {
+async fn listen(inner: Weak<Inner>, channel: String, subscribed: Arc<Notify>) {
     let Some(landed) = inner.upgrade().map(|i| i.names.landed_channel()) else {
         return;
     };
@@ -80,10 +81,11 @@ async fn listen(
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
     loop {
-        let Some(timeout) = inner
-            .upgrade()
-            .map(|i| i.l2.as_ref().map_or(MAX_BACKOFF, |l2| l2.timeout()))
-        else {
+        // The watch first: a move after the client is taken is noticed.
+        let Some((timeout, mut moved, client)) = inner.upgrade().and_then(|i| {
+            let l2 = i.l2.as_ref()?;
+            Some((l2.timeout(), l2.moved(), l2.client()))
+        }) else {
             return;
         };
         let connected = tokio::time::timeout(timeout, async {
@@ -128,6 +130,7 @@ async fn listen(
         let lost = tokio::select! {
             () = deliver(&inner, &landed, &mut messages) => "the connection closed",
             () = keepalive(&mut sink) => "the connection went silent (no PONG)",
+            () = master_moved(moved.as_mut()) => "the master moved (Sentinel)",
         };
         // Dropping both halves closes the connection.
         drop((sink, messages));
@@ -166,6 +169,15 @@ async fn deliver(inner: &Weak<Inner>, landed: &str, messages: &mut PubSubStream)
                 tracing::debug!(%error, "ignoring a foreign message on the invalidation channel")
             }
         }
+    }
+}
+
+/// Returns when the sentinels named another master; never without Sentinel.
+async fn master_moved(moved: Option<&mut tokio::sync::watch::Receiver<u64>>) {
+    match moved {
+        // An error: the cache is gone (the listener stops next).
+        Some(moved) => drop(moved.changed().await),
+        None => std::future::pending().await,
     }
 }
 

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::breaker::{Breaker, is_connection_failure};
 use crate::metrics::{ErrorKind, RedisMetrics};
+use crate::sentinel::{Follow, Target};
 use crate::tags::{fresh_version, parse_version};
 
 /// Why an L2 operation did not happen.
@@ -140,7 +141,7 @@ impl Op {
 
 /// Where the operations go, as OpenTelemetry's database conventions name
 /// it on their spans.
-struct Server {
+pub(crate) struct Server {
     address: String,
     port: Option<u16>,
     /// The database number, `db.namespace`.
@@ -148,7 +149,7 @@ struct Server {
 }
 
 impl Server {
-    fn of(client: &redis::Client) -> Self {
+    pub(crate) fn of(client: &redis::Client) -> Self {
         let info = client.get_connection_info();
         let (address, port) = match info.addr() {
             redis::ConnectionAddr::Tcp(host, port) => (host.clone(), Some(*port)),
@@ -353,16 +354,17 @@ pub(crate) struct Read {
 }
 
 pub(crate) struct L2 {
-    client: redis::Client,
-    /// The connection, replaced when the breaker opens (see
-    /// [`L2::reconnect`]).
-    conn: std::sync::RwLock<ConnectionManager>,
+    /// The client and its connection: the connection replaced when the
+    /// breaker opens (see [`L2::reconnect`]), both when the sentinels name
+    /// another master.
+    target: std::sync::Arc<std::sync::RwLock<Target>>,
+    /// With Sentinel: follows the master.
+    sentinel: Option<std::sync::Arc<Follow>>,
     config: ConnectionManagerConfig,
     timeout: Duration,
     pub(crate) breaker: Breaker,
     /// Turns for operations in flight on the connection.
     in_flight: tokio::sync::Semaphore,
-    server: Server,
     metrics: RedisMetrics,
 }
 
@@ -441,34 +443,77 @@ impl L2 {
         breaker: Breaker,
         namespace: &str,
     ) -> Result<Self, redis::RedisError> {
-        let config = ConnectionManagerConfig::new()
+        let config = Self::config(timeout);
+        let conn = client.get_connection_manager_lazy(config.clone())?;
+        let target = Target::new(client, conn);
+        Ok(Self::with(
+            std::sync::Arc::new(target.into()),
+            None,
+            config,
+            (timeout, breaker),
+            namespace,
+        ))
+    }
+
+    /// Prepares the connection to the master the sentinels name (asking
+    /// them once, see [`Follow::start`]), and follows it.
+    pub(crate) async fn sentinel(
+        settings: crate::sentinel::Settings,
+        timeout: Duration,
+        breaker: Breaker,
+        namespace: &str,
+    ) -> Result<Self, redis::RedisError> {
+        let config = Self::config(timeout);
+        let (follow, target) = Follow::start(settings, config.clone(), timeout).await?;
+        let l2 = Self::with(target, Some(follow), config, (timeout, breaker), namespace);
+        Ok(l2)
+    }
+
+    fn with(
+        target: std::sync::Arc<std::sync::RwLock<Target>>,
+        sentinel: Option<std::sync::Arc<Follow>>,
+        config: ConnectionManagerConfig,
+        (timeout, breaker): (Duration, Breaker),
+        namespace: &str,
+    ) -> Self {
+        Self {
+            target,
+            sentinel,
+            config,
+            timeout,
+            breaker,
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            metrics: RedisMetrics::new(namespace),
+        }
+    }
+
+    fn config(timeout: Duration) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             // Retries happen in the background after a failed request; keep
             // each attempt short so a returning Redis is noticed soon.
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let conn = client.get_connection_manager_lazy(config.clone())?;
-        Ok(Self {
-            server: Server::of(&client),
-            client,
-            conn: std::sync::RwLock::new(conn),
-            config,
-            timeout,
-            breaker,
-            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
-            metrics: RedisMetrics::new(namespace),
-        })
+            .set_max_delay(Duration::from_secs(1))
+    }
+
+    /// The span of one operation, on the current server.
+    fn span(&self, op: Op) -> tracing::Span {
+        let target = self
+            .target
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        target.server.span(op)
     }
 
     /// The connection to send a command on: a clone of the manager's handle.
     fn conn(&self) -> ConnectionManager {
-        let conn = self
-            .conn
+        let target = self
+            .target
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        conn.clone()
+        target.conn.clone()
     }
 
     /// Replaces the connection with a new one (connected lazily). redis-rs
@@ -477,22 +522,63 @@ impl L2 {
     /// IP, a lost NAT entry, a half-open TCP connection) would otherwise
     /// time out every command until the kernel gives up on it, minutes
     /// later. Called when the breaker opens and when its probe fails.
+    /// With Sentinel, the master is looked up again too.
     fn reconnect(&self) {
-        match self.client.get_connection_manager_lazy(self.config.clone()) {
-            Ok(fresh) => {
-                let mut conn = self
-                    .conn
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                *conn = fresh;
-                tracing::debug!("Redis connection replaced");
+        {
+            let mut target = self
+                .target
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match target
+                .client
+                .get_connection_manager_lazy(self.config.clone())
+            {
+                Ok(fresh) => {
+                    target.conn = fresh;
+                    tracing::debug!("Redis connection replaced");
+                }
+                Err(error) => tracing::debug!(%error, "cannot make a new Redis connection"),
             }
-            Err(error) => tracing::debug!(%error, "cannot make a new Redis connection"),
+        }
+        if let Some(sentinel) = &self.sentinel {
+            sentinel.kick(false);
         }
     }
 
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// With Sentinel, looks the master up again (in the background, see
+    /// [`Follow::kick`]) after a failure that says it may have moved: a
+    /// write refused as `READONLY` (the old master, demoted, where the
+    /// manager reconnected) or a connection failure.
+    fn follow_master<T>(&self, result: &Result<T, L2Error>) {
+        let Some(sentinel) = &self.sentinel else {
+            return;
+        };
+        let moved = match result {
+            Ok(_) | Err(L2Error::BreakerOpen | L2Error::Busy(_)) => false,
+            Err(L2Error::Timeout(_)) => true,
+            Err(L2Error::Redis(error)) => {
+                error.code() == Some("READONLY") || is_connection_failure(error)
+            }
+        };
+        if moved {
+            sentinel.kick(false);
+        }
+    }
+
+    /// The client of the current master (with Sentinel, the last one the
+    /// sentinels named), for a new pub/sub connection.
+    pub(crate) fn client(&self) -> redis::Client {
+        let target = self
+            .target
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        target.client.clone()
+    }
+
+    /// With Sentinel: tells of each move of the master (see
+    /// [`Follow::moved`]).
+    pub(crate) fn moved(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.sentinel.as_ref().map(|sentinel| sentinel.moved())
     }
 
     pub(crate) fn timeout(&self) -> Duration {
@@ -545,7 +631,7 @@ impl L2 {
         };
         let sent = self.breaker.clock();
         let started = std::time::Instant::now();
-        let span = self.server.span(op);
+        let span = self.span(op);
         let ran = tokio::time::timeout(self.timeout, run.instrument(span.clone())).await;
         self.metrics.took(op, started.elapsed());
         let result = match ran {
@@ -575,6 +661,7 @@ impl L2 {
         if opened || (probe && result.is_err()) {
             self.reconnect();
         }
+        self.follow_master(&result);
         result
     }
 
@@ -628,7 +715,7 @@ impl L2 {
         self.pipe::<()>(Op::Probe, &pipe).await?;
         let (channel, landed) = (names.channel(), names.landed_channel());
         let subscribed = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
+            let mut pubsub = self.client().get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             pubsub.subscribe(&landed).await
         };

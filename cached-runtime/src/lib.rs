@@ -30,6 +30,7 @@ mod options;
 mod pending;
 #[cfg(test)]
 mod properties;
+mod sentinel;
 mod shape;
 mod shape_check;
 mod spec;

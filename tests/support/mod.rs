@@ -271,3 +271,170 @@ pub async fn close(gate: &tokio::sync::Semaphore) -> tokio::sync::SemaphorePermi
         .await
         .expect("the gate is never closed for good")
 }
+
+/// A master, one replica of it and one sentinel monitoring it as
+/// [`Sentinels::MASTER`], each a `redis-server` on a free loopback port.
+/// `start` returns once the replica is in sync and the sentinel knows it
+/// as a replica fit for a failover.
+pub struct Sentinels {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    sentinel: Option<Child>,
+    sentinel_port: u16,
+    /// The sentinel's config (it rewrites it), removed on drop.
+    dir: std::path::PathBuf,
+}
+
+impl Sentinels {
+    /// The name the sentinel monitors the master by.
+    pub const MASTER: &'static str = "mymaster";
+
+    pub async fn start() -> Self {
+        // The sentinel's config, and what the servers save (a replica
+        // writes the RDB of its full sync), out of the working directory.
+        static DIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tiercache-sentinel-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let in_dir = vec!["--dir".to_owned(), dir.display().to_string()];
+        let master = RedisServer::start_with(|_| in_dir.clone());
+        let master_port = master.port();
+        let replica = RedisServer::start_with(|_| {
+            let mut args = in_dir.clone();
+            args.extend([
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ]);
+            args
+        });
+        let link_up = eventually(Duration::from_secs(10), async || {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut raw(&replica.url()).await)
+                .await
+                .expect("INFO answers");
+            info.contains("master_link_status:up")
+        })
+        .await;
+        assert!(link_up, "the replica did not sync with the master");
+        let (sentinel, sentinel_port) = (0..5)
+            .find_map(|_| start_sentinel(&dir, master_port))
+            .expect("redis-server --sentinel did not start on a free port after 5 attempts");
+        let sentinels = Self {
+            master,
+            replica,
+            sentinel: Some(sentinel),
+            sentinel_port,
+            dir,
+        };
+        let replica_port = sentinels.replica.port().to_string();
+        let known = eventually(Duration::from_secs(20), async || {
+            let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
+                .arg("REPLICAS")
+                .arg(Self::MASTER)
+                .query_async(&mut raw(&sentinels.url()).await)
+                .await
+                .unwrap_or_default();
+            replicas.iter().any(|replica| {
+                replica.get("port") == Some(&replica_port)
+                    && replica.get("flags").map(String::as_str) == Some("slave")
+                    && replica.get("master-link-status").map(String::as_str) == Some("ok")
+            })
+        })
+        .await;
+        assert!(known, "the sentinel does not know the replica");
+        sentinels
+    }
+
+    /// The sentinel's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.sentinel_port)
+    }
+
+    /// The port of the master the sentinel names now.
+    pub async fn master_port(&self) -> Option<u16> {
+        let address: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(Self::MASTER)
+            .query_async(&mut raw(&self.url()).await)
+            .await
+            .ok()?;
+        address.map(|(_, port)| port)
+    }
+
+    /// Promotes the replica (`SENTINEL FAILOVER`, retried while the
+    /// sentinel finds it unfit), and returns once the sentinel names it as
+    /// the master.
+    pub async fn fail_over(&self) {
+        let started = eventually(Duration::from_secs(20), async || {
+            redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg(Self::MASTER)
+                .query_async::<()>(&mut raw(&self.url()).await)
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(started, "the sentinel refused to fail over");
+        let promoted = eventually(Duration::from_secs(20), async || {
+            self.master_port().await == Some(self.replica.port())
+        })
+        .await;
+        assert!(promoted, "the sentinel did not promote the replica");
+    }
+}
+
+/// Starts a sentinel of the master on `master_port`, on a free port, with
+/// its config in `dir`.
+fn start_sentinel(dir: &std::path::Path, master_port: u16) -> Option<(Child, u16)> {
+    let port = free_port();
+    let config = dir.join("sentinel.conf");
+    let text = format!(
+        "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+         sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
+         sentinel down-after-milliseconds {name} 1000\n\
+         sentinel failover-timeout {name} 5000\n",
+        dir = dir.display(),
+        name = Sentinels::MASTER,
+    );
+    std::fs::write(&config, text).expect("the sentinel's config is written");
+    let child = Command::new("redis-server")
+        .arg(&config)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL}"),
+        Err(error) => panic!("cannot start redis-server --sentinel: {error}"),
+    };
+    watch(child.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None; // exited: port taken, most likely
+        }
+        if ping(port) {
+            return Some((child, port));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        if let Some(mut sentinel) = self.sentinel.take() {
+            let _ = sentinel.kill();
+            let _ = sentinel.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
