@@ -110,6 +110,13 @@ impl Recorded {
     }
 }
 
+/// Sets gauge `name` of `namespace` to -1, a value the cache never sets:
+/// a later read of 0 is then the cache's own (the recorder's snapshot
+/// also resets gauges to 0).
+fn poison(namespace: &str, name: &'static str) {
+    metrics::gauge!(name, "namespace" => namespace.to_owned()).set(-1.0);
+}
+
 /// Held by each test for its whole run: a snapshot taken by one test
 /// resets the gauges another just set.
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
@@ -299,6 +306,7 @@ async fn redis_failures_move_their_series() {
     let ns = "metrics-failures";
     let cache = cache_on(&server.url(), ns).await;
     let minute = Duration::from_secs(60);
+    poison(ns, "tiercache_breaker_open");
     cache
         .entry("p", &1u64)
         .ttl(minute)
@@ -344,6 +352,7 @@ async fn redis_failures_move_their_series() {
     assert!(lost, "the subscription loss counted");
 
     server.restart();
+    poison(ns, "tiercache_pending_invalidations");
     let flushed = tokio::time::timeout(Duration::from_secs(10), async {
         while cache.flush_invalidations().await.is_err() {
             tokio::time::sleep(Duration::from_millis(100)).await;

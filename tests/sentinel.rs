@@ -232,3 +232,31 @@ async fn unreachable_sentinels_do_not_fail_build() {
     assert_eq!(source.row(1).await.unwrap(), 7);
     assert_eq!(source.loads(), 1, "served from L1");
 }
+
+/// Credentials the master refuses are a configuration mistake: `build()`
+/// says so, as it does for a plain Redis URL, rather than running on L1.
+#[tokio::test]
+async fn credentials_the_master_refuses_fail_build() {
+    let sentinels = Sentinels::start().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("right")
+        .query_async(&mut support::raw(&sentinels.master.url()).await)
+        .await
+        .expect("CONFIG SET requirepass");
+    let built = Cache::builder()
+        .namespace("sentinel-auth")
+        .redis_sentinel([sentinels.url()], Sentinels::MASTER)
+        .redis_sentinel_master_auth("default", "wrong")
+        .build()
+        .await;
+    assert!(matches!(built, Err(Error::RedisAuth { .. })), "{built:?}");
+    let built = Cache::builder()
+        .namespace("sentinel-auth")
+        .redis_sentinel([sentinels.url()], Sentinels::MASTER)
+        .redis_sentinel_master_auth("default", "right")
+        .build()
+        .await;
+    assert!(built.is_ok(), "{built:?}");
+}

@@ -16,12 +16,14 @@ use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-/// A span as recorded: its name, its fields, its parent's name.
+/// A span as recorded: its name, its fields, its parent's name, whether
+/// it closed.
 #[derive(Debug, Clone, Default)]
 struct Recorded {
     name: String,
     fields: BTreeMap<String, String>,
     parent: Option<String>,
+    closed: bool,
 }
 
 #[derive(Clone, Default)]
@@ -63,6 +65,12 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Log {
     fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
         if let Some(span) = self.spans.lock().unwrap().get_mut(&id.into_u64()) {
             values.record(&mut Fields(&mut span.fields));
+        }
+    }
+
+    fn on_close(&self, id: Id, _: Context<'_, S>) {
+        if let Some(span) = self.spans.lock().unwrap().get_mut(&id.into_u64()) {
+            span.closed = true;
         }
     }
 
@@ -289,4 +297,41 @@ async fn a_warning_of_lost_freshness_is_said_once_per_period() {
         errors >= 20,
         "each refused write is a Redis span with error.type: {errors}"
     );
+}
+
+/// A call answered at once with a stale value from Redis (its leader runs
+/// in the background, and refreshes the value) ends its span when it is
+/// answered, not when the refresh does.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stale_answer_from_redis_ends_its_call_span_when_answered() {
+    let server = support::shared();
+    let closes = Log::default();
+    let _guard = closes.install();
+    let swr = |cache: Cache, value: u64, pause: Duration| async move {
+        cache
+            .entry("swr", &1u64)
+            .ttl(Duration::from_millis(100))
+            .stale(Duration::from_secs(60))
+            .get_with(move || async move {
+                tokio::time::sleep(pause).await;
+                value
+            })
+            .await
+    };
+    let a = cache(&server.url(), "trace-stale", false).await;
+    let b = cache(&server.url(), "trace-stale", false).await;
+    assert_eq!(swr(a.clone(), 1, Duration::ZERO).await, 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    closes.clear();
+    // B has nothing in L1: Redis's stale value, offered by its leader.
+    assert_eq!(swr(b.clone(), 2, Duration::from_millis(1500)).await, 1);
+    let call = &closes.spans("tiercache.call")[0];
+    assert!(
+        call.closed,
+        "closed with the answer, the refresh still running"
+    );
+    assert_eq!(call.fields["outcome"], "stale");
+    let background = closes.spans("tiercache.background");
+    assert_eq!(background.len(), 1);
+    assert!(!background[0].closed, "the refresh goes on");
 }

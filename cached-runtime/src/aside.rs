@@ -271,7 +271,7 @@ where
         // The leader failed, or landed a value of another type: the value
         // may be in L1 by now; otherwise lead the next flight.
         if let Some(hit) = l1_get::<S, R>(&ctx.cache, &ctx.key, ctx.codec) {
-            ctx.call.span.record("outcome", Answer::L1.result());
+            ctx.call.record(Answer::L1); // counted by the hit itself
             return hit;
         }
     }

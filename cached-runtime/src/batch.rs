@@ -219,6 +219,11 @@ where
             }
             Err(error) => {
                 loading.finish(observe::Outcome::Err);
+                // Each key missing was a call answered by the load (its
+                // error), as a single call's would be.
+                for _ in &batch.missing {
+                    batch.counters.answered(Answer::Load);
+                }
                 return Err(error);
             }
         };
@@ -368,8 +373,9 @@ struct Loaded<K, V> {
 /// What became of a key the batch looked for.
 enum Outcome<V> {
     Value(V, Shared, Source),
-    /// A cached "nothing" (with `cache_none`), or another flight's.
-    Absent,
+    /// A cached "nothing" (with `cache_none`, from Redis), or another
+    /// flight's (a load's).
+    Absent(Source),
     /// Still missing; what the Redis read saw, if it read the key.
     Missing(Option<Seen>),
 }
@@ -539,7 +545,8 @@ where
                     self.counters.answered(source.answer());
                     self.found_for(m, value);
                 }
-                Some(Outcome::Absent) => {
+                Some(Outcome::Absent(source)) => {
+                    self.counters.answered(source.answer());
                     if let Some(leader) = m.leader.take() {
                         leader.land(Landed::Absent, Instant::now());
                     }
@@ -620,7 +627,7 @@ where
                             (Outcome::Value(value, shared.clone(), Source::L2), shared)
                         }
                         None if self.spec.cache_none.is_some() => {
-                            (Outcome::Absent, Arc::new(Absent))
+                            (Outcome::Absent(Source::L2), Arc::new(Absent))
                         }
                         None => {
                             outcomes.push((i, Outcome::Missing(Some(found.seen))));
@@ -669,7 +676,7 @@ where
                         let value = (self.codec.unshare)(&shared)?;
                         Outcome::Value(value, shared, source)
                     }
-                    Landed::Absent => Outcome::Absent,
+                    Landed::Absent => Outcome::Absent(Source::Load),
                 };
                 Some((i, outcome))
             })

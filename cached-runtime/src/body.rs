@@ -11,7 +11,8 @@ use tracing::Instrument;
 use crate::codec::answer;
 use crate::flight::{self, Landed, Leader, Role};
 use crate::lead::{Ctx, Fallback, Mode, lead};
-use crate::shape::Shape;
+use crate::observe::{Answer, Call, Loading, Outcome};
+use crate::shape::{Shape, Split};
 
 /// How the body of a cached function is run.
 ///
@@ -207,7 +208,7 @@ where
     let (mut ctx, body) = (ctx.clone(), body.clone());
     // Not the caller's span: held by the refresh, it would stay open (and
     // so would its parents) until the refresh ends.
-    ctx.call.span = tracing::Span::none();
+    ctx.call = ctx.call.detached();
     let refresh = async move {
         let mode = Mode::Refresh { expires_at_ms };
         // A body that panics unwinds past the back-off of a failure.
@@ -237,30 +238,35 @@ where
     R: Send + 'static,
 {
     let slot = leader.as_ref().map(Leader::slot);
-    let task_ctx = ctx.clone();
+    let mut task_ctx = ctx.clone();
+    task_ctx.call = ctx.call.in_background();
     let again = body.run.clone();
-    // In the caller's span: the caller waits for it (past `timeout`, when
-    // it was answered with the fail-safe value, the span stays open until
-    // the load ends).
+    // In a span of its own, which follows from the call's: the caller may
+    // be answered before the load ends (a stale or fail-safe value, a
+    // relief's), and its span must end then, not when the load does.
+    let span = background_span(&ctx);
     let task = async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await };
-    let task = tokio::spawn(task.in_current_span());
+    let task = tokio::spawn(task.instrument(span));
     // If this caller goes away, the load goes on for the others, for
     // `background_load_timeout` at most.
     let bound = ctx.cache.inner.settings.background_timeout;
     let mut load = Bounded {
         task: Some(task),
         bound,
+        call: ctx.call.in_background(),
     };
     let offered = async {
         match &slot {
             Some(slot) => match flight::wait(slot.clone()).await {
-                Some(Landed::Value(shared, _)) => answer::<S, R>(ctx.codec, &shared),
+                Some(Landed::Value(shared, source)) => {
+                    answer::<S, R>(ctx.codec, &shared).map(|answer| (answer, source))
+                }
                 _ => None,
             },
             None => None,
         }
     };
-    tokio::select! {
+    let answer = tokio::select! {
         biased;
         finished = load.finished() => match finished {
             Ok(Some(result)) => result,
@@ -268,13 +274,40 @@ where
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             // Cancelled (the runtime that ran it shuts down): the caller
             // still gets an answer, from a run of its own.
-            Err(_) => (again.0)().await,
+            Err(_) => {
+                let loading = Loading::of(&ctx.call, ctx.spec.prefix);
+                let result = (again.0)().instrument(loading.span().clone()).await;
+                let (outcome, result) = match S::split(result) {
+                    Split::Kept(kept) => (Outcome::Ok, kept.rejoin::<S>()),
+                    Split::Failed(result) => (Outcome::Err, result),
+                };
+                loading.finish(outcome);
+                ctx.call.answered(Answer::Load);
+                result
+            }
         },
         // Answered with an offered value (its own leader's stale or
-        // fail-safe value, or a relief's): the load goes on without
-        // this caller, for the bound at most.
-        Some(answer) = offered => answer,
+        // fail-safe value, counted by the leader, or a relief's, counted
+        // here): the load goes on without this caller, for the bound at
+        // most.
+        Some((answer, source)) = offered => {
+            ctx.call.answered(source.answer());
+            answer
+        }
+    };
+    ctx.call.record_answer();
+    answer
+}
+
+/// The span a background leader runs in: no child of the call's (which
+/// ends when the call is answered), but linked to it.
+fn background_span<S: Shape<R>, R>(ctx: &Ctx<S, R>) -> tracing::Span {
+    let prefix = ctx.spec.prefix;
+    let span = tracing::info_span!(parent: None, "tiercache.background", prefix);
+    if !span.is_disabled() {
+        span.follows_from(&ctx.call.span);
     }
+    span
 }
 
 /// The span a refresh runs in: what its body logs is linked to the call
@@ -300,6 +333,8 @@ struct Bounded<T: Send + 'static> {
     /// `None` once it finished.
     task: Option<tokio::task::JoinHandle<T>>,
     bound: std::time::Duration,
+    /// The call it loads for: told when the load is cut off.
+    call: Call,
 }
 
 impl<T: Send + 'static> Bounded<T> {
@@ -322,10 +357,11 @@ impl<T: Send + 'static> Drop for Bounded<T> {
         if task.is_finished() {
             return;
         }
-        let bound = self.bound;
+        let (bound, call) = (self.bound, self.call.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if tokio::time::timeout(bound, &mut task).await.is_err() {
+                    call.cut_off();
                     task.abort();
                 }
             });

@@ -139,7 +139,7 @@ impl Inner {
         if entry.is_current() && (replace || self.l1.get(key).is_none()) {
             let counters = self.observer.prefix(entry.prefix);
             self.l1.insert(key.to_owned(), entry, counters);
-            self.metrics.l1_entries(self.l1.len());
+            self.metrics.l1_entries(|| self.l1.len());
         }
     }
 
@@ -194,6 +194,7 @@ impl Inner {
     pub(crate) fn forget_l1(&self) {
         self.generations.bump_namespace();
         self.l1.clear();
+        self.metrics.l1_entries(|| 0);
     }
 
     /// Invalidates here at once, then in Redis (and so on the other
@@ -250,7 +251,7 @@ impl Inner {
         // Queued before it is applied: an L2 read from now on that finds
         // an entry it covers refuses it.
         let queued = self.pending.push(invalidation, self.id);
-        self.metrics.pending(self.pending.len());
+        self.metrics.pending(|| self.pending.len());
         self.apply_locally(&queued.invalidation);
         Some(queued)
     }
@@ -1049,9 +1050,23 @@ impl CacheBuilder {
                         let l2 =
                             L2::sentinel(settings, self.redis_timeout, breaker, &self.namespace)
                                 .await
-                                .map_err(|source| Error::InvalidRedisUrl {
-                                    url: shown.clone(),
-                                    source,
+                                .map_err(|source| {
+                                    if is_auth_error(&source) {
+                                        Error::RedisAuth {
+                                            user: user.clone(),
+                                            source,
+                                        }
+                                    } else if source.code() == Some("NOPERM") {
+                                        Error::RedisPermission {
+                                            user: user.clone(),
+                                            source,
+                                        }
+                                    } else {
+                                        Error::InvalidRedisUrl {
+                                            url: shown.clone(),
+                                            source,
+                                        }
+                                    }
                                 })?;
                         (l2, user)
                     }

@@ -183,7 +183,7 @@ async fn master_moved(moved: Option<&mut tokio::sync::watch::Receiver<u64>>) {
 
 /// PINGs the connection every [`PING_EVERY`]; returns once a PONG has not
 /// come within [`PONG_WITHIN`], or the PING failed.
-async fn keepalive(sink: &mut PubSubSink) {
+pub(crate) async fn keepalive(sink: &mut PubSubSink) {
     loop {
         tokio::time::sleep(PING_EVERY).await;
         match tokio::time::timeout(PONG_WITHIN, sink.ping::<redis::Value>()).await {

@@ -498,7 +498,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         let Some(body) = self.body.take() else {
             unreachable!("a run loads once")
         };
-        let loading = Loading::start(ctx.call.counters.clone(), spec.prefix);
+        let loading = Loading::of(&ctx.call, spec.prefix);
         // Made in the load's span too: a body that captures the current
         // span when it is made (a background body does) runs in it.
         let run = loading.span().in_scope(|| body.start());

@@ -208,12 +208,12 @@ mod on {
             }
         }
 
-        pub(crate) fn pending(&self, pending: u64) {
-            self.pending.set(pending as f64);
+        pub(crate) fn pending(&self, pending: impl FnOnce() -> u64) {
+            self.pending.set(pending() as f64);
         }
 
-        pub(crate) fn l1_entries(&self, entries: usize) {
-            self.l1_entries.set(entries as f64);
+        pub(crate) fn l1_entries(&self, entries: impl FnOnce() -> usize) {
+            self.l1_entries.set(entries() as f64);
         }
 
         pub(crate) fn invalidation_sent(&self) {
@@ -305,10 +305,10 @@ mod off {
         }
 
         #[inline(always)]
-        pub(crate) fn pending(&self, _: u64) {}
+        pub(crate) fn pending(&self, _: impl FnOnce() -> u64) {}
 
         #[inline(always)]
-        pub(crate) fn l1_entries(&self, _: usize) {}
+        pub(crate) fn l1_entries(&self, _: impl FnOnce() -> usize) {}
 
         #[inline(always)]
         pub(crate) fn invalidation_sent(&self) {}

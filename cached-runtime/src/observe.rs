@@ -11,7 +11,7 @@
 //! when the prefix was first used. Nothing is looked up by name on a hit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,10 @@ impl Answer {
 
     const fn index(self) -> usize {
         self as usize
+    }
+
+    fn from_index(index: usize) -> Option<Self> {
+        Self::ALL.get(index).copied()
     }
 
     /// The `result` label of `tiercache_requests_total`, and the call
@@ -183,7 +187,9 @@ pub(crate) struct PrefixCounters {
     answers: [AtomicU64; Answer::ALL.len()],
     /// Finished runs, by [`Outcome::index`].
     loads: [AtomicU64; Outcome::ALL.len()],
-    load_nanos: AtomicU64,
+    /// Their time, in µs: a sum of nanoseconds would wrap after 584 years
+    /// of load time, which a busy service spends in months.
+    load_micros: AtomicU64,
     metrics: PrefixMetrics,
 }
 
@@ -193,7 +199,7 @@ impl PrefixCounters {
             l1_hits: PerThread::default(),
             answers: Default::default(),
             loads: Default::default(),
-            load_nanos: AtomicU64::new(0),
+            load_micros: AtomicU64::new(0),
             metrics,
         }
     }
@@ -218,15 +224,18 @@ impl PrefixCounters {
     /// Counts a run of a body that ended after `took`.
     fn loaded(&self, outcome: Outcome, took: Duration) {
         self.loads[outcome.index()].bump();
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.load_nanos.fetch_add(nanos, Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.load_micros.fetch_add(micros, Relaxed);
         self.metrics.load(outcome, took);
     }
 
     fn snapshot(&self) -> PrefixStats {
         let answer = |a: Answer| self.answers[a.index()].load(Relaxed);
-        let load = |o: Outcome| self.loads[o.index()].load(Relaxed);
-        let loads: u64 = Outcome::ALL.into_iter().map(load).sum();
+        // Each read once: a load that ends between two reads of a counter
+        // would make the difference below negative.
+        let loads_by = Outcome::ALL.map(|o| self.loads[o.index()].load(Relaxed));
+        let load = |o: Outcome| loads_by[o.index()];
+        let loads: u64 = loads_by.iter().sum();
         PrefixStats {
             l1_hits: self.l1_hits.sum() + answer(Answer::L1Stale),
             l2_hits: answer(Answer::L2) + answer(Answer::L2Stale),
@@ -236,7 +245,7 @@ impl PrefixCounters {
             loads,
             errors: loads - load(Outcome::Ok),
             load_timeouts: load(Outcome::Timeout),
-            load_time: Duration::from_nanos(self.load_nanos.load(Relaxed)),
+            load_time: Duration::from_micros(self.load_micros.load(Relaxed)),
         }
     }
 }
@@ -344,11 +353,24 @@ impl Observer {
     }
 }
 
-/// What a call that is not an L1 hit records its answer in.
+/// What a call that is not an L1 hit records its answer in: its prefix's
+/// counters, its span, and whether (and how) it was answered, shared with
+/// the leader that may run for it in the background.
 #[derive(Clone)]
 pub(crate) struct Call {
     pub(crate) counters: Arc<PrefixCounters>,
+    /// `Span::none()` in a background leader: the caller's span stays with
+    /// the caller (see [`Call::in_background`]).
     pub(crate) span: tracing::Span,
+    state: Arc<CallState>,
+}
+
+#[derive(Default)]
+struct CallState {
+    /// 0 until the call is answered, then its [`Answer::index`] + 1.
+    answer: AtomicU8,
+    /// The load was cut off by the watchdog of a background load.
+    cut: AtomicBool,
 }
 
 impl Call {
@@ -356,15 +378,68 @@ impl Call {
         Self {
             counters: observer.prefix(prefix),
             span: observer.call_span(prefix, key),
+            state: Arc::default(),
         }
     }
 
-    /// Counts how the call was answered and records it on its span.
+    /// Counts how the call was answered and records it on its span: once
+    /// per call, whoever answers first (the caller, or its leader in the
+    /// background).
     pub(crate) fn answered(&self, answer: Answer) {
-        self.counters.answered(answer);
+        #[allow(clippy::cast_possible_truncation)] // 6 answers
+        let code = answer.index() as u8 + 1;
+        if self
+            .state
+            .answer
+            .compare_exchange(0, code, Relaxed, Relaxed)
+            .is_ok()
+        {
+            self.counters.answered(answer);
+            self.record(answer);
+        }
+    }
+
+    /// Records `answer` on the span only (the call was counted elsewhere).
+    pub(crate) fn record(&self, answer: Answer) {
         self.span.record("outcome", answer.result());
         self.span.record("cache.hit", answer.hit());
         self.span.record("tier", answer.tier());
+    }
+
+    /// Records on the span how the call was answered, by whoever answered.
+    pub(crate) fn record_answer(&self) {
+        let code = usize::from(self.state.answer.load(Relaxed));
+        if let Some(answer) = code.checked_sub(1).and_then(Answer::from_index) {
+            self.record(answer);
+        }
+    }
+
+    /// The call as the leader that runs for it in the background sees it:
+    /// the same answer (counted once), no span. Holding the caller's span,
+    /// the task would keep it open (and its parents) after the caller was
+    /// answered (a stale or fail-safe value), until the load ends.
+    pub(crate) fn in_background(&self) -> Self {
+        Self {
+            counters: self.counters.clone(),
+            span: tracing::Span::none(),
+            state: self.state.clone(),
+        }
+    }
+
+    /// A call of its own, for a refresh a call started (which answers
+    /// nobody), with no span.
+    pub(crate) fn detached(&self) -> Self {
+        Self {
+            counters: self.counters.clone(),
+            span: tracing::Span::none(),
+            state: Arc::default(),
+        }
+    }
+
+    /// The call's load is cut off (`background_load_timeout`): it counts as
+    /// a timeout, not as cancelled.
+    pub(crate) fn cut_off(&self) {
+        self.state.cut.store(true, Relaxed);
     }
 }
 
@@ -376,6 +451,8 @@ pub(crate) struct Loading {
     counters: Option<Arc<PrefixCounters>>,
     started: Instant,
     span: tracing::Span,
+    /// The call's, for a load cut off by a watchdog ([`Call::cut_off`]).
+    state: Option<Arc<CallState>>,
 }
 
 impl Loading {
@@ -386,7 +463,15 @@ impl Loading {
             counters: Some(counters),
             started: Instant::now(),
             span: tracing::info_span!("tiercache.load", prefix, outcome = tracing::field::Empty),
+            state: None,
         }
+    }
+
+    /// [`Loading::start`], for `call`'s load.
+    pub(crate) fn of(call: &Call, prefix: &'static str) -> Self {
+        let mut loading = Self::start(call.counters.clone(), prefix);
+        loading.state = Some(call.state.clone());
+        loading
     }
 
     /// The span the body runs in.
@@ -414,8 +499,11 @@ impl Loading {
 
 impl Drop for Loading {
     fn drop(&mut self) {
+        let cut = self.state.as_ref().is_some_and(|s| s.cut.load(Relaxed));
         let outcome = if std::thread::panicking() {
             Outcome::Panic
+        } else if cut {
+            Outcome::Timeout
         } else {
             Outcome::Cancelled
         };
@@ -514,6 +602,42 @@ mod tests {
         // A prefix counted apart stays apart.
         observer.prefix("p0").answered(Answer::Load);
         assert_eq!(observer.prefix_stats()["p0"].misses, 2);
+    }
+
+    /// A snapshot reads each load counter once: a load that ends between
+    /// two reads could make `errors` negative.
+    #[test]
+    fn a_snapshot_while_loads_finish_stays_consistent() {
+        let observer = Observer::new("ns", false);
+        let counters = observer.prefix("p");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Relaxed) {
+                    counters.loaded(Outcome::Ok, Duration::ZERO);
+                }
+            });
+            for _ in 0..200_000 {
+                let stats = counters.snapshot();
+                assert_eq!(stats.errors, 0, "{stats:?}");
+            }
+            stop.store(true, Relaxed);
+        });
+    }
+
+    #[test]
+    fn a_call_is_counted_once_whoever_answers_it() {
+        let observer = Observer::new("ns", false);
+        let call = Call::new(&observer, "p", "p:1");
+        let background = call.in_background();
+        background.answered(Answer::L2Stale);
+        call.answered(Answer::Load);
+        let stats = observer.prefix_stats()["p"];
+        assert_eq!((stats.l2_hits, stats.misses, stats.stale_served), (1, 0, 1));
+        // A refresh's call is its own, and counts nothing of the caller's.
+        let refresh = call.detached();
+        refresh.answered(Answer::Load);
+        assert_eq!(observer.prefix_stats()["p"].misses, 1);
     }
 
     #[test]

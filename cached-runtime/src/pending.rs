@@ -263,7 +263,7 @@ impl Pending {
                 return Err(error);
             }
             self.confirm(&batch);
-            inner.metrics.pending(self.len());
+            inner.metrics.pending(|| self.len());
         }
     }
 

@@ -104,12 +104,15 @@ impl Drop for Follow {
     }
 }
 
-/// Clears [`Follow::resolving`] however the lookup's task ends.
-struct Resolving<'a>(&'a AtomicBool);
+/// Clears [`Follow::resolving`] if the lookup's task ends early (aborted
+/// with the runtime); `None` once the task cleared it itself.
+struct Resolving<'a>(Option<&'a AtomicBool>);
 
 impl Drop for Resolving<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        if let Some(resolving) = self.0 {
+            resolving.store(false, Ordering::SeqCst);
+        }
     }
 }
 
@@ -146,6 +149,9 @@ impl Follow {
                 tracing::debug!(master = %address(&client), "the sentinels name the Redis master");
                 client
             }
+            // Credentials refused, by a sentinel or the master: a
+            // configuration mistake, said by `build`, not an outage.
+            Ok(Err(error)) if refused(&error) => return Err(error),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "the sentinels name no Redis master yet; running on L1 until they do");
                 nowhere()?
@@ -189,41 +195,58 @@ impl Follow {
     /// or ran less than [`MIN_GAP`] ago; `announced` (a sentinel said the
     /// master switched) skips the gap, and runs again after a lookup that
     /// is running (it may have asked before the switch).
+    ///
+    /// No announcement is lost: it is recorded (`again`) before the
+    /// running flag is tried, and whoever clears the flag (a lookup that
+    /// ends, or a kick that skipped) checks `again` after clearing it.
     pub(crate) fn kick(self: &Arc<Self>, announced: bool) {
-        if self.resolving.swap(true, Ordering::AcqRel) {
-            if announced {
-                self.again.store(true, Ordering::Release);
+        if announced {
+            self.again.store(true, Ordering::SeqCst);
+        }
+        loop {
+            if self.resolving.swap(true, Ordering::SeqCst) {
+                return; // the running lookup sees `again` before it ends
             }
-            return;
-        }
-        let recent = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|last| last.elapsed() < MIN_GAP);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.resolving.store(false, Ordering::Release);
-            return;
-        };
-        if recent && !announced {
-            self.resolving.store(false, Ordering::Release);
-            return;
-        }
-        let this = self.clone();
-        runtime.spawn(async move {
-            let _resolving = Resolving(&this.resolving);
-            loop {
-                this.again.store(false, Ordering::Release);
-                this.follow().await;
-                *this
-                    .last
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-                if !this.again.load(Ordering::Acquire) {
-                    break;
+            let recent = self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some_and(|last| last.elapsed() < MIN_GAP);
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                self.resolving.store(false, Ordering::SeqCst);
+                return;
+            };
+            if recent && !self.again.load(Ordering::SeqCst) {
+                self.resolving.store(false, Ordering::SeqCst);
+                // Announced between the swap and the store: look now.
+                if self.again.load(Ordering::SeqCst) {
+                    continue;
                 }
+                return;
             }
-        });
+            let this = self.clone();
+            runtime.spawn(async move {
+                let mut resolving = Resolving(Some(&this.resolving));
+                loop {
+                    this.again.store(false, Ordering::SeqCst);
+                    this.follow().await;
+                    *this
+                        .last
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                    this.resolving.store(false, Ordering::SeqCst);
+                    // Announced meanwhile (before or after the store): once
+                    // more, unless another kick took the flag and runs it.
+                    if !this.again.load(Ordering::SeqCst)
+                        || this.resolving.swap(true, Ordering::SeqCst)
+                    {
+                        resolving.0 = None;
+                        break;
+                    }
+                }
+            });
+            return;
+        }
     }
 
     /// One lookup; the target is replaced if the master is elsewhere now.
@@ -268,6 +291,12 @@ impl Follow {
     }
 }
 
+/// Whether Redis refused the credentials or the user's rights.
+fn refused(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+}
+
 /// A client whose connections fail at once (a Unix socket in a directory
 /// that does not exist): the target while no master is known.
 fn nowhere() -> Result<redis::Client, redis::RedisError> {
@@ -296,7 +325,7 @@ async fn watch_switches(
             redis::RedisResult::Ok(pubsub)
         })
         .await;
-        let Ok(Ok(mut pubsub)) = subscribed else {
+        let Ok(Ok(pubsub)) = subscribed else {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
@@ -306,18 +335,30 @@ async fn watch_switches(
             Some(follow) => follow.kick(true),
             None => return,
         }
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
-            // "<name> <old ip> <old port> <new ip> <new port>"
-            let payload: String = message.get_payload().unwrap_or_default();
-            if payload.split(' ').next() != Some(name.as_str()) {
-                continue;
+        let (mut sink, mut messages) = pubsub.split();
+        let watched = async {
+            while let Some(message) = messages.next().await {
+                // "<name> <old ip> <old port> <new ip> <new port>"
+                let payload: String = message.get_payload().unwrap_or_default();
+                if payload.split(' ').next() != Some(name.as_str()) {
+                    continue;
+                }
+                tracing::info!(switch = %payload, "a sentinel announces a new Redis master");
+                match follow.upgrade() {
+                    Some(follow) => follow.kick(true),
+                    None => return false,
+                }
             }
-            tracing::info!(switch = %payload, "a sentinel announces a new Redis master");
-            match follow.upgrade() {
-                Some(follow) => follow.kick(true),
-                None => return,
-            }
+            true
+        };
+        // A sentinel that goes silent (its host gone, no FIN) is given up
+        // as the invalidation listener gives up its Redis: no PONG in time.
+        let go_on = tokio::select! {
+            go_on = watched => go_on,
+            () = crate::coherence::keepalive(&mut sink) => true,
+        };
+        if !go_on {
+            return;
         }
         tracing::debug!("lost the sentinel's +switch-master subscription; trying the next");
     }
