@@ -89,15 +89,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for id in [1, 2, 1, 1, 3, 2] {
             user(&app.cache, id).await;
         }
+        // L1 hits reach the recorder within a second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         let page = fetch(&address.to_string(), "/metrics").await?;
-        let shown: Vec<&str> = page
+        // What the calls above did (a Prometheus server scrapes it all).
+        let mut shown: Vec<&str> = page
             .lines()
             .filter(|line| {
                 line.starts_with("tiercache_requests_total")
                     || line.starts_with("tiercache_loads_total{")
+                    || line.starts_with("tiercache_redis_duration_seconds_count")
                     || line.starts_with("tiercache_l1_entries")
             })
+            .filter(|line| !line.ends_with(" 0"))
             .collect();
+        shown.sort_unstable();
         println!("{}", shown.join("\n"));
         for (prefix, stats) in app.cache.prefix_stats() {
             println!("{prefix}: {stats:?}");

@@ -419,6 +419,7 @@ impl Cache {
     /// [`Cache::prefix_stats`]), and the cache's own.
     #[must_use]
     pub fn stats(&self) -> Stats {
+        self.inner.observer.flush();
         let mut stats = self.inner.counters.snapshot(&self.inner.observer.totals());
         stats.pending_invalidations = self.inner.pending.len();
         if let Some(l2) = &self.inner.l2 {
@@ -443,6 +444,7 @@ impl Cache {
     /// ```
     #[must_use]
     pub fn prefix_stats(&self) -> std::collections::BTreeMap<&'static str, crate::PrefixStats> {
+        self.inner.observer.flush();
         self.inner.observer.prefix_stats()
     }
 

@@ -4,9 +4,11 @@
 //! every method does nothing, so the L1 hit path carries no cost at all.
 //!
 //! Handles are registered once, when a cache is built (its own series) or
-//! a prefix is first used (the prefix's): a hit increments a handle, it
-//! never looks a series up by name. So the recorder must be installed
-//! before the cache is built.
+//! a prefix is first used (the prefix's): no call looks a series up by
+//! name. So the recorder must be installed before the cache is built. A
+//! fresh L1 hit does not touch the recorder at all: it is counted per
+//! thread, and told every [`FLUSH_EVERY`](crate::observe::FLUSH_EVERY)
+//! (see [`crate::observe::PrefixCounters::l1_hit`]).
 //!
 //! The scheme (every series also has a `namespace` label, the cache's):
 //!
@@ -72,6 +74,7 @@ impl ErrorKind {
 
 #[cfg(feature = "metrics")]
 mod on {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::time::Duration;
 
     use metrics::{Counter, Gauge, Histogram, Unit};
@@ -134,6 +137,8 @@ mod on {
     /// One prefix's series.
     pub(crate) struct PrefixMetrics {
         requests: [Counter; Answer::ALL.len()],
+        /// The L1 hits told to the recorder so far.
+        l1_reported: AtomicU64,
         loads: [Counter; Outcome::ALL.len()],
         load_duration: Histogram,
     }
@@ -164,14 +169,26 @@ mod on {
             );
             Self {
                 requests,
+                l1_reported: AtomicU64::new(0),
                 loads,
                 load_duration,
             }
         }
 
-        #[inline]
+        /// A call answered otherwise than by a fresh L1 hit (those are
+        /// counted per thread and told in [`PrefixMetrics::l1_hits_total`]).
         pub(crate) fn request(&self, answer: Answer) {
             self.requests[answer as usize].increment(1);
+        }
+
+        /// The prefix's fresh L1 hits so far, `total`: what is new since
+        /// the last call goes to the recorder (flushes may race: each hit
+        /// is told once).
+        pub(crate) fn l1_hits_total(&self, total: u64) {
+            let before = self.l1_reported.fetch_max(total, Relaxed);
+            if total > before {
+                self.requests[Answer::L1 as usize].increment(total - before);
+            }
         }
 
         pub(crate) fn load(&self, outcome: Outcome, took: Duration) {
