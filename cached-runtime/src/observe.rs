@@ -157,13 +157,7 @@ impl PrefixStats {
     /// The share of calls answered from a cache layer, `0.0` before any call.
     #[must_use]
     pub fn hit_ratio(&self) -> f64 {
-        let hits = self.l1_hits + self.l2_hits;
-        let calls = hits + self.misses;
-        if calls == 0 {
-            0.0
-        } else {
-            hits as f64 / calls as f64
-        }
+        crate::stats::hit_ratio(self.l1_hits + self.l2_hits, self.misses)
     }
 
     fn add(&mut self, other: &PrefixStats) {

@@ -75,13 +75,17 @@ impl Stats {
     /// The share of calls answered from a cache layer, `0.0` before any call.
     #[must_use]
     pub fn hit_ratio(&self) -> f64 {
-        let hits = self.l1_hits + self.l2_hits;
-        let calls = hits + self.misses;
-        if calls == 0 {
-            0.0
-        } else {
-            hits as f64 / calls as f64
-        }
+        hit_ratio(self.l1_hits + self.l2_hits, self.misses)
+    }
+}
+
+/// `hits` over all calls, `0.0` before any call.
+pub(crate) fn hit_ratio(hits: u64, misses: u64) -> f64 {
+    let calls = hits.saturating_add(misses);
+    if calls == 0 {
+        0.0
+    } else {
+        hits as f64 / calls as f64
     }
 }
 

@@ -91,34 +91,41 @@ impl RedisServer {
     }
 
     fn try_start(&mut self) -> bool {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--enable-debug-command", "local"])
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match child {
-            Ok(child) => child,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL}"),
-            Err(error) => panic!("cannot start redis-server: {error}"),
-        };
-        watch(child.id());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return false; // exited: port taken, most likely
-            }
-            if ping(self.port) {
-                self.child = Some(child);
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        false
+            .args(&self.args);
+        self.child = serving(command, self.port);
+        self.child.is_some()
     }
+}
+
+/// Runs `command` (a redis-server) and waits until it answers on `port`;
+/// `None` if it exits first (the port was taken, most likely) or does not
+/// answer within 5 s. Fails loudly if redis-server is not installed.
+fn serving(mut command: Command, port: u16) -> Option<Child> {
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL}"),
+        Err(error) => panic!("cannot start redis-server: {error}"),
+    };
+    watch(child.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if ping(port) {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 impl Drop for RedisServer {
@@ -402,31 +409,9 @@ fn start_sentinel(dir: &std::path::Path, master_port: u16) -> Option<(Child, u16
         name = Sentinels::MASTER,
     );
     std::fs::write(&config, text).expect("the sentinel's config is written");
-    let child = Command::new("redis-server")
-        .arg(&config)
-        .arg("--sentinel")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL}"),
-        Err(error) => panic!("cannot start redis-server --sentinel: {error}"),
-    };
-    watch(child.id());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return None; // exited: port taken, most likely
-        }
-        if ping(port) {
-            return Some((child, port));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+    let mut command = Command::new("redis-server");
+    command.arg(&config).arg("--sentinel");
+    serving(command, port).map(|child| (child, port))
 }
 
 impl Drop for Sentinels {
