@@ -442,3 +442,58 @@ fn backticked(cell: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// L1 hits reach the recorder without a flushing task of the runtime that
+/// started it: every 1024 hits of a thread, and from a new task started by
+/// the next call that is not an L1 hit, on the runtime that makes it.
+#[test]
+fn l1_hits_reach_the_recorder_after_their_runtime_ends() {
+    let ns = "metrics-runtimes";
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = first.block_on(async {
+        let _serial = serial().await;
+        let cache = cache_on(&support::shared().url(), ns).await;
+        cache
+            .entry("rt", &0u64)
+            .ttl(Duration::from_secs(60))
+            .get_with(|| async { 0u64 })
+            .await;
+        cache
+    });
+    drop(first); // and with it, the flushing task
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let _serial = serial().await;
+        let hit = || {
+            cache
+                .entry("rt", &0u64)
+                .ttl(Duration::from_secs(60))
+                .get_with(|| async { 1u64 })
+        };
+        for _ in 0..2048 {
+            assert_eq!(hit().await, 0);
+        }
+        let told = requests(ns, "rt", "l1_hit");
+        assert!(told >= 1024, "every 1024 hits of a thread: {told}");
+        // A miss starts a flushing task on this runtime: the rest follow.
+        cache
+            .entry("rt", &1u64)
+            .ttl(Duration::from_secs(60))
+            .get_with(|| async { 1u64 })
+            .await;
+        for _ in 0..10 {
+            assert_eq!(hit().await, 0);
+        }
+        let all = support::eventually(Duration::from_secs(3), async || {
+            requests(ns, "rt", "l1_hit") == 2058
+        })
+        .await;
+        assert!(all, "all told: {}", requests(ns, "rt", "l1_hit"));
+    });
+}

@@ -335,3 +335,30 @@ async fn a_stale_answer_from_redis_ends_its_call_span_when_answered() {
     assert_eq!(background.len(), 1);
     assert!(!background[0].closed, "the refresh goes on");
 }
+
+/// A function whose body runs in the background but whose caller cannot
+/// be answered before the load (no stale or fail-safe value: here
+/// `refresh_ahead` alone) keeps its load in the call's trace: the
+/// background leader's span is a child of the call's.
+#[tokio::test(flavor = "current_thread")]
+async fn a_background_load_the_caller_waits_for_is_in_its_trace() {
+    let server = support::shared();
+    let log = Log::default();
+    let _guard = log.install();
+    let cache = cache(&server.url(), "trace-background", false).await;
+    log.clear();
+    let value = cache
+        .entry("ahead", &1u64)
+        .ttl(Duration::from_secs(60))
+        .refresh_ahead(1.0)
+        .get_with(|| async { 5u64 })
+        .await;
+    assert_eq!(value, 5);
+    let background = log.spans("tiercache.background");
+    assert_eq!(background.len(), 1);
+    assert_eq!(background[0].parent.as_deref(), Some("tiercache.call"));
+    let load = &log.spans("tiercache.load")[0];
+    assert_eq!(load.parent.as_deref(), Some("tiercache.background"));
+    let call = &log.spans("tiercache.call")[0].fields;
+    assert_eq!(call["outcome"], "miss");
+}

@@ -241,10 +241,7 @@ where
     let mut task_ctx = ctx.clone();
     task_ctx.call = ctx.call.in_background();
     let again = body.run.clone();
-    // In a span of its own, which follows from the call's: the caller may
-    // be answered before the load ends (a stale or fail-safe value, a
-    // relief's), and its span must end then, not when the load does.
-    let span = background_span(&ctx);
+    let span = background_span(&ctx, fallback.is_some());
     let task = async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await };
     let task = tokio::spawn(task.instrument(span));
     // If this caller goes away, the load goes on for the others, for
@@ -299,10 +296,23 @@ where
     answer
 }
 
-/// The span a background leader runs in: no child of the call's (which
-/// ends when the call is answered), but linked to it.
-fn background_span<S: Shape<R>, R>(ctx: &Ctx<S, R>) -> tracing::Span {
+/// The span a background leader runs in: a child of the call's when the
+/// caller waits for the load, as a plain miss does, so that the call's
+/// trace holds its Redis round trips and its load. When the caller may be
+/// answered before the load ends (a stale or fail-safe value at hand, in
+/// L1 or in Redis), a span of its own, linked to the call's: as a child
+/// it would keep the call's span open until the load ended. (A relief's
+/// value, after `lock_wait`, can answer the caller early too: then the
+/// child keeps the call's span open until the load ends or is cut off.)
+fn background_span<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: bool) -> tracing::Span {
     let prefix = ctx.spec.prefix;
+    let spec = &ctx.spec;
+    let early = fallback
+        || !spec.stale.is_zero()
+        || (spec.soft_timeout.is_some() && !spec.fail_safe.is_zero());
+    if !early {
+        return tracing::info_span!(parent: &ctx.call.span, "tiercache.background", prefix);
+    }
     let span = tracing::info_span!(parent: None, "tiercache.background", prefix);
     if !span.is_disabled() {
         span.follows_from(&ctx.call.span);

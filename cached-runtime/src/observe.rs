@@ -181,9 +181,9 @@ pub(crate) struct PrefixCounters {
     answers: [AtomicU64; Answer::ALL.len()],
     /// Finished runs, by [`Outcome::index`].
     loads: [AtomicU64; Outcome::ALL.len()],
-    /// Their time, in µs: a sum of nanoseconds would wrap after 584 years
-    /// of load time, which a busy service spends in months.
-    load_micros: AtomicU64,
+    /// Their time, in ns, saturating (at 584 years of load time, which a
+    /// busy service can spend in months: then it stays there).
+    load_nanos: AtomicU64,
     metrics: PrefixMetrics,
 }
 
@@ -193,7 +193,7 @@ impl PrefixCounters {
             l1_hits: PerThread::default(),
             answers: Default::default(),
             loads: Default::default(),
-            load_micros: AtomicU64::new(0),
+            load_nanos: AtomicU64::new(0),
             metrics,
         }
     }
@@ -205,7 +205,15 @@ impl PrefixCounters {
     /// (half the throughput of two threads hitting at once, measured).
     #[inline]
     pub(crate) fn l1_hit(&self) {
+        #[cfg(not(feature = "metrics"))]
         self.l1_hits.bump();
+        // And every 1024 hits of a thread, at once: hits keep reaching the
+        // recorder where no flushing task runs (no runtime, or its runtime
+        // ended and only hits came since).
+        #[cfg(feature = "metrics")]
+        if self.l1_hits.bump_counted().is_multiple_of(1024) {
+            self.flush();
+        }
     }
 
     /// Counts how a call was answered (see [`Call::answered`] for a call
@@ -221,8 +229,10 @@ impl PrefixCounters {
     /// Counts a run of a body that ended after `took`.
     fn loaded(&self, outcome: Outcome, took: Duration) {
         self.loads[outcome.index()].bump();
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.load_micros.fetch_add(micros, Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .load_nanos
+            .fetch_update(Relaxed, Relaxed, |sum| Some(sum.saturating_add(nanos)));
         self.metrics.load(outcome, took);
     }
 
@@ -248,7 +258,7 @@ impl PrefixCounters {
             loads,
             errors: loads - load(Outcome::Ok),
             load_timeouts: load(Outcome::Timeout),
-            load_time: Duration::from_micros(self.load_micros.load(Relaxed)),
+            load_time: Duration::from_nanos(self.load_nanos.load(Relaxed)),
         }
     }
 }
@@ -272,9 +282,11 @@ pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// The counters of one cache's prefixes, and how its calls are traced.
 pub(crate) struct Observer {
     by_prefix: Arc<RwLock<ByPrefix>>,
-    /// Whether the task that flushes L1 hits to the recorder runs.
+    /// Whether the task that flushes L1 hits to the recorder runs: cleared
+    /// when it ends (its runtime shut down), so that the next call that is
+    /// not an L1 hit starts another.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    flushing: AtomicBool,
+    flushing: Arc<AtomicBool>,
     namespace: Arc<str>,
     /// Whether spans and warnings name keys (`CacheBuilder::trace_keys`).
     pub(crate) trace_keys: bool,
@@ -284,7 +296,7 @@ impl Observer {
     pub(crate) fn new(namespace: &str, trace_keys: bool) -> Self {
         Self {
             by_prefix: Arc::default(),
-            flushing: AtomicBool::new(false),
+            flushing: Arc::default(),
             namespace: namespace.into(),
             trace_keys,
         }
@@ -297,7 +309,11 @@ impl Observer {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(counters) = known.get(prefix) {
-            return counters.clone();
+            let counters = counters.clone();
+            drop(known);
+            #[cfg(feature = "metrics")]
+            self.start_flushing();
+            return counters;
         }
         drop(known);
         let mut known = self
@@ -329,14 +345,26 @@ impl Observer {
     /// the cache.
     #[cfg(feature = "metrics")]
     fn start_flushing(&self) {
+        if self.flushing.load(Relaxed) {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         if self.flushing.swap(true, Relaxed) {
             return;
         }
+        /// Clears the flag however the task ends (dropped with its runtime).
+        struct Running(Arc<AtomicBool>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.store(false, Relaxed);
+            }
+        }
+        let running = Running(self.flushing.clone());
         let by_prefix = Arc::downgrade(&self.by_prefix);
         runtime.spawn(async move {
+            let _running = running;
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -408,6 +436,13 @@ fn flush(by_prefix: &RwLock<ByPrefix>) {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for counters in known.values() {
         counters.flush();
+    }
+}
+
+impl Drop for Observer {
+    /// The last hits, told before the cache goes.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -316,6 +316,7 @@ async fn watch_switches(
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(2);
+    const MIN_LASTING: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
     for sentinel in sentinels.iter().cycle() {
         let subscribed = tokio::time::timeout(timeout, async {
@@ -330,7 +331,7 @@ async fn watch_switches(
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         };
-        backoff = MIN_BACKOFF;
+        let subscribed_at = Instant::now();
         match follow.upgrade() {
             Some(follow) => follow.kick(true),
             None => return,
@@ -359,6 +360,15 @@ async fn watch_switches(
         };
         if !go_on {
             return;
+        }
+        // A sentinel that takes the subscription and drops it at once is
+        // not tried again in a tight loop: the back-off starts over only
+        // after a subscription that lasted.
+        if subscribed_at.elapsed() < MIN_LASTING {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        } else {
+            backoff = MIN_BACKOFF;
         }
         tracing::debug!("lost the sentinel's +switch-master subscription; trying the next");
     }

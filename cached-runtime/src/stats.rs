@@ -184,11 +184,19 @@ struct Padded(AtomicU64);
 impl PerThread {
     #[inline]
     pub(crate) fn bump(&self) {
+        self.bump_counted();
+    }
+
+    /// [`PerThread::bump`], returning this thread's count since.
+    #[inline]
+    pub(crate) fn bump_counted(&self) -> u64 {
         let own = &self.0.get_or_default().0;
         // Only this thread writes its count (a thread's id, and so its
         // count, is reused only once the thread is gone): a load and a store
         // lose nothing.
-        own.store(own.load(Relaxed) + 1, Relaxed);
+        let count = own.load(Relaxed) + 1;
+        own.store(count, Relaxed);
+        count
     }
 
     /// The sum over every thread, the gone ones included.
