@@ -1,10 +1,12 @@
 //! Cases that are not a criterion loop (issue 5): round trips of a miss and
 //! of a hit (case 3), invalidation at 1 / 1,000 / 100,000 entries (case 4),
-//! a stampede of 1,000 callers (case 5), and memory per L1 entry (case 6).
+//! a stampede of 1,000 callers (case 5), memory per L1 entry (case 6), and
+//! the L1's hit ratio beside moka's (case 7, [`tiercache_bench::hit_ratio`]).
 //! Results go to `target/tiercache-bench/scenarios.json` for `report`.
 //!
 //! `cargo bench -p tiercache-bench --bench scenarios [-- SECTION...]`, with
-//! SECTION among `roundtrips invalidation stampede memory` (default: all).
+//! SECTION among `roundtrips invalidation stampede memory hit_ratio`
+//! (default: all).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -562,6 +564,22 @@ fn memory(results: &Results) {
 }
 
 // ---------------------------------------------------------------------------
+// Case 7: hit ratio, tiercache's L1 beside moka, on the same streams
+
+async fn hit_ratios(results: &Results) {
+    use tiercache_bench::hit_ratio;
+    for workload in hit_ratio::workloads() {
+        for share in hit_ratio::CAPACITIES {
+            let capacity = hit_ratio::KEYS * share / 100;
+            let ours = hit_ratio::tiercache(&workload.keys, capacity).await;
+            let moka = hit_ratio::moka(&workload.keys, capacity);
+            results.put(
+                &format!("hit_ratio/{}/{share}", workload.name),
+                json!({ "tiercache": ours, "moka": moka, "requests": workload.keys.len() }),
+            );
+        }
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -569,7 +587,13 @@ fn main() {
         memory_child(&args[i + 1], args[i + 2].parse().unwrap());
         return;
     }
-    let sections = ["roundtrips", "invalidation", "stampede", "memory"];
+    let sections = [
+        "roundtrips",
+        "invalidation",
+        "stampede",
+        "memory",
+        "hit_ratio",
+    ];
     let asked: Vec<&str> = args
         .iter()
         .map(String::as_str)
@@ -609,6 +633,14 @@ fn main() {
     }
     if run("memory") {
         timed("memory", &mut || memory(&results));
+    }
+    if run("hit_ratio") {
+        // On a runtime of its own, one thread: the replay is sequential.
+        let one = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        timed("hit_ratio", &mut || one.block_on(hit_ratios(&results)));
     }
     results.write("scenarios.json");
 }

@@ -48,6 +48,8 @@ pub fn item(id: u64) -> Item {
 
 /// The functions under test of the L1 cases, shared by the criterion suite
 /// and the `profile` binary so both measure the same code.
+pub mod hit_ratio;
+
 pub mod l1 {
     use cached::macros::cached;
     use tiercache::cache_aside;
