@@ -227,7 +227,7 @@ where
 /// after `timeout`, a stale value offered at once, or the caller
 /// cancelled) and lands its value for the callers after.
 async fn lead_in_background<S, R>(
-    ctx: Ctx<S, R>,
+    mut ctx: Ctx<S, R>,
     leader: Option<Leader>,
     body: Background<S, R>,
     fallback: Option<Fallback>,
@@ -240,6 +240,7 @@ where
     let slot = leader.as_ref().map(Leader::slot);
     let mut task_ctx = ctx.clone();
     task_ctx.call = ctx.call.in_background();
+    let watched = ctx.call.in_background();
     let again = body.run.clone();
     let span = background_span(&ctx, fallback.is_some());
     let task = async move { lead(&task_ctx, leader, body, Mode::Call, fallback).await };
@@ -250,7 +251,7 @@ where
     let mut load = Bounded {
         task: Some(task),
         bound,
-        call: ctx.call.in_background(),
+        call: watched,
     };
     let offered = async {
         match &slot {

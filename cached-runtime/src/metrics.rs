@@ -295,7 +295,6 @@ mod off {
     use std::time::Duration;
 
     use super::ErrorKind;
-    use crate::l2::Op;
     use crate::observe::{Answer, Outcome};
 
     /// Nothing, without the `metrics` feature.
@@ -344,9 +343,6 @@ mod off {
         pub(crate) fn new(_: &str) -> Self {
             Self
         }
-
-        #[inline(always)]
-        pub(crate) fn took(&self, _: Op, _: Duration) {}
 
         #[inline(always)]
         pub(crate) fn failed(&self, _: ErrorKind) {}

@@ -449,13 +449,50 @@ impl Drop for Observer {
 /// What a call that is not an L1 hit records its answer in: its prefix's
 /// counters, its span, and whether (and how) it was answered, shared with
 /// the leader that may run for it in the background.
-#[derive(Clone)]
 pub(crate) struct Call {
     pub(crate) counters: Arc<PrefixCounters>,
     /// `Span::none()` in a background leader: the caller's span stays with
     /// the caller (see [`Call::in_background`]).
     pub(crate) span: tracing::Span,
-    state: Arc<CallState>,
+    state: State,
+}
+
+/// A call's state: its own until a background leader shares it (an
+/// allocation only the calls that run a body in the background make).
+enum State {
+    Own(CallState),
+    Shared(Arc<CallState>),
+}
+
+impl std::ops::Deref for State {
+    type Target = CallState;
+
+    fn deref(&self) -> &CallState {
+        match self {
+            State::Own(state) => state,
+            State::Shared(state) => state,
+        }
+    }
+}
+
+/// A clone of a shared call shares its state; a clone of a call of its
+/// own counts apart, from the answer so far ([`Call::in_background`]
+/// shares a call's state).
+impl Clone for Call {
+    fn clone(&self) -> Self {
+        let state = match &self.state {
+            State::Shared(state) => State::Shared(state.clone()),
+            State::Own(own) => State::Own(CallState {
+                answer: AtomicU8::new(own.answer.load(Relaxed)),
+                cut: AtomicBool::new(own.cut.load(Relaxed)),
+            }),
+        };
+        Self {
+            counters: self.counters.clone(),
+            span: self.span.clone(),
+            state,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -471,7 +508,7 @@ impl Call {
         Self {
             counters: observer.prefix(prefix),
             span: observer.call_span(prefix, key),
-            state: Arc::default(),
+            state: State::Own(CallState::default()),
         }
     }
 
@@ -511,11 +548,22 @@ impl Call {
     /// the same answer (counted once), no span. Holding the caller's span,
     /// the task would keep it open (and its parents) after the caller was
     /// answered (a stale or fail-safe value), until the load ends.
-    pub(crate) fn in_background(&self) -> Self {
+    pub(crate) fn in_background(&mut self) -> Self {
+        let shared = match &self.state {
+            State::Shared(state) => state.clone(),
+            State::Own(own) => {
+                let state = Arc::new(CallState {
+                    answer: AtomicU8::new(own.answer.load(Relaxed)),
+                    cut: AtomicBool::new(own.cut.load(Relaxed)),
+                });
+                self.state = State::Shared(state.clone());
+                state
+            }
+        };
         Self {
             counters: self.counters.clone(),
             span: tracing::Span::none(),
-            state: self.state.clone(),
+            state: State::Shared(shared),
         }
     }
 
@@ -525,7 +573,7 @@ impl Call {
         Self {
             counters: self.counters.clone(),
             span: tracing::Span::none(),
-            state: Arc::default(),
+            state: State::Own(CallState::default()),
         }
     }
 
@@ -563,7 +611,10 @@ impl Loading {
     /// [`Loading::start`], for `call`'s load.
     pub(crate) fn of(call: &Call, prefix: &'static str) -> Self {
         let mut loading = Self::start(call.counters.clone(), prefix);
-        loading.state = Some(call.state.clone());
+        // Only a shared call's load can be cut off by a watchdog.
+        if let State::Shared(state) = &call.state {
+            loading.state = Some(state.clone());
+        }
         loading
     }
 
@@ -721,12 +772,17 @@ mod tests {
     #[test]
     fn a_call_is_counted_once_whoever_answers_it() {
         let observer = Observer::new("ns", false);
-        let call = Call::new(&observer, "p", "p:1");
+        let mut call = Call::new(&observer, "p", "p:1");
         let background = call.in_background();
         background.answered(Answer::L2Stale);
         call.answered(Answer::Load);
         let stats = observer.prefix_stats()["p"];
         assert_eq!((stats.l2_hits, stats.misses, stats.stale_served), (1, 0, 1));
+        // A clone of a shared call shares it (a watchdog's cut-off reaches
+        // the load's count).
+        let watchdog = background.clone();
+        watchdog.cut_off();
+        assert!(call.state.cut.load(Relaxed));
         // A refresh's call is its own, and counts nothing of the caller's.
         let refresh = call.detached();
         refresh.answered(Answer::Load);
