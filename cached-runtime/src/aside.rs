@@ -157,10 +157,12 @@ pub async fn peek<V>(
     let value = found.value?;
     let shared = (codec.share)(&value);
     let (expires_at_ms, load_time) = (found.meta.expires_at_ms, found.meta.load_time());
-    if let Some(entry) = l1_entry(spec, shared, expires_at_ms, load_time, generations) {
+    let counters = inner.observer.prefix(spec.prefix);
+    let timing = (expires_at_ms, load_time);
+    if let Some(entry) = l1_entry(spec, &counters, shared, timing, generations) {
         inner.keep_in_l1(key, entry);
     }
-    inner.observer.prefix(spec.prefix).answered(Answer::L2);
+    counters.answered(Answer::L2);
     Some(value)
 }
 

@@ -635,8 +635,9 @@ where
                         }
                     };
                     let generations = self.missing[i].generations.clone();
+                    let timing = (expires_at_ms, load_time);
                     if let Some(entry) =
-                        l1_entry(self.spec, shared, expires_at_ms, load_time, generations)
+                        l1_entry(self.spec, &self.counters, shared, timing, generations)
                     {
                         inner.keep_in_l1(&self.missing[i].rendered, entry);
                     }
@@ -723,11 +724,12 @@ where
             };
             let expires_at_ms = expiry(ttl);
             let generations = m.generations.clone();
+            let timing = (expires_at_ms, load_time);
             if let Some(entry) = l1_entry(
                 self.spec,
+                &self.counters,
                 shared.clone(),
-                expires_at_ms,
-                load_time,
+                timing,
                 generations,
             ) {
                 inner.keep_in_l1(&m.rendered, entry);

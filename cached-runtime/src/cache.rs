@@ -137,8 +137,7 @@ impl Inner {
         }
         let _fills = self.generations.lock_fills(key);
         if entry.is_current() && (replace || self.l1.get(key).is_none()) {
-            let counters = self.observer.prefix(entry.prefix);
-            self.l1.insert(key.to_owned(), entry, counters);
+            self.l1.insert(key.to_owned(), entry);
             self.metrics.l1_entries(|| self.l1.len());
         }
     }
@@ -715,9 +714,33 @@ fn redacted(url: &str) -> String {
 }
 
 /// Whether Redis answered and refused the credentials.
-fn is_auth_error(error: &redis::RedisError) -> bool {
+pub(crate) fn is_auth_error(error: &redis::RedisError) -> bool {
     error.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
+}
+
+/// The configuration mistake Redis said `source` is, if it is one (not an
+/// outage): credentials refused (user `user`), a command the user may not
+/// run, a read-only replica, a client config redis-rs cannot connect with
+/// (`url`, shown).
+fn refusal(source: &redis::RedisError, user: &str, url: &str) -> Option<Error> {
+    let source = source.clone();
+    if is_auth_error(&source) {
+        let user = user.to_owned();
+        return Some(Error::RedisAuth { user, source });
+    }
+    match source.code() {
+        Some("NOPERM") => {
+            let user = user.to_owned();
+            return Some(Error::RedisPermission { user, source });
+        }
+        Some("READONLY") => return Some(Error::RedisReadOnly { source }),
+        _ => {}
+    }
+    (source.kind() == redis::ErrorKind::InvalidClientConfig).then(|| Error::InvalidRedisUrl {
+        url: url.to_owned(),
+        source,
+    })
 }
 
 impl CacheBuilder {
@@ -1053,53 +1076,19 @@ impl CacheBuilder {
                             L2::sentinel(settings, self.redis_timeout, breaker, &self.namespace)
                                 .await
                                 .map_err(|source| {
-                                    if is_auth_error(&source) {
-                                        Error::RedisAuth {
-                                            user: user.clone(),
-                                            source,
-                                        }
-                                    } else if source.code() == Some("NOPERM") {
-                                        Error::RedisPermission {
-                                            user: user.clone(),
-                                            source,
-                                        }
-                                    } else {
+                                    refusal(&source, &user, &shown).unwrap_or_else(|| {
                                         Error::InvalidRedisUrl {
                                             url: shown.clone(),
                                             source,
                                         }
-                                    }
+                                    })
                                 })?;
                         (l2, user)
                     }
                 };
-                let refused = |error: &crate::l2::L2Error| -> Option<Error> {
-                    let crate::l2::L2Error::Redis(source) = error else {
-                        return None;
-                    };
-                    if is_auth_error(source) {
-                        return Some(Error::RedisAuth {
-                            user: user.clone(),
-                            source: source.clone(),
-                        });
-                    }
-                    if source.code() == Some("NOPERM") {
-                        return Some(Error::RedisPermission {
-                            user: user.clone(),
-                            source: source.clone(),
-                        });
-                    }
-                    if source.code() == Some("READONLY") {
-                        return Some(Error::RedisReadOnly {
-                            source: source.clone(),
-                        });
-                    }
-                    (source.kind() == redis::ErrorKind::InvalidClientConfig).then(|| {
-                        Error::InvalidRedisUrl {
-                            url: shown.clone(),
-                            source: source.clone(),
-                        }
-                    })
+                let refused = |error: &crate::l2::L2Error| match error {
+                    crate::l2::L2Error::Redis(source) => refusal(source, &user, &shown),
+                    _ => None,
                 };
                 match l2.warm_up().await {
                     Ok(()) => {
@@ -1227,7 +1216,12 @@ mod tests {
             for i in 0..100_000 {
                 let key = format!("{prefix}:{i}");
                 let generations = inner.generations.snapshot(prefix, tags, &key);
-                let entry = Entry::shared(Arc::new(i), Duration::from_secs(60), generations);
+                let entry = Entry::shared(
+                    Arc::new(i),
+                    Duration::from_secs(60),
+                    generations,
+                    inner.observer.prefix("p"),
+                );
                 inner.keep_in_l1(&key, entry);
             }
         };
@@ -1279,7 +1273,12 @@ mod tests {
             scope.spawn(|| {
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     let generations = inner.generations.snapshot("p", &[], "p:k");
-                    let entry = Entry::shared(Arc::new(0_u8), Duration::from_secs(60), generations);
+                    let entry = Entry::shared(
+                        Arc::new(0_u8),
+                        Duration::from_secs(60),
+                        generations,
+                        inner.observer.prefix("p"),
+                    );
                     inner.keep_in_l1("p:k", entry);
                 }
             });
@@ -1305,7 +1304,12 @@ mod tests {
         let inner = local(1_000);
         let entry = |value: u8| {
             let generations = inner.generations.snapshot("p", &[], "p:k");
-            Entry::shared(Arc::new(value), Duration::from_secs(60), generations)
+            Entry::shared(
+                Arc::new(value),
+                Duration::from_secs(60),
+                generations,
+                inner.observer.prefix("p"),
+            )
         };
         inner.keep_in_l1_unless_filled("p:k", entry(1));
         assert!(

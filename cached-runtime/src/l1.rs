@@ -38,8 +38,9 @@ use crate::observe::PrefixCounters;
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) value: Shared,
-    /// The prefix of its function: whose counters its hits bump.
-    pub(crate) prefix: &'static str,
+    /// Its function's prefix's counters: a hit counts itself without a
+    /// lookup by name.
+    counters: Arc<PrefixCounters>,
     ttl: Duration,
     generations: Snapshot,
     /// For entries that outlive their fresh period or refresh early: when
@@ -81,24 +82,25 @@ impl Entry {
     #[cfg(test)]
     pub(crate) fn new<T: Send + Sync + 'static>(value: T, ttl: Duration) -> Self {
         let generations = crate::generations::Generations::default().snapshot("p", &[], "p:k");
-        Self::shared(Arc::new(value), ttl, generations)
+        let counters = crate::observe::Observer::new("ns", false).prefix("p");
+        Self::shared(Arc::new(value), ttl, generations, counters)
     }
 
-    /// An entry around a value already shared with the flight's waiters.
-    pub(crate) fn shared(value: Shared, ttl: Duration, generations: Snapshot) -> Self {
+    /// An entry around a value already shared with the flight's waiters,
+    /// of the prefix whose counters are `counters`.
+    pub(crate) fn shared(
+        value: Shared,
+        ttl: Duration,
+        generations: Snapshot,
+        counters: Arc<PrefixCounters>,
+    ) -> Self {
         Self {
             value,
-            prefix: "",
+            counters,
             ttl,
             generations,
             timing: None,
         }
-    }
-
-    /// Of a function with this prefix.
-    pub(crate) fn of(mut self, prefix: &'static str) -> Self {
-        self.prefix = prefix;
-        self
     }
 
     /// With its fresh period checked on every hit (see [`Timing`]).
@@ -122,9 +124,6 @@ impl Entry {
 /// `Arc` (the map hands out clones), not each `Arc` of the entry.
 struct Slot {
     entry: Entry,
-    /// Its prefix's counters, found when it was inserted: a hit counts
-    /// itself without a lookup by name.
-    counters: Arc<PrefixCounters>,
     /// When the entry expires: its TTL counted from its (re)insertion.
     expires: Expiry,
     /// The [`L1::clear`] epoch it was inserted in.
@@ -195,7 +194,7 @@ impl Hit {
     /// The counters of the entry's prefix.
     #[inline]
     pub(crate) fn counters(&self) -> &PrefixCounters {
-        &self.0.counters
+        &self.0.entry.counters
     }
 }
 
@@ -279,7 +278,7 @@ impl L1 {
         self.entries.is_some()
     }
 
-    pub(crate) fn insert(&self, key: String, entry: Entry, counters: Arc<PrefixCounters>) {
+    pub(crate) fn insert(&self, key: String, entry: Entry) {
         let Some(entries) = self.entries.as_ref() else {
             return;
         };
@@ -290,7 +289,6 @@ impl L1 {
             expires: Expiry::after(entry.ttl),
             cleared,
             entry,
-            counters,
         };
         entries.insert(key.into_bytes().into_boxed_slice(), Arc::new(slot));
     }
@@ -318,22 +316,13 @@ impl L1 {
 mod tests {
     use super::*;
 
-    fn counters() -> Arc<PrefixCounters> {
-        crate::observe::Observer::new("ns", false).prefix("p")
-    }
-
     #[test]
     fn typed_get_and_per_entry_ttl() {
         let l1 = L1::new(100);
-        l1.insert(
-            "a".into(),
-            Entry::new(5u32, Duration::from_millis(50)),
-            counters(),
-        );
+        l1.insert("a".into(), Entry::new(5u32, Duration::from_millis(50)));
         l1.insert(
             "b".into(),
             Entry::new(String::from("x"), Duration::from_secs(60)),
-            counters(),
         );
         let get = |key| l1.get(key).and_then(|v| v.downcast_ref::<u32>().copied());
         assert_eq!(get("a"), Some(5));
@@ -350,7 +339,7 @@ mod tests {
         let l1 = L1::new(100);
         let ttl = COARSE_MARGIN * 3;
         let before_insert = Instant::now();
-        l1.insert("a".into(), Entry::new(1u8, ttl), counters());
+        l1.insert("a".into(), Entry::new(1u8, ttl));
         let after_insert = Instant::now();
         assert!(l1.get("a").is_some());
         // In the margin, where the precise clock decides.
@@ -371,18 +360,10 @@ mod tests {
     #[test]
     fn clear_drops_everything_inserted_before() {
         let l1 = L1::new(100);
-        l1.insert(
-            "a".into(),
-            Entry::new(1u8, Duration::from_secs(60)),
-            counters(),
-        );
+        l1.insert("a".into(), Entry::new(1u8, Duration::from_secs(60)));
         l1.clear();
         assert!(l1.get("a").is_none());
-        l1.insert(
-            "a".into(),
-            Entry::new(2u8, Duration::from_secs(60)),
-            counters(),
-        );
+        l1.insert("a".into(), Entry::new(2u8, Duration::from_secs(60)));
         let value = l1.get("a").expect("inserted after the clear");
         assert_eq!(value.downcast_ref::<u8>(), Some(&2));
     }
@@ -391,11 +372,7 @@ mod tests {
     fn bounded_with_eviction() {
         let l1 = L1::new(1_000);
         for i in 0..10_000 {
-            l1.insert(
-                format!("k:{i}"),
-                Entry::new(i, Duration::from_secs(60)),
-                counters(),
-            );
+            l1.insert(format!("k:{i}"), Entry::new(i, Duration::from_secs(60)));
             // A few keys stay hot: the policy keeps them.
             for hot in 0..10 {
                 assert!(l1.get(format!("k:{hot}").as_str()).is_some() || i < hot);
@@ -409,11 +386,7 @@ mod tests {
     #[test]
     fn capacity_zero_disables() {
         let l1 = L1::new(0);
-        l1.insert(
-            "a".into(),
-            Entry::new(1u8, Duration::from_secs(1)),
-            counters(),
-        );
+        l1.insert("a".into(), Entry::new(1u8, Duration::from_secs(1)));
         assert!(l1.get("a").is_none());
     }
 }

@@ -40,6 +40,12 @@ pub(crate) enum L2Error {
 }
 
 impl L2Error {
+    /// Whether the operation was skipped rather than failed: the breaker
+    /// is open, or this process had too many in flight (`redis_skipped`).
+    pub(crate) fn skipped(&self) -> bool {
+        matches!(self, L2Error::BreakerOpen | L2Error::Busy(_))
+    }
+
     /// Its `kind` in `tiercache_redis_errors_total`.
     fn kind(&self) -> ErrorKind {
         match self {

@@ -33,7 +33,7 @@ use crate::l1::{Absent, Entry, Timing};
 use crate::l2::{Acquired, WRITE_HORIZON};
 use crate::l2call::{Found, L2Call, L2Read, Seen, Write};
 use crate::lock::Lease;
-use crate::observe::{Answer, Call, Loading, Outcome};
+use crate::observe::{Answer, Call, Loading, Outcome, PrefixCounters};
 use crate::shape::{Kept, Shape, Split};
 use crate::spec::{MAX_TTL, Spec, later};
 use crate::stats::Counters;
@@ -280,7 +280,14 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     /// taken before anything was read (an invalidation since keeps it out).
     fn keep_in_l1(&self, value: Shared, expires_at_ms: u64, load_time: Duration) {
         let generations = self.generations.clone();
-        let entry = l1_entry(&self.ctx.spec, value, expires_at_ms, load_time, generations);
+        let counters = &self.ctx.call.counters;
+        let entry = l1_entry(
+            &self.ctx.spec,
+            counters,
+            value,
+            (expires_at_ms, load_time),
+            generations,
+        );
         if let Some(entry) = entry {
             self.inner.keep_in_l1(&self.ctx.key, entry);
         }
@@ -696,6 +703,7 @@ fn keep_serving<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: &Fallback) {
     let inner = &*ctx.cache.inner;
     let entry = timed_entry(
         &ctx.spec,
+        &ctx.call.counters,
         fallback.value.clone(),
         (fallback.expired_at, fallback.expires_at_ms),
         Some(inner.settings.fail_safe_throttle),
@@ -714,9 +722,9 @@ fn keep_serving<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: &Fallback) {
 /// spec without one), whatever the envelope claims.
 pub(crate) fn l1_entry(
     spec: &Spec,
+    counters: &Arc<PrefixCounters>,
     value: Shared,
-    expires_at_ms: u64,
-    load_time: Duration,
+    (expires_at_ms, load_time): (u64, Duration),
     generations: Snapshot,
 ) -> Option<Entry> {
     let (now, now_ms) = (Instant::now(), envelope::unix_ms(SystemTime::now()));
@@ -735,7 +743,7 @@ pub(crate) fn l1_entry(
         now.checked_sub(Duration::from_millis(now_ms - capped_ms))?
     };
     let at = (expired_at, expires_at_ms);
-    timed_entry(spec, value, at, None, load_time, generations)
+    timed_entry(spec, counters, value, at, None, load_time, generations)
 }
 
 /// As [`l1_entry`], for a value whose fresh period ends at `expired_at`
@@ -743,6 +751,7 @@ pub(crate) fn l1_entry(
 /// without a load until then, within its fail-safe window.
 fn timed_entry(
     spec: &Spec,
+    counters: &Arc<PrefixCounters>,
     value: Shared,
     (expired_at, expires_at_ms): (Instant, u64),
     throttle: Option<Duration>,
@@ -754,7 +763,7 @@ fn timed_entry(
     if ttl.is_zero() {
         return None;
     }
-    let entry = Entry::shared(value, ttl, generations).of(spec.prefix);
+    let entry = Entry::shared(value, ttl, generations, counters.clone());
     if !spec.timed() {
         return Some(entry);
     }

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::metrics::PrefixMetrics;
-use crate::stats::{Bump, PerThread};
+use crate::stats::{Counters, PerThread};
 
 /// How a call was answered; each call counts once, in one of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,13 +205,12 @@ impl PrefixCounters {
     /// (half the throughput of two threads hitting at once, measured).
     #[inline]
     pub(crate) fn l1_hit(&self) {
-        #[cfg(not(feature = "metrics"))]
-        self.l1_hits.bump();
+        let _count = self.l1_hits.bump();
         // And every 1024 hits of a thread, at once: hits keep reaching the
         // recorder where no flushing task runs (no runtime, or its runtime
         // ended and only hits came since).
         #[cfg(feature = "metrics")]
-        if self.l1_hits.bump_counted().is_multiple_of(1024) {
+        if _count.is_multiple_of(1024) {
             self.flush();
         }
     }
@@ -222,13 +221,13 @@ impl PrefixCounters {
         if answer == Answer::L1 {
             return self.l1_hit();
         }
-        self.answers[answer.index()].bump();
+        Counters::bump(&self.answers[answer.index()]);
         self.metrics.request(answer);
     }
 
     /// Counts a run of a body that ended after `took`.
     fn loaded(&self, outcome: Outcome, took: Duration) {
-        self.loads[outcome.index()].bump();
+        Counters::bump(&self.loads[outcome.index()]);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let _ = self
             .load_nanos

@@ -293,8 +293,7 @@ impl Follow {
 
 /// Whether Redis refused the credentials or the user's rights.
 fn refused(error: &redis::RedisError) -> bool {
-    error.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+    crate::cache::is_auth_error(error) || error.code() == Some("NOPERM")
 }
 
 /// A client whose connections fail at once (a Unix socket in a directory

@@ -106,16 +106,18 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Counts one, in any kind of counter.
-    pub(crate) fn bump(counter: &impl Bump) {
-        counter.bump();
+    /// Counts one.
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
     }
 
-    /// Counts a failed or skipped Redis operation.
+    /// Counts a failed or skipped Redis operation (skipped: the breaker
+    /// is open, or this process is too busy; see `L2Error::skipped`).
     pub(crate) fn redis_failed(&self, error: &crate::l2::L2Error) {
-        let counter = match error {
-            crate::l2::L2Error::BreakerOpen | crate::l2::L2Error::Busy(_) => &self.redis_skipped,
-            _ => &self.redis_errors,
+        let counter = if error.skipped() {
+            &self.redis_skipped
+        } else {
+            &self.redis_errors
         };
         Self::bump(counter);
     }
@@ -148,25 +150,6 @@ impl Counters {
     }
 }
 
-/// A counter [`Counters::bump`] counts in.
-pub(crate) trait Bump {
-    /// Adds one.
-    fn bump(&self);
-}
-
-impl Bump for AtomicU64 {
-    fn bump(&self) {
-        self.fetch_add(1, Relaxed);
-    }
-}
-
-impl Bump for PerThread {
-    #[inline]
-    fn bump(&self) {
-        PerThread::bump(self);
-    }
-}
-
 /// A counter bumped on every L1 hit, kept per thread and summed when read.
 /// With one shared `AtomicU64`, threads hitting at once would pass its cache
 /// line back and forth on every hit, and each bump would be a locked
@@ -182,14 +165,9 @@ pub(crate) struct PerThread(ThreadLocal<Padded>);
 struct Padded(AtomicU64);
 
 impl PerThread {
+    /// Counts one, and returns this thread's count.
     #[inline]
-    pub(crate) fn bump(&self) {
-        self.bump_counted();
-    }
-
-    /// [`PerThread::bump`], returning this thread's count since.
-    #[inline]
-    pub(crate) fn bump_counted(&self) -> u64 {
+    pub(crate) fn bump(&self) -> u64 {
         let own = &self.0.get_or_default().0;
         // Only this thread writes its count (a thread's id, and so its
         // count, is reused only once the thread is gone): a load and a store
@@ -214,7 +192,11 @@ mod tests {
         let hits = PerThread::default();
         std::thread::scope(|s| {
             for _ in 0..8 {
-                s.spawn(|| (0..10_000).for_each(|_| hits.bump()));
+                s.spawn(|| {
+                    (0..10_000).for_each(|_| {
+                        hits.bump();
+                    })
+                });
             }
         });
         // The threads are gone; their counts stay, and new threads reusing

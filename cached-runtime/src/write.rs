@@ -213,8 +213,9 @@ impl<'a> Writing<'a> {
         // invalidation of the entry raced with the write.
         if let Some(generations) = inner.outdate_written_key(key, &self.before) {
             let shared = (codec.share)(value);
-            if let Some(entry) = l1_entry(spec, shared, expires_at_ms, Duration::ZERO, generations)
-            {
+            let counters = inner.observer.prefix(spec.prefix);
+            let timing = (expires_at_ms, Duration::ZERO);
+            if let Some(entry) = l1_entry(spec, &counters, shared, timing, generations) {
                 inner.keep_in_l1(key, entry);
             }
         }
