@@ -406,3 +406,15 @@ async fn a_set_redis_does_not_take_is_an_error_and_leaves_no_old_value() {
     // Neither the old value nor the new one is served.
     assert_eq!(entry().get::<User>().await, None);
 }
+
+/// A prefix refused as invalid is no panic, even where a long key is
+/// shortened (at a character boundary, not inside one).
+#[test]
+fn the_debug_of_an_entry_with_a_long_non_ascii_prefix_does_not_panic() {
+    static PREFIX: std::sync::LazyLock<&'static str> =
+        std::sync::LazyLock::new(|| Box::leak(format!("a{}", "é".repeat(130)).into_boxed_str()));
+    let cache = tiercache::Cache::in_memory();
+    let entry = cache.entry(*PREFIX, &1u64);
+    let shown = format!("{entry:?}");
+    assert!(!shown.is_empty());
+}

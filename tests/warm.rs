@@ -178,3 +178,33 @@ fn a_run_ends_with_a_tracing_event() {
         "{events:?}"
     );
 }
+
+/// Keys that render alike are one entry: warming two of them loads it
+/// once, and reports one entry loaded, none found cached.
+#[tokio::test]
+async fn keys_that_render_alike_count_as_one_entry() {
+    #[derive(Clone, PartialEq, Eq, Hash, Debug)]
+    struct Id {
+        id: u64,
+        tag: u8,
+    }
+    impl tiercache::KeyPart for Id {
+        fn write_key(&self, out: &mut tiercache::KeyWriter) {
+            self.id.write_key(out);
+        }
+    }
+    let cache = tiercache::Cache::in_memory();
+    let keys = [Id { id: 1, tag: 0 }, Id { id: 1, tag: 1 }];
+    let warmed = cache
+        .entries("alias", &keys)
+        .ttl(std::time::Duration::from_secs(60))
+        .warm_with(|missing: Vec<Id>| async move {
+            Ok::<_, ()>(missing.into_iter().map(|k| (k, 1u32)).collect::<Vec<_>>())
+        })
+        .await;
+    assert_eq!(
+        (warmed.loaded, warmed.cached, warmed.failed),
+        (1, 0, 0),
+        "{warmed:?}"
+    );
+}

@@ -233,8 +233,9 @@ where
 
     /// Warms the entries (see [`crate::warm`]): what
     /// [`try_get_many_with`](Entries::try_get_many_with) does, with a
-    /// tally instead of the values: the keys it found cached, and those it
-    /// asked the loader for, loaded or (when the loader failed) failed.
+    /// tally instead of the values: the entries it found cached, and those
+    /// it asked the loader for, loaded or (when the loader failed) failed.
+    /// Counted by entry: keys that render alike are one.
     pub async fn warm_with<F, Fut, I, V, E>(self, load: F) -> Warmed
     where
         F: FnOnce(Vec<K>) -> Fut,
@@ -242,7 +243,15 @@ where
         I: IntoIterator<Item = (K, V)>,
         V: Cacheable,
     {
-        let total = self.keys.iter().collect::<HashSet<_>>().len();
+        let prefix = self.options.spec.prefix;
+        let total = (self.keys.iter())
+            .map(|key| {
+                let mut writer = KeyWriter::new(prefix);
+                key.write_entry_key(&mut writer);
+                writer.finish()
+            })
+            .collect::<HashSet<_>>()
+            .len();
         let asked = std::cell::Cell::new(0);
         let loaded = self
             .try_get_many_with(|missing| {

@@ -448,10 +448,15 @@ fn shorten(key: String) -> String {
     if key.len() <= MAX_KEY_LEN {
         return key;
     }
-    // Keys are ASCII (everything else is escaped), so any index is a boundary.
+    // Rendered parts are ASCII (everything else is escaped), but a prefix
+    // refused as invalid or a literal may not be: cut at a char boundary.
     let digest = sha1_smol::Sha1::from(key.as_bytes()).digest().to_string();
-    let mut short = String::with_capacity(HASHED_HEAD_LEN + 1 + digest.len());
-    short.push_str(&key[..HASHED_HEAD_LEN]);
+    let mut head = HASHED_HEAD_LEN;
+    while !key.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut short = String::with_capacity(head + 1 + digest.len());
+    short.push_str(&key[..head]);
     short.push('#');
     short.push_str(&digest);
     short

@@ -307,7 +307,15 @@ impl Observer {
             .by_prefix
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(counters) = known.get(prefix) {
+        // Past the bound, a prefix not counted apart is counted under
+        // OTHER_PREFIXES (which no valid prefix can be): found under the
+        // read lock too, not by taking the write lock on every call.
+        let found = known.get(prefix).or_else(|| {
+            (known.len() > MAX_PREFIXES)
+                .then(|| known.get(OTHER_PREFIXES))
+                .flatten()
+        });
+        if let Some(counters) = found {
             let counters = counters.clone();
             drop(known);
             #[cfg(feature = "metrics")]
@@ -745,6 +753,20 @@ mod tests {
         // A prefix counted apart stays apart.
         observer.prefix("p0").answered(Answer::Load);
         assert_eq!(observer.prefix_stats()["p0"].misses, 2);
+        // Another prefix past the bound is found under the read lock: with
+        // a reader holding it, a call that took the write lock would block.
+        let reading = observer.by_prefix.read().unwrap();
+        let (sent, got) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                observer.prefix("past-the-bound").answered(Answer::Load);
+                sent.send(()).unwrap();
+            });
+            let found = got.recv_timeout(Duration::from_secs(5));
+            drop(reading);
+            assert!(found.is_ok(), "the write lock was taken");
+        });
+        assert_eq!(observer.prefix_stats()[OTHER_PREFIXES].misses, 6);
     }
 
     /// A snapshot reads each load counter once: a load that ends between
