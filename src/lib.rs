@@ -149,12 +149,15 @@
 //! [Redis]: https://redis.io
 
 pub use tiercache_macros::{cache_aside, cache_batch, invalidates, write_through};
+#[cfg(feature = "encryption")]
+pub use tiercache_runtime::KeyRing;
 pub use tiercache_runtime::{
-    Cache, CacheBuilder, DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_BREAKER_COOLDOWN,
-    DEFAULT_BREAKER_FAILURES, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_L1_CAPACITY, DEFAULT_LOCK_LEASE,
-    DEFAULT_LOCK_WAIT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT,
-    DEFAULT_TTL_JITTER, Entries, Entry, EntryKey, Error, Key, KeyPart, KeyWriter, LoadTimeout,
-    MAX_SETTING, MAX_TTL, Stats, entry, global, key, set_global, tags, warm,
+    Cache, CacheBuilder, Codec, Compression, DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_BREAKER_COOLDOWN,
+    DEFAULT_BREAKER_FAILURES, DEFAULT_COMPRESS_ABOVE, DEFAULT_FAIL_SAFE_THROTTLE,
+    DEFAULT_L1_CAPACITY, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT, DEFAULT_MAX_VALUE_SIZE,
+    DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, DEFAULT_TTL_JITTER, DEFAULT_ZSTD_LEVEL, Entries,
+    Entry, EntryKey, Error, Key, KeyPart, KeyWriter, LoadTimeout, MAX_PREFIXES, MAX_SETTING,
+    MAX_TTL, OTHER_PREFIXES, PrefixStats, Stats, entry, global, key, set_global, tags, warm,
 };
 
 /// The macros and the types they work with, for a glob import.

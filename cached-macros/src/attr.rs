@@ -11,6 +11,7 @@ use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
 
 use crate::ctxt::Ctxt;
 use crate::duration;
+use crate::formats::{self, CODEC, COMPRESS, COMPRESS_ABOVE, ENCRYPT, Formats};
 use crate::suggest;
 use crate::template::{Piece, Template};
 
@@ -52,6 +53,10 @@ const OPTIONS: &[&str] = &[
     TIMEOUT,
     HARD_TIMEOUT,
     CACHE_NONE,
+    CODEC,
+    COMPRESS,
+    COMPRESS_ABOVE,
+    ENCRYPT,
     COMPANIONS,
 ];
 
@@ -90,13 +95,41 @@ impl Kind {
                 REFRESH_AHEAD,
                 LOCK,
                 CACHE_NONE,
+                CODEC,
+                COMPRESS,
+                COMPRESS_ABOVE,
+                ENCRYPT,
                 CACHE,
                 COMPANIONS,
                 CRATE,
             ],
-            Self::WriteThrough => &[PREFIX, TTL, KEY, SKIP, TAGS, CACHE, CRATE],
+            Self::WriteThrough => &[
+                PREFIX,
+                TTL,
+                KEY,
+                SKIP,
+                TAGS,
+                CODEC,
+                COMPRESS,
+                COMPRESS_ABOVE,
+                ENCRYPT,
+                CACHE,
+                CRATE,
+            ],
             Self::Invalidates => &[TAGS, KEYS, PREFIXES, WHEN, CACHE, CRATE],
-            Self::CacheBatch => &[PREFIX, TTL, SKIP, TAGS, CACHE_NONE, CACHE, CRATE],
+            Self::CacheBatch => &[
+                PREFIX,
+                TTL,
+                SKIP,
+                TAGS,
+                CACHE_NONE,
+                CODEC,
+                COMPRESS,
+                COMPRESS_ABOVE,
+                ENCRYPT,
+                CACHE,
+                CRATE,
+            ],
         }
     }
 
@@ -308,6 +341,8 @@ pub(crate) struct Args {
     pub(crate) cache: Option<CacheOption>,
     pub(crate) krate: Path,
     pub(crate) resilience: Resilience,
+    /// How values are stored in Redis.
+    pub(crate) formats: Formats,
     /// The readers a writer names by their call.
     pub(crate) readers: Vec<Reader>,
     /// Whether a `#[cache_aside]` generates its companions.
@@ -382,6 +417,7 @@ impl Args {
         let (mut tags, mut keys, mut prefixes, mut when) =
             (Vec::new(), Vec::new(), Vec::new(), When::After);
         let mut resilience = Resilience::default();
+        let mut storage = Formats::default();
         let options = kind.options();
         for RawOption { name, value } in raw {
             let text = name.to_string();
@@ -410,6 +446,11 @@ impl Args {
                 (SKIP, RawValue::List(names)) => skip.extend(names),
                 (REFRESH_AHEAD, RawValue::Flag) => resilience.refresh_ahead = Some((name, 1.0)),
                 (LOCK, RawValue::Flag) => resilience.lock = Some((name, true)),
+                (ENCRYPT, RawValue::Flag) => storage.encrypt = Some(name),
+                (ENCRYPT, RawValue::Assign(expr)) => {
+                    let on = record(cx, bool_value(ENCRYPT, &ungrouped(expr)));
+                    storage.encrypt = on.filter(|on| *on).map(|_| name);
+                }
                 (COMPANIONS, RawValue::Flag) => companions = true,
                 (COMPANIONS, RawValue::Assign(expr)) => {
                     companions =
@@ -465,6 +506,18 @@ impl Args {
                                 prefixes = record(cx, prefix_list(&expr)).unwrap_or_default()
                             }
                             WHEN => when = record(cx, when_value(&expr)).unwrap_or(When::After),
+                            CODEC => {
+                                let lit = string_value(CODEC, &expr);
+                                storage.codec = record(cx, lit.and_then(formats::codec));
+                            }
+                            COMPRESS => {
+                                let lit = string_value(COMPRESS, &expr);
+                                storage.compress = record(cx, lit.and_then(formats::compress));
+                            }
+                            COMPRESS_ABOVE => {
+                                let bytes = record(cx, formats::compress_above(&expr));
+                                storage.compress_above = bytes.map(|bytes| (name.clone(), bytes));
+                            }
                             STALE | FAIL_SAFE | TIMEOUT | HARD_TIMEOUT | CACHE_NONE => {
                                 let ms = record(cx, duration::parse(&text, &expr));
                                 let slot = match text.as_str() {
@@ -523,6 +576,7 @@ impl Args {
             cache,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::tiercache)),
             resilience,
+            formats: storage,
             readers,
             companions,
         })
@@ -577,6 +631,16 @@ fn example(option: &str) -> &'static str {
             "`companions = false` (no `_invalidate`, `_refresh`, `_peek` and `_set` functions beside this one: needed in a trait impl)"
         }
         LOCK => "`lock = false` (or `true`, the default with Redis)",
+        CODEC => {
+            "`codec = \"postcard\"` (or \"json\", the default, or \"msgpack\"): how values are serialized in Redis"
+        }
+        COMPRESS => {
+            "`compress = \"zstd\"` (or \"lz4\", or \"none\"): payloads from `compress_above` bytes are compressed in Redis"
+        }
+        COMPRESS_ABOVE => "`compress_above = 4096` (bytes; the cache's default is 1024)",
+        ENCRYPT => {
+            "`encrypt` alone (or `encrypt = true`): values are encrypted in Redis with the cache's `KeyRing`"
+        }
         REFRESH_AHEAD => {
             "`refresh_ahead` (or `refresh_ahead = 2.0`, XFetch's beta: higher refreshes earlier)"
         }

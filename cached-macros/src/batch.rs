@@ -237,6 +237,7 @@ pub(crate) fn generate(
     if let Some((_, ms)) = &args.resilience.cache_none {
         spec = quote!(#spec.cache_none(#ms));
     }
+    let spec = crate::formats::spec(&private, spec, &args.formats);
     let ret = match &func.sig.output {
         ReturnType::Type(_, ty) => ty.to_token_stream(),
         ReturnType::Default => quote!(()),

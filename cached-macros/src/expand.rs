@@ -582,6 +582,7 @@ impl Parts {
             ttl_ms,
             &args.resilience,
         );
+        let spec = crate::formats::spec(&private, spec, &args.formats);
         let shape = format_ident!("{}", output.shape.runtime_name());
         Self {
             make_codec: crate::probe::codec(&private, args.kind, output, &codec),

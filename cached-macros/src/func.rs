@@ -298,7 +298,7 @@ fn may_hide_a_shape(ty: &Type) -> bool {
 }
 
 /// `Arc<T>` → `T`: a value cached as the `T` it shares (see the runtime's
-/// `Codec::arc`), which serde's `rc` feature need not serialize. Not for
+/// `TypeCodec::arc`), which serde's `rc` feature need not serialize. Not for
 /// an unsized `T` (`str`, a slice, a trait object), which cannot be
 /// deserialized on its own: an `Arc<str>` goes through serde's `rc`
 /// feature as before.

@@ -9,6 +9,7 @@ mod companions;
 mod ctxt;
 mod duration;
 mod expand;
+mod formats;
 mod func;
 mod probe;
 mod receiver;

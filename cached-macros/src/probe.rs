@@ -143,7 +143,7 @@ pub(crate) fn codec(
     quote! {
         let #codec = {
             #imports
-            fn __tc_codec_of<#params>(_: #answer) -> #private::Codec<#checked>
+            fn __tc_codec_of<#params>(_: #answer) -> #private::TypeCodec<#checked>
             where
                 #(#bounds,)*
                 #checked: #private::Cacheable,

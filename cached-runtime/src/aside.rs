@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::body::{Background, Body, Detached, Inline};
 use crate::cache::Cache;
-use crate::codec::{Codec, answer};
+use crate::codec::{TypeCodec, answer};
 use crate::flight::{self, Landed, Leader, Role};
 use crate::key::KeyWriter;
 use crate::l2call::{L2Call, L2Read};
@@ -36,7 +36,7 @@ use crate::stats::Counters;
 /// on a fresh entry ends here; anything else (stale, due for an early
 /// refresh, absent) goes on to [`load`].
 #[inline]
-pub fn l1_get<S, R>(cache: &Cache, key: &str, codec: Codec<S::Value>) -> Option<R>
+pub fn l1_get<S, R>(cache: &Cache, key: &str, codec: TypeCodec<S::Value>) -> Option<R>
 where
     S: Shape<R>,
 {
@@ -48,7 +48,11 @@ where
 /// the codec is a constant: the downcast and the clone are then direct calls
 /// that write the value where the caller returns it.
 #[inline(always)]
-pub fn l1_get_rendered<S, R>(cache: &Cache, key: &KeyWriter, codec: Codec<S::Value>) -> Option<R>
+pub fn l1_get_rendered<S, R>(
+    cache: &Cache,
+    key: &KeyWriter,
+    codec: TypeCodec<S::Value>,
+) -> Option<R>
 where
     S: Shape<R>,
 {
@@ -56,7 +60,7 @@ where
 }
 
 #[inline(always)]
-fn l1_hit<S, R>(cache: &Cache, key: &[u8], codec: Codec<S::Value>) -> Option<R>
+fn l1_hit<S, R>(cache: &Cache, key: &[u8], codec: TypeCodec<S::Value>) -> Option<R>
 where
     S: Shape<R>,
 {
@@ -73,7 +77,7 @@ where
 pub async fn load<S, R, F>(
     cache: Cache,
     spec: &'static Spec,
-    codec: Codec<S::Value>,
+    codec: TypeCodec<S::Value>,
     key: String,
     tags: Vec<String>,
     body: F,
@@ -103,7 +107,7 @@ where
 pub async fn load_detached<S, R>(
     cache: Cache,
     spec: &'static Spec,
-    codec: Codec<S::Value>,
+    codec: TypeCodec<S::Value>,
     key: String,
     tags: Vec<String>,
     body: Detached<R>,
@@ -136,7 +140,7 @@ where
 pub async fn peek<V>(
     cache: &Cache,
     spec: &Spec,
-    codec: Codec<V>,
+    codec: TypeCodec<V>,
     key: &str,
     tags: &[String],
 ) -> Option<V> {
@@ -155,12 +159,13 @@ pub async fn peek<V>(
     };
     found.meta.remaining(std::time::SystemTime::now())?;
     let value = found.value?;
+    let size = found.size;
     let shared = (codec.share)(&value);
     let (expires_at_ms, load_time) = (found.meta.expires_at_ms, found.meta.load_time());
     let counters = inner.observer.prefix(spec.prefix);
     let timing = (expires_at_ms, load_time);
     if let Some(entry) = l1_entry(spec, &counters, shared, timing, generations) {
-        inner.keep_in_l1(key, entry);
+        inner.keep_in_l1(key, inner.weighed(entry, || size));
     }
     counters.answered(Answer::L2);
     Some(value)

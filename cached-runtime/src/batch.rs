@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::cache::{Cache, Inner};
-use crate::codec::{Cacheable, Codec};
+use crate::codec::{Cacheable, TypeCodec};
 use crate::entry::{MAX_TAGS, NoTtl, Ttl};
 use crate::flight::{self, Landed, Leader, Role, Shared, Slot, Source};
 use crate::generations::Snapshot;
@@ -440,7 +440,7 @@ struct Batch<'a, K, V> {
     tags: &'a [String],
     tags_of: Option<&'a TagsOf<'a, K>>,
     keys: &'a [K],
-    codec: Codec<V>,
+    codec: TypeCodec<V>,
     found: HashMap<K, V>,
     missing: Vec<Missing<K>>,
 }
@@ -462,7 +462,7 @@ where
             tags: &entries.options.tags,
             tags_of: entries.tags_of.as_ref(),
             keys: entries.keys,
-            codec: Codec::new(),
+            codec: TypeCodec::new(),
             found: HashMap::with_capacity(entries.keys.len()),
             missing: Vec::new(),
         }
@@ -630,6 +630,7 @@ where
                 L2Read::Found(found) if found.meta.remaining(now).is_some() => {
                     let (expires_at_ms, load_time) =
                         (found.meta.expires_at_ms, found.meta.load_time());
+                    let size = found.size;
                     let (outcome, shared): (_, Shared) = match found.value {
                         Some(value) => {
                             let shared = (self.codec.share)(&value);
@@ -648,6 +649,7 @@ where
                     if let Some(entry) =
                         l1_entry(self.spec, &self.counters, shared, timing, generations)
                     {
+                        let entry = inner.weighed(entry, || size);
                         inner.keep_in_l1(&self.missing[i].rendered, entry);
                     }
                     outcome
@@ -741,6 +743,7 @@ where
                 timing,
                 generations,
             ) {
+                let entry = inner.weighed(entry, || (self.codec.measure)(&shared));
                 inner.keep_in_l1(&m.rendered, entry);
             }
             if let Some(leader) = m.leader.take() {

@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     /// Keys this instance waits on for another process's load.
     pub(crate) landings: Landings,
     pub(crate) settings: Settings,
+    /// The keys values are encrypted with in Redis, if any.
+    pub(crate) keys: Option<crate::crypt::KeyRing>,
     pub(crate) counters: Counters,
     /// Each prefix's counters, and how calls are traced.
     pub(crate) observer: Observer,
@@ -112,6 +114,20 @@ impl Inner {
             self.generations.snapshot(prefix, tags, key)
         };
         (generations, tracked)
+    }
+
+    /// With an L1 byte budget, `entry` with its value's serialized size
+    /// (`size` is called only then).
+    pub(crate) fn weighed(
+        &self,
+        entry: crate::l1::Entry,
+        size: impl FnOnce() -> usize,
+    ) -> crate::l1::Entry {
+        if self.l1.weighs() {
+            entry.sized(size())
+        } else {
+            entry
+        }
     }
 
     /// Puts a value in L1 unless an invalidation covering it was applied
@@ -299,13 +315,20 @@ impl Cache {
     pub fn in_memory() -> Self {
         Self::from_parts(
             Names::new(DEFAULT_NAMESPACE.to_owned()),
-            DEFAULT_L1_CAPACITY,
+            (DEFAULT_L1_CAPACITY, None),
             None,
             Settings::default(),
+            None,
         )
     }
 
-    fn from_parts(names: Names, l1_capacity: u64, l2: Option<L2>, settings: Settings) -> Self {
+    fn from_parts(
+        names: Names,
+        (l1_capacity, l1_max_bytes): (u64, Option<u64>),
+        l2: Option<L2>,
+        settings: Settings,
+        keys: Option<crate::crypt::KeyRing>,
+    ) -> Self {
         let observer = Observer::new(names.as_str(), settings.trace_keys);
         let metrics = CacheMetrics::new(names.as_str());
         Self {
@@ -314,11 +337,12 @@ impl Cache {
                 metrics,
                 names,
                 id: fastrand::u64(..),
-                l1: L1::new(l1_capacity),
+                l1: L1::new(l1_capacity, l1_max_bytes),
                 l2,
                 flights: Flights::default(),
                 landings: Landings::default(),
                 settings,
+                keys,
                 counters: Counters::default(),
                 generations: Generations::default(),
                 pending: Pending::default(),
@@ -421,6 +445,10 @@ impl Cache {
         self.inner.observer.flush();
         let mut stats = self.inner.counters.snapshot(&self.inner.observer.totals());
         stats.pending_invalidations = self.inner.pending.len();
+        stats.l1_entries = self.inner.l1.len() as u64;
+        if self.inner.l1.weighs() {
+            stats.l1_bytes = self.inner.l1.weight();
+        }
         if let Some(l2) = &self.inner.l2 {
             stats.breaker_trips = l2.breaker.trips();
             stats.breaker_open = l2.breaker.is_open();
@@ -495,9 +523,12 @@ pub struct CacheBuilder {
     #[cfg(feature = "tls")]
     tls: Tls,
     l1_capacity: u64,
+    l1_max_bytes: Option<u64>,
     redis_timeout: Duration,
     breaker: (u32, Duration),
     settings: Settings,
+    #[cfg(feature = "encryption")]
+    keys: Option<crate::crypt::KeyRing>,
 }
 
 /// Certificates for `rediss://`, beside the system's roots.
@@ -641,9 +672,11 @@ impl fmt::Debug for CacheBuilder {
                     .map(|(user, _)| format!("user {user:?}, password ***")),
             )
             .field("l1_capacity", &self.l1_capacity)
+            .field("l1_max_bytes", &self.l1_max_bytes)
             .field("redis_timeout", &self.redis_timeout)
             .field("breaker", &self.breaker)
             .field("settings", &self.settings)
+            .field("encryption_keys", &self.encryption_keys_shown())
             .finish()
     }
 }
@@ -776,9 +809,12 @@ impl Default for CacheBuilder {
             #[cfg(feature = "tls")]
             tls: Tls::default(),
             l1_capacity: DEFAULT_L1_CAPACITY,
+            l1_max_bytes: None,
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
             breaker: (DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_COOLDOWN),
             settings: Settings::default(),
+            #[cfg(feature = "encryption")]
+            keys: None,
         }
     }
 }
@@ -882,6 +918,18 @@ impl CacheBuilder {
         self
     }
 
+    /// Also bounds L1 by memory: about `bytes` in all, as estimated from
+    /// each entry's key, its value's serialized size (as read from Redis,
+    /// or as JSON for a value loaded) and a fixed overhead per entry; the
+    /// entry count bound of [`l1_capacity`](Self::l1_capacity) still
+    /// holds. An estimate, not an allocator's count: a value's size in
+    /// memory may differ from its serialized size (see the README's "L1
+    /// memory" for what was measured). At least 64 KiB.
+    pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
+        self.l1_max_bytes = Some(bytes);
+        self
+    }
+
     /// The bound on each Redis operation, connecting included (default
     /// 200 ms). Past it the call goes on without Redis.
     pub fn redis_timeout(mut self, timeout: Duration) -> Self {
@@ -968,6 +1016,86 @@ impl CacheBuilder {
         self
     }
 
+    /// How values are serialized in Redis, for functions that do not say
+    /// (`codec = "…"`): default [`Codec::Json`](crate::Codec::Json). A
+    /// reader decodes every codec compiled in, so changing this keeps the
+    /// entries already in Redis (see the README's "Formats").
+    pub fn codec(mut self, codec: crate::Codec) -> Self {
+        self.settings.formats.codec = codec;
+        self
+    }
+
+    /// How payloads of at least [`compress_above`](Self::compress_above)
+    /// bytes are compressed in Redis, for functions that do not say
+    /// (`compress = "…"`): default [`Compression::None`](crate::Compression::None).
+    pub fn compression(mut self, compression: crate::Compression) -> Self {
+        self.settings.formats.compression = compression;
+        self
+    }
+
+    /// The serialized size, in bytes, from which payloads are compressed
+    /// (default [`DEFAULT_COMPRESS_ABOVE`](crate::DEFAULT_COMPRESS_ABOVE),
+    /// 1 KiB), for functions that do not say (`compress_above = n`).
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.settings.formats.compress_above = bytes;
+        self
+    }
+
+    /// The keys that encrypt values in Redis: for the functions that say
+    /// `encrypt`, or every function with
+    /// [`encrypt_all`](Self::encrypt_all). Also decrypts what other
+    /// functions find encrypted. L1 holds values in plaintext, in the
+    /// process. Its `Debug`, and the builder's, show key ids only.
+    #[cfg(feature = "encryption")]
+    pub fn encryption_keys(mut self, keys: crate::KeyRing) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Encrypt every function's values in Redis (needs
+    /// [`encryption_keys`](Self::encryption_keys)), as if each said
+    /// `encrypt`: plaintext entries already there are then misses.
+    #[cfg(feature = "encryption")]
+    pub fn encrypt_all(mut self, encrypt: bool) -> Self {
+        self.settings.formats.encrypt_all = encrypt;
+        self
+    }
+
+    #[cfg(feature = "encryption")]
+    fn encryption_keys_shown(&self) -> Option<&crate::KeyRing> {
+        self.keys.as_ref()
+    }
+
+    #[cfg(not(feature = "encryption"))]
+    #[allow(clippy::unused_self)]
+    fn encryption_keys_shown(&self) -> Option<()> {
+        None
+    }
+
+    #[cfg(feature = "encryption")]
+    fn take_keys(&mut self) -> Result<Option<crate::crypt::KeyRing>, Error> {
+        let invalid = |reason| Error::InvalidSetting {
+            setting: "encryption_keys",
+            reason,
+        };
+        if let Some(reason) = self.keys.as_ref().and_then(crate::KeyRing::invalid) {
+            return Err(invalid(reason));
+        }
+        if self.settings.formats.encrypt_all && self.keys.is_none() {
+            return Err(Error::InvalidSetting {
+                setting: "encrypt_all",
+                reason: "needs the keys to encrypt with: add encryption_keys(KeyRing::new(id, key))",
+            });
+        }
+        Ok(self.keys.take())
+    }
+
+    #[cfg(not(feature = "encryption"))]
+    #[allow(clippy::unused_self, clippy::unnecessary_wraps)]
+    fn take_keys(&mut self) -> Result<Option<crate::crypt::KeyRing>, Error> {
+        Ok(None)
+    }
+
     /// Builds the cache. With Redis configured, it tries to connect within
     /// the Redis timeout; a Redis that is not there yet is no error: calls
     /// run without L2 until it answers.
@@ -985,8 +1113,9 @@ impl CacheBuilder {
     /// name, or URLs naming different databases (`InvalidSetting`), a
     /// sentinel URL that does not parse (`InvalidRedisUrl`).
     /// [`Error::RedisTooOld`] when Redis answers and is older than 7.0.
-    pub async fn build(self) -> Result<Cache, Error> {
+    pub async fn build(mut self) -> Result<Cache, Error> {
         check_name("namespace", &self.namespace)?;
+        let keys = self.take_keys()?;
         if self.redis_timeout.is_zero() {
             return Err(Error::InvalidSetting {
                 setting: "redis_timeout",
@@ -1001,7 +1130,7 @@ impl CacheBuilder {
             });
         }
         let settings = self.settings;
-        check_settings(&settings, self.redis_timeout)?;
+        check_settings(&settings, self.redis_timeout, self.l1_max_bytes)?;
         let mut database = 0;
         #[cfg(feature = "tls")]
         if let Some(root) = &self.tls.root
@@ -1120,7 +1249,8 @@ impl CacheBuilder {
             }
         };
         let names = Names::new(self.namespace).in_database(database);
-        let cache = Cache::from_parts(names, self.l1_capacity, l2, settings);
+        let l1 = (self.l1_capacity, self.l1_max_bytes);
+        let cache = Cache::from_parts(names, l1, l2, settings, keys);
         if cache.inner.l2.is_some() {
             let subscribed = Arc::new(Notify::new());
             let first = subscribed.notified();
@@ -1139,7 +1269,11 @@ impl CacheBuilder {
 }
 
 /// Every setting in range, or the first one that is not, with what to set.
-fn check_settings(settings: &Settings, redis_timeout: Duration) -> Result<(), Error> {
+fn check_settings(
+    settings: &Settings,
+    redis_timeout: Duration,
+    l1_max_bytes: Option<u64>,
+) -> Result<(), Error> {
     let invalid = |setting, reason| Err(Error::InvalidSetting { setting, reason });
     if redis_timeout > Duration::from_secs(60) {
         return invalid("redis_timeout", "must be at most a minute");
@@ -1164,8 +1298,14 @@ fn check_settings(settings: &Settings, redis_timeout: Duration) -> Result<(), Er
             "must be at least three times redis_timeout: the holder renews it every third of it, and a renewal may take a whole timeout",
         );
     }
+    if l1_max_bytes.is_some_and(|bytes| bytes < 64 << 10) {
+        return invalid("l1_max_bytes", "must be at least 64 KiB");
+    }
     if settings.max_value_size < 1024 {
         return invalid("max_value_size", "must be at least 1024 bytes");
+    }
+    if let Some(reason) = settings.formats.compression.invalid() {
+        return invalid("compression", reason);
     }
     Ok(())
 }
@@ -1203,7 +1343,7 @@ mod tests {
     /// A cache without Redis, holding `l1_capacity` entries.
     fn local(l1_capacity: u64) -> Arc<Inner> {
         let names = Names::new(DEFAULT_NAMESPACE.to_owned());
-        Cache::from_parts(names, l1_capacity, None, Settings::default()).inner
+        Cache::from_parts(names, (l1_capacity, None), None, Settings::default(), None).inner
     }
 
     /// Every entry covered by an invalidation is unservable once it returns,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::envelope::{self, Meta};
+use crate::envelope::{self, EncodeError, Meta, Reading, Undecoded, Writing};
 use crate::flight::Shared;
 use crate::l1::Absent;
 use crate::shape::{Kept, Shape};
@@ -26,10 +26,10 @@ pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'stati
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Cacheable for T {}
 
 /// Everything the cache does with a value, as plain function pointers built
-/// where `V: Cacheable` is checked. The cache paths take a `Codec` instead of
+/// where `V: Cacheable` is checked. The cache paths take a `TypeCodec` instead of
 /// the bound, so a type that cannot be cached is reported once, at the
 /// return type, not again at every generated call.
-pub struct Codec<V> {
+pub struct TypeCodec<V> {
     /// Wraps a value for L1 and for the flight's waiters.
     pub(crate) share: fn(&V) -> Shared,
     /// Wraps a value the cache owns (read from L2) without cloning it.
@@ -40,25 +40,49 @@ pub struct Codec<V> {
     /// waiter), else clones it; `None` if it is no `V`.
     pub(crate) take: fn(Shared) -> Option<V>,
     /// Serializes a value (`None`: a cached "nothing") into an envelope.
-    pub(crate) encode: fn(&Meta, Option<&V>) -> Result<Vec<u8>, serde_json::Error>,
+    pub(crate) encode: Encode<V>,
     /// Reads an envelope holding a `V` or a cached "nothing" of `V`.
-    pub(crate) decode: fn(&[u8]) -> Option<Decoded<V>>,
+    pub(crate) decode: fn(&[u8], &Reading<'_>) -> Result<Decoded<V>, Undecoded>,
     /// Identifies `V` in envelopes.
     pub(crate) fingerprint: fn() -> u64,
+    /// The serialized size of a shared `V` (JSON, counted, not written):
+    /// what an L1 byte budget weighs a loaded value by; 0 for another type.
+    pub(crate) measure: fn(&Shared) -> usize,
 }
 
-/// An envelope's metadata and value (`None`: a cached "nothing").
-pub(crate) type Decoded<V> = (Meta, Option<V>);
+/// The length of `value` as JSON, counted without writing it anywhere.
+fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
 
-impl<V> Clone for Codec<V> {
+/// Serializes a value (`None`: a cached "nothing") into an envelope.
+pub(crate) type Encode<V> = fn(&Meta, Option<&V>, &Writing<'_>) -> Result<Vec<u8>, EncodeError>;
+
+/// An envelope's metadata, value (`None`: a cached "nothing") and
+/// serialized size.
+pub(crate) type Decoded<V> = (Meta, Option<V>, usize);
+
+impl<V> Clone for TypeCodec<V> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<V> Copy for Codec<V> {}
+impl<V> Copy for TypeCodec<V> {}
 
-impl<V: Cacheable> Codec<V> {
+impl<V: Cacheable> TypeCodec<V> {
     /// The codec of a cacheable type.
     #[must_use]
     pub const fn new() -> Self {
@@ -73,6 +97,7 @@ impl<V: Cacheable> Codec<V> {
             encode: envelope::encode::<V>,
             decode: envelope::decode::<V>,
             fingerprint: envelope::fingerprint::<V>,
+            measure: |shared| shared.downcast_ref::<V>().map_or(0, json_len),
         }
     }
 }
@@ -88,7 +113,7 @@ pub trait CacheableShared: Serialize + DeserializeOwned + Send + Sync + 'static 
 
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> CacheableShared for T {}
 
-impl<T: CacheableShared> Codec<Arc<T>> {
+impl<T: CacheableShared> TypeCodec<Arc<T>> {
     /// The codec of an `Arc<T>`, without serde's `rc` feature: L1 and the
     /// flights hold the `T` itself in its `Arc`, so a hit is a reference
     /// count increment, never a deep clone; Redis holds `T`, so a function
@@ -100,17 +125,20 @@ impl<T: CacheableShared> Codec<Arc<T>> {
             own: |value| value,
             unshare: |shared| shared.clone().downcast::<T>().ok(),
             take: |shared| shared.downcast::<T>().ok(),
-            encode: |meta, value| envelope::encode::<T>(meta, value.map(|value| &**value)),
-            decode: |bytes| {
-                let (meta, value) = envelope::decode::<T>(bytes)?;
-                Some((meta, value.map(Arc::new)))
+            encode: |meta, value, how| {
+                envelope::encode::<T>(meta, value.map(|value| &**value), how)
+            },
+            decode: |bytes, how| {
+                let (meta, value, size) = envelope::decode::<T>(bytes, how)?;
+                Ok((meta, value.map(Arc::new), size))
             },
             fingerprint: envelope::fingerprint::<T>,
+            measure: |shared| shared.downcast_ref::<T>().map_or(0, json_len),
         }
     }
 }
 
-impl<V: Cacheable> Default for Codec<V> {
+impl<V: Cacheable> Default for TypeCodec<V> {
     fn default() -> Self {
         Self::new()
     }
@@ -120,7 +148,7 @@ impl<V: Cacheable> Default for Codec<V> {
 /// `None` for a value of another type. [`kept`] then `rejoin`, written
 /// out: it is the L1 hit's path.
 #[inline]
-pub(crate) fn answer<S: Shape<R>, R>(codec: Codec<S::Value>, shared: &Shared) -> Option<R> {
+pub(crate) fn answer<S: Shape<R>, R>(codec: TypeCodec<S::Value>, shared: &Shared) -> Option<R> {
     match (codec.unshare)(shared) {
         Some(value) => Some(S::from_value(value)),
         None if shared.is::<Absent>() => S::absent().map(|absent| absent()),
@@ -132,7 +160,7 @@ pub(crate) fn answer<S: Shape<R>, R>(codec: Codec<S::Value>, shared: &Shared) ->
 /// not yet the function's return value, which need not be `Send`.
 #[inline]
 pub(crate) fn kept<S: Shape<R>, R>(
-    codec: Codec<S::Value>,
+    codec: TypeCodec<S::Value>,
     shared: &Shared,
 ) -> Option<Kept<S::Value, R>> {
     match (codec.unshare)(shared) {
@@ -144,7 +172,10 @@ pub(crate) fn kept<S: Shape<R>, R>(
 
 /// As [`answer`], for the last holder of `shared` but maybe L1 and the
 /// flight's waiters: without them, the value is moved out, not cloned.
-pub(crate) fn answer_owned<S: Shape<R>, R>(codec: Codec<S::Value>, shared: Shared) -> Option<R> {
+pub(crate) fn answer_owned<S: Shape<R>, R>(
+    codec: TypeCodec<S::Value>,
+    shared: Shared,
+) -> Option<R> {
     if shared.is::<Absent>() {
         return S::absent().map(|absent| absent());
     }
@@ -177,28 +208,28 @@ impl<V> Default for CodecProbe<V> {
 /// The probe's answer for a cacheable value: its codec.
 pub trait ProbeCacheable<V> {
     /// The codec.
-    fn codec(&self) -> Codec<V>;
+    fn codec(&self) -> TypeCodec<V>;
 }
 
 impl<V: Cacheable> ProbeCacheable<V> for CodecProbe<V> {
-    fn codec(&self) -> Codec<V> {
-        Codec::new()
+    fn codec(&self) -> TypeCodec<V> {
+        TypeCodec::new()
     }
 }
 
 /// The probe's answer for any other value: an inert codec.
 pub trait ProbeUncacheable<V> {
     /// The codec.
-    fn codec(&self) -> Codec<V>;
+    fn codec(&self) -> TypeCodec<V>;
 }
 
 impl<V> ProbeUncacheable<V> for &CodecProbe<V> {
-    fn codec(&self) -> Codec<V> {
-        Codec::inert()
+    fn codec(&self) -> TypeCodec<V> {
+        TypeCodec::inert()
     }
 }
 
-impl<V> Codec<V> {
+impl<V> TypeCodec<V> {
     /// A codec that stores nothing and finds nothing, for a type that
     /// cannot be cached (see [`CodecProbe`]).
     const fn inert() -> Self {
@@ -207,9 +238,10 @@ impl<V> Codec<V> {
             own: |_| Arc::new(Absent),
             unshare: |_| None,
             take: |_| None,
-            encode: |_, _| Err(serde::ser::Error::custom("this type cannot be cached")),
-            decode: |_| None,
+            encode: |_, _, _| Err(EncodeError::Serialize("this type cannot be cached".into())),
+            decode: |_, _| Err(Undecoded::Foreign),
             fingerprint: || 0,
+            measure: |_| 0,
         }
     }
 }

@@ -42,7 +42,7 @@ use std::time::Duration;
 use crate::aside::{l1_get_rendered, load_detached_in, load_in, peek};
 use crate::body::Detached;
 use crate::cache::Cache;
-use crate::codec::{Cacheable, Codec};
+use crate::codec::{Cacheable, TypeCodec};
 use crate::error::Error;
 use crate::key::{EntryKey, KeyWriter};
 use crate::lead::Ctx;
@@ -178,6 +178,31 @@ impl<'c, T, B> Entry<'c, T, B> {
         self
     }
 
+    /// How the value is serialized in Redis (`codec = "…"`; default: the
+    /// cache's, see [`CacheBuilder::codec`](crate::CacheBuilder::codec)).
+    /// Any codec compiled in is read, whatever this says.
+    pub fn codec(mut self, codec: crate::Codec) -> Self {
+        self.options.spec.format.codec = Some(codec);
+        self
+    }
+
+    /// How the value is compressed in Redis from `above` bytes serialized
+    /// (`compress = "…"`, `compress_above = n`; default: the cache's).
+    pub fn compress(mut self, compression: crate::Compression, above: usize) -> Self {
+        self.options.spec.format.compression = Some(compression);
+        self.options.spec.format.compress_above = Some(above);
+        self
+    }
+
+    /// Encrypt the value in Redis with the cache's
+    /// [`KeyRing`](crate::KeyRing) (`encrypt`): without one it is kept out
+    /// of Redis; a value found there unencrypted is a miss.
+    #[cfg(feature = "encryption")]
+    pub fn encrypt(mut self) -> Self {
+        self.options.spec.format.encrypt = true;
+        self
+    }
+
     /// Past its TTL, serve the old value at once while one background
     /// refresh runs, for this long (`stale = "…"`; at most a year). The
     /// loader must then be able to run in the background.
@@ -210,7 +235,7 @@ impl<'c, T, B> Entry<'c, T, B> {
             return None;
         }
         let (key, Options { spec, tags, .. }) = (self.key.clone().finish(), &self.options);
-        peek(self.cache, spec, Codec::<V>::new(), &key, tags).await
+        peek(self.cache, spec, TypeCodec::<V>::new(), &key, tags).await
     }
 
     /// Forgets the entry, in Redis and in the L1 of every instance, as
@@ -241,7 +266,7 @@ impl<'c, T, B> Entry<'c, T, B> {
         Some(Ctx::new(
             self.cache.clone(),
             self.options.spec,
-            Codec::new(),
+            TypeCodec::new(),
             self.key.finish(),
             self.options.tags,
             None,
@@ -256,7 +281,7 @@ impl<'c, T, B> Entry<'c, T, B> {
         if self.options.refused.is_some() {
             return None;
         }
-        l1_get_rendered::<S, R>(self.cache, &self.key, Codec::new())
+        l1_get_rendered::<S, R>(self.cache, &self.key, TypeCodec::new())
     }
 }
 
@@ -279,7 +304,7 @@ impl<B> Entry<'_, Ttl, B> {
             return Err(error);
         }
         let (key, Options { spec, tags, .. }) = (self.key.clone().finish(), &self.options);
-        set(self.cache, spec, Codec::new(), &key, tags, value).await
+        set(self.cache, spec, TypeCodec::new(), &key, tags, value).await
     }
 }
 

@@ -6,7 +6,8 @@
 //! prefix with different types) is a miss, like a foreign value in L2.
 //!
 //! The map is `quick_cache` (sharded, read-locked lookups, a CLOCK-PRO /
-//! S3-FIFO style eviction with a ghost queue), bounded in entries. It was
+//! S3-FIFO style eviction with a ghost queue), bounded in entries, and
+//! with a byte budget in estimated bytes too (see [`Weigh`]). It was
 //! moka until the L1 hit had to beat a plain `Mutex<HashMap>` cache: a moka
 //! `get` alone (SipHash, its clock, the read-log channel and housekeeping)
 //! cost about as much as the whole hit of the `cached` crate. What moka did
@@ -46,6 +47,8 @@ pub(crate) struct Entry {
     /// For entries that outlive their fresh period or refresh early: when
     /// it ends, and XFetch's `delta·β`. `None`: fresh until it expires.
     pub(crate) timing: Option<Timing>,
+    /// Its value's serialized size, with a byte budget (0: unknown).
+    size: u32,
 }
 
 /// When an entry stops being fresh, for functions with `stale`,
@@ -100,7 +103,14 @@ impl Entry {
             ttl,
             generations,
             timing: None,
+            size: 0,
         }
+    }
+
+    /// With its value's serialized size, which a byte budget weighs it by.
+    pub(crate) fn sized(mut self, bytes: usize) -> Self {
+        self.size = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self
     }
 
     /// With its fresh period checked on every hit (see [`Timing`]).
@@ -185,7 +195,36 @@ impl Expiry {
 /// The rendered key, as bytes: a lookup hashes the `&[u8]` it borrows.
 type Key = Box<[u8]>;
 
-type Map = quick_cache::sync::Cache<Key, Arc<Slot>>;
+type Map = quick_cache::sync::Cache<Key, Arc<Slot>, Weigh>;
+
+/// What an entry costs against L1's bounds. Without a byte budget, one:
+/// the capacity counts entries. With one, the capacity is the budget, and
+/// an entry weighs an estimate of the memory it holds — its key, its
+/// value's serialized size, and [`ENTRY_OVERHEAD`] — but never less than
+/// the budget over the entry capacity, so that the count bound holds too.
+#[derive(Clone, Copy)]
+struct Weigh {
+    /// `None`: count entries.
+    floor: Option<u64>,
+}
+
+/// The memory an entry holds beside its key and value: the map's slot,
+/// the `Arc`s around the entry and the value, its generations and timing,
+/// the boxed key's allocation. Measured: see the README's "L1 memory".
+pub(crate) const ENTRY_OVERHEAD: u64 = 200;
+
+impl quick_cache::Weighter<Key, Arc<Slot>> for Weigh {
+    #[inline]
+    fn weight(&self, key: &Key, slot: &Arc<Slot>) -> u64 {
+        match self.floor {
+            None => 1,
+            Some(floor) => {
+                let bytes = key.len() as u64 + u64::from(slot.entry.size) + ENTRY_OVERHEAD;
+                bytes.max(floor)
+            }
+        }
+    }
+}
 
 /// A value found in L1: derefs to the shared value.
 pub(crate) struct Hit(Arc<Slot>);
@@ -210,26 +249,46 @@ impl Deref for Hit {
 /// The in-process layer; disabled when built with a capacity of 0.
 pub(crate) struct L1 {
     entries: Option<Map>,
+    /// The byte budget, if any.
+    max_bytes: Option<u64>,
     /// Bumped by [`L1::clear`]: entries of an older epoch are gone.
     cleared: AtomicU64,
 }
 
 impl L1 {
-    pub(crate) fn new(capacity: u64) -> Self {
+    /// At most `capacity` entries and, with `max_bytes`, about that many
+    /// bytes (see [`Weigh`]).
+    pub(crate) fn new(capacity: u64, max_bytes: Option<u64>) -> Self {
         let entries = (capacity > 0).then(|| {
             let estimated = usize::try_from(capacity).unwrap_or(usize::MAX);
+            let (weight_capacity, floor) = match max_bytes {
+                None => (capacity, None),
+                Some(bytes) => (bytes, Some((bytes / capacity).max(1))),
+            };
             Map::with(
                 estimated,
-                capacity,
-                quick_cache::UnitWeighter,
+                weight_capacity,
+                Weigh { floor },
                 quick_cache::DefaultHashBuilder::default(),
                 quick_cache::sync::DefaultLifecycle::default(),
             )
         });
         Self {
             entries,
+            max_bytes,
             cleared: AtomicU64::new(0),
         }
+    }
+
+    /// Whether entries are weighed by their size (a byte budget).
+    pub(crate) fn weighs(&self) -> bool {
+        self.max_bytes.is_some()
+    }
+
+    /// The estimated bytes its entries hold, with a byte budget (see
+    /// [`Weigh`]); else how many entries it holds.
+    pub(crate) fn weight(&self) -> u64 {
+        self.entries.as_ref().map_or(0, Map::weight)
     }
 
     /// Whether a held entry may be served at all, fresh or not.
@@ -318,7 +377,7 @@ mod tests {
 
     #[test]
     fn typed_get_and_per_entry_ttl() {
-        let l1 = L1::new(100);
+        let l1 = L1::new(100, None);
         l1.insert("a".into(), Entry::new(5u32, Duration::from_millis(50)));
         l1.insert(
             "b".into(),
@@ -336,7 +395,7 @@ mod tests {
 
     #[test]
     fn entries_longer_than_the_coarse_margin_expire_on_time() {
-        let l1 = L1::new(100);
+        let l1 = L1::new(100, None);
         let ttl = COARSE_MARGIN * 3;
         let before_insert = Instant::now();
         l1.insert("a".into(), Entry::new(1u8, ttl));
@@ -359,7 +418,7 @@ mod tests {
 
     #[test]
     fn clear_drops_everything_inserted_before() {
-        let l1 = L1::new(100);
+        let l1 = L1::new(100, None);
         l1.insert("a".into(), Entry::new(1u8, Duration::from_secs(60)));
         l1.clear();
         assert!(l1.get("a").is_none());
@@ -370,7 +429,7 @@ mod tests {
 
     #[test]
     fn bounded_with_eviction() {
-        let l1 = L1::new(1_000);
+        let l1 = L1::new(1_000, None);
         for i in 0..10_000 {
             l1.insert(format!("k:{i}"), Entry::new(i, Duration::from_secs(60)));
             // A few keys stay hot: the policy keeps them.
@@ -385,7 +444,7 @@ mod tests {
 
     #[test]
     fn capacity_zero_disables() {
-        let l1 = L1::new(0);
+        let l1 = L1::new(0, None);
         l1.insert("a".into(), Entry::new(1u8, Duration::from_secs(1)));
         assert!(l1.get("a").is_none());
     }

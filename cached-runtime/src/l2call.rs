@@ -11,8 +11,9 @@
 use std::time::{Duration, Instant};
 
 use crate::cache::Inner;
-use crate::codec::Codec;
-use crate::envelope::Meta;
+use crate::codec::TypeCodec;
+use crate::envelope::{EncodeError, Meta, Reading, Undecoded, Writing};
+use crate::format::Format;
 use crate::l2::{L2, L2Error};
 use crate::lock::Lease;
 use crate::spec::Spec;
@@ -35,6 +36,8 @@ pub(crate) struct Found<V> {
     pub(crate) meta: Meta,
     /// `None`: a cached "nothing".
     pub(crate) value: Option<V>,
+    /// Its serialized size (uncompressed, decrypted): what L1 weighs it by.
+    pub(crate) size: usize,
     pub(crate) seen: Seen,
 }
 
@@ -116,6 +119,31 @@ impl<'a> L2Call<'a> {
         tracing::debug!(%error, prefix, key, "L2 {what} failed");
     }
 
+    /// How this entry is written.
+    fn writing(&self) -> Writing<'_> {
+        Writing {
+            format: self.format(),
+            keys: self.inner.keys.as_ref(),
+            redis_key: self.entry_key.as_bytes(),
+            max_len: self.inner.settings.max_value_size,
+        }
+    }
+
+    /// The function's format, over the cache's.
+    fn format(&self) -> Format {
+        Format::of(self.spec.format, self.inner.settings.formats)
+    }
+
+    /// How this entry is read.
+    fn reading(&self) -> Reading<'_> {
+        Reading {
+            keys: self.inner.keys.as_ref(),
+            redis_key: self.entry_key.as_bytes(),
+            sealed_only: self.format().encrypt,
+            max_len: self.inner.settings.max_value_size,
+        }
+    }
+
     /// The key, for a log that may show it (`trace_keys`).
     fn shown_key(&self) -> Option<&str> {
         self.inner.observer.shown(&self.entry_key)
@@ -136,7 +164,7 @@ impl<'a> L2Call<'a> {
     /// (absent, foreign, corrupt, oversized, invalidated, covered by an
     /// invalidation this instance has not had confirmed) is a miss;
     /// whether it is still fresh is for the caller to see.
-    pub(crate) async fn read<V>(&self, codec: Codec<V>) -> L2Read<V> {
+    pub(crate) async fn read<V>(&self, codec: TypeCodec<V>) -> L2Read<V> {
         let at = Instant::now();
         // Before the read is sent: Redis may not have these yet.
         let pending = self.inner.pending.snapshot();
@@ -159,7 +187,7 @@ impl<'a> L2Call<'a> {
     /// reader of `V`: see [`L2Call::read`].
     pub(crate) fn classify<V>(
         &self,
-        codec: Codec<V>,
+        codec: TypeCodec<V>,
         entry: Option<Vec<u8>>,
         versions: Vec<u64>,
         pending: Option<&crate::pending::Snapshot>,
@@ -188,15 +216,28 @@ impl<'a> L2Call<'a> {
         if crate::l2::is_tombstone(&bytes) {
             return L2Read::Miss(seen(versions, Some(bytes))); // invalidated
         }
-        let Some((meta, value)) = (codec.decode)(&bytes) else {
-            let expected = std::any::type_name::<V>();
-            tracing::debug!(
-                prefix = self.spec.prefix,
-                key = self.shown_key(),
-                expected,
-                "L2 value does not decode; loading"
-            );
-            return L2Read::Miss(seen(versions, Some(bytes)));
+        let (meta, value, size) = match (codec.decode)(&bytes, &self.reading()) {
+            Ok(decoded) => decoded,
+            Err(Undecoded::Foreign) => {
+                let expected = std::any::type_name::<V>();
+                tracing::debug!(
+                    prefix = self.spec.prefix,
+                    key = self.shown_key(),
+                    expected,
+                    "L2 value does not decode; loading"
+                );
+                return L2Read::Miss(seen(versions, Some(bytes)));
+            }
+            Err(Undecoded::Undecryptable) => {
+                Counters::bump(&self.inner.counters.undecryptable);
+                let (prefix, key) = (self.spec.prefix, self.shown_key());
+                crate::observe::warn_throttled!(
+                    prefix,
+                    key,
+                    "L2 value does not decrypt (an unknown key id, a wrong key, tampered, or not encrypted); loading"
+                );
+                return L2Read::Miss(seen(versions, Some(bytes)));
+            }
         };
         let invalidated = meta.tag_versions != versions
             || pending.is_some_and(|p| p.covers(self.key, self.spec.prefix, self.tags));
@@ -204,7 +245,12 @@ impl<'a> L2Call<'a> {
             return L2Read::Miss(seen(versions, Some(bytes)));
         }
         let seen = seen(versions, Some(bytes));
-        L2Read::Found(Found { meta, value, seen })
+        L2Read::Found(Found {
+            meta,
+            value,
+            size,
+            seen,
+        })
     }
 
     /// The entry as it is (bytes, not decoded) and the current versions of
@@ -248,7 +294,7 @@ impl<'a> L2Call<'a> {
     /// or is over `max_value_size`.
     pub(crate) fn envelope<V>(
         &self,
-        codec: Codec<V>,
+        codec: TypeCodec<V>,
         value: Option<&V>,
         load_time: Duration,
         (fresh, expires_at_ms): (Duration, u64),
@@ -260,14 +306,17 @@ impl<'a> L2Call<'a> {
             ..Meta::fresh((codec.fingerprint)(), fresh, load_time)
         };
         let (prefix, key) = (self.spec.prefix, self.shown_key());
-        let bytes = match (codec.encode)(&meta, value) {
+        let bytes = match (codec.encode)(&meta, value, &self.writing()) {
             Ok(bytes) => bytes,
             Err(error) => {
+                if let EncodeError::Oversized(_) = error {
+                    Counters::bump(&self.inner.counters.oversized_values);
+                }
                 crate::observe::warn_throttled!(
                     %error,
                     prefix,
                     key,
-                    "value does not serialize; kept in L1 only"
+                    "value not written to Redis; kept in L1 only"
                 );
                 return Err(NotWritten::Refused);
             }
@@ -293,7 +342,7 @@ impl<'a> L2Call<'a> {
     /// when the write fails, by the lease's drop.
     pub(crate) async fn write<V>(
         &self,
-        codec: Codec<V>,
+        codec: TypeCodec<V>,
         value: Option<&V>,
         load_time: Duration,
         (fresh, expires_at_ms): (Duration, u64),

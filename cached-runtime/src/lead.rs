@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::body::Body;
 use crate::cache::{Cache, Inner};
-use crate::codec::{Codec, answer, answer_owned, kept};
+use crate::codec::{TypeCodec, answer, answer_owned, kept};
 use crate::envelope;
 use crate::flight::{Landed, Leader, Shared, Source};
 use crate::generations::Snapshot;
@@ -43,7 +43,7 @@ pub(crate) struct Ctx<S: Shape<R>, R> {
     pub(crate) cache: Cache,
     /// Copied: a programmatic entry's is made at run time.
     pub(crate) spec: Spec,
-    pub(crate) codec: Codec<S::Value>,
+    pub(crate) codec: TypeCodec<S::Value>,
     pub(crate) key: String,
     pub(crate) tags: Vec<String>,
     /// The function's error for a hard timeout (`hard_timeout`).
@@ -56,7 +56,7 @@ impl<S: Shape<R>, R> Ctx<S, R> {
     pub(crate) fn new(
         cache: Cache,
         spec: Spec,
-        codec: Codec<S::Value>,
+        codec: TypeCodec<S::Value>,
         key: String,
         tags: Vec<String>,
         timed_out: Option<fn() -> R>,
@@ -289,7 +289,10 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             generations,
         );
         if let Some(entry) = entry {
-            self.inner.keep_in_l1(&self.ctx.key, entry);
+            let measure = self.ctx.codec.measure;
+            let size = self.inner.l1.weighs().then(|| measure(&entry.value));
+            self.inner
+                .keep_in_l1(&self.ctx.key, entry.sized(size.unwrap_or(0)));
         }
     }
 

@@ -13,10 +13,12 @@ mod cache;
 mod codec;
 mod coherence;
 mod copy;
+mod crypt;
 pub mod entry;
 mod envelope;
 mod error;
 mod flight;
+mod format;
 mod generations;
 pub mod key;
 mod l1;
@@ -45,8 +47,11 @@ pub use cache::{
     Cache, CacheBuilder, DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_FAILURES, DEFAULT_L1_CAPACITY,
     DEFAULT_NAMESPACE, DEFAULT_REDIS_TIMEOUT, global, set_global,
 };
+#[cfg(feature = "encryption")]
+pub use crypt::KeyRing;
 pub use entry::Entry;
 pub use error::{Error, LoadTimeout};
+pub use format::{Codec, Compression, DEFAULT_COMPRESS_ABOVE, DEFAULT_ZSTD_LEVEL};
 pub use key::{EntryKey, Key, KeyPart, KeyWriter};
 pub use observe::{MAX_PREFIXES, OTHER_PREFIXES, PrefixStats};
 pub use spec::{
@@ -62,12 +67,13 @@ pub mod __private {
     pub use crate::batch::{batch, batch_infallible};
     pub use crate::body::Detached;
     pub use crate::cache::{Cache, global};
-    pub use crate::codec::{Cacheable, Codec, CodecProbe, ProbeCacheable, ProbeUncacheable};
+    pub use crate::codec::{Cacheable, CodecProbe, ProbeCacheable, ProbeUncacheable, TypeCodec};
     pub use crate::copy::{
         NotThreadSafe, Owned, ProbeNotThreadSafe, ProbeThreadSafe, SendProbe, Shared, ThreadSafe,
         Unused,
     };
     pub use crate::error::{Error, LoadTimeout};
+    pub use crate::format::names as formats;
     pub use crate::key::{KeyPart, KeyWriter, TagPart, is_valid_prefix};
     pub use crate::shape::{Fallible, FallibleOptional, Kept, Optional, Plain, Shape, Split};
     pub use crate::shape_check::{
@@ -80,18 +86,18 @@ pub mod __private {
         When, invalidate_entry, invalidating, invalidating_always, set, write_through,
     };
 
-    /// The codec of a cached `Arc<T>` (see `Codec::arc`), spanned like
+    /// The codec of a cached `Arc<T>` (see `TypeCodec::arc`), spanned like
     /// [`codec`].
     #[must_use]
-    pub const fn arc_codec<T: crate::codec::CacheableShared>() -> Codec<std::sync::Arc<T>> {
-        Codec::arc()
+    pub const fn arc_codec<T: crate::codec::CacheableShared>() -> TypeCodec<std::sync::Arc<T>> {
+        TypeCodec::arc()
     }
 
     /// Checks that a cached value's type can be cached and returns what the
     /// cache paths need of it; spanned on the return type so that the error
     /// points there, once.
     #[must_use]
-    pub const fn codec<T: Cacheable>() -> Codec<T> {
-        Codec::new()
+    pub const fn codec<T: Cacheable>() -> TypeCodec<T> {
+        TypeCodec::new()
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - An envelope of arbitrary bytes (or a valid one, cut, flipped or
 //!   extended) decodes to a value or to nothing, never a panic; a valid one
-//!   decodes to what was encoded.
+//!   decodes to what was encoded, in every codec, compression and seal
+//!   compiled in; a sealed one flipped anywhere never decodes.
 //! - Keys are injective: two different argument lists never render the same
 //!   key, whatever the values hold (separators, escapes, `{`, newlines).
 //!
@@ -16,7 +17,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{Meta, decode, encode, fingerprint};
+use crate::envelope::{Meta, Reading, Writing, decode, encode, fingerprint};
+use crate::format::{Codec, Compression, Format};
 use crate::key::KeyWriter;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,12 +54,81 @@ fn meta(tags: usize) -> Meta {
     meta
 }
 
+/// Every format compiled in: each codec, each compression (from the
+/// first byte), sealed or not.
+fn formats() -> Vec<Format> {
+    let codecs = [
+        Codec::Json,
+        #[cfg(feature = "postcard")]
+        Codec::Postcard,
+        #[cfg(feature = "msgpack")]
+        Codec::MessagePack,
+    ];
+    let compressions = [
+        Compression::None,
+        #[cfg(feature = "lz4")]
+        Compression::Lz4,
+        #[cfg(feature = "zstd")]
+        Compression::zstd(),
+    ];
+    let seals: &[bool] = if cfg!(feature = "encryption") {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    let mut all = Vec::new();
+    for codec in codecs {
+        for compression in compressions {
+            for &encrypt in seals {
+                all.push(Format {
+                    codec,
+                    compression,
+                    compress_above: 0,
+                    encrypt,
+                });
+            }
+        }
+    }
+    all
+}
+
+#[cfg(feature = "encryption")]
+fn keys() -> Option<crate::crypt::KeyRing> {
+    Some(crate::crypt::KeyRing::new(1, [5; 32]))
+}
+
+#[cfg(not(feature = "encryption"))]
+fn keys() -> Option<crate::crypt::KeyRing> {
+    None
+}
+
+const REDIS_KEY: &[u8] = b"ns:user:1";
+
+fn reading(keys: Option<&crate::crypt::KeyRing>) -> Reading<'_> {
+    Reading {
+        keys,
+        redis_key: REDIS_KEY,
+        sealed_only: false,
+        max_len: 1 << 20,
+    }
+}
+
+fn read<T: serde::de::DeserializeOwned + 'static>(
+    bytes: &[u8],
+    keys: Option<&crate::crypt::KeyRing>,
+) -> Option<(Meta, Option<T>)> {
+    decode::<T>(bytes, &reading(keys))
+        .ok()
+        .map(|(meta, value, _)| (meta, value))
+}
+
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let _ = decode::<User>(&bytes);
-        let _ = decode::<u64>(&bytes);
-        let _ = decode::<String>(&bytes);
+        let keys = keys();
+        let _ = read::<User>(&bytes, keys.as_ref());
+        let _ = read::<u64>(&bytes, keys.as_ref());
+        let _ = read::<String>(&bytes, keys.as_ref());
     }
 
     #[test]
@@ -68,20 +139,32 @@ proptest! {
         flip in any::<prop::sample::Index>(),
         bit in 0u8..8,
         tail in proptest::collection::vec(any::<u8>(), 0..16),
+        format in any::<prop::sample::Index>(),
     ) {
         let meta = meta(tags);
-        let bytes = encode(&meta, Some(&value)).expect("a User serializes");
-        let (read, decoded) = decode::<User>(&bytes).expect("a valid envelope decodes");
-        prop_assert_eq!(read, meta);
+        let formats = formats();
+        let format = formats[format.index(formats.len())];
+        let keys = keys();
+        let writing = Writing {
+            format,
+            keys: keys.as_ref(),
+            redis_key: REDIS_KEY,
+            max_len: 1 << 20,
+        };
+        let bytes = encode(&meta, Some(&value), &writing).expect("a User serializes");
+        let (got, decoded) = read::<User>(&bytes, keys.as_ref()).expect("a valid envelope decodes");
+        prop_assert_eq!(got, meta);
         prop_assert_eq!(decoded, Some(value));
-        let _ = decode::<User>(&bytes[..cut.index(bytes.len())]);
+        let _ = read::<User>(&bytes[..cut.index(bytes.len())], keys.as_ref());
         let mut flipped = bytes.clone();
         let at = flip.index(flipped.len());
         flipped[at] ^= 1 << bit;
-        let _ = decode::<User>(&flipped);
+        let damaged = read::<User>(&flipped, keys.as_ref());
+        prop_assert!(!format.encrypt || damaged.is_none(), "a sealed envelope flipped at {} decodes", at);
         let mut longer = bytes;
         longer.extend_from_slice(&tail);
-        let _ = decode::<User>(&longer);
+        let longer = read::<User>(&longer, keys.as_ref());
+        prop_assert!(!format.encrypt || tail.is_empty() || longer.is_none());
     }
 
     #[test]

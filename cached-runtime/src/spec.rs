@@ -38,6 +38,8 @@ pub struct Spec {
     pub(crate) cache_none: Option<Duration>,
     /// The cross-process lock; `None`: the cache's default.
     pub(crate) lock: Option<bool>,
+    /// Codec, compression and encryption; `None`s: the cache's.
+    pub(crate) format: crate::format::Chosen,
 }
 
 const fn ms(ms: u64) -> Duration {
@@ -59,6 +61,12 @@ impl Spec {
             hard_timeout: None,
             cache_none: None,
             lock: None,
+            format: crate::format::Chosen {
+                codec: None,
+                compression: None,
+                compress_above: None,
+                encrypt: false,
+            },
         }
     }
 
@@ -116,6 +124,34 @@ impl Spec {
         self
     }
 
+    /// `codec = "…"`.
+    #[must_use]
+    pub const fn codec(mut self, codec: crate::format::Codec) -> Self {
+        self.format.codec = Some(codec);
+        self
+    }
+
+    /// `compress = "…"`.
+    #[must_use]
+    pub const fn compress(mut self, compression: crate::format::Compression) -> Self {
+        self.format.compression = Some(compression);
+        self
+    }
+
+    /// `compress_above = n`.
+    #[must_use]
+    pub const fn compress_above(mut self, bytes: usize) -> Self {
+        self.format.compress_above = Some(bytes);
+        self
+    }
+
+    /// `encrypt`.
+    #[must_use]
+    pub const fn encrypt(mut self, encrypt: bool) -> Self {
+        self.format.encrypt = encrypt;
+        self
+    }
+
     /// How long a loaded value stays fresh.
     #[must_use]
     pub const fn ttl(&self) -> Duration {
@@ -166,6 +202,8 @@ pub(crate) struct Settings {
     pub(crate) max_value_size: usize,
     /// Whether spans and warnings name the keys of calls.
     pub(crate) trace_keys: bool,
+    /// Codec, compression and encryption of functions that do not say.
+    pub(crate) formats: crate::format::Defaults,
 }
 
 /// The default lease of the cross-process lock.
@@ -196,6 +234,7 @@ impl Default for Settings {
             background_timeout: DEFAULT_BACKGROUND_TIMEOUT,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             trace_keys: false,
+            formats: crate::format::Defaults::default(),
         }
     }
 }

@@ -69,6 +69,17 @@ pub struct Stats {
     /// `max_value_size` and were treated as misses without being decoded,
     /// plus values not written to Redis for the same reason.
     pub oversized_values: u64,
+    /// Values read from Redis that did not decrypt — sealed under a key id
+    /// the [`KeyRing`](crate::CacheBuilder) does not list, under a wrong
+    /// key, or tampered with — or that an encrypting function found
+    /// unencrypted: each a miss, reloaded and overwritten.
+    pub undecryptable: u64,
+    /// Entries L1 holds now (expired and invalidated ones included, until
+    /// they are found or evicted).
+    pub l1_entries: u64,
+    /// With [`l1_max_bytes`](crate::CacheBuilder::l1_max_bytes), the bytes
+    /// L1's entries hold by its estimate; 0 without.
+    pub l1_bytes: u64,
 }
 
 impl Stats {
@@ -103,6 +114,7 @@ pub(crate) struct Counters {
     pub(crate) remote_invalidations: AtomicU64,
     pub(crate) subscription_losses: AtomicU64,
     pub(crate) oversized_values: AtomicU64,
+    pub(crate) undecryptable: AtomicU64,
 }
 
 impl Counters {
@@ -146,6 +158,9 @@ impl Counters {
             subscription_losses: self.subscription_losses.load(Relaxed),
             pending_invalidations: 0,
             oversized_values: self.oversized_values.load(Relaxed),
+            undecryptable: self.undecryptable.load(Relaxed),
+            l1_entries: 0,
+            l1_bytes: 0,
         }
     }
 }

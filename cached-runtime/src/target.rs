@@ -7,7 +7,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 
 use crate::cache::Cache;
-use crate::codec::Codec;
+use crate::codec::TypeCodec;
 use crate::shape::Shape;
 use crate::spec::Spec;
 
@@ -28,7 +28,7 @@ impl<V> Target<V> {
     pub fn new(
         cache: &Cache,
         spec: &'static Spec,
-        _: Codec<V>,
+        _: TypeCodec<V>,
         key: String,
         tags: Vec<String>,
     ) -> Self {
@@ -58,7 +58,7 @@ impl<V> Target<V> {
     /// `#[write_through(reader(args))]`: [`write_through`](crate::write::write_through)
     /// to this entry, with the reader's prefix, key, TTL, windows and
     /// tags.
-    pub async fn write_through<S, R, F>(self, codec: Codec<V>, body: F) -> R
+    pub async fn write_through<S, R, F>(self, codec: TypeCodec<V>, body: F) -> R
     where
         S: Shape<R, Value = V>,
         F: Future<Output = R>,

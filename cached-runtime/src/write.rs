@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{Cache, Inner};
-use crate::codec::Codec;
+use crate::codec::TypeCodec;
 use crate::error::Error;
 use crate::generations::Snapshot;
 use crate::l2call::{L2Call, NotWritten, Seen, Write};
@@ -35,7 +35,7 @@ use crate::tags::Invalidation;
 pub async fn write_through<S, R, F>(
     cache: Cache,
     spec: &Spec,
-    codec: Codec<S::Value>,
+    codec: TypeCodec<S::Value>,
     key: String,
     tags: Vec<String>,
     body: F,
@@ -78,7 +78,7 @@ where
 pub async fn set<V>(
     cache: &Cache,
     spec: &Spec,
-    codec: Codec<V>,
+    codec: TypeCodec<V>,
     key: &str,
     tags: &[String],
     value: &V,
@@ -169,7 +169,7 @@ impl<'a> Writing<'a> {
     /// Stores `value` in Redis if the entry is unchanged since it was read,
     /// then in L1; otherwise invalidates the entry (and returns once Redis
     /// has the tombstone, or after one bounded try; it is retried then).
-    pub(crate) async fn store<V>(mut self, codec: Codec<V>, value: &V) -> Result<(), Error> {
+    pub(crate) async fn store<V>(mut self, codec: TypeCodec<V>, value: &V) -> Result<(), Error> {
         let (inner, spec, key) = (self.inner, self.spec, self.key);
         Counters::bump(&inner.counters.writes);
         let expires_at_ms = expiry(spec.ttl);
@@ -215,8 +215,9 @@ impl<'a> Writing<'a> {
             let shared = (codec.share)(value);
             let counters = inner.observer.prefix(spec.prefix);
             let timing = (expires_at_ms, Duration::ZERO);
-            if let Some(entry) = l1_entry(spec, &counters, shared, timing, generations) {
-                inner.keep_in_l1(key, entry);
+            let size = || (codec.measure)(&shared);
+            if let Some(entry) = l1_entry(spec, &counters, shared.clone(), timing, generations) {
+                inner.keep_in_l1(key, inner.weighed(entry, size));
             }
         }
         Ok(())
