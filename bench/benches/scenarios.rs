@@ -475,6 +475,10 @@ async fn stampede(results: &Results) {
 
 static MEM_CACHE: OnceLock<Cache> = OnceLock::new();
 
+/// The L1 byte budget of the `tiercache-budget` run: far less than a
+/// million entries take, so that it binds.
+const MEMORY_BUDGET: u64 = 64 << 20;
+
 #[cache_aside(prefix = "mem", ttl = "1h", cache = MEM_CACHE.get().unwrap())]
 async fn tc_mem(id: u64) -> Item {
     item(id)
@@ -486,6 +490,7 @@ fn memory_child(kind: &str, n: u64) {
         .build()
         .unwrap();
     let started = Instant::now();
+    let mut extra = json!({});
     let (before, after, hits) = match kind {
         "tiercache" => rt.block_on(async {
             let cache = Cache::builder()
@@ -507,6 +512,27 @@ fn memory_child(kind: &str, n: u64) {
             }
             (before, after, cache.stats().l1_hits - hits0)
         }),
+        "tiercache-budget" => rt.block_on(async {
+            let cache = Cache::builder()
+                .l1_capacity(n + n / 10)
+                .l1_max_bytes(MEMORY_BUDGET)
+                .build()
+                .await
+                .unwrap();
+            MEM_CACHE.set(cache).unwrap();
+            let before = rss_bytes();
+            for id in 0..n {
+                black_box(tc_mem(id).await);
+            }
+            let after = rss_bytes();
+            let stats = MEM_CACHE.get().unwrap().stats();
+            extra = json!({
+                "budget": MEMORY_BUDGET,
+                "l1_bytes": stats.l1_bytes,
+                "l1_entries": stats.l1_entries,
+            });
+            (before, after, 0)
+        }),
         "moka" => {
             let cache: moka::sync::Cache<String, Arc<Item>> = moka::sync::Cache::builder()
                 .max_capacity(n + n / 10)
@@ -525,7 +551,7 @@ fn memory_child(kind: &str, n: u64) {
         }
         other => panic!("unknown memory kind {other}"),
     };
-    let out = json!({
+    let mut out = json!({
         "entries": n,
         "rss_before": before,
         "rss_after": after,
@@ -533,6 +559,9 @@ fn memory_child(kind: &str, n: u64) {
         "sampled_present": hits,
         "secs": started.elapsed().as_secs_f64(),
     });
+    if let (Some(out), Some(extra)) = (out.as_object_mut(), extra.as_object()) {
+        out.extend(extra.clone());
+    }
     println!("MEMORY {out}");
 }
 
@@ -541,7 +570,7 @@ fn memory(results: &Results) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    for kind in ["tiercache", "moka"] {
+    for kind in ["tiercache", "moka", "tiercache-budget"] {
         let output = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--memory-child", kind, &n.to_string()])
             .output()

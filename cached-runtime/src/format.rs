@@ -159,9 +159,7 @@ impl Compression {
             #[cfg(feature = "lz4")]
             Self::Lz4 => Some(lz4_flex::block::compress_prepend_size(input)),
             #[cfg(feature = "zstd")]
-            // `bulk` records the content size in the frame: `decompress`
-            // reads it to allocate once, exactly.
-            Self::Zstd { level } => zstd::bulk::compress(input, level).ok(),
+            Self::Zstd { level } => zstd_contexts::compress(input, level),
         }
     }
 }
@@ -188,10 +186,58 @@ pub(crate) fn decompress(id: u8, input: &[u8], max_len: usize) -> Option<Vec<u8>
         2 => {
             let size = zstd::zstd_safe::get_frame_content_size(input).ok()??;
             let size = usize::try_from(size).ok().filter(|size| *size <= max_len)?;
-            let out = zstd::bulk::decompress(input, size).ok()?;
+            let out = zstd_contexts::decompress(input, size)?;
             (out.len() == size).then_some(out)
         }
         _ => None,
+    }
+}
+
+/// zstd through one compression and one decompression context per thread,
+/// reused: creating a context costs about 10 µs, which was most of the
+/// time zstd spent on a 200-byte value.
+#[cfg(feature = "zstd")]
+mod zstd_contexts {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { RefCell::new(None) };
+        static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { RefCell::new(None) };
+    }
+
+    /// `input` at `level`, with its size in the frame (`decompress` reads
+    /// it to allocate once, exactly).
+    pub(super) fn compress(input: &[u8], level: i32) -> Option<Vec<u8>> {
+        COMPRESSOR.with(|cell| {
+            let mut cell = cell.try_borrow_mut().ok()?;
+            let (at, compressor) = match cell.take() {
+                Some(held) => held,
+                None => (level, zstd::bulk::Compressor::new(level).ok()?),
+            };
+            let mut compressor = compressor;
+            if at != level {
+                compressor.set_compression_level(level).ok()?;
+            }
+            let out = compressor.compress(input).ok();
+            *cell = Some((level, compressor));
+            out
+        })
+    }
+
+    /// A frame of `size` bytes, decompressed.
+    pub(super) fn decompress(input: &[u8], size: usize) -> Option<Vec<u8>> {
+        DECOMPRESSOR.with(|cell| {
+            let mut cell = cell.try_borrow_mut().ok()?;
+            let mut decompressor = match cell.take() {
+                Some(held) => held,
+                None => zstd::bulk::Decompressor::new().ok()?,
+            };
+            let out = decompressor.decompress(input, size).ok();
+            *cell = Some(decompressor);
+            out
+        })
     }
 }
 

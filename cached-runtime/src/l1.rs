@@ -208,10 +208,13 @@ struct Weigh {
     floor: Option<u64>,
 }
 
-/// The memory an entry holds beside its key and value: the map's slot,
-/// the `Arc`s around the entry and the value, its generations and timing,
-/// the boxed key's allocation. Measured: see the README's "L1 memory".
-pub(crate) const ENTRY_OVERHEAD: u64 = 200;
+/// The memory an entry holds beside its key and its value's serialized
+/// bytes: the map's slot and its share of the map's tables, the `Arc`s
+/// around the entry and the value, its generations and timing, the boxed
+/// key's allocation, the allocator's rounding. Measured (benchmark case 6:
+/// a million entries of a ~220-byte JSON value, unbounded, grow the
+/// resident set by ~650 bytes each).
+pub(crate) const ENTRY_OVERHEAD: u64 = 400;
 
 impl quick_cache::Weighter<Key, Arc<Slot>> for Weigh {
     #[inline]
@@ -260,11 +263,17 @@ impl L1 {
     /// bytes (see [`Weigh`]).
     pub(crate) fn new(capacity: u64, max_bytes: Option<u64>) -> Self {
         let entries = (capacity > 0).then(|| {
-            let estimated = usize::try_from(capacity).unwrap_or(usize::MAX);
-            let (weight_capacity, floor) = match max_bytes {
-                None => (capacity, None),
-                Some(bytes) => (bytes, Some((bytes / capacity).max(1))),
+            let (weight_capacity, floor, most) = match max_bytes {
+                None => (capacity, None, capacity),
+                // The tables are sized for the entries the budget can
+                // hold at the smallest weight, not for the whole count.
+                Some(bytes) => (
+                    bytes,
+                    Some((bytes / capacity).max(1)),
+                    capacity.min(bytes / ENTRY_OVERHEAD),
+                ),
             };
+            let estimated = usize::try_from(most.max(1)).unwrap_or(usize::MAX);
             Map::with(
                 estimated,
                 weight_capacity,

@@ -86,6 +86,56 @@ pub mod __private {
         When, invalidate_entry, invalidating, invalidating_always, set, write_through,
     };
 
+    /// An envelope of `value` (no tags), as an L2 write makes it: for the
+    /// benchmarks of codecs, compression and encryption.
+    ///
+    /// # Errors
+    ///
+    /// What keeps a value out of Redis, shown.
+    #[cfg(feature = "encryption")]
+    pub fn envelope_of<T: serde::Serialize + 'static>(
+        value: &T,
+        (codec, compression, compress_above): (crate::Codec, crate::Compression, usize),
+        keys: Option<&crate::KeyRing>,
+        redis_key: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let meta = crate::envelope::Meta::fresh(
+            crate::envelope::fingerprint::<T>(),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::ZERO,
+        );
+        let format = crate::format::Format {
+            codec,
+            compression,
+            compress_above,
+            encrypt: keys.is_some(),
+        };
+        let how = crate::envelope::Writing {
+            format,
+            keys,
+            redis_key,
+            max_len: usize::MAX,
+        };
+        crate::envelope::encode(&meta, Some(value), &how).map_err(|e| e.to_string())
+    }
+
+    /// The value of an envelope [`envelope_of`] made, as an L2 read decodes
+    /// it: for the benchmarks.
+    #[cfg(feature = "encryption")]
+    pub fn value_of<T: serde::de::DeserializeOwned + 'static>(
+        bytes: &[u8],
+        keys: Option<&crate::KeyRing>,
+        redis_key: &[u8],
+    ) -> Option<T> {
+        let how = crate::envelope::Reading {
+            keys,
+            redis_key,
+            sealed_only: false,
+            max_len: usize::MAX,
+        };
+        crate::envelope::decode::<T>(bytes, &how).ok()?.1
+    }
+
     /// The codec of a cached `Arc<T>` (see `TypeCodec::arc`), spanned like
     /// [`codec`].
     #[must_use]

@@ -17,6 +17,8 @@ struct Args {
     redis_benchmark: PathBuf,
     out: PathBuf,
     started: Option<String>,
+    /// Case 8's stored sizes (`formats.json`), if it ran.
+    formats: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -39,6 +41,7 @@ fn args() -> Args {
         redis_benchmark: path("--redis-benchmark"),
         out: path("--out"),
         started: get.get("--date").cloned(),
+        formats: get.get("--formats").map(PathBuf::from),
     }
 }
 
@@ -598,6 +601,32 @@ fn main() {
         "≤ 1.5",
     );
 
+    // -- Case 6b: L1 under a byte budget
+    let budget = mem("tiercache-budget", "budget");
+    let grown = mem("tiercache-budget", "rss_after")
+        .zip(mem("tiercache-budget", "rss_before"))
+        .map(|(after, before)| after - before);
+    let mib =
+        |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{:.1} MiB", v / 1048576.0));
+    rows.push(
+        &format!(
+            "6b. L1 resident growth after {} entries under `l1_max_bytes`, vs the budget",
+            thousands(entries as u64)
+        ),
+        format!(
+            "{} ({} entries kept, {} estimated)",
+            mib(grown),
+            mem("tiercache-budget", "l1_entries")
+                .map_or_else(|| "—".into(), |v| thousands(v as u64)),
+            mib(mem("tiercache-budget", "l1_bytes")),
+        ),
+        format!("{} budget", mib(budget)),
+        pair(grown, budget),
+        "resident ÷ budget",
+        Target::AtMost(1.5),
+        "≤ 1.5",
+    );
+
     // -- Case 7: hit ratio beside moka
     for workload in ["zipf 0.7", "zipf 0.9", "zipf 1.1", "zipf 0.9 + scans"] {
         for share in [1, 5, 20] {
@@ -715,6 +744,13 @@ fn markdown(args: &Args, rows: &Rows, c: &BTreeMap<String, f64>, stale: &[String
             rows.missing.join(", ")
         );
     }
+    let formats: Value = args
+        .formats
+        .as_ref()
+        .and_then(|path| std::fs::read(path).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null);
+    md.push_str(&formats_table(c, &formats));
     let _ = writeln!(md, "\n## What each case measures\n");
     let notes = [
         "**1. L1 hit.** `#[cache_aside(prefix, ttl = \"10m\")]` on the global in-memory cache vs \
@@ -788,6 +824,61 @@ fn markdown(args: &Args, rows: &Rows, c: &BTreeMap<String, f64>, stale: &[String
         md,
         "\nReproduce: `scripts/bench` (starts its own `redis-server` on a free loopback port)."
     );
+    md
+}
+
+/// Case 8: per value size, each format's stored bytes and write and read
+/// times, beside serde_json uncompressed (criterion's
+/// `formats/{size}/{format}/{write|read}`, sizes from `formats.json`).
+fn formats_table(c: &BTreeMap<String, f64>, sizes: &Value) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n## 8. Formats: codec × compression × encryption\n\n\
+         What an L2 write (serialize, compress, seal) and read (open, decompress, deserialize) \
+         cost through the envelope code, and the bytes Redis holds, for a record of text of \
+         about 200 B, 20 KB and 1 MB as JSON; compressed from the first byte (in use, \
+         `compress_above`, 1 KiB by default, keeps small values uncompressed). Ratios are to \
+         `json` of the same size, in the same run. `sealed`: XChaCha20-Poly1305.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| size | format | stored | ÷ json | write | ÷ json | read | ÷ json |\n|---|---|---|---|---|---|---|---|"
+    );
+    let formats = [
+        "json",
+        "json+lz4",
+        "json+zstd",
+        "postcard",
+        "postcard+lz4",
+        "postcard+zstd",
+        "msgpack",
+        "msgpack+lz4",
+        "msgpack+zstd",
+        "json+sealed",
+        "postcard+zstd+sealed",
+    ];
+    for size in ["200B", "20KB", "1MB"] {
+        let stored = |f: &str| sizes[format!("{size}/{f}")]["stored"].as_f64();
+        let timed = |f: &str, op: &str| c.get(&format!("formats/{size}/{f}/{op}")).copied();
+        for f in formats {
+            let ratio = |a: Option<f64>, b: Option<f64>| {
+                a.zip(b)
+                    .map_or_else(|| "—".to_owned(), |(a, b)| format!("{:.2}", a / b))
+            };
+            let shown = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), time);
+            let bytes = stored(f).map_or_else(|| "—".to_owned(), |b| thousands(b as u64));
+            let _ = writeln!(
+                md,
+                "| {size} | `{f}` | {bytes} B | {} | {} | {} | {} | {} |",
+                ratio(stored(f), stored("json")),
+                shown(timed(f, "write")),
+                ratio(timed(f, "write"), timed("json", "write")),
+                shown(timed(f, "read")),
+                ratio(timed(f, "read"), timed("json", "read")),
+            );
+        }
+    }
     md
 }
 
