@@ -497,3 +497,40 @@ fn l1_hits_reach_the_recorder_after_their_runtime_ends() {
         assert!(all, "all told: {}", requests(ns, "rt", "l1_hit"));
     });
 }
+
+/// A value that does not decrypt counts in `tiercache_undecryptable_total`
+/// as in `stats().undecryptable`.
+#[cfg(feature = "encryption")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecryptable_value_moves_its_counter() {
+    let _serial = serial().await;
+    recorded();
+    let ns = "metrics-sealed";
+    let sealed = |key: [u8; 32]| {
+        Cache::builder()
+            .namespace(ns)
+            .redis(support::shared().url())
+            .encryption_keys(tiercache::KeyRing::new(1, key))
+            .encrypt_all(true)
+            .build()
+    };
+    let minute = Duration::from_secs(60);
+    let writer = sealed([1; 32]).await.unwrap();
+    writer
+        .entry("s", &1u64)
+        .ttl(minute)
+        .get_with(|| async { 1u64 })
+        .await;
+    let before = recorded().total(ns, "tiercache_undecryptable_total", &[]);
+    let reader = sealed([2; 32]).await.unwrap();
+    reader
+        .entry("s", &1u64)
+        .ttl(minute)
+        .get_with(|| async { 1u64 })
+        .await;
+    assert_eq!(reader.stats().undecryptable, 1);
+    assert_eq!(
+        recorded().total(ns, "tiercache_undecryptable_total", &[]),
+        before + 1
+    );
+}

@@ -230,6 +230,7 @@ impl<'a> L2Call<'a> {
             }
             Err(Undecoded::Undecryptable) => {
                 Counters::bump(&self.inner.counters.undecryptable);
+                self.inner.metrics.undecryptable();
                 let (prefix, key) = (self.spec.prefix, self.shown_key());
                 crate::observe::warn_throttled!(
                     prefix,

@@ -25,6 +25,7 @@
 //! | `tiercache_invalidations_sent_total` | counter | |
 //! | `tiercache_invalidations_received_total` | counter | |
 //! | `tiercache_subscription_losses_total` | counter | |
+//! | `tiercache_undecryptable_total` | counter | |
 
 #[cfg(feature = "metrics")]
 pub(crate) use on::*;
@@ -131,6 +132,10 @@ mod on {
                 "tiercache_subscription_losses_total",
                 "Times the invalidation subscription was lost (L1 dropped each time)."
             );
+            metrics::describe_counter!(
+                "tiercache_undecryptable_total",
+                "Values read from Redis that did not decrypt (unknown key id, wrong key, tampered) or were unencrypted where encryption is required."
+            );
         });
     }
 
@@ -204,6 +209,7 @@ mod on {
         sent: Counter,
         received: Counter,
         losses: Counter,
+        undecryptable: Counter,
     }
 
     impl CacheMetrics {
@@ -220,6 +226,10 @@ mod on {
                 ),
                 losses: metrics::counter!(
                     "tiercache_subscription_losses_total",
+                    "namespace" => ns()
+                ),
+                undecryptable: metrics::counter!(
+                    "tiercache_undecryptable_total",
                     "namespace" => ns()
                 ),
             }
@@ -243,6 +253,10 @@ mod on {
 
         pub(crate) fn subscription_lost(&self) {
             self.losses.increment(1);
+        }
+
+        pub(crate) fn undecryptable(&self) {
+            self.undecryptable.increment(1);
         }
     }
 
@@ -334,6 +348,9 @@ mod off {
 
         #[inline(always)]
         pub(crate) fn subscription_lost(&self) {}
+
+        #[inline(always)]
+        pub(crate) fn undecryptable(&self) {}
     }
 
     /// Nothing, without the `metrics` feature.
