@@ -543,3 +543,90 @@ async fn l1_keeps_to_its_byte_budget_and_its_entry_count() {
     let entries = counted.stats().l1_entries;
     assert!((50..=110).contains(&entries), "{entries} entries");
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Node {
+    kids: Vec<Node>,
+}
+
+/// A recursive type's payload nested a million levels deep, planted in
+/// Redis: a miss, not a stack overflow that aborts the process (postcard
+/// and rmp-serde have no recursion limit of their own).
+#[tokio::test]
+async fn a_deeply_nested_payload_is_a_miss_not_a_stack_overflow() {
+    let ns = "formats-deep";
+    let leaf = Node { kids: vec![] };
+    for codec in [Codec::Postcard, Codec::MessagePack] {
+        let cache = builder(ns).await.codec(codec).build().await.unwrap();
+        let entry = || cache.entry("node", &1u64).ttl(MINUTE);
+        entry().set(&leaf).await.unwrap();
+        let key = format!("{ns}:node:1");
+        let good = stored(&key).await;
+        let mut planted = good[..key_id_at(&good)].to_vec();
+        match codec {
+            // A `Vec` of one `Node`, a million times, then an empty one.
+            Codec::Postcard => planted.extend(std::iter::repeat_n(1u8, 1_000_000)),
+            // A map of one field `kids` holding an array of one, each level.
+            _ => {
+                for _ in 0..200_000 {
+                    planted.extend_from_slice(b"\x81\xa4kids\x91");
+                }
+            }
+        }
+        planted.push(0);
+        put(&key, &planted).await;
+        let fresh = builder(ns).await.build().await.unwrap();
+        let got = fresh
+            .entry("node", &1u64)
+            .ttl(MINUTE)
+            .get_with(|| async { leaf.clone() })
+            .await;
+        assert_eq!(got, leaf, "{codec:?}: reloaded");
+        assert_eq!(fresh.stats().loads, 1, "{codec:?}: a miss");
+    }
+}
+
+/// Once a function that encrypts has used its prefix on an instance, the
+/// other writers and readers of those entries there seal and refuse
+/// plaintext too (a `set` that does not say `encrypt`, another function).
+#[tokio::test]
+async fn a_prefix_an_encrypting_function_uses_stays_sealed_for_its_siblings() {
+    let ns = "formats-siblings";
+    let cache = builder(ns)
+        .await
+        .encryption_keys(KeyRing::new(1, [4; 32]))
+        .build()
+        .await
+        .unwrap();
+    let value = record(1, 100);
+    let got = cache
+        .entry("rec", &1u64)
+        .ttl(MINUTE)
+        .encrypt()
+        .get_with(|| async { value.clone() })
+        .await;
+    assert_eq!(got, value);
+    cache
+        .entry("rec", &2u64)
+        .ttl(MINUTE)
+        .set(&value)
+        .await
+        .unwrap();
+    let written = stored(&format!("{ns}:rec:2")).await;
+    assert!(flags(&written).2, "the plain set is sealed too");
+    assert!(
+        !written.windows(5).any(|w| w == b"lorem"),
+        "no plaintext in Redis"
+    );
+    // A plaintext value planted under the prefix: refused by a reader
+    // that does not say `encrypt` either.
+    let plain = builder(ns).await.build().await.unwrap();
+    plain
+        .entry("rec", &3u64)
+        .ttl(MINUTE)
+        .set(&value)
+        .await
+        .unwrap();
+    assert!(read(&cache, 3, &value).await, "planted plaintext: a miss");
+    assert_eq!(cache.stats().undecryptable, 1);
+}

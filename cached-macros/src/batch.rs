@@ -264,7 +264,9 @@ pub(crate) fn generate(
         }
         None => quote!(#private::batch_infallible::<#key_ty, #value_ty, _, _>),
     };
+    let check_formats = crate::formats::checks(&private, &args.formats);
     quote! {
+        #check_formats
         #binding
         let #tags_ident: ::std::vec::Vec<::std::string::String> = #tags;
         #call(#cache, &const { #spec }, #keys, #tags_ident, #body).await

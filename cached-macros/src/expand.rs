@@ -663,8 +663,10 @@ fn generate(func: &ItemFn, args: &Args, analyzed: &Func, parts: &Parts) -> Token
             }
         }
     };
+    let check_formats = crate::formats::checks(private, &args.formats);
     let prologue = quote! {
         #check_prefix
+        #check_formats
         #make_codec
         #cache_binding
     };

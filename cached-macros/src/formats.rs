@@ -91,6 +91,27 @@ pub(crate) fn compress_above(expr: &Expr) -> syn::Result<u64> {
     ))
 }
 
+/// The same choices as anonymous `const` items, which `cargo check`
+/// evaluates (the spec is an inline `const` block, which only a build
+/// does): a feature that is off is reported by `cargo check` and clippy
+/// too.
+pub(crate) fn checks(private: &TokenStream, formats: &Formats) -> TokenStream {
+    let mut checks = TokenStream::new();
+    let named = [&formats.codec, &formats.compress];
+    for (lit, function) in named.into_iter().flatten() {
+        let function = Ident::new(function, lit.span());
+        checks.extend(
+            quote_spanned!(lit.span()=> const _: () = { let _ = #private::formats::#function(); };),
+        );
+    }
+    if let Some(name) = &formats.encrypt {
+        checks.extend(
+            quote_spanned!(name.span()=> const _: () = { let _ = #private::formats::encrypt(); };),
+        );
+    }
+    checks
+}
+
 /// The spec's calls for these options, each spanned on its option so that
 /// a feature that is off is reported there.
 pub(crate) fn spec(private: &TokenStream, spec: TokenStream, formats: &Formats) -> TokenStream {

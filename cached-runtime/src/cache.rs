@@ -70,6 +70,9 @@ pub(crate) struct Inner {
     pub(crate) settings: Settings,
     /// The keys values are encrypted with in Redis, if any.
     pub(crate) keys: Option<crate::crypt::KeyRing>,
+    /// Prefixes a function that encrypts has used: every entry of theirs
+    /// is then sealed and read sealed only, whoever writes or reads it.
+    pub(crate) sealed_prefixes: std::sync::RwLock<std::collections::HashSet<&'static str>>,
     pub(crate) counters: Counters,
     /// Each prefix's counters, and how calls are traced.
     pub(crate) observer: Observer,
@@ -118,16 +121,23 @@ impl Inner {
 
     /// With an L1 byte budget, `entry` with its value's serialized size
     /// (`size` is called only then).
+    /// A size of `None` (a value its codec cannot serialize) weighs as
+    /// much as can be: such a value is not kept in L1 under a budget.
     pub(crate) fn weighed(
         &self,
         entry: crate::l1::Entry,
-        size: impl FnOnce() -> usize,
+        size: impl FnOnce() -> Option<usize>,
     ) -> crate::l1::Entry {
         if self.l1.weighs() {
-            entry.sized(size())
+            entry.sized(size().unwrap_or(usize::MAX))
         } else {
             entry
         }
+    }
+
+    /// The codec `spec`'s values are written with.
+    pub(crate) fn codec_of(&self, spec: &crate::spec::Spec) -> crate::Codec {
+        crate::format::Format::of(spec.format, self.settings.formats).codec
     }
 
     /// Puts a value in L1 unless an invalidation covering it was applied
@@ -337,12 +347,13 @@ impl Cache {
                 metrics,
                 names,
                 id: fastrand::u64(..),
-                l1: L1::new(l1_capacity, l1_max_bytes),
+                l1: L1::new(l1_capacity, l1_max_bytes, settings.max_value_size),
                 l2,
                 flights: Flights::default(),
                 landings: Landings::default(),
                 settings,
                 keys,
+                sealed_prefixes: std::sync::RwLock::default(),
                 counters: Counters::default(),
                 generations: Generations::default(),
                 pending: Pending::default(),

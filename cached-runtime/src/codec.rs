@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::envelope::{self, EncodeError, Meta, Reading, Undecoded, Writing};
 use crate::flight::Shared;
+use crate::format::Codec;
 use crate::l1::Absent;
 use crate::shape::{Kept, Shape};
 
@@ -45,13 +46,30 @@ pub struct TypeCodec<V> {
     pub(crate) decode: fn(&[u8], &Reading<'_>) -> Result<Decoded<V>, Undecoded>,
     /// Identifies `V` in envelopes.
     pub(crate) fingerprint: fn() -> u64,
-    /// The serialized size of a shared `V` (JSON, counted, not written):
-    /// what an L1 byte budget weighs a loaded value by; 0 for another type.
-    pub(crate) measure: fn(&Shared) -> usize,
+    /// The serialized size of a shared `V` in a codec (JSON counted
+    /// without being written): what an L1 byte budget weighs a loaded
+    /// value by; 0 for another type, `None` when it does not serialize.
+    pub(crate) measure: fn(&Shared, Codec) -> Option<usize>,
+}
+
+/// The size of `value` serialized by `codec`.
+fn measured<T: Serialize + 'static>(shared: &Shared, codec: Codec) -> Option<usize> {
+    let Some(value) = shared.downcast_ref::<T>() else {
+        return Some(0);
+    };
+    match codec {
+        Codec::Json => json_len(value),
+        #[allow(unreachable_patterns)] // only JSON without the codec features
+        _ => {
+            let mut out = Vec::new();
+            codec.write(value, &mut out).ok()?;
+            Some(out.len())
+        }
+    }
 }
 
 /// The length of `value` as JSON, counted without writing it anywhere.
-fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+fn json_len<T: Serialize + ?Sized>(value: &T) -> Option<usize> {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -63,8 +81,8 @@ fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
         }
     }
     let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
+    serde_json::to_writer(&mut count, value).ok()?;
+    Some(count.0)
 }
 
 /// Serializes a value (`None`: a cached "nothing") into an envelope.
@@ -97,7 +115,7 @@ impl<V: Cacheable> TypeCodec<V> {
             encode: envelope::encode::<V>,
             decode: envelope::decode::<V>,
             fingerprint: envelope::fingerprint::<V>,
-            measure: |shared| shared.downcast_ref::<V>().map_or(0, json_len),
+            measure: measured::<V>,
         }
     }
 }
@@ -133,7 +151,7 @@ impl<T: CacheableShared> TypeCodec<Arc<T>> {
                 Ok((meta, value.map(Arc::new), size))
             },
             fingerprint: envelope::fingerprint::<T>,
-            measure: |shared| shared.downcast_ref::<T>().map_or(0, json_len),
+            measure: measured::<T>,
         }
     }
 }
@@ -241,7 +259,7 @@ impl<V> TypeCodec<V> {
             encode: |_, _, _| Err(EncodeError::Serialize("this type cannot be cached".into())),
             decode: |_, _| Err(Undecoded::Foreign),
             fingerprint: || 0,
-            measure: |_| 0,
+            measure: |_, _| Some(0),
         }
     }
 }

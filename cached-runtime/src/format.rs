@@ -71,15 +71,20 @@ impl Codec {
 pub(crate) fn read<T: DeserializeOwned>(id: u8, payload: &[u8]) -> Option<T> {
     match id {
         0 => serde_json::from_slice(payload).ok(),
+        // Neither bounds its recursion as serde_json does: through
+        // `depth`, so that a deeply nested payload planted in Redis is a
+        // miss, not a stack overflow.
         #[cfg(feature = "postcard")]
-        1 => match postcard::take_from_bytes(payload) {
-            Ok((value, [])) => Some(value),
-            _ => None,
-        },
+        1 => {
+            let mut de = postcard::Deserializer::from_bytes(payload);
+            let value = crate::depth::deserialize(&mut de, crate::depth::MAX_DEPTH).ok()?;
+            de.finalize().ok()?.is_empty().then_some(value)
+        }
         #[cfg(feature = "msgpack")]
         2 => {
             let mut rest = payload;
-            let value = rmp_serde::from_read(&mut rest).ok()?;
+            let mut de = rmp_serde::Deserializer::new(&mut rest);
+            let value = crate::depth::deserialize(&mut de, crate::depth::MAX_DEPTH).ok()?;
             rest.is_empty().then_some(value)
         }
         _ => None,
@@ -159,7 +164,9 @@ impl Compression {
             #[cfg(feature = "lz4")]
             Self::Lz4 => Some(lz4_flex::block::compress_prepend_size(input)),
             #[cfg(feature = "zstd")]
-            Self::Zstd { level } => zstd_contexts::compress(input, level),
+            // The builder refuses a level out of range; an `Entry`'s is
+            // brought into it.
+            Self::Zstd { level } => zstd_contexts::compress(input, level.clamp(1, 19)),
         }
     }
 }
@@ -210,34 +217,42 @@ mod zstd_contexts {
     /// `input` at `level`, with its size in the frame (`decompress` reads
     /// it to allocate once, exactly).
     pub(super) fn compress(input: &[u8], level: i32) -> Option<Vec<u8>> {
-        COMPRESSOR.with(|cell| {
-            let mut cell = cell.try_borrow_mut().ok()?;
-            let (at, compressor) = match cell.take() {
-                Some(held) => held,
-                None => (level, zstd::bulk::Compressor::new(level).ok()?),
-            };
-            let mut compressor = compressor;
-            if at != level {
-                compressor.set_compression_level(level).ok()?;
-            }
-            let out = compressor.compress(input).ok();
-            *cell = Some((level, compressor));
-            out
-        })
+        // `try_with`: a thread being torn down has no context left (the
+        // value is then stored as it is).
+        COMPRESSOR
+            .try_with(|cell| {
+                let mut cell = cell.try_borrow_mut().ok()?;
+                let (at, compressor) = match cell.take() {
+                    Some(held) => held,
+                    None => (level, zstd::bulk::Compressor::new(level).ok()?),
+                };
+                let mut compressor = compressor;
+                if at != level {
+                    compressor.set_compression_level(level).ok()?;
+                }
+                let out = compressor.compress(input).ok();
+                *cell = Some((level, compressor));
+                out
+            })
+            .ok()
+            .flatten()
     }
 
     /// A frame of `size` bytes, decompressed.
     pub(super) fn decompress(input: &[u8], size: usize) -> Option<Vec<u8>> {
-        DECOMPRESSOR.with(|cell| {
-            let mut cell = cell.try_borrow_mut().ok()?;
-            let mut decompressor = match cell.take() {
-                Some(held) => held,
-                None => zstd::bulk::Decompressor::new().ok()?,
-            };
-            let out = decompressor.decompress(input, size).ok();
-            *cell = Some(decompressor);
-            out
-        })
+        DECOMPRESSOR
+            .try_with(|cell| {
+                let mut cell = cell.try_borrow_mut().ok()?;
+                let mut decompressor = match cell.take() {
+                    Some(held) => held,
+                    None => zstd::bulk::Decompressor::new().ok()?,
+                };
+                let out = decompressor.decompress(input, size).ok();
+                *cell = Some(decompressor);
+                out
+            })
+            .ok()
+            .flatten()
     }
 }
 

@@ -260,8 +260,14 @@ pub(crate) struct L1 {
 
 impl L1 {
     /// At most `capacity` entries and, with `max_bytes`, about that many
-    /// bytes (see [`Weigh`]).
-    pub(crate) fn new(capacity: u64, max_bytes: Option<u64>) -> Self {
+    /// bytes (see [`Weigh`]), for values of up to `max_value` serialized
+    /// bytes.
+    ///
+    /// quick_cache splits its capacity between shards and refuses an entry
+    /// heavier than its shard's share: under a budget, the map has as few
+    /// shards as it takes for a shard to hold two of the largest values
+    /// (one, for a budget under two of them).
+    pub(crate) fn new(capacity: u64, max_bytes: Option<u64>, max_value: usize) -> Self {
         let entries = (capacity > 0).then(|| {
             let (weight_capacity, floor, most) = match max_bytes {
                 None => (capacity, None, capacity),
@@ -274,13 +280,25 @@ impl L1 {
                 ),
             };
             let estimated = usize::try_from(most.max(1)).unwrap_or(usize::MAX);
-            Map::with(
-                estimated,
-                weight_capacity,
+            let mut options = quick_cache::OptionsBuilder::new();
+            options
+                .estimated_items_capacity(estimated)
+                .weight_capacity(weight_capacity);
+            if let Some(bytes) = max_bytes {
+                let heaviest = (max_value as u64).saturating_add(ENTRY_OVERHEAD + 1024);
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                let fit = usize::try_from(bytes / heaviest.saturating_mul(2)).unwrap_or(usize::MAX);
+                options.shards(fit.clamp(1, cores * 4));
+            }
+            let (weigh, hasher, lifecycle) = (
                 Weigh { floor },
                 quick_cache::DefaultHashBuilder::default(),
                 quick_cache::sync::DefaultLifecycle::default(),
-            )
+            );
+            match options.build() {
+                Ok(options) => Map::with_options(options, weigh, hasher, lifecycle),
+                Err(_) => Map::with(estimated, weight_capacity, weigh, hasher, lifecycle),
+            }
         });
         Self {
             entries,
@@ -386,7 +404,7 @@ mod tests {
 
     #[test]
     fn typed_get_and_per_entry_ttl() {
-        let l1 = L1::new(100, None);
+        let l1 = L1::new(100, None, 1 << 20);
         l1.insert("a".into(), Entry::new(5u32, Duration::from_millis(50)));
         l1.insert(
             "b".into(),
@@ -404,7 +422,7 @@ mod tests {
 
     #[test]
     fn entries_longer_than_the_coarse_margin_expire_on_time() {
-        let l1 = L1::new(100, None);
+        let l1 = L1::new(100, None, 1 << 20);
         let ttl = COARSE_MARGIN * 3;
         let before_insert = Instant::now();
         l1.insert("a".into(), Entry::new(1u8, ttl));
@@ -427,7 +445,7 @@ mod tests {
 
     #[test]
     fn clear_drops_everything_inserted_before() {
-        let l1 = L1::new(100, None);
+        let l1 = L1::new(100, None, 1 << 20);
         l1.insert("a".into(), Entry::new(1u8, Duration::from_secs(60)));
         l1.clear();
         assert!(l1.get("a").is_none());
@@ -438,7 +456,7 @@ mod tests {
 
     #[test]
     fn bounded_with_eviction() {
-        let l1 = L1::new(1_000, None);
+        let l1 = L1::new(1_000, None, 1 << 20);
         for i in 0..10_000 {
             l1.insert(format!("k:{i}"), Entry::new(i, Duration::from_secs(60)));
             // A few keys stay hot: the policy keeps them.
@@ -451,9 +469,29 @@ mod tests {
         assert!(held >= 900, "{held} entries held");
     }
 
+    /// Under a budget, a value as large as `max_value_size` is kept: the
+    /// map has few enough shards for one to hold it (with the default
+    /// shard count, a 3 MiB value in a 16 MiB budget was refused).
+    #[test]
+    fn a_large_value_fits_its_shard_under_a_budget() {
+        let l1 = L1::new(10_000, Some(16 << 20), 4 << 20);
+        let entry = Entry::new(7u8, Duration::from_secs(60)).sized(3 << 20);
+        l1.insert("big".into(), entry);
+        assert!(l1.get("big").is_some(), "a 3 MiB value in a 16 MiB L1");
+        let small = L1::new(10_000, Some(1 << 20), 4 << 20);
+        small.insert(
+            "a".into(),
+            Entry::new(1u8, Duration::from_secs(60)).sized(300 << 10),
+        );
+        assert!(
+            small.get("a").is_some(),
+            "300 KiB in a 1 MiB L1 of one shard"
+        );
+    }
+
     #[test]
     fn capacity_zero_disables() {
-        let l1 = L1::new(0, None);
+        let l1 = L1::new(0, None, 1 << 20);
         l1.insert("a".into(), Entry::new(1u8, Duration::from_secs(1)));
         assert!(l1.get("a").is_none());
     }

@@ -102,6 +102,18 @@ impl<'a> L2Call<'a> {
         key: &'a str,
         tags: &'a [String],
     ) -> Option<Self> {
+        if spec.format.encrypt {
+            let known = inner.sealed_prefixes.read();
+            let known = known.unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !known.contains(spec.prefix) {
+                drop(known);
+                inner
+                    .sealed_prefixes
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(spec.prefix);
+            }
+        }
         Some(Self {
             inner,
             l2: inner.l2.as_ref()?,
@@ -129,9 +141,18 @@ impl<'a> L2Call<'a> {
         }
     }
 
-    /// The function's format, over the cache's.
+    /// The function's format, over the cache's; sealed too when any
+    /// function of this instance that encrypts has used the prefix (a
+    /// writer or reader of the same entries that does not say `encrypt`
+    /// neither writes them in plaintext nor takes a plaintext one).
     fn format(&self) -> Format {
-        Format::of(self.spec.format, self.inner.settings.formats)
+        let mut format = Format::of(self.spec.format, self.inner.settings.formats);
+        if !format.encrypt {
+            let sealed = self.inner.sealed_prefixes.read();
+            let sealed = sealed.unwrap_or_else(std::sync::PoisonError::into_inner);
+            format.encrypt = sealed.contains(self.spec.prefix);
+        }
+        format
     }
 
     /// How this entry is read.

@@ -278,7 +278,14 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
 
     /// Keeps a value this run found or loaded in L1, with the versions
     /// taken before anything was read (an invalidation since keeps it out).
-    fn keep_in_l1(&self, value: Shared, expires_at_ms: u64, load_time: Duration) {
+    /// `size`: its serialized size, if known (read from Redis).
+    fn keep_in_l1(
+        &self,
+        value: Shared,
+        expires_at_ms: u64,
+        load_time: Duration,
+        size: Option<usize>,
+    ) {
         let generations = self.generations.clone();
         let counters = &self.ctx.call.counters;
         let entry = l1_entry(
@@ -289,10 +296,12 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             generations,
         );
         if let Some(entry) = entry {
-            let measure = self.ctx.codec.measure;
-            let size = self.inner.l1.weighs().then(|| measure(&entry.value));
-            self.inner
-                .keep_in_l1(&self.ctx.key, entry.sized(size.unwrap_or(0)));
+            let (measure, codec) = (self.ctx.codec.measure, self.inner.codec_of(&self.ctx.spec));
+            let value = entry.value.clone();
+            let entry = self
+                .inner
+                .weighed(entry, || size.or_else(|| measure(&value, codec)));
+            self.inner.keep_in_l1(&self.ctx.key, entry);
         }
     }
 
@@ -440,13 +449,14 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             Mode::Call => true,
             Mode::Refresh { expires_at_ms } => found.meta.expires_at_ms > expires_at_ms,
         };
+        let size = Some(found.size);
         let shared = match found.value {
             Some(value) => (ctx.codec.own)(value),
             None => Arc::new(Absent),
         };
         let (expires_at_ms, load_time) = (found.meta.expires_at_ms, found.meta.load_time());
         if let Some(fresh_for) = remaining.filter(|_| newer) {
-            self.keep_in_l1(shared.clone(), expires_at_ms, load_time);
+            self.keep_in_l1(shared.clone(), expires_at_ms, load_time, size);
             if let Some(leader) = self.leader.take() {
                 let until = later(Instant::now(), fresh_for.min(spec.ttl));
                 leader.land(Landed::Value(shared.clone(), Source::L2), until);
@@ -476,7 +486,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         {
             // Stale-while-revalidate: the callers take it now, this
             // (background) leader goes on to refresh it.
-            self.keep_in_l1(shared.clone(), expires_at_ms, load_time);
+            self.keep_in_l1(shared.clone(), expires_at_ms, load_time, size);
             let until = later(Instant::now(), spec.stale.saturating_sub(past));
             leader.offer(Landed::Value(shared.clone(), Source::Stale), until);
             ctx.call.answered(Answer::L2Stale);
@@ -618,7 +628,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             None => Arc::new(Absent),
         };
         let expires_at_ms = expiry(ttl);
-        self.keep_in_l1(shared.clone(), expires_at_ms, load_time);
+        self.keep_in_l1(shared.clone(), expires_at_ms, load_time, None);
         if let Some(leader) = self.leader.take() {
             let until = later(Instant::now(), ttl);
             leader.land(Landed::Value(shared, Source::Load), until);
@@ -714,6 +724,8 @@ fn keep_serving<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: &Fallback) {
         fallback.generations.clone(),
     );
     if let Some(entry) = entry {
+        let codec = inner.codec_of(&ctx.spec);
+        let entry = inner.weighed(entry, || (ctx.codec.measure)(&fallback.value, codec));
         inner.keep_in_l1_unless_filled(&ctx.key, entry);
     }
 }

@@ -14,6 +14,7 @@ mod codec;
 mod coherence;
 mod copy;
 mod crypt;
+mod depth;
 pub mod entry;
 mod envelope;
 mod error;
