@@ -60,6 +60,17 @@ async fn builder(namespace: &str) -> tiercache::CacheBuilder {
         .redis(support::shared().url())
 }
 
+/// A cache that encrypts every value with `keys`.
+async fn sealing(namespace: &str, keys: KeyRing) -> Cache {
+    builder(namespace)
+        .await
+        .encryption_keys(keys)
+        .encrypt_all(true)
+        .build()
+        .await
+        .unwrap()
+}
+
 async fn stored(key: &str) -> Vec<u8> {
     let mut redis = support::raw(&support::shared().url()).await;
     let bytes: Option<Vec<u8>> = redis.get(key).await.unwrap();
@@ -276,13 +287,7 @@ async fn the_macro_options_choose_the_format_per_function() {
 #[tokio::test]
 async fn encrypted_values_do_not_show_in_redis_and_are_bound_to_their_key_and_header() {
     let ns = "formats-sealed";
-    let cache = builder(ns)
-        .await
-        .encryption_keys(KeyRing::new(1, [7; 32]))
-        .encrypt_all(true)
-        .build()
-        .await
-        .unwrap();
+    let cache = sealing(ns, KeyRing::new(1, [7; 32])).await;
     let secret = |id| Record {
         id,
         note: SECRET.into(),
@@ -301,15 +306,7 @@ async fn encrypted_values_do_not_show_in_redis_and_are_bound_to_their_key_and_he
     }
     assert_eq!(sealed[key_id_at(&sealed)], 1, "under key id 1");
 
-    let reader = || async {
-        builder(ns)
-            .await
-            .encryption_keys(KeyRing::new(1, [7; 32]))
-            .encrypt_all(true)
-            .build()
-            .await
-            .unwrap()
-    };
+    let reader = || async { sealing(ns, KeyRing::new(1, [7; 32])).await };
     let fresh = reader().await;
     assert!(!read(&fresh, 1, &secret(1)).await, "it decrypts: an L2 hit");
 
@@ -369,25 +366,11 @@ async fn encrypted_values_do_not_show_in_redis_and_are_bound_to_their_key_and_he
 async fn keys_rotate_without_a_flush() {
     let ns = "formats-rotation";
     let (old, new) = ([1; 32], [2; 32]);
-    let before = builder(ns)
-        .await
-        .encryption_keys(KeyRing::new(1, old))
-        .encrypt_all(true)
-        .build()
-        .await
-        .unwrap();
+    let before = sealing(ns, KeyRing::new(1, old)).await;
     let value = record(1, 100);
     read(&before, 1, &value).await;
 
-    let rotated = || async {
-        builder(ns)
-            .await
-            .encryption_keys(KeyRing::new(2, new).with_old_key(1, old))
-            .encrypt_all(true)
-            .build()
-            .await
-            .unwrap()
-    };
+    let rotated = || async { sealing(ns, KeyRing::new(2, new).with_old_key(1, old)).await };
     let after = rotated().await;
     assert!(!read(&after, 1, &value).await, "the old key still decrypts");
     read(&after, 2, &value).await;
@@ -395,33 +378,15 @@ async fn keys_rotate_without_a_flush() {
     assert_eq!(written[key_id_at(&written)], 2, "new values: the new key");
 
     // An instance that never had key 2 (or a ring that dropped key 1).
-    let stale = builder(ns)
-        .await
-        .encryption_keys(KeyRing::new(1, old))
-        .encrypt_all(true)
-        .build()
-        .await
-        .unwrap();
+    let stale = sealing(ns, KeyRing::new(1, old)).await;
     assert!(read(&stale, 2, &value).await, "an unknown key id: a miss");
     assert_eq!(stale.stats().undecryptable, 1);
-    let dropped = builder(ns)
-        .await
-        .encryption_keys(KeyRing::new(2, new))
-        .encrypt_all(true)
-        .build()
-        .await
-        .unwrap();
+    let dropped = sealing(ns, KeyRing::new(2, new)).await;
     // `stale` rewrote 2 under key 1; key 1 is gone from this ring.
     assert!(read(&dropped, 2, &value).await, "a removed key id: a miss");
     assert_eq!(dropped.stats().undecryptable, 1);
     // A wrong key under a known id.
-    let wrong = builder(ns)
-        .await
-        .encryption_keys(KeyRing::new(2, [9; 32]))
-        .encrypt_all(true)
-        .build()
-        .await
-        .unwrap();
+    let wrong = sealing(ns, KeyRing::new(2, [9; 32])).await;
     assert!(read(&wrong, 2, &value).await, "a wrong key: a miss");
     assert_eq!(wrong.stats().undecryptable, 1);
     // `wrong` rewrote 2 under its key: the rotated ring cannot open that,

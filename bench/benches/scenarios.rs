@@ -492,46 +492,34 @@ fn memory_child(kind: &str, n: u64) {
     let started = Instant::now();
     let mut extra = json!({});
     let (before, after, hits) = match kind {
-        "tiercache" => rt.block_on(async {
-            let cache = Cache::builder()
-                .l1_capacity(n + n / 10)
-                .build()
-                .await
-                .unwrap();
-            MEM_CACHE.set(cache).unwrap();
+        "tiercache" | "tiercache-budget" => rt.block_on(async {
+            let budget = (kind == "tiercache-budget").then_some(MEMORY_BUDGET);
+            let mut builder = Cache::builder().l1_capacity(n + n / 10);
+            if let Some(bytes) = budget {
+                builder = builder.l1_max_bytes(bytes);
+            }
+            MEM_CACHE.set(builder.build().await.unwrap()).unwrap();
             let before = rss_bytes();
             for id in 0..n {
                 black_box(tc_mem(id).await);
             }
             let after = rss_bytes();
-            // Every entry must still be there: sample 1,000 of them.
             let cache = MEM_CACHE.get().unwrap();
+            if let Some(bytes) = budget {
+                let stats = cache.stats();
+                extra = json!({
+                    "budget": bytes,
+                    "l1_bytes": stats.l1_bytes,
+                    "l1_entries": stats.l1_entries,
+                });
+                return (before, after, 0);
+            }
+            // Every entry must still be there: sample 1,000 of them.
             let hits0 = cache.stats().l1_hits;
             for id in (0..n).step_by((n / 1_000).max(1) as usize) {
                 black_box(tc_mem(id).await);
             }
             (before, after, cache.stats().l1_hits - hits0)
-        }),
-        "tiercache-budget" => rt.block_on(async {
-            let cache = Cache::builder()
-                .l1_capacity(n + n / 10)
-                .l1_max_bytes(MEMORY_BUDGET)
-                .build()
-                .await
-                .unwrap();
-            MEM_CACHE.set(cache).unwrap();
-            let before = rss_bytes();
-            for id in 0..n {
-                black_box(tc_mem(id).await);
-            }
-            let after = rss_bytes();
-            let stats = MEM_CACHE.get().unwrap().stats();
-            extra = json!({
-                "budget": MEMORY_BUDGET,
-                "l1_bytes": stats.l1_bytes,
-                "l1_entries": stats.l1_entries,
-            });
-            (before, after, 0)
         }),
         "moka" => {
             let cache: moka::sync::Cache<String, Arc<Item>> = moka::sync::Cache::builder()
