@@ -595,3 +595,51 @@ async fn a_prefix_an_encrypting_function_uses_stays_sealed_for_its_siblings() {
     assert!(read(&cache, 3, &value).await, "planted plaintext: a miss");
     assert_eq!(cache.stats().undecryptable, 1);
 }
+
+/// postcard cannot read back a type that needs `deserialize_any` (here an
+/// untagged enum): its values are written in JSON instead, so they are
+/// hits, not a miss on every call.
+#[tokio::test]
+async fn a_type_postcard_cannot_read_back_is_written_in_json() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Loose {
+        Number(u64),
+        Text(String),
+    }
+    let ns = "formats-untagged";
+    let writer = builder(ns)
+        .await
+        .codec(Codec::Postcard)
+        .build()
+        .await
+        .unwrap();
+    let value = Loose::Text("hello".into());
+    writer
+        .entry("loose", &1u64)
+        .ttl(MINUTE)
+        .set(&value)
+        .await
+        .unwrap();
+    assert_eq!(flags(&stored(&format!("{ns}:loose:1")).await).0, 0, "JSON");
+    let reader = builder(ns)
+        .await
+        .codec(Codec::Postcard)
+        .build()
+        .await
+        .unwrap();
+    let got = reader
+        .entry("loose", &1u64)
+        .ttl(MINUTE)
+        .get_with(|| async { unreachable!("an L2 hit") as Loose })
+        .await;
+    assert_eq!(got, value);
+    // A type postcard reads back stays postcard.
+    writer
+        .entry("strict", &1u64)
+        .ttl(MINUTE)
+        .set(&7u64)
+        .await
+        .unwrap();
+    assert_eq!(flags(&stored(&format!("{ns}:strict:1")).await).0, 1);
+}

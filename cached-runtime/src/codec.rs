@@ -52,6 +52,67 @@ pub struct TypeCodec<V> {
     pub(crate) measure: fn(&Shared, Codec) -> Option<usize>,
 }
 
+/// [`envelope::encode`], in JSON instead of postcard for a type whose
+/// values postcard cannot read back.
+///
+/// postcard is not self-describing: a type whose `Deserialize` needs
+/// `deserialize_any` (an untagged enum, `#[serde(flatten)]`,
+/// `serde_json::Value`) serializes and never deserializes, so each of its
+/// values would be a miss forever. The first value of each type written
+/// as postcard is read back once; a type that fails (or that postcard
+/// cannot write) is written in JSON from then on, with one warning. (Any
+/// reader takes either.)
+fn encode<T: Serialize + DeserializeOwned + 'static>(
+    meta: &Meta,
+    value: Option<&T>,
+    how: &Writing<'_>,
+) -> Result<Vec<u8>, EncodeError> {
+    #[cfg(feature = "postcard")]
+    if how.format.codec == Codec::Postcard
+        && let Some(value) = value
+        && !postcard_reads_back(value)
+    {
+        let mut json = *how;
+        json.format.codec = Codec::Json;
+        return envelope::encode(meta, Some(value), &json);
+    }
+    envelope::encode(meta, value, how)
+}
+
+/// Whether postcard reads back what it writes of `T`, tried on the first
+/// value of `T` (once per type and process).
+#[cfg(feature = "postcard")]
+fn postcard_reads_back<T: Serialize + DeserializeOwned + 'static>(value: &T) -> bool {
+    use std::any::TypeId;
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, PoisonError, RwLock};
+
+    static KNOWN: LazyLock<RwLock<HashMap<TypeId, bool>>> = LazyLock::new(RwLock::default);
+    let id = TypeId::of::<T>();
+    if let Some(known) = KNOWN
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+    {
+        return *known;
+    }
+    let mut bytes = Vec::new();
+    let reads_back = Codec::Postcard.write(value, &mut bytes).is_ok()
+        && crate::format::read::<T>(Codec::Postcard.id(), &bytes).is_some();
+    if !reads_back {
+        let type_name = std::any::type_name::<T>();
+        tracing::warn!(
+            type_name,
+            "postcard cannot write this type or read it back (an untagged enum, #[serde(flatten)], serde_json::Value, a sequence of unknown length?); its values are written in JSON"
+        );
+    }
+    KNOWN
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id, reads_back);
+    reads_back
+}
+
 /// The size of `value` serialized by `codec`.
 fn measured<T: Serialize + 'static>(shared: &Shared, codec: Codec) -> Option<usize> {
     let Some(value) = shared.downcast_ref::<T>() else {
@@ -112,7 +173,7 @@ impl<V: Cacheable> TypeCodec<V> {
                 let shared = shared.downcast::<V>().ok()?;
                 Some(Arc::try_unwrap(shared).unwrap_or_else(|shared| V::clone(&shared)))
             },
-            encode: envelope::encode::<V>,
+            encode: encode::<V>,
             decode: envelope::decode::<V>,
             fingerprint: envelope::fingerprint::<V>,
             measure: measured::<V>,
@@ -143,9 +204,7 @@ impl<T: CacheableShared> TypeCodec<Arc<T>> {
             own: |value| value,
             unshare: |shared| shared.clone().downcast::<T>().ok(),
             take: |shared| shared.downcast::<T>().ok(),
-            encode: |meta, value, how| {
-                envelope::encode::<T>(meta, value.map(|value| &**value), how)
-            },
+            encode: |meta, value, how| encode::<T>(meta, value.map(|value| &**value), how),
             decode: |bytes, how| {
                 let (meta, value, size) = envelope::decode::<T>(bytes, how)?;
                 Ok((meta, value.map(Arc::new), size))
