@@ -54,7 +54,7 @@ fn key_id_at(stored: &[u8]) -> usize {
     33 + 8 * usize::from(stored[32])
 }
 
-async fn builder(namespace: &str) -> tiercache::CacheBuilder {
+fn builder(namespace: &str) -> tiercache::CacheBuilder {
     Cache::builder()
         .namespace(namespace)
         .redis(support::shared().url())
@@ -63,7 +63,6 @@ async fn builder(namespace: &str) -> tiercache::CacheBuilder {
 /// A cache that encrypts every value with `keys`.
 async fn sealing(namespace: &str, keys: KeyRing) -> Cache {
     builder(namespace)
-        .await
         .encryption_keys(keys)
         .encrypt_all(true)
         .build()
@@ -116,7 +115,6 @@ async fn every_codec_and_compression_is_read_by_an_instance_writing_another() {
             id += 1;
             let ns = "formats-mix";
             let writer = builder(ns)
-                .await
                 .codec(codec)
                 .compression(compression)
                 .build()
@@ -132,7 +130,7 @@ async fn every_codec_and_compression_is_read_by_an_instance_writing_another() {
             // A reader writing the default (JSON, uncompressed) and one
             // writing something else both take it.
             for other in [Codec::Json, Codec::Postcard] {
-                let reader = builder(ns).await.codec(other).build().await.unwrap();
+                let reader = builder(ns).codec(other).build().await.unwrap();
                 assert!(
                     !read(&reader, id, &value).await,
                     "{codec:?} {compression:?} read by {other:?}: an L2 hit"
@@ -147,7 +145,6 @@ async fn every_codec_and_compression_is_read_by_an_instance_writing_another() {
 async fn compression_applies_from_the_threshold_and_only_when_it_shrinks() {
     let ns = "formats-threshold";
     let cache = builder(ns)
-        .await
         .compression(Compression::zstd())
         .compress_above(2048)
         .build()
@@ -187,7 +184,6 @@ async fn a_codec_or_compression_that_is_not_there_and_corrupt_payloads_are_misse
     let ns = "formats-unknown";
     let make = || async {
         builder(ns)
-            .await
             .codec(Codec::Postcard)
             .compression(Compression::Lz4)
             .compress_above(0)
@@ -258,7 +254,6 @@ async fn the_macro_options_choose_the_format_per_function() {
     let keys = KeyRing::new(1, [42; 32]);
     let repo = Repo {
         cache: builder(ns)
-            .await
             .compression(Compression::Lz4)
             .encryption_keys(keys.clone())
             .build()
@@ -273,12 +268,7 @@ async fn the_macro_options_choose_the_format_per_function() {
     assert_eq!(flags(&plain), (2, 0, false), "msgpack, uncompressed");
 
     let other = Repo {
-        cache: builder(ns)
-            .await
-            .encryption_keys(keys)
-            .build()
-            .await
-            .unwrap(),
+        cache: builder(ns).encryption_keys(keys).build().await.unwrap(),
     };
     assert_eq!(other.profile(1).await.secret, SECRET.repeat(4));
     assert_eq!(other.cache.stats().l2_hits, 1);
@@ -345,7 +335,7 @@ async fn encrypted_values_do_not_show_in_redis_and_are_bound_to_their_key_and_he
     assert_eq!(fresh.stats().undecryptable, 2);
 
     // Plaintext planted where the function encrypts: refused.
-    let plain = builder(ns).await.build().await.unwrap();
+    let plain = builder(ns).build().await.unwrap();
     plain
         .entry("rec", &3u64)
         .ttl(MINUTE)
@@ -402,7 +392,7 @@ async fn keys_rotate_without_a_flush() {
 #[tokio::test]
 async fn an_encrypting_function_without_keys_keeps_its_values_out_of_redis() {
     let ns = "formats-no-keys";
-    let cache = builder(ns).await.build().await.unwrap();
+    let cache = builder(ns).build().await.unwrap();
     let value = record(1, 100);
     let got = cache
         .entry("rec", &1u64)
@@ -522,7 +512,7 @@ async fn a_deeply_nested_payload_is_a_miss_not_a_stack_overflow() {
     let ns = "formats-deep";
     let leaf = Node { kids: vec![] };
     for codec in [Codec::Postcard, Codec::MessagePack] {
-        let cache = builder(ns).await.codec(codec).build().await.unwrap();
+        let cache = builder(ns).codec(codec).build().await.unwrap();
         let entry = || cache.entry("node", &1u64).ttl(MINUTE);
         entry().set(&leaf).await.unwrap();
         let key = format!("{ns}:node:1");
@@ -540,7 +530,7 @@ async fn a_deeply_nested_payload_is_a_miss_not_a_stack_overflow() {
         }
         planted.push(0);
         put(&key, &planted).await;
-        let fresh = builder(ns).await.build().await.unwrap();
+        let fresh = builder(ns).build().await.unwrap();
         let got = fresh
             .entry("node", &1u64)
             .ttl(MINUTE)
@@ -558,7 +548,6 @@ async fn a_deeply_nested_payload_is_a_miss_not_a_stack_overflow() {
 async fn a_prefix_an_encrypting_function_uses_stays_sealed_for_its_siblings() {
     let ns = "formats-siblings";
     let cache = builder(ns)
-        .await
         .encryption_keys(KeyRing::new(1, [4; 32]))
         .build()
         .await
@@ -585,7 +574,7 @@ async fn a_prefix_an_encrypting_function_uses_stays_sealed_for_its_siblings() {
     );
     // A plaintext value planted under the prefix: refused by a reader
     // that does not say `encrypt` either.
-    let plain = builder(ns).await.build().await.unwrap();
+    let plain = builder(ns).build().await.unwrap();
     plain
         .entry("rec", &3u64)
         .ttl(MINUTE)
@@ -608,12 +597,7 @@ async fn a_type_postcard_cannot_read_back_is_written_in_json() {
         Text(String),
     }
     let ns = "formats-untagged";
-    let writer = builder(ns)
-        .await
-        .codec(Codec::Postcard)
-        .build()
-        .await
-        .unwrap();
+    let writer = builder(ns).codec(Codec::Postcard).build().await.unwrap();
     let value = Loose::Text("hello".into());
     writer
         .entry("loose", &1u64)
@@ -622,12 +606,7 @@ async fn a_type_postcard_cannot_read_back_is_written_in_json() {
         .await
         .unwrap();
     assert_eq!(flags(&stored(&format!("{ns}:loose:1")).await).0, 0, "JSON");
-    let reader = builder(ns)
-        .await
-        .codec(Codec::Postcard)
-        .build()
-        .await
-        .unwrap();
+    let reader = builder(ns).codec(Codec::Postcard).build().await.unwrap();
     let got = reader
         .entry("loose", &1u64)
         .ttl(MINUTE)

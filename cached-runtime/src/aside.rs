@@ -165,7 +165,8 @@ pub async fn peek<V>(
     let counters = inner.observer.prefix(spec.prefix);
     let timing = (expires_at_ms, load_time);
     if let Some(entry) = l1_entry(spec, &counters, shared, timing, generations) {
-        inner.keep_in_l1(key, inner.weighed(entry, || Some(size)));
+        let entry = inner.weighed(entry, spec, codec.measure, Some(size));
+        inner.keep_in_l1(key, entry);
     }
     counters.answered(Answer::L2);
     Some(value)

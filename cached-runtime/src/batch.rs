@@ -649,7 +649,7 @@ where
                     if let Some(entry) =
                         l1_entry(self.spec, &self.counters, shared, timing, generations)
                     {
-                        let entry = inner.weighed(entry, || Some(size));
+                        let entry = inner.weighed(entry, self.spec, self.codec.measure, Some(size));
                         inner.keep_in_l1(&self.missing[i].rendered, entry);
                     }
                     outcome
@@ -743,8 +743,7 @@ where
                 timing,
                 generations,
             ) {
-                let codec = inner.codec_of(self.spec);
-                let entry = inner.weighed(entry, || (self.codec.measure)(&shared, codec));
+                let entry = inner.weighed(entry, self.spec, self.codec.measure, None);
                 inner.keep_in_l1(&m.rendered, entry);
             }
             if let Some(leader) = m.leader.take() {

@@ -70,9 +70,8 @@ pub(crate) struct Inner {
     pub(crate) settings: Settings,
     /// The keys values are encrypted with in Redis, if any.
     pub(crate) keys: Option<crate::crypt::KeyRing>,
-    /// Prefixes a function that encrypts has used: every entry of theirs
-    /// is then sealed and read sealed only, whoever writes or reads it.
-    pub(crate) sealed_prefixes: std::sync::RwLock<std::collections::HashSet<&'static str>>,
+    /// Prefixes a function that encrypts has used here.
+    pub(crate) sealed_prefixes: crate::format::SealedPrefixes,
     pub(crate) counters: Counters,
     /// Each prefix's counters, and how calls are traced.
     pub(crate) observer: Observer,
@@ -119,25 +118,23 @@ impl Inner {
         (generations, tracked)
     }
 
-    /// With an L1 byte budget, `entry` with its value's serialized size
-    /// (`size` is called only then).
-    /// A size of `None` (a value its codec cannot serialize) weighs as
-    /// much as can be: such a value is not kept in L1 under a budget.
+    /// With an L1 byte budget, `entry` with its value's serialized size:
+    /// `known` (as read from Redis), else `measure`d in the codec `spec`
+    /// writes (only then). A value its codec cannot serialize weighs as
+    /// much as can be: it is not kept in L1 under a budget.
     pub(crate) fn weighed(
         &self,
         entry: crate::l1::Entry,
-        size: impl FnOnce() -> Option<usize>,
+        spec: &crate::spec::Spec,
+        measure: crate::codec::Measure,
+        known: Option<usize>,
     ) -> crate::l1::Entry {
-        if self.l1.weighs() {
-            entry.sized(size().unwrap_or(usize::MAX))
-        } else {
-            entry
+        if !self.l1.weighs() {
+            return entry;
         }
-    }
-
-    /// The codec `spec`'s values are written with.
-    pub(crate) fn codec_of(&self, spec: &crate::spec::Spec) -> crate::Codec {
-        crate::format::Format::of(spec.format, self.settings.formats).codec
+        let codec = || crate::format::Format::of(spec.format, self.settings.formats).codec;
+        let size = known.or_else(|| measure(&entry.value, codec()));
+        entry.sized(size.unwrap_or(usize::MAX))
     }
 
     /// Puts a value in L1 unless an invalidation covering it was applied
@@ -353,7 +350,7 @@ impl Cache {
                 landings: Landings::default(),
                 settings,
                 keys,
-                sealed_prefixes: std::sync::RwLock::default(),
+                sealed_prefixes: crate::format::SealedPrefixes::default(),
                 counters: Counters::default(),
                 generations: Generations::default(),
                 pending: Pending::default(),
@@ -538,7 +535,7 @@ pub struct CacheBuilder {
     redis_timeout: Duration,
     breaker: (u32, Duration),
     settings: Settings,
-    #[cfg(feature = "encryption")]
+    /// Always `None` without the `encryption` feature.
     keys: Option<crate::crypt::KeyRing>,
 }
 
@@ -687,7 +684,7 @@ impl fmt::Debug for CacheBuilder {
             .field("redis_timeout", &self.redis_timeout)
             .field("breaker", &self.breaker)
             .field("settings", &self.settings)
-            .field("encryption_keys", &self.encryption_keys_shown())
+            .field("encryption_keys", &self.keys)
             .finish()
     }
 }
@@ -824,7 +821,6 @@ impl Default for CacheBuilder {
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
             breaker: (DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_COOLDOWN),
             settings: Settings::default(),
-            #[cfg(feature = "encryption")]
             keys: None,
         }
     }
@@ -1068,43 +1064,27 @@ impl CacheBuilder {
     /// `encrypt`: plaintext entries already there are then misses.
     #[cfg(feature = "encryption")]
     pub fn encrypt_all(mut self, encrypt: bool) -> Self {
-        self.settings.formats.encrypt_all = encrypt;
+        self.settings.formats.encrypt = encrypt;
         self
     }
 
-    #[cfg(feature = "encryption")]
-    fn encryption_keys_shown(&self) -> Option<&crate::KeyRing> {
-        self.keys.as_ref()
-    }
-
-    #[cfg(not(feature = "encryption"))]
-    #[allow(clippy::unused_self)]
-    fn encryption_keys_shown(&self) -> Option<()> {
-        None
-    }
-
-    #[cfg(feature = "encryption")]
+    /// The key ring, checked: refused when it lists an id twice, or when
+    /// `encrypt_all` has none. (Without the `encryption` feature there is
+    /// never one.)
     fn take_keys(&mut self) -> Result<Option<crate::crypt::KeyRing>, Error> {
-        let invalid = |reason| Error::InvalidSetting {
-            setting: "encryption_keys",
-            reason,
-        };
-        if let Some(reason) = self.keys.as_ref().and_then(crate::KeyRing::invalid) {
-            return Err(invalid(reason));
+        if let Some(reason) = self.keys.as_ref().and_then(crate::crypt::KeyRing::invalid) {
+            return Err(Error::InvalidSetting {
+                setting: "encryption_keys",
+                reason,
+            });
         }
-        if self.settings.formats.encrypt_all && self.keys.is_none() {
+        if self.settings.formats.encrypt && self.keys.is_none() {
             return Err(Error::InvalidSetting {
                 setting: "encrypt_all",
                 reason: "needs the keys to encrypt with: add encryption_keys(KeyRing::new(id, key))",
             });
         }
         Ok(self.keys.take())
-    }
-
-    #[cfg(not(feature = "encryption"))]
-    #[allow(clippy::unused_self, clippy::unnecessary_wraps)]
-    fn take_keys(&mut self) -> Result<Option<crate::crypt::KeyRing>, Error> {
-        Ok(None)
     }
 
     /// Builds the cache. With Redis configured, it tries to connect within

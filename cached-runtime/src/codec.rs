@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::envelope::{self, EncodeError, Meta, Reading, Undecoded, Writing};
+use crate::envelope::{self, EncodeError, Framing, Meta, Undecoded};
 use crate::flight::Shared;
 use crate::format::Codec;
 use crate::l1::Absent;
@@ -43,14 +43,18 @@ pub struct TypeCodec<V> {
     /// Serializes a value (`None`: a cached "nothing") into an envelope.
     pub(crate) encode: Encode<V>,
     /// Reads an envelope holding a `V` or a cached "nothing" of `V`.
-    pub(crate) decode: fn(&[u8], &Reading<'_>) -> Result<Decoded<V>, Undecoded>,
+    pub(crate) decode: fn(&[u8], &Framing<'_>) -> Result<Decoded<V>, Undecoded>,
     /// Identifies `V` in envelopes.
     pub(crate) fingerprint: fn() -> u64,
     /// The serialized size of a shared `V` in a codec (JSON counted
     /// without being written): what an L1 byte budget weighs a loaded
     /// value by; 0 for another type, `None` when it does not serialize.
-    pub(crate) measure: fn(&Shared, Codec) -> Option<usize>,
+    pub(crate) measure: Measure,
 }
+
+/// The serialized size of a shared value in a codec: see
+/// [`TypeCodec::measure`].
+pub(crate) type Measure = fn(&Shared, Codec) -> Option<usize>;
 
 /// [`envelope::encode`], in JSON instead of postcard for a type whose
 /// values postcard cannot read back.
@@ -65,7 +69,7 @@ pub struct TypeCodec<V> {
 fn encode<T: Serialize + DeserializeOwned + 'static>(
     meta: &Meta,
     value: Option<&T>,
-    how: &Writing<'_>,
+    how: &Framing<'_>,
 ) -> Result<Vec<u8>, EncodeError> {
     #[cfg(feature = "postcard")]
     if how.format.codec == Codec::Postcard
@@ -147,7 +151,7 @@ fn json_len<T: Serialize + ?Sized>(value: &T) -> Option<usize> {
 }
 
 /// Serializes a value (`None`: a cached "nothing") into an envelope.
-pub(crate) type Encode<V> = fn(&Meta, Option<&V>, &Writing<'_>) -> Result<Vec<u8>, EncodeError>;
+pub(crate) type Encode<V> = fn(&Meta, Option<&V>, &Framing<'_>) -> Result<Vec<u8>, EncodeError>;
 
 /// An envelope's metadata, value (`None`: a cached "nothing") and
 /// serialized size.

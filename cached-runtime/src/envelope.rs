@@ -150,67 +150,46 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
 /// namespace's, the prefix's and up to 253 tags' (the macros refuse more).
 pub(crate) const MAX_VERSIONS: usize = u8::MAX as usize;
 
-/// How one entry is written: its format, and what sealing needs.
+/// How one entry is written and read: its format, and what sealing and
+/// decompression need.
 #[derive(Clone, Copy)]
-pub(crate) struct Writing<'a> {
+pub(crate) struct Framing<'a> {
+    /// Written in it; read in any codec and compression compiled in, but
+    /// sealed only when `format.encrypt` (a plaintext envelope, another
+    /// release's or planted, is then refused).
     pub(crate) format: Format,
-    /// The cache's keys, if it has any.
-    pub(crate) keys: Option<&'a KeyRing>,
-    /// The entry's Redis key: sealed values are bound to it.
-    pub(crate) redis_key: &'a [u8],
-    /// The largest serialized payload (before compression) a reader takes.
-    pub(crate) max_len: usize,
-}
-
-/// How one entry is read.
-#[derive(Clone, Copy)]
-pub(crate) struct Reading<'a> {
     /// The cache's keys, if it has any.
     pub(crate) keys: Option<&'a KeyRing>,
     /// The entry's Redis key: a sealed value opens only under the key it
     /// was written to.
     pub(crate) redis_key: &'a [u8],
-    /// The function encrypts its values: a plaintext envelope (another
-    /// release's, or planted) is refused.
-    pub(crate) sealed_only: bool,
-    /// The largest serialized payload (after decompression) it decodes.
+    /// The largest serialized payload (before compression) written, and
+    /// decoded (after decompression).
     pub(crate) max_len: usize,
 }
 
 /// Why a value was not encoded: it is then kept out of Redis.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum EncodeError {
     /// The codec failed on it.
+    #[error("it does not serialize: {0}")]
     Serialize(String),
     /// Its serialized payload is larger than `max_value_size`.
+    #[error("its serialized size, {0} bytes, is over max_value_size")]
     Oversized(usize),
     /// The function encrypts its values and the cache has no keys.
+    #[error(
+        "the function encrypts its values and the cache has no keys (CacheBuilder::encryption_keys)"
+    )]
     NoKeys,
     /// Sealing failed.
+    #[error("it could not be encrypted: {0}")]
     Seal(&'static str),
     /// More versions than an envelope records.
+    #[error(
+        "an entry records at most {MAX_VERSIONS} versions (its namespace, its prefix and up to 253 tags), not {0}"
+    )]
     TooManyVersions(usize),
-}
-
-impl std::fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Serialize(error) => write!(f, "it does not serialize: {error}"),
-            Self::Oversized(len) => write!(
-                f,
-                "its serialized size, {len} bytes, is over max_value_size"
-            ),
-            Self::NoKeys => f.write_str(
-                "the function encrypts its values and the cache has no keys (CacheBuilder::encryption_keys)",
-            ),
-            Self::Seal(why) => write!(f, "it could not be encrypted: {why}"),
-            Self::TooManyVersions(n) => write!(
-                f,
-                "an entry records at most {MAX_VERSIONS} versions (its namespace, its prefix and up to {} tags), not {n}",
-                MAX_VERSIONS - 2
-            ),
-        }
-    }
 }
 
 /// Why an envelope was not decoded: a miss either way.
@@ -229,7 +208,7 @@ pub(crate) enum Undecoded {
 pub(crate) fn encode<T: Serialize + ?Sized>(
     meta: &Meta,
     value: Option<&T>,
-    how: &Writing<'_>,
+    how: &Framing<'_>,
 ) -> Result<Vec<u8>, EncodeError> {
     let Ok(tags) = u8::try_from(meta.tag_versions.len()) else {
         return Err(EncodeError::TooManyVersions(meta.tag_versions.len()));
@@ -345,7 +324,7 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Option<Parts<'_>> {
 /// decrypted); `Err` for anything else.
 pub(crate) fn decode<T: DeserializeOwned + 'static>(
     bytes: &[u8],
-    how: &Reading<'_>,
+    how: &Framing<'_>,
 ) -> Result<(Meta, Option<T>, usize), Undecoded> {
     let parts = decode_meta(bytes).ok_or(Undecoded::Foreign)?;
     if parts.meta.fingerprint != fingerprint::<T>() {
@@ -361,7 +340,7 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(
                 .ok_or(Undecoded::Undecryptable)?;
             payload = &opened;
         }
-        None if how.sealed_only => return Err(Undecoded::Undecryptable),
+        None if how.format.encrypt => return Err(Undecoded::Undecryptable),
         None => {}
     }
     let codec = (parts.flags >> CODEC_SHIFT) & TWO_BITS;
@@ -417,7 +396,7 @@ mod tests {
         name: String,
     }
 
-    const PLAIN: Writing<'static> = Writing {
+    const PLAIN: Framing<'static> = Framing {
         format: Format {
             codec: crate::format::Codec::Json,
             compression: crate::format::Compression::None,
@@ -429,19 +408,12 @@ mod tests {
         max_len: 1 << 20,
     };
 
-    const READ: Reading<'static> = Reading {
-        keys: None,
-        redis_key: b"ns:user:7",
-        sealed_only: false,
-        max_len: 1 << 20,
-    };
-
     fn enc<T: Serialize>(meta: &Meta, value: Option<&T>) -> Result<Vec<u8>, EncodeError> {
         encode(meta, value, &PLAIN)
     }
 
     fn dec<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Option<(Meta, Option<T>)> {
-        decode(bytes, &READ)
+        decode(bytes, &PLAIN)
             .ok()
             .map(|(meta, value, _)| (meta, value))
     }

@@ -5,6 +5,10 @@
 //! codec and compression compiled into it, whatever its own choice (see
 //! [`crate::envelope`]). Encryption is [`crate::crypt`].
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -267,28 +271,8 @@ pub(crate) struct Chosen {
     pub(crate) encrypt: bool,
 }
 
-/// The cache's defaults, from the builder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Defaults {
-    pub(crate) codec: Codec,
-    pub(crate) compression: Compression,
-    pub(crate) compress_above: usize,
-    /// Encrypt every function's values.
-    pub(crate) encrypt_all: bool,
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        Self {
-            codec: Codec::Json,
-            compression: Compression::None,
-            compress_above: DEFAULT_COMPRESS_ABOVE,
-            encrypt_all: false,
-        }
-    }
-}
-
-/// What one entry is written with: a function's choices over the cache's.
+/// What one entry is written with: a function's choices over the cache's
+/// defaults (the builder's, where `encrypt` is `encrypt_all`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Format {
     pub(crate) codec: Codec,
@@ -297,24 +281,102 @@ pub(crate) struct Format {
     pub(crate) encrypt: bool,
 }
 
+impl Default for Format {
+    fn default() -> Self {
+        Self {
+            codec: Codec::Json,
+            compression: Compression::None,
+            compress_above: DEFAULT_COMPRESS_ABOVE,
+            encrypt: false,
+        }
+    }
+}
+
 impl Format {
-    pub(crate) fn of(chosen: Chosen, defaults: Defaults) -> Self {
+    pub(crate) fn of(chosen: Chosen, defaults: Self) -> Self {
         Self {
             codec: chosen.codec.unwrap_or(defaults.codec),
             compression: chosen.compression.unwrap_or(defaults.compression),
             compress_above: chosen.compress_above.unwrap_or(defaults.compress_above),
-            encrypt: chosen.encrypt || defaults.encrypt_all,
+            encrypt: chosen.encrypt || defaults.encrypt,
         }
+    }
+}
+
+/// The prefixes a function that encrypts has used on this instance: every
+/// entry under them is then sealed and read sealed only, whoever writes or
+/// reads it (a `set` or another function that does not say `encrypt`
+/// neither writes one in plaintext nor takes a plaintext one). Prefixes
+/// are `'static` names from the code: the set is bounded by it.
+#[derive(Default)]
+pub(crate) struct SealedPrefixes {
+    /// Whether any is: until then, no lookup.
+    any: AtomicBool,
+    prefixes: RwLock<HashSet<&'static str>>,
+}
+
+impl SealedPrefixes {
+    /// The format of an entry of `prefix` that a function choosing
+    /// `chosen` writes or reads.
+    pub(crate) fn format(&self, prefix: &'static str, chosen: Chosen, defaults: Format) -> Format {
+        let mut format = Format::of(chosen, defaults);
+        if chosen.encrypt {
+            self.note(prefix);
+        } else if !format.encrypt && self.any.load(Ordering::Acquire) {
+            let prefixes = self.prefixes.read().unwrap_or_else(PoisonError::into_inner);
+            format.encrypt = prefixes.contains(prefix);
+        }
+        format
+    }
+
+    fn note(&self, prefix: &'static str) {
+        let known = self.prefixes.read().unwrap_or_else(PoisonError::into_inner);
+        if known.contains(prefix) {
+            return;
+        }
+        drop(known);
+        let mut prefixes = self
+            .prefixes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        prefixes.insert(prefix);
+        self.any.store(true, Ordering::Release);
     }
 }
 
 /// The names the attribute's options expand to, defined whether or not
 /// their feature is on: without it, using one is a compile error that
 /// names the feature (a `const fn` that panics where it is evaluated, in
-/// the function's `const` spec).
+/// the function's `const` spec and in a `const` item `cargo check` sees).
 #[doc(hidden)]
 pub mod names {
     use super::{Codec, Compression};
+
+    /// `pub const fn NAME() -> TYPE`, the value with `FEATURE` on, else a
+    /// panic that says which feature OPTION needs.
+    macro_rules! gated {
+        ($($name:ident -> $ty:ty = $value:expr, $feature:literal, $option:literal;)*) => {$(
+            #[doc = concat!("`", $option, "`.")]
+            #[must_use]
+            pub const fn $name() -> $ty {
+                #[cfg(feature = $feature)]
+                return $value;
+                #[cfg(not(feature = $feature))]
+                panic!(concat!(
+                    "`", $option, "` needs tiercache's `", $feature,
+                    "` feature: tiercache = {{ version = \"…\", features = [\"", $feature, "\"] }}"
+                ))
+            }
+        )*};
+    }
+
+    gated! {
+        postcard -> Codec = Codec::Postcard, "postcard", "codec = \"postcard\"";
+        msgpack -> Codec = Codec::MessagePack, "msgpack", "codec = \"msgpack\"";
+        lz4 -> Compression = Compression::Lz4, "lz4", "compress = \"lz4\"";
+        zstd -> Compression = Compression::zstd(), "zstd", "compress = \"zstd\"";
+        encrypt -> bool = true, "encryption", "encrypt";
+    }
 
     /// `codec = "json"`.
     #[must_use]
@@ -322,64 +384,9 @@ pub mod names {
         Codec::Json
     }
 
-    /// `codec = "postcard"`.
-    #[must_use]
-    pub const fn postcard() -> Codec {
-        #[cfg(feature = "postcard")]
-        return Codec::Postcard;
-        #[cfg(not(feature = "postcard"))]
-        panic!(
-            "`codec = \"postcard\"` needs tiercache's `postcard` feature: tiercache = {{ version = \"…\", features = [\"postcard\"] }}"
-        )
-    }
-
-    /// `codec = "msgpack"`.
-    #[must_use]
-    pub const fn msgpack() -> Codec {
-        #[cfg(feature = "msgpack")]
-        return Codec::MessagePack;
-        #[cfg(not(feature = "msgpack"))]
-        panic!(
-            "`codec = \"msgpack\"` needs tiercache's `msgpack` feature: tiercache = {{ version = \"…\", features = [\"msgpack\"] }}"
-        )
-    }
-
     /// `compress = "none"`.
     #[must_use]
     pub const fn none() -> Compression {
         Compression::None
-    }
-
-    /// `compress = "lz4"`.
-    #[must_use]
-    pub const fn lz4() -> Compression {
-        #[cfg(feature = "lz4")]
-        return Compression::Lz4;
-        #[cfg(not(feature = "lz4"))]
-        panic!(
-            "`compress = \"lz4\"` needs tiercache's `lz4` feature: tiercache = {{ version = \"…\", features = [\"lz4\"] }}"
-        )
-    }
-
-    /// `compress = "zstd"`.
-    #[must_use]
-    pub const fn zstd() -> Compression {
-        #[cfg(feature = "zstd")]
-        return Compression::zstd();
-        #[cfg(not(feature = "zstd"))]
-        panic!(
-            "`compress = \"zstd\"` needs tiercache's `zstd` feature: tiercache = {{ version = \"…\", features = [\"zstd\"] }}"
-        )
-    }
-
-    /// `encrypt`: `true`, if the feature is on.
-    #[must_use]
-    pub const fn encrypt() -> bool {
-        #[cfg(feature = "encryption")]
-        return true;
-        #[cfg(not(feature = "encryption"))]
-        panic!(
-            "`encrypt` needs tiercache's `encryption` feature: tiercache = {{ version = \"…\", features = [\"encryption\"] }}"
-        )
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::Inner;
 use crate::codec::TypeCodec;
-use crate::envelope::{EncodeError, Meta, Reading, Undecoded, Writing};
+use crate::envelope::{EncodeError, Framing, Meta, Undecoded};
 use crate::format::Format;
 use crate::l2::{L2, L2Error};
 use crate::lock::Lease;
@@ -93,6 +93,8 @@ pub(crate) struct L2Call<'a> {
     tags: &'a [String],
     pub(crate) entry_key: String,
     version_keys: Vec<String>,
+    /// How the entry is written and read.
+    format: Format,
 }
 
 impl<'a> L2Call<'a> {
@@ -102,26 +104,20 @@ impl<'a> L2Call<'a> {
         key: &'a str,
         tags: &'a [String],
     ) -> Option<Self> {
-        if spec.format.encrypt {
-            let known = inner.sealed_prefixes.read();
-            let known = known.unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !known.contains(spec.prefix) {
-                drop(known);
-                inner
-                    .sealed_prefixes
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(spec.prefix);
-            }
-        }
+        let l2 = inner.l2.as_ref()?;
+        let formats = inner.settings.formats;
+        let format = inner
+            .sealed_prefixes
+            .format(spec.prefix, spec.format, formats);
         Some(Self {
             inner,
-            l2: inner.l2.as_ref()?,
+            l2,
             spec,
             key,
             tags,
             entry_key: inner.names.entry(key),
             version_keys: inner.names.versions_of(spec.prefix, tags),
+            format,
         })
     }
 
@@ -131,36 +127,12 @@ impl<'a> L2Call<'a> {
         tracing::debug!(%error, prefix, key, "L2 {what} failed");
     }
 
-    /// How this entry is written.
-    fn writing(&self) -> Writing<'_> {
-        Writing {
-            format: self.format(),
+    /// How this entry is written and read.
+    fn framing(&self) -> Framing<'_> {
+        Framing {
+            format: self.format,
             keys: self.inner.keys.as_ref(),
             redis_key: self.entry_key.as_bytes(),
-            max_len: self.inner.settings.max_value_size,
-        }
-    }
-
-    /// The function's format, over the cache's; sealed too when any
-    /// function of this instance that encrypts has used the prefix (a
-    /// writer or reader of the same entries that does not say `encrypt`
-    /// neither writes them in plaintext nor takes a plaintext one).
-    fn format(&self) -> Format {
-        let mut format = Format::of(self.spec.format, self.inner.settings.formats);
-        if !format.encrypt {
-            let sealed = self.inner.sealed_prefixes.read();
-            let sealed = sealed.unwrap_or_else(std::sync::PoisonError::into_inner);
-            format.encrypt = sealed.contains(self.spec.prefix);
-        }
-        format
-    }
-
-    /// How this entry is read.
-    fn reading(&self) -> Reading<'_> {
-        Reading {
-            keys: self.inner.keys.as_ref(),
-            redis_key: self.entry_key.as_bytes(),
-            sealed_only: self.format().encrypt,
             max_len: self.inner.settings.max_value_size,
         }
     }
@@ -237,7 +209,7 @@ impl<'a> L2Call<'a> {
         if crate::l2::is_tombstone(&bytes) {
             return L2Read::Miss(seen(versions, Some(bytes))); // invalidated
         }
-        let (meta, value, size) = match (codec.decode)(&bytes, &self.reading()) {
+        let (meta, value, size) = match (codec.decode)(&bytes, &self.framing()) {
             Ok(decoded) => decoded,
             Err(Undecoded::Foreign) => {
                 let expected = std::any::type_name::<V>();
@@ -328,7 +300,7 @@ impl<'a> L2Call<'a> {
             ..Meta::fresh((codec.fingerprint)(), fresh, load_time)
         };
         let (prefix, key) = (self.spec.prefix, self.shown_key());
-        let bytes = match (codec.encode)(&meta, value, &self.writing()) {
+        let bytes = match (codec.encode)(&meta, value, &self.framing()) {
             Ok(bytes) => bytes,
             Err(error) => {
                 if let EncodeError::Oversized(_) = error {

@@ -296,11 +296,8 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             generations,
         );
         if let Some(entry) = entry {
-            let (measure, codec) = (self.ctx.codec.measure, self.inner.codec_of(&self.ctx.spec));
-            let value = entry.value.clone();
-            let entry = self
-                .inner
-                .weighed(entry, || size.or_else(|| measure(&value, codec)));
+            let (spec, measure) = (&self.ctx.spec, self.ctx.codec.measure);
+            let entry = self.inner.weighed(entry, spec, measure, size);
             self.inner.keep_in_l1(&self.ctx.key, entry);
         }
     }
@@ -724,8 +721,7 @@ fn keep_serving<S: Shape<R>, R>(ctx: &Ctx<S, R>, fallback: &Fallback) {
         fallback.generations.clone(),
     );
     if let Some(entry) = entry {
-        let codec = inner.codec_of(&ctx.spec);
-        let entry = inner.weighed(entry, || (ctx.codec.measure)(&fallback.value, codec));
+        let entry = inner.weighed(entry, &ctx.spec, ctx.codec.measure, None);
         inner.keep_in_l1_unless_filled(&ctx.key, entry);
     }
 }

@@ -111,7 +111,7 @@ pub mod __private {
             compress_above,
             encrypt: keys.is_some(),
         };
-        let how = crate::envelope::Writing {
+        let how = crate::envelope::Framing {
             format,
             keys,
             redis_key,
@@ -128,10 +128,10 @@ pub mod __private {
         keys: Option<&crate::KeyRing>,
         redis_key: &[u8],
     ) -> Option<T> {
-        let how = crate::envelope::Reading {
+        let how = crate::envelope::Framing {
+            format: crate::format::Format::default(),
             keys,
             redis_key,
-            sealed_only: false,
             max_len: usize::MAX,
         };
         crate::envelope::decode::<T>(bytes, &how).ok()?.1

@@ -17,7 +17,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{Meta, Reading, Writing, decode, encode, fingerprint};
+use crate::envelope::{Framing, Meta, decode, encode, fingerprint};
 use crate::format::{Codec, Compression, Format};
 use crate::key::KeyWriter;
 
@@ -104,11 +104,12 @@ fn keys() -> Option<crate::crypt::KeyRing> {
 
 const REDIS_KEY: &[u8] = b"ns:user:1";
 
-fn reading(keys: Option<&crate::crypt::KeyRing>) -> Reading<'_> {
-    Reading {
+/// `format`, with the keys, for the entry at [`REDIS_KEY`].
+fn framing(format: Format, keys: Option<&crate::crypt::KeyRing>) -> Framing<'_> {
+    Framing {
+        format,
         keys,
         redis_key: REDIS_KEY,
-        sealed_only: false,
         max_len: 1 << 20,
     }
 }
@@ -117,7 +118,7 @@ fn read<T: serde::de::DeserializeOwned + 'static>(
     bytes: &[u8],
     keys: Option<&crate::crypt::KeyRing>,
 ) -> Option<(Meta, Option<T>)> {
-    decode::<T>(bytes, &reading(keys))
+    decode::<T>(bytes, &framing(Format::default(), keys))
         .ok()
         .map(|(meta, value, _)| (meta, value))
 }
@@ -145,13 +146,7 @@ proptest! {
         let formats = formats();
         let format = formats[format.index(formats.len())];
         let keys = keys();
-        let writing = Writing {
-            format,
-            keys: keys.as_ref(),
-            redis_key: REDIS_KEY,
-            max_len: 1 << 20,
-        };
-        let bytes = encode(&meta, Some(&value), &writing).expect("a User serializes");
+        let bytes = encode(&meta, Some(&value), &framing(format, keys.as_ref())).expect("a User serializes");
         let (got, decoded) = read::<User>(&bytes, keys.as_ref()).expect("a valid envelope decodes");
         prop_assert_eq!(got, meta);
         prop_assert_eq!(decoded, Some(value));

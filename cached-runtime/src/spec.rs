@@ -203,7 +203,7 @@ pub(crate) struct Settings {
     /// Whether spans and warnings name the keys of calls.
     pub(crate) trace_keys: bool,
     /// Codec, compression and encryption of functions that do not say.
-    pub(crate) formats: crate::format::Defaults,
+    pub(crate) formats: crate::format::Format,
 }
 
 /// The default lease of the cross-process lock.
@@ -234,7 +234,7 @@ impl Default for Settings {
             background_timeout: DEFAULT_BACKGROUND_TIMEOUT,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             trace_keys: false,
-            formats: crate::format::Defaults::default(),
+            formats: crate::format::Format::default(),
         }
     }
 }

@@ -215,10 +215,8 @@ impl<'a> Writing<'a> {
             let shared = (codec.share)(value);
             let counters = inner.observer.prefix(spec.prefix);
             let timing = (expires_at_ms, Duration::ZERO);
-            let in_codec = inner.codec_of(spec);
-            let size = || (codec.measure)(&shared, in_codec);
-            if let Some(entry) = l1_entry(spec, &counters, shared.clone(), timing, generations) {
-                inner.keep_in_l1(key, inner.weighed(entry, size));
+            if let Some(entry) = l1_entry(spec, &counters, shared, timing, generations) {
+                inner.keep_in_l1(key, inner.weighed(entry, spec, codec.measure, None));
             }
         }
         Ok(())
