@@ -447,10 +447,12 @@ async fn settings_out_of_range_are_build_errors_and_debug_shows_no_key() {
             "compression",
         );
     }
-    refused(
-        Cache::builder().l1_max_bytes(1000).build().await,
-        "l1_max_bytes",
-    );
+    for bytes in [1000, u64::MAX] {
+        refused(
+            Cache::builder().l1_max_bytes(bytes).build().await,
+            "l1_max_bytes",
+        );
+    }
 }
 
 #[tokio::test]
@@ -621,4 +623,133 @@ async fn a_type_postcard_cannot_read_back_is_written_in_json() {
         .await
         .unwrap();
     assert_eq!(flags(&stored(&format!("{ns}:strict:1")).await).0, 1);
+}
+
+/// Values postcard would read back as something else, or not at all, are
+/// written in JSON, value by value: a field skipped only in some values
+/// (which shifted the bytes into another value of the type), and an
+/// `Option<serde_json::Value>` whose first value, `None`, reads back.
+#[tokio::test]
+async fn values_postcard_would_misread_are_written_in_json_each_time() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Tricky {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        a: Option<Vec<u8>>,
+        b: Vec<u8>,
+        c: Vec<u8>,
+    }
+    let ns = "formats-misread";
+    let writer = builder(ns).codec(Codec::Postcard).build().await.unwrap();
+    let whole = Tricky {
+        a: Some(vec![9]),
+        b: vec![],
+        c: vec![],
+    };
+    let skipping = Tricky {
+        a: None,
+        b: vec![1],
+        c: vec![0, 0],
+    };
+    writer
+        .entry("t", &1u64)
+        .ttl(MINUTE)
+        .set(&whole)
+        .await
+        .unwrap();
+    writer
+        .entry("t", &2u64)
+        .ttl(MINUTE)
+        .set(&skipping)
+        .await
+        .unwrap();
+    assert_eq!(flags(&stored(&format!("{ns}:t:1")).await).0, 1, "postcard");
+    assert_eq!(flags(&stored(&format!("{ns}:t:2")).await).0, 0, "JSON");
+    let reader = builder(ns).codec(Codec::Postcard).build().await.unwrap();
+    let got = reader
+        .entry("t", &2u64)
+        .ttl(MINUTE)
+        .get_with(|| async { unreachable!("an L2 hit") as Tricky })
+        .await;
+    assert_eq!(got, skipping, "the value written, not another");
+
+    let values = [None, Some(serde_json::json!({"k": [1, 2]}))];
+    for (id, value) in (1u64..).zip(values) {
+        writer
+            .entry("v", &id)
+            .ttl(MINUTE)
+            .set(&value)
+            .await
+            .unwrap();
+        let fresh = builder(ns).build().await.unwrap();
+        let got = fresh
+            .entry("v", &id)
+            .ttl(MINUTE)
+            .get_with(|| async { unreachable!("an L2 hit") as Option<serde_json::Value> })
+            .await;
+        assert_eq!(got, value);
+    }
+}
+
+/// A legal value as deep as JSON takes (100 links of `Option<Box<_>>`) is
+/// read back in MessagePack and postcard too: the nesting bound is not
+/// stricter than serde_json's for it.
+#[tokio::test]
+async fn a_deep_but_legal_value_reads_back_in_every_codec() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Chain {
+        v: u8,
+        next: Option<Box<Chain>>,
+    }
+    let chain = (0..100).fold(Chain { v: 0, next: None }, |next, v| Chain {
+        v,
+        next: Some(Box::new(next)),
+    });
+    let ns = "formats-chain";
+    for codec in [Codec::Json, Codec::Postcard, Codec::MessagePack] {
+        let writer = builder(ns).codec(codec).build().await.unwrap();
+        writer
+            .entry("c", &1u64)
+            .ttl(MINUTE)
+            .set(&chain)
+            .await
+            .unwrap();
+        let fresh = builder(ns).build().await.unwrap();
+        let got = fresh
+            .entry("c", &1u64)
+            .ttl(MINUTE)
+            .get_with(|| async { unreachable!("{codec:?}: an L2 hit") as Chain })
+            .await;
+        assert_eq!(got, chain);
+    }
+}
+
+/// Under a byte budget, a value postcard cannot write (it goes to Redis in
+/// JSON) is weighed in JSON too, and kept in L1.
+#[tokio::test]
+async fn a_value_postcard_cannot_write_is_kept_in_l1_under_a_budget() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Flat {
+        id: u64,
+        #[serde(flatten)]
+        rest: std::collections::BTreeMap<String, u64>,
+    }
+    let cache = Cache::builder()
+        .codec(Codec::Postcard)
+        .l1_max_bytes(1 << 20)
+        .build()
+        .await
+        .unwrap();
+    let value = Flat {
+        id: 1,
+        rest: [("x".to_owned(), 2)].into(),
+    };
+    for _ in 0..3 {
+        let got = cache
+            .entry("flat", &1u64)
+            .ttl(MINUTE)
+            .get_with(|| async { value.clone() })
+            .await;
+        assert_eq!(got, value);
+    }
+    assert_eq!(cache.stats().loads, 1, "kept in L1 after the first load");
 }

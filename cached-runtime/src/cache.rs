@@ -1289,8 +1289,11 @@ fn check_settings(
             "must be at least three times redis_timeout: the holder renews it every third of it, and a renewal may take a whole timeout",
         );
     }
-    if l1_max_bytes.is_some_and(|bytes| bytes < 64 << 10) {
-        return invalid("l1_max_bytes", "must be at least 64 KiB");
+    if l1_max_bytes.is_some_and(|bytes| !(64 << 10..=1 << 48).contains(&bytes)) {
+        return invalid(
+            "l1_max_bytes",
+            "must be at least 64 KiB and at most 256 TiB",
+        );
     }
     if settings.max_value_size < 1024 {
         return invalid("max_value_size", "must be at least 1024 bytes");

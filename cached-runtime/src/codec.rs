@@ -56,16 +56,18 @@ pub struct TypeCodec<V> {
 /// [`TypeCodec::measure`].
 pub(crate) type Measure = fn(&Shared, Codec) -> Option<usize>;
 
-/// [`envelope::encode`], in JSON instead of postcard for a type whose
-/// values postcard cannot read back.
+/// [`envelope::encode`], in JSON instead of postcard for a value postcard
+/// would not read back as itself.
 ///
-/// postcard is not self-describing: a type whose `Deserialize` needs
-/// `deserialize_any` (an untagged enum, `#[serde(flatten)]`,
-/// `serde_json::Value`) serializes and never deserializes, so each of its
-/// values would be a miss forever. The first value of each type written
-/// as postcard is read back once; a type that fails (or that postcard
-/// cannot write) is written in JSON from then on, with one warning. (Any
-/// reader takes either.)
+/// postcard is not self-describing: a value that skips a field
+/// (`#[serde(skip_serializing_if)]`) shifts
+/// the bytes after it, which may read back as another value of the same
+/// type; one whose `Deserialize` needs `deserialize_any` (an untagged
+/// enum, `#[serde(flatten)]`, `serde_json::Value`) does not read back at
+/// all, and would be a miss on every call. So each value written as
+/// postcard is checked — no field skipped, and its bytes read back —
+/// and written in JSON otherwise, with a warning. (Any reader takes
+/// either.) The check is on the write path only: a load or a write.
 fn encode<T: Serialize + DeserializeOwned + 'static>(
     meta: &Meta,
     value: Option<&T>,
@@ -76,6 +78,11 @@ fn encode<T: Serialize + DeserializeOwned + 'static>(
         && let Some(value) = value
         && !postcard_reads_back(value)
     {
+        let type_name = std::any::type_name::<T>();
+        crate::observe::warn_throttled!(
+            type_name,
+            "postcard would not read this value back as itself (a skipped field, an untagged enum, #[serde(flatten)], serde_json::Value?); written in JSON"
+        );
         let mut json = *how;
         json.format.codec = Codec::Json;
         return envelope::encode(meta, Some(value), &json);
@@ -83,38 +90,16 @@ fn encode<T: Serialize + DeserializeOwned + 'static>(
     envelope::encode(meta, value, how)
 }
 
-/// Whether postcard reads back what it writes of `T`, tried on the first
-/// value of `T` (once per type and process).
+/// Whether postcard reads `value` back as itself, as far as can be told
+/// without `PartialEq`: no field is skipped, and its bytes decode.
 #[cfg(feature = "postcard")]
 fn postcard_reads_back<T: Serialize + DeserializeOwned + 'static>(value: &T) -> bool {
-    use std::any::TypeId;
-    use std::collections::HashMap;
-    use std::sync::{LazyLock, PoisonError, RwLock};
-
-    static KNOWN: LazyLock<RwLock<HashMap<TypeId, bool>>> = LazyLock::new(RwLock::default);
-    let id = TypeId::of::<T>();
-    if let Some(known) = KNOWN
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&id)
-    {
-        return *known;
+    if crate::skips::skips_a_field(value) {
+        return false;
     }
     let mut bytes = Vec::new();
-    let reads_back = Codec::Postcard.write(value, &mut bytes).is_ok()
-        && crate::format::read::<T>(Codec::Postcard.id(), &bytes).is_some();
-    if !reads_back {
-        let type_name = std::any::type_name::<T>();
-        tracing::warn!(
-            type_name,
-            "postcard cannot write this type or read it back (an untagged enum, #[serde(flatten)], serde_json::Value, a sequence of unknown length?); its values are written in JSON"
-        );
-    }
-    KNOWN
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(id, reads_back);
-    reads_back
+    Codec::Postcard.write(value, &mut bytes).is_ok()
+        && crate::format::read::<T>(Codec::Postcard.id(), &bytes).is_some()
 }
 
 /// The size of `value` serialized by `codec`.
@@ -127,8 +112,11 @@ fn measured<T: Serialize + 'static>(shared: &Shared, codec: Codec) -> Option<usi
         #[allow(unreachable_patterns)] // only JSON without the codec features
         _ => {
             let mut out = Vec::new();
-            codec.write(value, &mut out).ok()?;
-            Some(out.len())
+            // As `encode`: a value its codec cannot write goes in JSON.
+            match codec.write(value, &mut out) {
+                Ok(()) => Some(out.len()),
+                Err(_) => json_len(value),
+            }
         }
     }
 }

@@ -17,8 +17,10 @@ use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
-/// As serde_json's recursion limit.
-pub(crate) const MAX_DEPTH: u32 = 128;
+/// Levels of nesting: sequences, maps, enums, options and newtypes each
+/// spend one (serde_json counts only its 128 arrays and maps, so a chain
+/// of `Option<Box<T>>` is twice as deep here: twice its budget).
+pub(crate) const MAX_DEPTH: u32 = 256;
 
 /// `T` from `deserializer`, refusing more than `depth` levels of nesting.
 pub(crate) fn deserialize<'de, T, D>(deserializer: D, depth: u32) -> Result<T, D::Error>
@@ -36,7 +38,7 @@ where
 fn deeper<E: de::Error>(depth: u32) -> Result<u32, E> {
     depth
         .checked_sub(1)
-        .ok_or_else(|| E::custom("nested too deeply (more than 128 levels)"))
+        .ok_or_else(|| E::custom("nested too deeply (more than 256 levels)"))
 }
 
 struct Limited<D> {

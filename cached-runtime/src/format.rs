@@ -211,6 +211,10 @@ pub(crate) fn decompress(id: u8, input: &[u8], max_len: usize) -> Option<Vec<u8>
 mod zstd_contexts {
     use std::cell::RefCell;
 
+    /// The largest payload compressed or decompressed through the
+    /// thread's kept contexts.
+    const KEEP_FOR: usize = 256 << 10;
+
     thread_local! {
         static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
             const { RefCell::new(None) };
@@ -221,6 +225,11 @@ mod zstd_contexts {
     /// `input` at `level`, with its size in the frame (`decompress` reads
     /// it to allocate once, exactly).
     pub(super) fn compress(input: &[u8], level: i32) -> Option<Vec<u8>> {
+        // A context sized for a large input (tens of MiB at high levels)
+        // is not kept for the thread's life: large ones are one-shot.
+        if input.len() > KEEP_FOR {
+            return zstd::bulk::compress(input, level).ok();
+        }
         // `try_with`: a thread being torn down has no context left (the
         // value is then stored as it is).
         COMPRESSOR
@@ -244,6 +253,9 @@ mod zstd_contexts {
 
     /// A frame of `size` bytes, decompressed.
     pub(super) fn decompress(input: &[u8], size: usize) -> Option<Vec<u8>> {
+        if size > KEEP_FOR {
+            return zstd::bulk::decompress(input, size).ok();
+        }
         DECOMPRESSOR
             .try_with(|cell| {
                 let mut cell = cell.try_borrow_mut().ok()?;

@@ -288,7 +288,15 @@ impl L1 {
                 let heaviest = (max_value as u64).saturating_add(ENTRY_OVERHEAD + 1024);
                 let cores = std::thread::available_parallelism().map_or(1, usize::from);
                 let fit = usize::try_from(bytes / heaviest.saturating_mul(2)).unwrap_or(usize::MAX);
-                options.shards(fit.clamp(1, cores * 4));
+                // quick_cache rounds the count up to a power of two: round
+                // it down here, so that a shard still holds two.
+                let fit = fit.clamp(1, cores * 4);
+                let fit = if fit.is_power_of_two() {
+                    fit
+                } else {
+                    fit.next_power_of_two() / 2
+                };
+                options.shards(fit);
             }
             let (weigh, hasher, lifecycle) = (
                 Weigh { floor },

@@ -36,6 +36,7 @@ mod properties;
 mod sentinel;
 mod shape;
 mod shape_check;
+mod skips;
 mod spec;
 mod stats;
 pub mod tags;
