@@ -68,7 +68,7 @@ pub(crate) type Measure = fn(&Shared, Codec) -> Option<usize>;
 /// postcard is checked — no field skipped, and its bytes read back —
 /// and written in JSON otherwise, with a warning. (Any reader takes
 /// either.) The check is on the write path only: a load or a write.
-fn encode<T: Serialize + DeserializeOwned + 'static>(
+pub(crate) fn encode<T: Serialize + DeserializeOwned + 'static>(
     meta: &Meta,
     value: Option<&T>,
     how: &Framing<'_>,

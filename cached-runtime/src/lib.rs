@@ -95,7 +95,7 @@ pub mod __private {
     ///
     /// What keeps a value out of Redis, shown.
     #[cfg(feature = "encryption")]
-    pub fn envelope_of<T: serde::Serialize + 'static>(
+    pub fn envelope_of<T: serde::Serialize + serde::de::DeserializeOwned + 'static>(
         value: &T,
         (codec, compression, compress_above): (crate::Codec, crate::Compression, usize),
         keys: Option<&crate::KeyRing>,
@@ -118,7 +118,7 @@ pub mod __private {
             redis_key,
             max_len: usize::MAX,
         };
-        crate::envelope::encode(&meta, Some(value), &how).map_err(|e| e.to_string())
+        crate::codec::encode(&meta, Some(value), &how).map_err(|e| e.to_string())
     }
 
     /// The value of an envelope [`envelope_of`] made, as an L2 read decodes
