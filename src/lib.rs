@@ -151,6 +151,8 @@
 pub use tiercache_macros::{cache_aside, cache_batch, invalidates, write_through};
 #[cfg(feature = "encryption")]
 pub use tiercache_runtime::KeyRing;
+#[cfg(feature = "http")]
+pub use tiercache_runtime::http;
 pub use tiercache_runtime::{
     Cache, CacheBuilder, Codec, Compression, DEFAULT_BACKGROUND_TIMEOUT, DEFAULT_BREAKER_COOLDOWN,
     DEFAULT_BREAKER_FAILURES, DEFAULT_COMPRESS_ABOVE, DEFAULT_FAIL_SAFE_THROTTLE,

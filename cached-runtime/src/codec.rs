@@ -50,6 +50,10 @@ pub struct TypeCodec<V> {
     /// without being written): what an L1 byte budget weighs a loaded
     /// value by; 0 for another type, `None` when it does not serialize.
     pub(crate) measure: Measure,
+    /// How long a loaded value says it stays fresh, when it says so (an
+    /// HTTP response's `max-age`): at most the entry's TTL. `None` for
+    /// every type but the HTTP layer's.
+    pub(crate) fresh_for: fn(&V) -> Option<std::time::Duration>,
 }
 
 /// The serialized size of a shared value in a codec: see
@@ -169,6 +173,7 @@ impl<V: Cacheable> TypeCodec<V> {
             decode: envelope::decode::<V>,
             fingerprint: envelope::fingerprint::<V>,
             measure: measured::<V>,
+            fresh_for: |_| None,
         }
     }
 }
@@ -203,6 +208,7 @@ impl<T: CacheableShared> TypeCodec<Arc<T>> {
             },
             fingerprint: envelope::fingerprint::<T>,
             measure: measured::<T>,
+            fresh_for: |_| None,
         }
     }
 }
@@ -311,6 +317,7 @@ impl<V> TypeCodec<V> {
             decode: |_, _| Err(Undecoded::Foreign),
             fingerprint: || 0,
             measure: |_, _| Some(0),
+            fresh_for: |_| None,
         }
     }
 }

@@ -255,10 +255,7 @@ impl<'c, T, B> Entry<'c, T, B> {
 
     /// The call's parts for the engine; `None` (with a warning) when a
     /// setting was refused: then the loader runs uncached.
-    fn described<S: Shape<R>, R>(self) -> Option<Ctx<S, R>>
-    where
-        S::Value: Cacheable,
-    {
+    fn described<S: Shape<R>, R>(self, codec: TypeCodec<S::Value>) -> Option<Ctx<S, R>> {
         if let Some(error) = self.options.error() {
             tracing::warn!(%error, "tiercache entry not cached; loading without the cache");
             return None;
@@ -266,7 +263,7 @@ impl<'c, T, B> Entry<'c, T, B> {
         Some(Ctx::new(
             self.cache.clone(),
             self.options.spec,
-            TypeCodec::new(),
+            codec,
             self.key.finish(),
             self.options.tags,
             None,
@@ -274,14 +271,46 @@ impl<'c, T, B> Entry<'c, T, B> {
     }
 
     /// An L1 hit, checked before anything else is made.
-    fn hit<S: Shape<R>, R>(&self) -> Option<R>
-    where
-        S::Value: Cacheable,
-    {
+    fn hit<S: Shape<R>, R>(&self, codec: TypeCodec<S::Value>) -> Option<R> {
         if self.options.refused.is_some() {
             return None;
         }
-        l1_get_rendered::<S, R>(self.cache, &self.key, TypeCodec::new())
+        l1_get_rendered::<S, R>(self.cache, &self.key, codec)
+    }
+
+    /// A load whose loader may run in the background, in any shape and
+    /// with any codec: the HTTP layer's, whose value is an `Arc` of a
+    /// stored response that says how long it stays fresh.
+    #[cfg(feature = "http")]
+    pub(crate) async fn detached_with<S, R, F, Fut>(self, codec: TypeCodec<S::Value>, load: F) -> R
+    where
+        S: Shape<R> + 'static,
+        S::Value: Send + Sync + 'static,
+        R: Send + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        if let Some(hit) = self.hit::<S, R>(codec) {
+            return hit;
+        }
+        match self.described::<S, R>(codec) {
+            Some(ctx) => Box::pin(load_detached_in(ctx, Detached::new(load))).await,
+            None => load().await,
+        }
+    }
+
+    /// Stores an `Arc`'s value under this entry with this TTL, as
+    /// [`Entry::set`] does: the HTTP layer's revalidation.
+    #[cfg(feature = "http")]
+    pub(crate) async fn set_shared<V: crate::codec::CacheableShared>(
+        &self,
+        value: &std::sync::Arc<V>,
+    ) -> Result<(), Error> {
+        if let Some(error) = self.options.error() {
+            return Err(error);
+        }
+        let (key, Options { spec, tags, .. }) = (self.key.clone().finish(), &self.options);
+        set(self.cache, spec, TypeCodec::arc(), &key, tags, value).await
     }
 }
 
@@ -350,10 +379,10 @@ impl Entry<'_, Ttl, Inline> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = R>,
     {
-        if let Some(hit) = self.hit::<S, R>() {
+        if let Some(hit) = self.hit::<S, R>(TypeCodec::new()) {
             return hit;
         }
-        match self.described::<S, R>() {
+        match self.described::<S, R>(TypeCodec::new()) {
             Some(ctx) => Box::pin(load_in(ctx, load())).await,
             None => load().await,
         }
@@ -404,10 +433,10 @@ impl Entry<'_, Ttl, Background> {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
     {
-        if let Some(hit) = self.hit::<S, R>() {
+        if let Some(hit) = self.hit::<S, R>(TypeCodec::new()) {
             return hit;
         }
-        match self.described::<S, R>() {
+        match self.described::<S, R>(TypeCodec::new()) {
             Some(ctx) => Box::pin(load_detached_in(ctx, Detached::new(load))).await,
             None => load().await,
         }

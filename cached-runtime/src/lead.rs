@@ -589,7 +589,13 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             Split::Failed(_) => Outcome::Err,
         });
         let (kept, ttl) = match split {
-            Split::Kept(kept @ Kept::Value(_)) => (kept, inner.settings.jittered(spec.ttl)),
+            Split::Kept(kept @ Kept::Value(_)) => {
+                let own = kept.value().and_then(ctx.codec.fresh_for);
+                let ttl = own.map_or(spec.ttl, |own| {
+                    own.clamp(Duration::from_millis(1), spec.ttl)
+                });
+                (kept, inner.settings.jittered(ttl))
+            }
             Split::Kept(Kept::Absent(absent)) => match spec.cache_none {
                 Some(ttl) => (Kept::Absent(absent), ttl),
                 None => {

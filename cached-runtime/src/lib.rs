@@ -21,6 +21,8 @@ mod error;
 mod flight;
 mod format;
 mod generations;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod key;
 mod l1;
 mod l2;

@@ -1,0 +1,182 @@
+//! The body of every response the layer answers: a stored body (one
+//! `Bytes`, shared with L1, never copied), nothing (`HEAD`, `304`), or the
+//! handler's own body passed through as it streams, after what was read of
+//! it while the layer tried to buffer it.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+
+/// The error of a handler's body passed through.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a response from [`ResponseCache`](super::ResponseCache)
+/// (and [`respond_json`](super::respond_json)).
+pub struct ResponseBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    /// What was read while buffering, then the rest as it comes.
+    Streamed {
+        head: Option<Bytes>,
+        rest: UnsyncBoxBody<Bytes, BoxError>,
+    },
+}
+
+impl ResponseBody {
+    /// A body of these bytes.
+    pub fn full(bytes: Bytes) -> Self {
+        let bytes = (!bytes.is_empty()).then_some(bytes);
+        Self {
+            kind: Kind::Full(bytes),
+        }
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self {
+            kind: Kind::Full(None),
+        }
+    }
+
+    /// `head`, then the rest of `body`.
+    pub(crate) fn streamed<B>(head: Bytes, body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self {
+            kind: Kind::Streamed {
+                head: (!head.is_empty()).then_some(head),
+                rest: body.map_err(Into::into).boxed_unsync(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Full(bytes) => f
+                .debug_struct("ResponseBody")
+                .field("len", &bytes.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Kind::Streamed { .. } => f.debug_struct("ResponseBody").finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Default for ResponseBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Kind::Streamed { head, rest } => match head.take() {
+                Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Streamed { head, rest } => head.is_none() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Streamed { head, rest } => {
+                let head = head.as_ref().map_or(0, |b| b.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(head));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(head));
+                }
+                hint
+            }
+        }
+    }
+}
+
+/// A body read whole up to `limit` bytes, or what was read and the rest.
+pub(crate) enum Buffered<B> {
+    Whole(Bytes),
+    Over(Bytes, B),
+    /// The body failed: what was read, and the error.
+    Failed(Bytes, BoxError),
+}
+
+/// Reads `body` whole if it is at most `limit` bytes (trailers are
+/// dropped: a stored response has none).
+pub(crate) async fn buffer<B>(mut body: B, limit: usize) -> Buffered<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut read = bytes::BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    loop {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let data = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_trailers) => continue,
+            },
+            Err(error) => return Buffered::Failed(joined(first, read), error.into()),
+        };
+        let so_far = first.as_ref().map_or(0, Bytes::len) + read.len();
+        if so_far + data.len() > limit {
+            let mut head = joined(first, read);
+            if head.is_empty() {
+                head = data;
+            } else {
+                let mut both = bytes::BytesMut::from(&head[..]);
+                both.extend_from_slice(&data);
+                head = both.freeze();
+            }
+            return Buffered::Over(head, body);
+        }
+        // One frame (the common case, a `Full` body) is kept as it is,
+        // without a copy.
+        match &first {
+            None if read.is_empty() => first = Some(data),
+            _ => {
+                if let Some(first) = first.take() {
+                    read.extend_from_slice(&first);
+                }
+                read.extend_from_slice(&data);
+            }
+        }
+    }
+    Buffered::Whole(joined(first, read))
+}
+
+fn joined(first: Option<Bytes>, read: bytes::BytesMut) -> Bytes {
+    match first {
+        Some(first) => first,
+        None => read.freeze(),
+    }
+}
