@@ -87,6 +87,11 @@ async fn handler(origin: Arc<Origin>, request: Request) -> Response {
             "status" => {
                 *response.status_mut() = StatusCode::from_u16(value.parse().unwrap()).unwrap()
             }
+            "bin" => {
+                let bytes: Vec<u8> = (0..=255).collect();
+                let (parts, _) = response.into_parts();
+                return Response::from_parts(parts, Body::from(bytes));
+            }
             "policy" if value == "skip" => {
                 response.extensions_mut().insert(CachePolicy::skip());
             }
@@ -256,7 +261,7 @@ async fn conditional_requests_follow_rfc_9110_order() {
         assert!(answer.header("content-type").is_empty());
     }
     // If-None-Match goes first: a non-matching one wins over a later date.
-    let future = "Sun, 06 Nov 2994 08:49:37 GMT";
+    let future = "Fri, 01 Jan 2100 00:00:00 GMT";
     let answer = get_(
         &url,
         &[
@@ -588,7 +593,22 @@ async fn two_instances(namespace: &str, origin: Arc<Origin>) -> (Cache, Server, 
                 )]
             })
     };
-    let (a, b) = (cache_in(namespace).await, cache_in(namespace).await);
+    // One test process runs 1,000 clients and both servers on two threads:
+    // opening the connections may take seconds while the one handler run
+    // waits (the other instance waits as long for its lock), and delay a
+    // Redis reply past the default 200 ms, which would count Redis as down
+    // and load without the lock.
+    let cache = async || {
+        Cache::builder()
+            .namespace(namespace)
+            .redis(&support::shared().url())
+            .lock_wait(Duration::from_secs(120))
+            .redis_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (cache().await, cache().await);
     let sa = serve(layer(&a), origin.clone()).await;
     let sb = serve(layer(&b), origin).await;
     (a, sa, b, sb)
@@ -797,4 +817,59 @@ async fn respond_json_answers_304_from_a_values_etag() {
     assert_eq!(again.status, StatusCode::NOT_MODIFIED);
     assert_eq!(again.header("etag"), etag);
     assert!(again.body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_body_goes_through_redis_to_another_instance_unchanged() {
+    let origin = Arc::new(Origin::default());
+    let (_a, sa, _b, sb) = two_instances("http-binary", origin.clone()).await;
+    let first = get_(&format!("{}/p/18?bin", sa.base), &[]).await;
+    assert_eq!(first.body.len(), 256);
+    let second = get_(&format!("{}/p/18?bin", sb.base), &[]).await;
+    assert!(
+        second.cache_status().contains("hit"),
+        "{}",
+        second.cache_status()
+    );
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("etag"), first.header("etag"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_never_share_an_answer_that_may_not_be_stored() {
+    let origin = Arc::new(Origin {
+        gate: Some(Semaphore::new(0)),
+        ..Origin::default()
+    });
+    let s = serve(
+        ResponseCacheLayer::new(cache_in("http-private-flight").await).prefix("http/p"),
+        origin.clone(),
+    )
+    .await;
+    let url = format!("{}/p/19?cookie", s.base);
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get_(&url, &[]).await })
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(10), async || origin
+            .arrivals
+            .load(Ordering::SeqCst)
+            == 20)
+        .await
+    );
+    origin.gate.as_ref().unwrap().add_permits(100);
+    let mut bodies = Vec::new();
+    for request in requests {
+        let answer = request.await.unwrap();
+        assert_eq!(answer.header("set-cookie"), "session=1");
+        bodies.push(answer.text());
+    }
+    // Each request got the answer its own handler run made.
+    assert_eq!(origin.calls(), 20);
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 20);
 }

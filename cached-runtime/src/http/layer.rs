@@ -405,13 +405,19 @@ where
                 {
                     return self.refresh(&parts, plain, &key, tags, "fwd=request").await;
                 }
+                // The fail-safe answer: past its freshness, after this
+                // request's own load failed (not a background refresh's
+                // answer that landed meanwhile).
+                let stale = page.is_stale(now);
                 let status = match left {
-                    Slot::Pass(Ok(failed), _) => format!(
-                        "fwd=miss; fwd-status={}; detail=stale-if-error",
-                        failed.status().as_u16()
-                    ),
-                    Slot::Pass(Err(_), _) => "fwd=miss; detail=stale-if-error".to_owned(),
-                    _ if page.is_stale(now) => format!("fwd=stale; ttl={}", page.ttl(now)),
+                    Slot::Pass(Ok(failed), _) if stale && failed.status().is_server_error() => {
+                        format!(
+                            "fwd=miss; fwd-status={}; detail=stale-if-error",
+                            failed.status().as_u16()
+                        )
+                    }
+                    Slot::Pass(Err(_), _) if stale => "fwd=miss; detail=stale-if-error".to_owned(),
+                    _ if stale => format!("fwd=stale; ttl={}", page.ttl(now)),
                     _ => format!("hit; ttl={}", page.ttl(now)),
                 };
                 Ok(serve(&page, &parts, now, status))

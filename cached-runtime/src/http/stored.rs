@@ -374,3 +374,83 @@ impl<'de: 'a, 'a> Deserialize<'de> for Blob<'a> {
         deserializer.deserialize_bytes(Bytesish)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> Stored {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("image/png"));
+        headers.insert("x-raw", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        headers.append("x-two", HeaderValue::from_static("a"));
+        headers.append("x-two", HeaderValue::from_static("b"));
+        let request = HeaderMap::new();
+        let how = Making {
+            fresh: Duration::from_secs(60),
+            stale: None,
+            fail_safe: Some(Duration::from_secs(5)),
+            keyed: &[],
+            request: &request,
+            now_ms: 1_700_000_000_000,
+        };
+        Stored::make(
+            StatusCode::OK,
+            headers,
+            Bytes::from_static(b"\x89PNG\0\xff"),
+            &how,
+        )
+    }
+
+    fn same(a: &Stored, b: &Stored) {
+        assert_eq!(a.status, b.status);
+        assert_eq!(a.headers, b.headers);
+        assert_eq!(a.body, b.body);
+        assert_eq!(a.etag, b.etag);
+        assert_eq!(
+            (a.last_modified, a.stored_at_ms, a.fresh_ms),
+            (b.last_modified, b.stored_at_ms, b.fresh_ms)
+        );
+    }
+
+    #[test]
+    fn a_binary_body_and_header_read_back_in_every_codec() {
+        let page = page();
+        assert_eq!(page.headers[CACHE_CONTROL], "max-age=60, stale-if-error=5");
+        same(
+            &page,
+            &serde_json::from_slice(&serde_json::to_vec(&page).unwrap()).unwrap(),
+        );
+        #[cfg(feature = "postcard")]
+        same(
+            &page,
+            &postcard::from_bytes(&postcard::to_allocvec(&page).unwrap()).unwrap(),
+        );
+        #[cfg(feature = "msgpack")]
+        same(
+            &page,
+            &rmp_serde::from_slice(&rmp_serde::to_vec(&page).unwrap()).unwrap(),
+        );
+    }
+
+    #[test]
+    fn invalid_http_in_redis_does_not_read_back() {
+        let json = serde_json::to_string(&page()).unwrap();
+        for (from, to) in [("\"s\":200", "\"s\":1000"), ("\"x-raw\"", "\"x raw\"")] {
+            let tampered = json.replace(from, to);
+            assert!(serde_json::from_str::<Stored>(&tampered).is_err(), "{to}");
+        }
+        let newline = json.replace("\"a\"", "\"a\\nb\"");
+        assert!(serde_json::from_str::<Stored>(&newline).is_err());
+    }
+
+    #[test]
+    fn the_etag_is_strong_and_depends_on_type_encoding_and_body() {
+        let mut headers = HeaderMap::new();
+        let plain = etag_of(&headers, b"x");
+        assert_eq!(plain.len(), 34);
+        assert_ne!(plain, etag_of(&headers, b"y"));
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_ne!(plain, etag_of(&headers, b"x"));
+    }
+}
