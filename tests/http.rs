@@ -39,6 +39,8 @@ struct Origin {
     /// The handler waits for a permit while this is closed.
     gate: Option<Semaphore>,
     methods: std::sync::Mutex<Vec<Method>>,
+    /// The data's version, read when the handler starts (before its gate).
+    version: AtomicUsize,
 }
 
 impl Origin {
@@ -55,21 +57,26 @@ async fn handler(origin: Arc<Origin>, request: Request) -> Response {
         .lock()
         .unwrap()
         .push(request.method().clone());
+    let version = origin.version.load(Ordering::SeqCst);
     if let Some(gate) = &origin.gate {
-        let _ = gate.acquire().await.unwrap();
+        gate.acquire().await.unwrap().forget();
     }
     let call = origin.calls.fetch_add(1, Ordering::SeqCst) + 1;
     if origin.failing.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
     }
     let query = request.uri().query().unwrap_or("").to_owned();
+    let request_range = request
+        .headers()
+        .get("range")
+        .map(|v| v.to_str().unwrap().to_owned());
     let language = request
         .headers()
         .get("accept-language")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
     let body = format!(
-        "{{\"path\":\"{}\",\"call\":{call},\"lang\":\"{language}\"}}",
+        "{{\"path\":\"{}\",\"call\":{call},\"v\":{version},\"lang\":\"{language}\"}}",
         request.uri().path()
     );
     let mut response = Response::new(Body::from(body));
@@ -91,6 +98,16 @@ async fn handler(origin: Arc<Origin>, request: Request) -> Response {
                 let bytes: Vec<u8> = (0..=255).collect();
                 let (parts, _) = response.into_parts();
                 return Response::from_parts(parts, Body::from(bytes));
+            }
+            "policy" if value == "2s" => {
+                response
+                    .extensions_mut()
+                    .insert(CachePolicy::ttl(Duration::from_secs(2)));
+            }
+            "range" => {
+                let seen = request_range.clone().unwrap_or_default();
+                let (parts, _) = response.into_parts();
+                return Response::from_parts(parts, Body::from(format!("range={seen}")));
             }
             "policy" if value == "skip" => {
                 response.extensions_mut().insert(CachePolicy::skip());
@@ -396,7 +413,7 @@ async fn responses_that_must_not_be_stored_are_not() {
         &cache,
     )
     .await;
-    for query in ["cookie", "cc=private", "status=404"] {
+    for query in ["cc=private", "status=404"] {
         let url = format!("{}/p/1?{query}", s.base);
         get_(&url, &[]).await;
         assert!(
@@ -404,7 +421,15 @@ async fn responses_that_must_not_be_stored_are_not() {
             "{query}"
         );
     }
-    assert_eq!(s.origin.calls(), 3);
+    // Set-Cookie is never stored, whatever the settings.
+    let url = format!("{}/p/1?cookie", s.base);
+    get_(&url, &[]).await;
+    let cookie = get_(&url, &[]).await;
+    assert_eq!(
+        cookie.cache_status(),
+        "tiercache; fwd=miss; detail=set-cookie"
+    );
+    assert_eq!(s.origin.calls(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,7 +626,7 @@ async fn two_instances(namespace: &str, origin: Arc<Origin>) -> (Cache, Server, 
     let cache = async || {
         Cache::builder()
             .namespace(namespace)
-            .redis(&support::shared().url())
+            .redis(support::shared().url())
             .lock_wait(Duration::from_secs(120))
             .redis_timeout(Duration::from_secs(2))
             .build()
@@ -872,4 +897,109 @@ async fn concurrent_requests_never_share_an_answer_that_may_not_be_stored() {
     bodies.sort();
     bodies.dedup();
     assert_eq!(bodies.len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_cache_refresh_that_raced_with_an_invalidation_is_never_served_after_it() {
+    let origin = Arc::new(Origin {
+        gate: Some(Semaphore::new(1)),
+        ..Origin::default()
+    });
+    let (a, sa, _b, sb) = two_instances("http-refresh-race", origin.clone()).await;
+    let url = format!("{}/p/20", sa.base);
+    assert!(get_(&url, &[]).await.text().contains("\"v\":0"));
+    let racing = tokio::spawn(async move { get_(&url, &[("cache-control", "no-cache")]).await });
+    // The refresh's handler has read version 0 and waits at its gate.
+    assert!(
+        eventually(Duration::from_secs(5), async || origin
+            .methods
+            .lock()
+            .unwrap()
+            .len()
+            == 2)
+        .await
+    );
+    origin.version.store(1, Ordering::SeqCst);
+    a.invalidate_tags(["product:20"]).await.unwrap();
+    origin.gate.as_ref().unwrap().add_permits(100);
+    let raced = racing.await.unwrap();
+    assert!(raced.text().contains("\"v\":0"));
+    for base in [&sa.base, &sb.base] {
+        let after = get_(&format!("{base}/p/20"), &[]).await;
+        assert!(
+            after.text().contains("\"v\":1"),
+            "{base}: {} {}",
+            after.text(),
+            after.cache_status()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_keeps_the_fail_safe_window() {
+    let cache = cache_in("http-refresh-fail-safe").await;
+    let s = server(
+        |l| {
+            l.prefix("http/p")
+                .ttl(Duration::from_secs(1))
+                .fail_safe(Duration::from_secs(60))
+        },
+        &cache,
+    )
+    .await;
+    let url = format!("{}/p/21", s.base);
+    get_(&url, &[]).await;
+    let refreshed = get_(&url, &[("cache-control", "no-cache")]).await;
+    assert_eq!(refreshed.cache_status(), "tiercache; fwd=request; stored");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.origin.failing.store(true, Ordering::SeqCst);
+    let saved = get_(&url, &[]).await;
+    assert_eq!(saved.status, StatusCode::OK);
+    assert_eq!(saved.body, refreshed.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_ttl_bounds_s_maxage_and_a_stored_404_ignores_preconditions() {
+    let cache = cache_in("http-policy-404").await;
+    let s = server(
+        |l| {
+            l.prefix("http/p")
+                .statuses([StatusCode::OK, StatusCode::NOT_FOUND])
+        },
+        &cache,
+    )
+    .await;
+    let answer = get_(&format!("{}/p/22?policy=2s&cc=s-maxage=60", s.base), &[]).await;
+    assert_eq!(answer.header("cache-control"), "max-age=2");
+    let url = format!("{}/p/22?status=404", s.base);
+    get_(&url, &[]).await;
+    let again = get_(&url, &[("if-none-match", "*")]).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert!(again.cache_status().contains("hit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_requests_and_forwarded_hosts_are_never_answered_with_anothers_page() {
+    let cache = cache_in("http-range-forwarded").await;
+    let s = server(|l| l.prefix("http/p"), &cache).await;
+    let url = format!("{}/p/23?range", s.base);
+    get_(&url, &[]).await;
+    let ranged = get_(&url, &[("range", "bytes=0-1")]).await;
+    assert_eq!(ranged.cache_status(), "tiercache; fwd=bypass; detail=range");
+    assert_eq!(
+        ranged.text(),
+        "range=bytes=0-1",
+        "the handler saw the range"
+    );
+    // A page made for another forwarded host is not this one's.
+    let url = format!("{}/p/23", s.base);
+    let plain = get_(&url, &[]).await;
+    let forwarded = get_(&url, &[("x-forwarded-host", "evil.example")]).await;
+    assert!(
+        forwarded.cache_status().contains("stored"),
+        "{}",
+        forwarded.cache_status()
+    );
+    let again = get_(&url, &[]).await;
+    assert_eq!(again.body, plain.body);
 }

@@ -299,18 +299,34 @@ impl<'c, T, B> Entry<'c, T, B> {
         }
     }
 
-    /// Stores an `Arc`'s value under this entry with this TTL, as
-    /// [`Entry::set`] does: the HTTP layer's revalidation.
+    /// Runs `body` as a write-through of this entry runs its body: the
+    /// entry is read before it, and what `stored` picks of its result is
+    /// stored (fresh for its duration, at most the TTL) only if nothing
+    /// wrote or invalidated the entry meanwhile (else the entry is
+    /// invalidated). Nothing picked: the entry stays as it is. The HTTP
+    /// layer's refresh (`no-cache`, a variant the stored answer is not).
     #[cfg(feature = "http")]
-    pub(crate) async fn set_shared<V: crate::codec::CacheableShared>(
+    pub(crate) async fn write_through_shared<V, R, Fut>(
         &self,
-        value: &std::sync::Arc<V>,
-    ) -> Result<(), Error> {
-        if let Some(error) = self.options.error() {
-            return Err(error);
+        body: Fut,
+        stored: impl FnOnce(&R) -> Option<(std::sync::Arc<V>, Duration)>,
+    ) -> (R, bool)
+    where
+        V: crate::codec::CacheableShared,
+        Fut: Future<Output = R>,
+    {
+        if self.options.refused.is_some() || self.options.spec.ttl.is_zero() {
+            return (body.await, false);
         }
         let (key, Options { spec, tags, .. }) = (self.key.clone().finish(), &self.options);
-        set(self.cache, spec, TypeCodec::arc(), &key, tags, value).await
+        let writing = crate::write::Writing::begin(&self.cache.inner, spec, &key, tags).await;
+        let result = body.await;
+        let Some((value, fresh)) = stored(&result) else {
+            writing.abandon();
+            return (result, false);
+        };
+        let written = writing.store_fresh(TypeCodec::arc(), &value, fresh).await;
+        (result, written.is_ok())
     }
 }
 

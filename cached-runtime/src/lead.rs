@@ -592,7 +592,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             Split::Kept(kept @ Kept::Value(_)) => {
                 let own = kept.value().and_then(ctx.codec.fresh_for);
                 let ttl = own.map_or(spec.ttl, |own| {
-                    own.clamp(Duration::from_millis(1), spec.ttl)
+                    own.min(spec.ttl).max(Duration::from_millis(1))
                 });
                 (kept, inner.settings.jittered(ttl))
             }

@@ -169,10 +169,23 @@ impl<'a> Writing<'a> {
     /// Stores `value` in Redis if the entry is unchanged since it was read,
     /// then in L1; otherwise invalidates the entry (and returns once Redis
     /// has the tombstone, or after one bounded try; it is retried then).
-    pub(crate) async fn store<V>(mut self, codec: TypeCodec<V>, value: &V) -> Result<(), Error> {
+    pub(crate) async fn store<V>(self, codec: TypeCodec<V>, value: &V) -> Result<(), Error> {
+        let ttl = self.spec.ttl;
+        self.store_fresh(codec, value, ttl).await
+    }
+
+    /// As [`store`](Self::store), fresh for `ttl` (at most the entry's):
+    /// an HTTP response whose handler said a shorter `max-age`.
+    pub(crate) async fn store_fresh<V>(
+        mut self,
+        codec: TypeCodec<V>,
+        value: &V,
+        ttl: Duration,
+    ) -> Result<(), Error> {
         let (inner, spec, key) = (self.inner, self.spec, self.key);
+        let ttl = ttl.min(spec.ttl);
         Counters::bump(&inner.counters.writes);
-        let expires_at_ms = expiry(spec.ttl);
+        let expires_at_ms = expiry(ttl);
         // Stored only if the entry is still as it was before the value was
         // made: another write or an invalidation since may carry newer data.
         let stored = match (&self.l2, self.seen.take()) {
@@ -184,7 +197,7 @@ impl<'a> Writing<'a> {
             (Some(l2), Some(seen)) => {
                 let message = serde_json::to_vec(&self.unwritten.first()).unwrap_or_default();
                 let write = Write::Announced(seen, message);
-                let fresh = (spec.ttl, expires_at_ms);
+                let fresh = (ttl, expires_at_ms);
                 l2.write(codec, Some(value), Duration::ZERO, fresh, write)
                     .await
                     .map_err(NotStored::Write)

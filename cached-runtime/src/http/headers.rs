@@ -176,28 +176,53 @@ pub(crate) fn precondition(
     }
 }
 
-/// A `Vary`-listed request header as the key holds it: every line,
-/// each element trimmed and in lower case, joined by `,`; `None` when the
-/// request has none.
+/// A `Vary`-listed request header as the key holds it: every line, each
+/// element trimmed, joined by `,`; in lower case only for the headers
+/// whose values are (`Accept-*`, `Host`): an `Authorization` or an API key
+/// keeps its case. Lossless: a byte that is not visible ASCII, and `%`,
+/// are written `%XX`, so two different values never share a key. `None`
+/// when the request has none.
 pub(crate) fn normalized(request: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut lines = request.get_all(name).iter().peekable();
     lines.peek()?;
-    let mut joined = Vec::new();
+    let fold = CASELESS.contains(&name.as_str());
+    let mut text = String::new();
     for line in lines {
-        split_bytes(line.as_bytes(), &mut joined);
-    }
-    let text = joined.join(&b","[..]);
-    Some(String::from_utf8_lossy(&text).to_ascii_lowercase())
-}
-
-fn split_bytes(line: &[u8], into: &mut Vec<Vec<u8>>) {
-    for item in line.split(|byte| *byte == b',') {
-        let item = item.trim_ascii();
-        if !item.is_empty() {
-            into.push(item.to_vec());
+        for item in line.as_bytes().split(|byte| *byte == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() {
+                continue;
+            }
+            if !text.is_empty() {
+                text.push(',');
+            }
+            for &byte in item {
+                let byte = if fold {
+                    byte.to_ascii_lowercase()
+                } else {
+                    byte
+                };
+                if byte.is_ascii_graphic() && byte != b'%' || byte == b' ' {
+                    text.push(char::from(byte));
+                } else {
+                    text.push_str(&format!("%{byte:02X}"));
+                }
+            }
         }
     }
+    Some(text)
 }
+
+/// Request headers whose values compare without case.
+const CASELESS: [&str; 7] = [
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "host",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
 
 #[cfg(test)]
 mod tests {
@@ -284,5 +309,22 @@ mod tests {
         assert_eq!(normalized(&a, &name), normalized(&b, &name));
         assert_eq!(normalized(&a, &name).as_deref(), Some("en-us,fr;q=0.5"));
         assert_eq!(normalized(&HeaderMap::new(), &name), None);
+    }
+
+    #[test]
+    fn vary_values_that_differ_never_normalize_alike() {
+        let auth = HeaderName::from_static("authorization");
+        let one = headers(&[("authorization", "Bearer AbCd")]);
+        let other = headers(&[("authorization", "Bearer aBcD")]);
+        assert_ne!(normalized(&one, &auth), normalized(&other, &auth));
+        let name = HeaderName::from_static("x-tenant");
+        let raw = |bytes: &[u8]| {
+            let mut map = HeaderMap::new();
+            map.insert(name.clone(), HeaderValue::from_bytes(bytes).unwrap());
+            normalized(&map, &name)
+        };
+        assert_ne!(raw(b"t\xfe"), raw(b"t\xff"));
+        assert_ne!(raw(b"t%FE"), raw(b"t\xfe"));
+        assert_eq!(raw(b"t\xfe").as_deref(), Some("t%FE"));
     }
 }

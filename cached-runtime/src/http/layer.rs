@@ -53,6 +53,13 @@ pub const DEFAULT_HTTP_TTL: Duration = Duration::from_secs(60);
 /// The default `max_body`: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 
+/// The headers a proxy tells the original host and scheme in.
+const FORWARDED: [HeaderName; 3] = [
+    http::header::FORWARDED,
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+];
+
 type TagsOf = Arc<dyn Fn(&Parts) -> Vec<String> + Send + Sync>;
 
 /// A [`tower_layer::Layer`] that caches whole responses in a [`Cache`]:
@@ -194,16 +201,20 @@ impl ResponseCacheLayer {
         self
     }
 
-    /// Store responses with `Cache-Control: private` or `Set-Cookie` too
-    /// (default: never). `no-store` is never stored.
+    /// Store responses with `Cache-Control: private` too (default: never),
+    /// for answers keyed by the credentials they depend on (see
+    /// [`cache_authorized`](Self::cache_authorized)). `no-store` and
+    /// `Set-Cookie` are never stored: a cookie set for one client would be
+    /// replayed to every other.
     pub fn cache_private(mut self, yes: bool) -> Self {
         self.config.private = yes;
         self
     }
 
-    /// Whether the host (`Host`, or the URI's authority) is part of the
-    /// key (default: yes, so two sites behind one router never share a
-    /// page).
+    /// Whether the host (`Host`, or the URI's authority, and the
+    /// `Forwarded`, `X-Forwarded-Host` and `X-Forwarded-Proto` a proxy
+    /// adds) is part of the key (default: yes: a handler that builds links
+    /// from them never has its page served to another host).
     pub fn key_host(mut self, yes: bool) -> Self {
         self.config.host = yes;
         self
@@ -430,7 +441,7 @@ where
             // may not be stored: it asks the handler itself.
             (_, _) => {
                 let request = Request::from_parts(parts, body);
-                self.forward(request, "fwd=miss; collapsed").await
+                self.forward(request, "fwd=miss").await
             }
         }
     }
@@ -453,6 +464,11 @@ where
         {
             return Some("fwd=bypass; detail=credentials");
         }
+        // The handler answers ranges (a resumed download, a video): the
+        // layer stores whole representations only.
+        if parts.headers.contains_key(RANGE) {
+            return Some("fwd=bypass; detail=range");
+        }
         None
     }
 
@@ -460,13 +476,17 @@ where
     fn key(&self, parts: &Parts) -> Key {
         let mut key = Key::new();
         if self.config.host {
-            let host = parts
-                .headers
-                .get(HOST)
-                .and_then(|host| host.to_str().ok())
-                .or_else(|| parts.uri.authority().map(http::uri::Authority::as_str))
-                .map(str::to_ascii_lowercase);
+            let host = normalized(&parts.headers, &HOST).or_else(|| {
+                let authority = parts.uri.authority()?;
+                Some(authority.as_str().to_ascii_lowercase())
+            });
             key = key.part(&host);
+            // What a handler may build links from instead of `Host`: keyed
+            // too, so that no request can store a page made for another
+            // host under this one's key.
+            for name in FORWARDED {
+                key = key.part(&normalized(&parts.headers, &name));
+            }
         }
         let target = parts
             .uri
@@ -491,17 +511,21 @@ where
         why: &str,
     ) -> Outcome<S::Error> {
         let request = Request::from_parts(plain, ReqB::default());
-        match fetch(self.inner.clone(), request, &self.config).await {
+        let fetching = fetch(self.inner.clone(), request, &self.config);
+        // Read before the handler runs, as a write-through: an invalidation
+        // that lands while it runs keeps its answer out.
+        let picked = |fetched: &Fetched<S::Error>| match fetched {
+            Fetched::Page(page) => Some((page.clone(), Duration::from_millis(page.fresh_ms))),
+            _ => None,
+        };
+        let entry = entry(&self.cache, &self.config, key, tags);
+        let (fetched, stored) = entry.write_through(fetching, picked).await;
+        match fetched {
             Fetched::Page(page) => {
-                let fresh = Duration::from_millis(page.fresh_ms);
-                let entry = self
-                    .cache
-                    .entry(self.config.prefix, key)
-                    .ttl(fresh)
-                    .tags(tags);
-                let status = match entry.set_shared(&page).await {
-                    Ok(()) => format!("{why}; stored"),
-                    Err(_) => why.to_owned(),
+                let status = if stored {
+                    format!("{why}; stored")
+                } else {
+                    why.to_owned()
                 };
                 Ok(serve(&page, parts, now_ms(), status))
             }
@@ -543,6 +567,20 @@ enum Loading<'c> {
 }
 
 impl Loading<'_> {
+    async fn write_through<R, Fut>(
+        &self,
+        body: Fut,
+        stored: impl FnOnce(&R) -> Option<(Arc<Stored>, Duration)>,
+    ) -> (R, bool)
+    where
+        Fut: Future<Output = R>,
+    {
+        match self {
+            Self::Inline(entry) => entry.write_through_shared(body, stored).await,
+            Self::Background(entry) => entry.write_through_shared(body, stored).await,
+        }
+    }
+
     async fn await_load<F, Fut>(self, load: F) -> Result<Option<Arc<Stored>>, ()>
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -683,13 +721,12 @@ fn freshness(parts: &http::response::Parts, config: &Config) -> Result<Duration,
     if !config.statuses.contains(&parts.status) {
         return Err("status");
     }
+    let policy = match parts.extensions.get::<CachePolicy>() {
+        Some(CachePolicy { ttl: None }) => return Err("policy"),
+        Some(CachePolicy { ttl: Some(ttl) }) => *ttl,
+        None => config.ttl,
+    };
     let mut fresh = config.ttl;
-    if let Some(policy) = parts.extensions.get::<CachePolicy>() {
-        match policy.ttl {
-            None => return Err("policy"),
-            Some(ttl) => fresh = fresh.min(ttl),
-        }
-    }
     let mut shared_age = None;
     for (name, argument) in headers::directives(&parts.headers) {
         match name.as_str() {
@@ -701,10 +738,14 @@ fn freshness(parts: &http::response::Parts, config: &Config) -> Result<Duration,
             _ => {}
         }
     }
+    // s-maxage, for a shared cache, wins over max-age (RFC 9111 §5.2.2.10).
     if let Some(shared) = shared_age {
         fresh = shared.min(config.ttl);
     }
-    if parts.headers.contains_key(SET_COOKIE) && !config.private {
+    fresh = fresh.min(policy);
+    // Never, whatever the settings: a cookie set for one client would be
+    // replayed to every other.
+    if parts.headers.contains_key(SET_COOKIE) {
         return Err("set-cookie");
     }
     if headers::list(&parts.headers, &VARY).contains(&"*") {
@@ -718,7 +759,12 @@ fn freshness(parts: &http::response::Parts, config: &Config) -> Result<Duration,
 
 /// The answer to `request` from a stored response.
 fn serve(page: &Stored, request: &Parts, now_ms: u64, status: String) -> Response<ResponseBody> {
-    let condition = precondition(&request.headers, &page.etag, Some(page.last_modified));
+    // Preconditions only for a 2xx answer (RFC 9110 §13.2.1).
+    let condition = if page.status.is_success() {
+        precondition(&request.headers, &page.etag, Some(page.last_modified))
+    } else {
+        None
+    };
     let (code, mut headers, body) = match condition {
         Some(StatusCode::NOT_MODIFIED) => (
             StatusCode::NOT_MODIFIED,
@@ -728,7 +774,9 @@ fn serve(page: &Stored, request: &Parts, now_ms: u64, status: String) -> Respons
         Some(code) => (code, HeaderMap::new(), ResponseBody::empty()),
         None => {
             let mut headers = page.headers.clone();
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(page.body.len()));
+            if page.status != StatusCode::NO_CONTENT {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(page.body.len()));
+            }
             let body = if request.method == Method::HEAD {
                 ResponseBody::empty()
             } else {

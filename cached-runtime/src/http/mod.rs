@@ -25,9 +25,9 @@
 //!   from the `GET`), status `200` (or [`statuses`](ResponseCacheLayer::statuses)),
 //!   bodies up to [`max_body`](ResponseCacheLayer::max_body) (a larger one
 //!   streams through, unbuffered). Never a request with `Authorization`
-//!   or `Cookie`, nor a response with `Set-Cookie`, `Cache-Control:
-//!   private`, `no-store`, `no-cache` or `Vary: *` (the first two and the
-//!   third and fourth unless configured). A handler's `max-age` /
+//!   or `Cookie` (unless configured) or `Range`, nor a response with
+//!   `Set-Cookie`, `Cache-Control: private` (unless configured),
+//!   `no-store`, `no-cache` or `Vary: *`. A handler's `max-age` /
 //!   `s-maxage` shortens its freshness; [`CachePolicy`] sets it or opts
 //!   out.
 //! - **Request directives**: `no-store` bypasses the cache, `no-cache` (and
@@ -37,7 +37,7 @@
 //!   `Content-Encoding`, made once when the response is stored: the same
 //!   on every replica. A handler's own `ETag` and `Last-Modified` are
 //!   kept.
-//! - **Preconditions** in the order of RFC 9110 §13.2.2: `If-Match`,
+//! - **Preconditions** on a stored `2xx`, in the order of RFC 9110 §13.2.2: `If-Match`,
 //!   `If-Unmodified-Since` (`412`), then `If-None-Match` (weak comparison,
 //!   lists, `*`) before `If-Modified-Since` (`304`). A `304` is made from
 //!   what L1 holds, without the body; it carries `ETag`, `Last-Modified`,
@@ -63,7 +63,7 @@
 //!   late it lands. (A tag a handler would name in its response could not
 //!   be: its version would be read after the handler ran.)
 //!
-//! Not done: `Range` requests get the whole `200`; unsafe methods do not
+//! Not done: `Range` requests go to the handler; unsafe methods do not
 //! invalidate the URL (invalidate by tag or key in the handler); the
 //! request's `min-fresh`, `max-stale` and `only-if-cached` are ignored.
 
