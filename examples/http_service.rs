@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -65,9 +65,12 @@ struct App {
 }
 
 async fn product(State(app): State<App>, Path(id): Path<u64>) -> Response {
-    match app.db.product(id).await {
-        Some(product) => Json(product).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
+    let Some(product) = app.db.product(id).await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match serde_json::to_vec(&product) {
+        Ok(json) => ([(CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

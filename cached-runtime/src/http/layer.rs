@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{
-    AGE, AUTHORIZATION, CONTENT_LENGTH, COOKIE, DATE, HOST, IF_MATCH, IF_MODIFIED_SINCE,
+    AGE, AUTHORIZATION, CONTENT_LENGTH, COOKIE, DATE, EXPIRES, HOST, IF_MATCH, IF_MODIFIED_SINCE,
     IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE, SET_COOKIE, VARY,
 };
 use http::request::Parts;
@@ -85,6 +85,22 @@ struct Config {
     private: bool,
     host: bool,
     tags: Option<TagsOf>,
+}
+
+impl Config {
+    /// A setting the entries would refuse (then nothing is cached).
+    fn invalid(&self) -> Option<&'static str> {
+        let window = |window: Option<Duration>| window.is_some_and(|w| w > crate::MAX_TTL);
+        if self.ttl.is_zero() || self.ttl > crate::MAX_TTL {
+            Some("ttl: above zero, at most a year")
+        } else if window(self.stale) || window(self.fail_safe) {
+            Some("stale and fail_safe: at most a year")
+        } else if !crate::key::is_valid_prefix(self.prefix) {
+            Some("prefix: not one a key can hold")
+        } else {
+            None
+        }
+    }
 }
 
 impl std::fmt::Debug for ResponseCacheLayer {
@@ -452,6 +468,10 @@ where
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return Some("fwd=method");
         }
+        if let Some(why) = config.invalid() {
+            crate::observe::warn_throttled!(why, "tiercache response cache off: a setting is out of range");
+            return Some("fwd=bypass; detail=config");
+        }
         if let Some(name) = &config.refused {
             crate::observe::warn_throttled!(name = %name, "tiercache response cache off: a `vary` name is no header name");
             return Some("fwd=bypass; detail=config");
@@ -727,20 +747,36 @@ fn freshness(parts: &http::response::Parts, config: &Config) -> Result<Duration,
         None => config.ttl,
     };
     let mut fresh = config.ttl;
-    let mut shared_age = None;
+    let (mut shared_age, mut max_age) = (None, None);
     for (name, argument) in headers::directives(&parts.headers) {
         match name.as_str() {
             "no-store" => return Err("no-store"),
             "no-cache" => return Err("no-cache"),
             "private" if !config.private => return Err("private"),
+            // Never served stale (RFC 9111 §5.2.2.2): not stored where the
+            // layer would.
+            "must-revalidate" | "proxy-revalidate"
+                if config.stale.is_some() || config.fail_safe.is_some() =>
+            {
+                return Err("must-revalidate");
+            }
             "s-maxage" => shared_age = Some(headers::seconds(argument)),
-            "max-age" => fresh = fresh.min(headers::seconds(argument)),
+            "max-age" => {
+                max_age = Some(headers::seconds(argument));
+                fresh = fresh.min(headers::seconds(argument));
+            }
             _ => {}
         }
     }
     // s-maxage, for a shared cache, wins over max-age (RFC 9111 §5.2.2.10).
     if let Some(shared) = shared_age {
         fresh = shared.min(config.ttl);
+    } else if max_age.is_none() && parts.headers.contains_key(EXPIRES) {
+        // Expires only without either (§5.3); an invalid one ("0") is in
+        // the past.
+        let expires = headers::date(&parts.headers, &EXPIRES).unwrap_or(0);
+        let now = now_ms() / 1000;
+        fresh = fresh.min(Duration::from_secs(expires.saturating_sub(now)));
     }
     fresh = fresh.min(policy);
     // Never, whatever the settings: a cookie set for one client would be
