@@ -1008,14 +1008,29 @@ async fn range_requests_and_forwarded_hosts_are_never_answered_with_anothers_pag
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn must_revalidate_expires_and_settings_out_of_range_are_respected() {
     let cache = cache_in("http-revalidate").await;
-    let s = server(|l| l.prefix("http/p").stale(Duration::from_secs(30)), &cache).await;
+    let s = server(
+        |l| l.prefix("http/p").stale(Duration::from_secs(30)),
+        &cache,
+    )
+    .await;
     let url = format!("{}/p/24?cc=must-revalidate", s.base);
     get_(&url, &[]).await;
     let again = get_(&url, &[]).await;
-    assert_eq!(again.cache_status(), "tiercache; fwd=miss; detail=must-revalidate");
+    assert_eq!(
+        again.cache_status(),
+        "tiercache; fwd=miss; detail=must-revalidate"
+    );
     let url = format!("{}/p/25?expires=0", s.base);
-    assert!(get_(&url, &[]).await.cache_status().contains("detail=max-age"));
-    let url = format!("{}/p/26?expires=Fri,%2001%20Jan%202100%2000:00:00%20GMT", s.base);
+    assert!(
+        get_(&url, &[])
+            .await
+            .cache_status()
+            .contains("detail=max-age")
+    );
+    let url = format!(
+        "{}/p/26?expires=Fri,%2001%20Jan%202100%2000:00:00%20GMT",
+        s.base
+    );
     get_(&url, &[]).await;
     assert!(get_(&url, &[]).await.cache_status().contains("hit"));
     assert_eq!(s.origin.calls(), 4);
@@ -1025,6 +1040,9 @@ async fn must_revalidate_expires_and_settings_out_of_range_are_respected() {
     for _ in 0..2 {
         let answer = get_(&url, &[]).await;
         assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(answer.cache_status(), "tiercache; fwd=bypass; detail=config");
+        assert_eq!(
+            answer.cache_status(),
+            "tiercache; fwd=bypass; detail=config"
+        );
     }
 }

@@ -469,7 +469,10 @@ where
             return Some("fwd=method");
         }
         if let Some(why) = config.invalid() {
-            crate::observe::warn_throttled!(why, "tiercache response cache off: a setting is out of range");
+            crate::observe::warn_throttled!(
+                why,
+                "tiercache response cache off: a setting is out of range"
+            );
             return Some("fwd=bypass; detail=config");
         }
         if let Some(name) = &config.refused {
