@@ -3,7 +3,8 @@
 //! JSON, and `redis-benchmark`'s output.
 //!
 //! `report --criterion DIR --scenarios FILE --redis-benchmark FILE --out DIR`
-//! (scripts/bench passes them all).
+//! (scripts/bench passes them all). `--http FILE`, the `http` bench's
+//! interleaved pass, defaults to `http.json` beside the scenarios' file.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,6 +20,8 @@ struct Args {
     started: Option<String>,
     /// Case 8's stored sizes (`formats.json`), if it ran.
     formats: Option<PathBuf>,
+    /// The `http` bench's interleaved pass (`http.json`), if it ran.
+    http: PathBuf,
 }
 
 fn args() -> Args {
@@ -35,9 +38,13 @@ fn args() -> Args {
                 .clone(),
         )
     };
+    let scenarios = path("--scenarios");
     Args {
         criterion: path("--criterion"),
-        scenarios: path("--scenarios"),
+        http: get
+            .get("--http")
+            .map_or_else(|| scenarios.with_file_name("http.json"), PathBuf::from),
+        scenarios,
         redis_benchmark: path("--redis-benchmark"),
         out: path("--out"),
         started: get.get("--date").cloned(),
@@ -158,8 +165,10 @@ fn rate(ns_per_op: f64) -> String {
     let per_s = 1e9 / ns_per_op;
     if per_s >= 1e6 {
         format!("{:.2} M/s", per_s / 1e6)
-    } else {
+    } else if per_s >= 1e3 {
         format!("{:.0} k/s", per_s / 1e3)
+    } else {
+        format!("{per_s:.0}/s")
     }
 }
 
@@ -751,6 +760,11 @@ fn markdown(args: &Args, rows: &Rows, c: &BTreeMap<String, f64>, stale: &[String
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or(Value::Null);
     md.push_str(&formats_table(c, &formats));
+    let http: Value = std::fs::read(&args.http)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null);
+    md.push_str(&http_table(c, &http));
     let _ = writeln!(md, "\n## What each case measures\n");
     let notes = [
         "**1. L1 hit.** `#[cache_aside(prefix, ttl = \"10m\")]` on the global in-memory cache vs \
@@ -878,6 +892,104 @@ fn formats_table(c: &BTreeMap<String, f64>, sizes: &Value) -> String {
                 ratio(timed(f, "read"), timed("json", "read")),
             );
         }
+    }
+    md
+}
+
+/// The `http` bench: a cached `GET` through `ResponseCacheLayer` beside
+/// the handler alone and hitbox-tower, in requests per second (criterion's
+/// `http/{latency,concurrent64}/{tiercache,handler,hitbox}`, and the
+/// interleaved pass's medians from `http.json`).
+fn http_table(c: &BTreeMap<String, f64>, interleaved: &Value) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n## HTTP: a cached GET through the layer\n\n\
+         `tiercache::http::ResponseCacheLayer` on an embedded cache (no Redis: every answer is \
+         an L1 hit), the same axum {axum} handler alone (no cache), and the same route behind \
+         hitbox-tower {hitbox} on hitbox-moka (`GET` only, `200` only, key from the method and \
+         the path's `{{id}}`, TTL 60 s), each its own `axum::serve` on a loopback port, asked \
+         by hyper-util's legacy client (keep-alive, `TCP_NODELAY`) in the same process; the \
+         handler serializes a ~1 KB JSON product with serde_json on every call, no sleep. \
+         Every key is checked to be a hit before anything is measured (`cache-status: \
+         tiercache; hit`, `x-cache-status: HIT`). One at a time: one request in flight, keys \
+         in turn; 64 in flight: 64 requests of 64 keys per iteration. Criterion runs the three \
+         variants back to back{rounds}. Ratios are of requests per second: above 1, the layer \
+         answers more.\n",
+        axum = lock_version("axum"),
+        hitbox = lock_version("hitbox-tower"),
+        rounds = match (
+            interleaved["config"]["rounds"].as_u64(),
+            interleaved["config"]["window_ms"].as_u64(),
+        ) {
+            (Some(rounds), Some(window)) => format!(
+                "; the interleaved rows are the medians of {rounds} rounds in which each \
+                 variant runs for {window} ms in turn, in a rotating order"
+            ),
+            _ => String::new(),
+        },
+    );
+    let _ = writeln!(
+        md,
+        "| requests | tiercache layer | handler alone | hitbox-tower (moka) | ours ÷ handler alone | ours ÷ hitbox |\n|---|---|---|---|---|---|"
+    );
+    let per_second = |v: Option<f64>| {
+        v.map_or_else(
+            || "—".to_owned(),
+            |rps| {
+                if rps >= 1e6 {
+                    format!("{:.2} M/s", rps / 1e6)
+                } else {
+                    format!("{:.1} k/s", rps / 1e3)
+                }
+            },
+        )
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| {
+        a.zip(b)
+            .map_or_else(|| "—".to_owned(), |(a, b)| format!("{:.2}", a / b))
+    };
+    let variants = ["tiercache", "handler", "hitbox"];
+    for (group, per_iteration, label) in [
+        ("latency", 1.0, "1 at a time (criterion)"),
+        ("concurrent64", 64.0, "64 in flight (criterion)"),
+    ] {
+        let rps = variants.map(|v| {
+            c.get(&format!("http/{group}/{v}"))
+                .map(|ns| per_iteration * 1e9 / ns)
+        });
+        let latency = if group == "latency" {
+            rps[0].map_or_else(String::new, |r| format!(" ({})", time(1e9 / r)))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            md,
+            "| {label} | {}{latency} | {} | {} | {} | {} |",
+            per_second(rps[0]),
+            per_second(rps[1]),
+            per_second(rps[2]),
+            ratio(rps[0], rps[1]),
+            ratio(rps[0], rps[2]),
+        );
+    }
+    for (group, label) in [
+        ("latency", "1 at a time (interleaved)"),
+        ("concurrent64", "64 in flight (interleaved)"),
+    ] {
+        let rps = variants.map(|v| interleaved[format!("{group}/{v}")]["rps_median"].as_f64());
+        if rps.iter().all(Option::is_none) {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} | {} | {} | {} |",
+            per_second(rps[0]),
+            per_second(rps[1]),
+            per_second(rps[2]),
+            ratio(rps[0], rps[1]),
+            ratio(rps[0], rps[2]),
+        );
     }
     md
 }
