@@ -271,7 +271,7 @@ impl<'c, T, B> Entry<'c, T, B> {
     }
 
     /// An L1 hit, checked before anything else is made.
-    fn hit<S: Shape<R>, R>(&self, codec: TypeCodec<S::Value>) -> Option<R> {
+    pub(crate) fn hit<S: Shape<R>, R>(&self, codec: TypeCodec<S::Value>) -> Option<R> {
         if self.options.refused.is_some() {
             return None;
         }

@@ -115,6 +115,22 @@ pub(crate) fn unix_secs(time: SystemTime) -> u64 {
 
 /// `secs` since the epoch as an `HTTP-date` header value.
 pub(crate) fn http_date(secs: u64) -> HeaderValue {
+    // Every answer has a `Date`: formatted once a second per thread.
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, value)) if *at == secs => value.clone(),
+        _ => {
+            let value = format_date(secs);
+            *last = Some((secs, value.clone()));
+            value
+        }
+    })
+}
+
+fn format_date(secs: u64) -> HeaderValue {
     let time = UNIX_EPOCH + Duration::from_secs(secs);
     // An HTTP-date is visible ASCII: this never fails.
     HeaderValue::from_str(&httpdate::fmt_http_date(time))

@@ -363,6 +363,23 @@ where
             return self.forward(request, "fwd=request; detail=no-store").await;
         }
         let key = self.key(&parts);
+        // An L1 hit, before anything a load needs is made.
+        if !asks.no_cache
+            && let Some(page) = l1_page(&self.cache, config.prefix, &key)
+        {
+            let now = now_ms();
+            let young = asks
+                .max_age
+                .is_none_or(|oldest| Duration::from_secs(page.age(now)) <= oldest);
+            if young && !page.is_stale(now) && page.fits(&parts.headers) {
+                return Ok(serve(
+                    &page,
+                    &parts,
+                    now,
+                    format!("hit; ttl={}", page.ttl(now)),
+                ));
+            }
+        }
         let tags = config
             .tags
             .as_ref()
@@ -566,6 +583,15 @@ where
         let (parts, body) = response.into_parts();
         let response = Response::from_parts(parts, ResponseBody::streamed(Bytes::new(), body));
         Ok(with_status(response, status))
+    }
+}
+
+/// What L1 holds for `key`, fresh.
+fn l1_page(cache: &Cache, prefix: &'static str, key: &Key) -> Option<Arc<Stored>> {
+    let entry = cache.entry(prefix, key);
+    match entry.hit::<FallibleOptional, Result<Option<Arc<Stored>>, ()>>(page_codec()) {
+        Some(Ok(page)) => page,
+        _ => None,
     }
 }
 
