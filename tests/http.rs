@@ -39,6 +39,8 @@ struct Origin {
     /// The handler waits for a permit while this is closed.
     gate: Option<Semaphore>,
     methods: std::sync::Mutex<Vec<Method>>,
+    /// The handler answers `Cache-Control: private` while set.
+    private: AtomicBool,
     /// The data's version, read when the handler starts (before its gate).
     version: AtomicUsize,
 }
@@ -80,6 +82,10 @@ async fn handler(origin: Arc<Origin>, request: Request) -> Response {
         request.uri().path()
     );
     let mut response = Response::new(Body::from(body));
+    if origin.private.load(Ordering::SeqCst) {
+        let private = "private".parse().unwrap();
+        response.headers_mut().insert("cache-control", private);
+    }
     response
         .headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
@@ -1043,6 +1049,60 @@ async fn must_revalidate_expires_and_settings_out_of_range_are_respected() {
         assert_eq!(
             answer.cache_status(),
             "tiercache; fwd=bypass; detail=config"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_cancelled_by_its_client_leaves_the_stored_page_alone() {
+    let origin = Arc::new(Origin {
+        gate: Some(Semaphore::new(1)),
+        ..Origin::default()
+    });
+    let (_a, sa, _b, sb) = two_instances("http-refresh-cancel", origin.clone()).await;
+    let url = format!("{}/p/28", sa.base);
+    let first = get_(&url, &[]).await;
+    let refreshing = {
+        let url = url.clone();
+        tokio::spawn(async move { get_(&url, &[("cache-control", "no-cache")]).await })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), async || origin
+            .methods
+            .lock()
+            .unwrap()
+            .len()
+            == 2)
+        .await
+    );
+    // The client goes away while the handler runs: the server drops the call.
+    refreshing.abort();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    origin.gate.as_ref().unwrap().add_permits(100);
+    for base in [&sa.base, &sb.base] {
+        let after = get_(&format!("{base}/p/28"), &[]).await;
+        assert!(
+            after.cache_status().contains("hit"),
+            "{base}: {}",
+            after.cache_status()
+        );
+        assert_eq!(after.body, first.body);
+    }
+    // An answer that may no longer be stored forgets the stored page.
+    let url = format!("{}/p/29", sa.base);
+    get_(&url, &[]).await;
+    origin.private.store(true, Ordering::SeqCst);
+    let refreshed = get_(&url, &[("cache-control", "no-cache")]).await;
+    assert_eq!(
+        refreshed.cache_status(),
+        "tiercache; fwd=request; detail=private"
+    );
+    for base in [&sa.base, &sb.base] {
+        let after = get_(&format!("{base}/p/29"), &[]).await;
+        assert_eq!(
+            after.cache_status(),
+            "tiercache; fwd=miss; detail=private",
+            "{base}"
         );
     }
 }

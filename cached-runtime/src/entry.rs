@@ -302,14 +302,17 @@ impl<'c, T, B> Entry<'c, T, B> {
     /// Runs `body` as a write-through of this entry runs its body: the
     /// entry is read before it, and what `stored` picks of its result is
     /// stored (fresh for its duration, at most the TTL) only if nothing
-    /// wrote or invalidated the entry meanwhile (else the entry is
-    /// invalidated). Nothing picked: the entry stays as it is. The HTTP
+    /// wrote or invalidated the entry meanwhile (else, or cancelled, the
+    /// entry stays as it is: the body changed no data). Nothing picked:
+    /// the entry is invalidated if `forget` says so (an answer that may no
+    /// longer be stored), else it stays as it is. The HTTP
     /// layer's refresh (`no-cache`, a variant the stored answer is not).
     #[cfg(feature = "http")]
     pub(crate) async fn write_through_shared<V, R, Fut>(
         &self,
         body: Fut,
         stored: impl FnOnce(&R) -> Option<(std::sync::Arc<V>, Duration)>,
+        forget: impl FnOnce(&R) -> bool,
     ) -> (R, bool)
     where
         V: crate::codec::CacheableShared,
@@ -320,9 +323,13 @@ impl<'c, T, B> Entry<'c, T, B> {
         }
         let (key, Options { spec, tags, .. }) = (self.key.clone().finish(), &self.options);
         let writing = crate::write::Writing::begin(&self.cache.inner, spec, &key, tags).await;
+        let writing = writing.read_only();
         let result = body.await;
         let Some((value, fresh)) = stored(&result) else {
-            writing.abandon();
+            match forget(&result) {
+                true => writing.invalidate().await,
+                false => writing.abandon(),
+            }
             return (result, false);
         };
         let written = writing.store_fresh(TypeCodec::arc(), &value, fresh).await;

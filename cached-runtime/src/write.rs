@@ -122,6 +122,10 @@ pub(crate) struct Writing<'a> {
     /// body too: its write may have happened) leaves a key invalidation in
     /// its place.
     unwritten: Owed,
+    /// A read-only write-through's invalidation (see
+    /// [`read_only`](Self::read_only)): announced with its write, sent only
+    /// when that write may have landed without being confirmed.
+    announced: Vec<(Arc<Inner>, Invalidation)>,
 }
 
 impl<'a> Writing<'a> {
@@ -153,7 +157,19 @@ impl<'a> Writing<'a> {
             l2,
             seen,
             unwritten: Owed::one(inner, written),
+            announced: Vec::new(),
         }
+    }
+
+    /// For a body that changes no data (the HTTP layer's refresh runs a
+    /// `GET`): cancelled, or refused because the entry changed meanwhile,
+    /// it leaves the entry alone instead of invalidating it, so that a
+    /// client that closes early, or two refreshes at once, cannot drop a
+    /// page everywhere.
+    #[cfg(feature = "http")]
+    pub(crate) fn read_only(mut self) -> Self {
+        self.announced = self.unwritten.disarm();
+        self
     }
 
     /// Nothing was written (the body failed): the entry stays as it is.
@@ -163,7 +179,9 @@ impl<'a> Writing<'a> {
 
     /// Nothing to store: the entry is invalidated.
     pub(crate) async fn invalidate(mut self) {
-        send_all(self.unwritten.disarm()).await;
+        let mut owed = self.unwritten.disarm();
+        owed.append(&mut self.announced);
+        send_all(owed).await;
     }
 
     /// Stores `value` in Redis if the entry is unchanged since it was read,
@@ -195,7 +213,9 @@ impl<'a> Writing<'a> {
                 Err(NotStored::TooLong)
             }
             (Some(l2), Some(seen)) => {
-                let message = serde_json::to_vec(&self.unwritten.first()).unwrap_or_default();
+                let first = (self.unwritten.first())
+                    .or_else(|| self.announced.first().map(|(_, invalidation)| invalidation));
+                let message = serde_json::to_vec(&first).unwrap_or_default();
                 let write = Write::Announced(seen, message);
                 let fresh = (ttl, expires_at_ms);
                 l2.write(codec, Some(value), Duration::ZERO, fresh, write)
@@ -205,7 +225,11 @@ impl<'a> Writing<'a> {
             (Some(_), None) => Err(NotStored::Write(NotWritten::Failed)),
             (None, _) => Ok(()),
         };
-        let written = self.unwritten.disarm();
+        let mut written = self.unwritten.disarm();
+        if matches!(stored, Err(NotStored::Write(NotWritten::Failed))) {
+            // Redis may have taken it: a read-only write invalidates too.
+            written.append(&mut self.announced);
+        }
         if let Err(why) = stored {
             tracing::debug!(
                 prefix = spec.prefix,

@@ -175,8 +175,8 @@ impl ResponseCacheLayer {
     }
 
     /// Request headers the response depends on (`accept-language`): each
-    /// one's value, normalised (elements trimmed, lower case, lines
-    /// joined), is part of the key, and the response says `Vary` for it.
+    /// one's value, normalised (lines joined, elements trimmed, lower case
+    /// for `Accept-*` and `Host` only), is part of the key, and the response says `Vary` for it.
     /// A name that is not a header name caches nothing, with a `warn`.
     pub fn vary<I>(mut self, names: I) -> Self
     where
@@ -516,11 +516,14 @@ where
     fn key(&self, parts: &Parts) -> Key {
         let mut key = Key::new();
         if self.config.host {
-            let host = normalized(&parts.headers, &HOST).or_else(|| {
-                let authority = parts.uri.authority()?;
-                Some(authority.as_str().to_ascii_lowercase())
-            });
-            key = key.part(&host);
+            // Both: a handler may build links from either.
+            let authority = parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_ascii_lowercase());
+            key = key
+                .part(&normalized(&parts.headers, &HOST))
+                .part(&authority);
             // What a handler may build links from instead of `Host`: keyed
             // too, so that no request can store a page made for another
             // host under this one's key.
@@ -559,7 +562,10 @@ where
             _ => None,
         };
         let entry = entry(&self.cache, &self.config, key, tags);
-        let (fetched, stored) = entry.write_through(fetching, picked).await;
+        // An answer that may no longer be stored (now private, a 404)
+        // forgets the stored one; a failure keeps it.
+        let forget = |fetched: &Fetched<S::Error>| matches!(fetched, Fetched::Pass(..));
+        let (fetched, stored) = entry.write_through(fetching, picked, forget).await;
         match fetched {
             Fetched::Page(page) => {
                 let status = if stored {
@@ -620,13 +626,14 @@ impl Loading<'_> {
         &self,
         body: Fut,
         stored: impl FnOnce(&R) -> Option<(Arc<Stored>, Duration)>,
+        forget: impl FnOnce(&R) -> bool,
     ) -> (R, bool)
     where
         Fut: Future<Output = R>,
     {
         match self {
-            Self::Inline(entry) => entry.write_through_shared(body, stored).await,
-            Self::Background(entry) => entry.write_through_shared(body, stored).await,
+            Self::Inline(entry) => entry.write_through_shared(body, stored, forget).await,
+            Self::Background(entry) => entry.write_through_shared(body, stored, forget).await,
         }
     }
 
@@ -784,7 +791,8 @@ fn freshness(parts: &http::response::Parts, config: &Config) -> Result<Duration,
             "private" if !config.private => return Err("private"),
             // Never served stale (RFC 9111 §5.2.2.2): not stored where the
             // layer would.
-            "must-revalidate" | "proxy-revalidate"
+            // s-maxage implies proxy-revalidate for a shared cache (§5.2.2.10).
+            "must-revalidate" | "proxy-revalidate" | "s-maxage"
                 if config.stale.is_some() || config.fail_safe.is_some() =>
             {
                 return Err("must-revalidate");
@@ -813,7 +821,10 @@ fn freshness(parts: &http::response::Parts, config: &Config) -> Result<Duration,
     if parts.headers.contains_key(SET_COOKIE) {
         return Err("set-cookie");
     }
-    if headers::list(&parts.headers, &VARY).contains(&"*") {
+    // `*`, or a name the cache cannot match requests on.
+    let vary = headers::list(&parts.headers, &VARY);
+    let unmatched = |name: &&str| *name == "*" || HeaderName::from_bytes(name.as_bytes()).is_err();
+    if vary.iter().any(unmatched) {
         return Err("vary");
     }
     if fresh < Duration::from_secs(1) {

@@ -309,14 +309,19 @@ impl<'de> Deserialize<'de> for Stored {
             .ok()
             .filter(|status| !status.is_informational())
             .ok_or_else(|| invalid("status"))?;
-        let mut headers = HeaderMap::with_capacity(wire.h.len());
+        // Bounded: a planted entry with a million headers is a miss, not a
+        // panic (`HeaderMap` holds at most 32,768).
+        let mut headers =
+            HeaderMap::try_with_capacity(wire.h.len().min(64)).map_err(|_| invalid("headers"))?;
         for (name, value) in wire.h {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .ok()
                 .filter(|name| !NOT_STORED.contains(name))
                 .ok_or_else(|| invalid("header"))?;
             let value = HeaderValue::from_bytes(&value.0).map_err(|_| invalid("header"))?;
-            headers.append(name, value);
+            headers
+                .try_append(name, value)
+                .map_err(|_| invalid("headers"))?;
         }
         let mut varies = Vec::with_capacity(wire.v.len());
         for (name, value) in wire.v {
