@@ -54,6 +54,18 @@ use crate::write::{invalidate_entry, set};
 /// and its prefix's).
 pub(crate) const MAX_TAGS: usize = crate::envelope::MAX_VERSIONS - 2;
 
+/// What a read-only write-through does with its body's result: see
+/// `Entry::write_through_shared`.
+#[cfg(feature = "http")]
+pub(crate) enum Refreshed<V> {
+    /// Store the value, fresh for this long.
+    Store(std::sync::Arc<V>, Duration),
+    /// Forget the entry: what it holds may no longer be stored.
+    Forget,
+    /// Leave the entry as it is (the body failed).
+    Keep,
+}
+
 /// Marks an [`Entry`] with no TTL yet: it can be read and invalidated, not
 /// loaded or set.
 #[derive(Debug)]
@@ -278,6 +290,14 @@ impl<'c, T, B> Entry<'c, T, B> {
         l1_get_rendered::<S, R>(self.cache, &self.key, codec)
     }
 
+    /// `stale`, without the type's note that the loader may run in the
+    /// background: for a caller whose loader always may (the HTTP layer's).
+    #[cfg(feature = "http")]
+    pub(crate) fn stale_keeping_type(mut self, window: Duration) -> Self {
+        self.options.stale(window);
+        self
+    }
+
     /// A load whose loader may run in the background, in any shape and
     /// with any codec: the HTTP layer's, whose value is an `Arc` of a
     /// stored response that says how long it stays fresh.
@@ -299,20 +319,17 @@ impl<'c, T, B> Entry<'c, T, B> {
         }
     }
 
-    /// Runs `body` as a write-through of this entry runs its body: the
-    /// entry is read before it, and what `stored` picks of its result is
-    /// stored (fresh for its duration, at most the TTL) only if nothing
-    /// wrote or invalidated the entry meanwhile (else, or cancelled, the
-    /// entry stays as it is: the body changed no data). Nothing picked:
-    /// the entry is invalidated if `forget` says so (an answer that may no
-    /// longer be stored), else it stays as it is. The HTTP
-    /// layer's refresh (`no-cache`, a variant the stored answer is not).
+    /// Runs `body` as a write-through of this entry runs its body, for a
+    /// body that changes no data (the HTTP layer's refresh): the entry is
+    /// read before it; what `outcome` makes of its result is stored (fresh
+    /// for its duration, at most the TTL) only if nothing wrote or
+    /// invalidated the entry meanwhile, forgets the entry, or leaves it as
+    /// it is. Cancelled or refused, it leaves the entry alone.
     #[cfg(feature = "http")]
     pub(crate) async fn write_through_shared<V, R, Fut>(
         &self,
         body: Fut,
-        stored: impl FnOnce(&R) -> Option<(std::sync::Arc<V>, Duration)>,
-        forget: impl FnOnce(&R) -> bool,
+        outcome: impl FnOnce(&R) -> Refreshed<V>,
     ) -> (R, bool)
     where
         V: crate::codec::CacheableShared,
@@ -325,12 +342,16 @@ impl<'c, T, B> Entry<'c, T, B> {
         let writing = crate::write::Writing::begin(&self.cache.inner, spec, &key, tags).await;
         let writing = writing.read_only();
         let result = body.await;
-        let Some((value, fresh)) = stored(&result) else {
-            match forget(&result) {
-                true => writing.invalidate().await,
-                false => writing.abandon(),
+        let (value, fresh) = match outcome(&result) {
+            Refreshed::Store(value, fresh) => (value, fresh),
+            Refreshed::Forget => {
+                writing.invalidate().await;
+                return (result, false);
             }
-            return (result, false);
+            Refreshed::Keep => {
+                writing.abandon();
+                return (result, false);
+            }
         };
         let written = writing.store_fresh(TypeCodec::arc(), &value, fresh).await;
         (result, written.is_ok())

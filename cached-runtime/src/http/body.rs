@@ -134,49 +134,27 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let mut read = bytes::BytesMut::new();
-    let mut first: Option<Bytes> = None;
-    loop {
-        let Some(frame) = body.frame().await else {
-            break;
+    let (mut chunks, mut read) = (Vec::new(), 0);
+    while let Some(frame) = body.frame().await {
+        let data = match frame.map(Frame::into_data) {
+            Ok(Ok(data)) => data,
+            Ok(Err(_trailers)) => continue,
+            Err(error) => return Buffered::Failed(joined(chunks), error.into()),
         };
-        let data = match frame {
-            Ok(frame) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_trailers) => continue,
-            },
-            Err(error) => return Buffered::Failed(joined(first, read), error.into()),
-        };
-        let so_far = first.as_ref().map_or(0, Bytes::len) + read.len();
-        if so_far + data.len() > limit {
-            let mut head = joined(first, read);
-            if head.is_empty() {
-                head = data;
-            } else {
-                let mut both = bytes::BytesMut::from(&head[..]);
-                both.extend_from_slice(&data);
-                head = both.freeze();
-            }
-            return Buffered::Over(head, body);
-        }
-        // One frame (the common case, a `Full` body) is kept as it is,
-        // without a copy.
-        match &first {
-            None if read.is_empty() => first = Some(data),
-            _ => {
-                if let Some(first) = first.take() {
-                    read.extend_from_slice(&first);
-                }
-                read.extend_from_slice(&data);
-            }
+        read += data.len();
+        chunks.push(data);
+        if read > limit {
+            return Buffered::Over(joined(chunks), body);
         }
     }
-    Buffered::Whole(joined(first, read))
+    Buffered::Whole(joined(chunks))
 }
 
-fn joined(first: Option<Bytes>, read: bytes::BytesMut) -> Bytes {
-    match first {
-        Some(first) => first,
-        None => read.freeze(),
+/// The chunks as one `Bytes`; one chunk (a `Full` body) without a copy.
+fn joined(mut chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
     }
 }

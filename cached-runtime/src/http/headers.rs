@@ -16,33 +16,28 @@ pub(crate) fn list<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Vec<&'h str
     for value in headers.get_all(name) {
         // A value that is not visible ASCII matches nothing.
         let Ok(value) = value.to_str() else { continue };
-        split(value, &mut items);
+        // Slices of ASCII: always UTF-8.
+        items.extend(elements(value.as_bytes()).filter_map(|item| std::str::from_utf8(item).ok()));
     }
     items
 }
 
-fn split<'v>(value: &'v str, into: &mut Vec<&'v str>) {
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (at, byte) in value.bytes().enumerate() {
+/// The elements of one header line: split at commas outside quoted
+/// strings, trimmed, empty ones skipped (RFC 9110 §5.6.1).
+fn elements(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let (mut quoted, mut escaped) = (false, false);
+    line.split(move |byte| {
         match byte {
             _ if escaped => escaped = false,
             b'\\' if quoted => escaped = true,
             b'"' => quoted = !quoted,
-            b',' if !quoted => {
-                push(&value[start..at], into);
-                start = at + 1;
-            }
+            b',' => return !quoted,
             _ => {}
         }
-    }
-    push(&value[start..], into);
-}
-
-fn push<'v>(item: &'v str, into: &mut Vec<&'v str>) {
-    let item = item.trim();
-    if !item.is_empty() {
-        into.push(item);
-    }
+        false
+    })
+    .map(<[u8]>::trim_ascii)
+    .filter(|item| !item.is_empty())
 }
 
 /// `Cache-Control` directives: `(name in lower case, argument)`.
@@ -204,11 +199,7 @@ pub(crate) fn normalized(request: &HeaderMap, name: &HeaderName) -> Option<Strin
     let fold = CASELESS.contains(&name.as_str());
     let mut text = String::new();
     for line in lines {
-        for item in line.as_bytes().split(|byte| *byte == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() {
-                continue;
-            }
+        for item in elements(line.as_bytes()) {
             if !text.is_empty() {
                 text.push(',');
             }
@@ -342,5 +333,7 @@ mod tests {
         assert_ne!(raw(b"t\xfe"), raw(b"t\xff"));
         assert_ne!(raw(b"t%FE"), raw(b"t\xfe"));
         assert_eq!(raw(b"t\xfe").as_deref(), Some("t%FE"));
+        // A comma inside a quoted string does not split its element.
+        assert_ne!(raw(b"\"q , r\""), raw(b"\"q,r\""));
     }
 }

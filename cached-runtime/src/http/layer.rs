@@ -42,6 +42,7 @@ use super::headers::{self, Asks, http_date, normalized, precondition};
 use super::stored::{Making, Stored};
 use crate::cache::Cache;
 use crate::codec::TypeCodec;
+use crate::entry::Refreshed;
 use crate::key::Key;
 use crate::shape::FallibleOptional;
 
@@ -427,7 +428,7 @@ where
             }
         };
         let answer = entry(&self.cache, config, &key, tags.clone())
-            .await_load(load)
+            .detached_with::<FallibleOptional, _, _, _>(page_codec(), load)
             .await;
         let left = std::mem::replace(
             &mut *slot.lock().unwrap_or_else(PoisonError::into_inner),
@@ -557,15 +558,17 @@ where
         let fetching = fetch(self.inner.clone(), request, &self.config);
         // Read before the handler runs, as a write-through: an invalidation
         // that lands while it runs keeps its answer out.
-        let picked = |fetched: &Fetched<S::Error>| match fetched {
-            Fetched::Page(page) => Some((page.clone(), Duration::from_millis(page.fresh_ms))),
-            _ => None,
-        };
-        let entry = entry(&self.cache, &self.config, key, tags);
         // An answer that may no longer be stored (now private, a 404)
         // forgets the stored one; a failure keeps it.
-        let forget = |fetched: &Fetched<S::Error>| matches!(fetched, Fetched::Pass(..));
-        let (fetched, stored) = entry.write_through(fetching, picked, forget).await;
+        let outcome = |fetched: &Fetched<S::Error>| match fetched {
+            Fetched::Page(page) => {
+                Refreshed::Store(page.clone(), Duration::from_millis(page.fresh_ms))
+            }
+            Fetched::Pass(..) => Refreshed::Forget,
+            Fetched::Failed(_) | Fetched::Error(_) => Refreshed::Keep,
+        };
+        let entry = entry(&self.cache, &self.config, key, tags);
+        let (fetched, stored) = entry.write_through_shared(fetching, outcome).await;
         match fetched {
             Fetched::Page(page) => {
                 let status = if stored {
@@ -602,61 +605,22 @@ fn l1_page(cache: &Cache, prefix: &'static str, key: &Key) -> Option<Arc<Stored>
 }
 
 /// The entry of `key`, with the layer's settings.
-fn entry<'c>(cache: &'c Cache, config: &Config, key: &Key, tags: Vec<String>) -> Loading<'c> {
+fn entry<'c>(cache: &'c Cache, config: &Config, key: &Key, tags: Vec<String>) -> Page<'c> {
     let entry = cache.entry(config.prefix, key).ttl(config.ttl).tags(tags);
     let entry = match config.fail_safe {
         Some(window) => entry.fail_safe(window),
         None => entry,
     };
     match config.stale {
-        Some(window) => Loading::Background(entry.stale(window)),
-        None => Loading::Inline(entry),
+        // The layer's loader may always run in the background: the type
+        // need not say so.
+        Some(window) => entry.stale_keeping_type(window),
+        None => entry,
     }
 }
 
-/// An entry of the layer: its engine takes a loader that may run in the
-/// background whatever the settings, so both kinds load the same way.
-enum Loading<'c> {
-    Inline(crate::Entry<'c, crate::entry::Ttl, crate::entry::Inline>),
-    Background(crate::Entry<'c, crate::entry::Ttl, crate::entry::Background>),
-}
-
-impl Loading<'_> {
-    async fn write_through<R, Fut>(
-        &self,
-        body: Fut,
-        stored: impl FnOnce(&R) -> Option<(Arc<Stored>, Duration)>,
-        forget: impl FnOnce(&R) -> bool,
-    ) -> (R, bool)
-    where
-        Fut: Future<Output = R>,
-    {
-        match self {
-            Self::Inline(entry) => entry.write_through_shared(body, stored, forget).await,
-            Self::Background(entry) => entry.write_through_shared(body, stored, forget).await,
-        }
-    }
-
-    async fn await_load<F, Fut>(self, load: F) -> Result<Option<Arc<Stored>>, ()>
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Option<Arc<Stored>>, ()>> + Send + 'static,
-    {
-        let codec = page_codec();
-        match self {
-            Self::Inline(entry) => {
-                entry
-                    .detached_with::<FallibleOptional, _, _, _>(codec, load)
-                    .await
-            }
-            Self::Background(entry) => {
-                entry
-                    .detached_with::<FallibleOptional, _, _, _>(codec, load)
-                    .await
-            }
-        }
-    }
-}
+/// An entry of the layer.
+type Page<'c> = crate::Entry<'c, crate::entry::Ttl, crate::entry::Inline>;
 
 /// The codec of a stored response: L1 holds the `Arc`; a page's freshness
 /// may be shorter than the layer's TTL (its handler's `max-age`).
