@@ -1106,3 +1106,62 @@ async fn a_refresh_cancelled_by_its_client_leaves_the_stored_page_alone() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_while_redis_is_down_owe_no_invalidation() {
+    let mut redis = support::RedisServer::start();
+    let cache = support::cache_on(&redis.url(), "http-refresh-down").await;
+    let s = server_on(&cache).await;
+    redis.stop();
+    for n in 0..5 {
+        let url = format!("{}/p/{n}", s.base);
+        let answer = get_(&url, &[("cache-control", "no-cache")]).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    // Nothing was written, so nothing needs forgetting when Redis is back
+    // (past 1,024 owed keys, the whole prefix would be).
+    assert_eq!(cache.stats().pending_invalidations, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_a_failing_url_do_not_wait_in_line() {
+    let origin = Arc::new(Origin {
+        gate: Some(Semaphore::new(0)),
+        failing: AtomicBool::new(true),
+        ..Origin::default()
+    });
+    let s = serve(
+        ResponseCacheLayer::new(cache_in("http-failing-flight").await).prefix("http/p"),
+        origin.clone(),
+    )
+    .await;
+    let url = format!("{}/p/30", s.base);
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get_(&url, &[]).await })
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            origin.arrivals.load(Ordering::SeqCst) == 8
+        })
+        .await
+    );
+    // The first handler run answers 503: the seven that waited for it then
+    // ask the handler all at once, not one after another's 503.
+    origin.gate.as_ref().unwrap().add_permits(1);
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            origin.methods.lock().unwrap().len() == 8
+        })
+        .await
+    );
+    origin.gate.as_ref().unwrap().add_permits(8);
+    for request in requests {
+        assert_eq!(
+            request.await.unwrap().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

@@ -222,12 +222,14 @@ impl<'a> Writing<'a> {
                     .await
                     .map_err(NotStored::Write)
             }
-            (Some(_), None) => Err(NotStored::Write(NotWritten::Failed)),
+            // The read before the body failed: nothing is sent.
+            (Some(_), None) => Err(NotStored::Unread),
             (None, _) => Ok(()),
         };
         let mut written = self.unwritten.disarm();
         if matches!(stored, Err(NotStored::Write(NotWritten::Failed))) {
-            // Redis may have taken it: a read-only write invalidates too.
+            // Sent, and Redis may have taken it: a read-only write
+            // invalidates too (not when it was never sent).
             written.append(&mut self.announced);
         }
         if let Err(why) = stored {
@@ -265,6 +267,8 @@ enum NotStored {
     /// The value was made so long after the entry was read that a
     /// tombstone it should meet may be gone.
     TooLong,
+    /// The entry could not be read before the value was made.
+    Unread,
     Write(NotWritten),
 }
 
@@ -272,6 +276,7 @@ impl NotStored {
     fn reason(&self) -> &'static str {
         match self {
             Self::TooLong => "the value was made too long after the entry was read",
+            Self::Unread => "Redis was out of reach when the entry was read",
             Self::Write(NotWritten::Changed) => {
                 "the entry changed since it was read: another write or an invalidation raced with this one"
             }

@@ -137,8 +137,12 @@ where
     let (mut chunks, mut read) = (Vec::new(), 0);
     while let Some(frame) = body.frame().await {
         let data = match frame.map(Frame::into_data) {
+            // Empty frames are not kept: a body of them alone would grow
+            // `chunks` without bound.
+            Ok(Ok(data)) if data.is_empty() => continue,
             Ok(Ok(data)) => data,
-            Ok(Err(_trailers)) => continue,
+            // Trailers end a body.
+            Ok(Err(_trailers)) => break,
             Err(error) => return Buffered::Failed(joined(chunks), error.into()),
         };
         read += data.len();
@@ -156,5 +160,33 @@ fn joined(mut chunks: Vec<Bytes>) -> Bytes {
         0 => Bytes::new(),
         1 => chunks.swap_remove(0),
         _ => Bytes::from(chunks.concat()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(frames: Vec<Frame<Bytes>>) -> impl Body<Data = Bytes, Error = BoxError> + Unpin {
+        let frames = frames.into_iter().map(Ok::<_, BoxError>);
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn empty_frames_are_not_kept_and_trailers_end_the_body() {
+        let mut body = vec![Frame::data(Bytes::from_static(b"a"))];
+        body.extend((0..10_000).map(|_| Frame::data(Bytes::new())));
+        body.push(Frame::trailers(http::HeaderMap::new()));
+        body.push(Frame::data(Bytes::from_static(b"after")));
+        match buffer(frames(body), 16).await {
+            Buffered::Whole(bytes) => assert_eq!(bytes, "a"),
+            _ => panic!("a one-byte body is whole"),
+        }
+        let over = (0..5)
+            .map(|_| Frame::data(Bytes::from_static(b"0123")))
+            .collect();
+        assert!(
+            matches!(buffer(frames(over), 16).await, Buffered::Over(head, _) if head.len() == 20)
+        );
     }
 }

@@ -39,7 +39,7 @@ use tower_service::Service;
 use super::CachePolicy;
 use super::body::{BoxError, Buffered, ResponseBody, buffer};
 use super::headers::{self, Asks, http_date, normalized, precondition};
-use super::stored::{Making, Stored};
+use super::stored::{MAX_HEADERS, Making, Stored};
 use crate::cache::Cache;
 use crate::codec::TypeCodec;
 use crate::entry::Refreshed;
@@ -412,9 +412,13 @@ where
                         }
                         Fetched::Failed(response) => {
                             let code = response.status().as_u16();
+                            // An error only where the fail-safe answer may
+                            // take its place: otherwise the waiters would
+                            // retry one after another, each as slow.
+                            let answer = if fail_safe { Err(()) } else { Ok(None) };
                             (
                                 Slot::Pass(Ok(response), format!("fwd-status={code}")),
-                                Err(()),
+                                answer,
                             )
                         }
                         Fetched::Error(error) => {
@@ -782,6 +786,10 @@ fn freshness(parts: &http::response::Parts, config: &Config) -> Result<Duration,
     fresh = fresh.min(policy);
     // Never, whatever the settings: a cookie set for one client would be
     // replayed to every other.
+    // Room for what the cache adds on every answer (see `MAX_HEADERS`).
+    if parts.headers.len() > MAX_HEADERS {
+        return Err("headers");
+    }
     if parts.headers.contains_key(SET_COOKIE) {
         return Err("set-cookie");
     }
@@ -841,7 +849,8 @@ fn serve(page: &Stored, request: &Parts, now_ms: u64, status: String) -> Respons
 /// `response` with `Cache-Status: tiercache; {status}`.
 fn with_status(mut response: Response<ResponseBody>, status: &str) -> Response<ResponseBody> {
     if let Ok(value) = HeaderValue::from_str(&format!("tiercache; {status}")) {
-        response.headers_mut().append(CACHE_STATUS, value);
+        // A handler's map may be full (`HeaderMap` holds at most 32,768).
+        let _ = response.headers_mut().try_append(CACHE_STATUS, value);
     }
     response
 }

@@ -45,6 +45,12 @@ const ON_304: [HeaderName; 6] = [
     VARY,
 ];
 
+/// The most header values a stored response has: a `HeaderMap` holds at
+/// most 32,768 and panics past it, and an answer adds a few (`Age`,
+/// `Date`, `Cache-Status`, `Content-Length`). A handler's response with
+/// more is not stored; an entry in Redis with more is a miss.
+pub(crate) const MAX_HEADERS: usize = 1024;
+
 /// A stored response.
 #[derive(Debug)]
 pub(crate) struct Stored {
@@ -311,6 +317,9 @@ impl<'de> Deserialize<'de> for Stored {
             .ok_or_else(|| invalid("status"))?;
         // Bounded: a planted entry with a million headers is a miss, not a
         // panic (`HeaderMap` holds at most 32,768).
+        if wire.h.len() > MAX_HEADERS {
+            return Err(invalid("headers"));
+        }
         let mut headers =
             HeaderMap::try_with_capacity(wire.h.len().min(64)).map_err(|_| invalid("headers"))?;
         for (name, value) in wire.h {
@@ -486,6 +495,15 @@ mod tests {
             let tampered = json.replace(from, to);
             assert!(serde_json::from_str::<Stored>(&tampered).is_err(), "{to}");
         }
+        let mut many = page();
+        for n in 0..=MAX_HEADERS {
+            many.headers.append("x-n", HeaderValue::from(n));
+        }
+        let many = serde_json::to_string(&many).unwrap();
+        assert!(
+            serde_json::from_str::<Stored>(&many).is_err(),
+            "too many headers"
+        );
         let newline = json.replace("\"a\"", "\"a\\nb\"");
         assert!(serde_json::from_str::<Stored>(&newline).is_err());
     }
