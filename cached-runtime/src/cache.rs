@@ -81,6 +81,8 @@ pub(crate) struct Inner {
     pub(crate) generations: Generations,
     /// Invalidations applied here that Redis has not confirmed yet.
     pub(crate) pending: Pending,
+    /// Which functions' L2 reads missed lately.
+    pub(crate) misses: crate::l2call::Misses,
     listener: OnceLock<tokio::task::AbortHandle>,
 }
 
@@ -354,6 +356,7 @@ impl Cache {
                 counters: Counters::default(),
                 generations: Generations::default(),
                 pending: Pending::default(),
+                misses: crate::l2call::Misses::default(),
                 listener: OnceLock::new(),
             }),
         }
@@ -533,6 +536,7 @@ pub struct CacheBuilder {
     l1_capacity: u64,
     l1_max_bytes: Option<u64>,
     redis_timeout: Duration,
+    client_tracking: bool,
     breaker: (u32, Duration),
     settings: Settings,
     /// Always `None` without the `encryption` feature.
@@ -682,6 +686,7 @@ impl fmt::Debug for CacheBuilder {
             .field("l1_capacity", &self.l1_capacity)
             .field("l1_max_bytes", &self.l1_max_bytes)
             .field("redis_timeout", &self.redis_timeout)
+            .field("client_tracking", &self.client_tracking)
             .field("breaker", &self.breaker)
             .field("settings", &self.settings)
             .field("encryption_keys", &self.keys)
@@ -819,6 +824,7 @@ impl Default for CacheBuilder {
             l1_capacity: DEFAULT_L1_CAPACITY,
             l1_max_bytes: None,
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
+            client_tracking: true,
             breaker: (DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_COOLDOWN),
             settings: Settings::default(),
             keys: None,
@@ -941,6 +947,18 @@ impl CacheBuilder {
     /// 200 ms). Past it the call goes on without Redis.
     pub fn redis_timeout(mut self, timeout: Duration) -> Self {
         self.redis_timeout = timeout;
+        self
+    }
+
+    /// Whether L2 reads keep the tag versions they read, on a connection
+    /// of their own on which Redis tells of each change (RESP3 client-side
+    /// caching, `CLIENT TRACKING`): a read is then one `GET` instead of an
+    /// `MGET` of the entry and its versions. On by default; a server that
+    /// does not offer it (Redis before 6, some proxies) is noticed and
+    /// asked for the versions every time. Turn it off for a proxy that
+    /// accepts `CLIENT TRACKING` but does not pass its messages on.
+    pub fn client_tracking(mut self, on: bool) -> Self {
+        self.client_tracking = on;
         self
     }
 
@@ -1182,27 +1200,38 @@ impl CacheBuilder {
                         let settings = client.get_connection_info().redis_settings();
                         let user = settings.username().unwrap_or("default").to_owned();
                         database = settings.db();
-                        let l2 = L2::new(client, self.redis_timeout, breaker, &self.namespace)
-                            .map_err(|source| Error::InvalidRedisUrl {
-                                url: shown.clone(),
-                                source,
-                            })?;
+                        let l2 = L2::new(
+                            client,
+                            self.redis_timeout,
+                            breaker,
+                            &self.namespace,
+                            self.client_tracking,
+                        )
+                        .map_err(|source| Error::InvalidRedisUrl {
+                            url: shown.clone(),
+                            source,
+                        })?;
                         (l2, user)
                     }
                     Connect::Sentinel(settings) => {
                         let user = settings.master.username().unwrap_or("default").to_owned();
                         database = settings.master.db();
-                        let l2 =
-                            L2::sentinel(settings, self.redis_timeout, breaker, &self.namespace)
-                                .await
-                                .map_err(|source| {
-                                    refusal(&source, &user, &shown).unwrap_or_else(|| {
-                                        Error::InvalidRedisUrl {
-                                            url: shown.clone(),
-                                            source,
-                                        }
-                                    })
-                                })?;
+                        let l2 = L2::sentinel(
+                            settings,
+                            self.redis_timeout,
+                            breaker,
+                            &self.namespace,
+                            self.client_tracking,
+                        )
+                        .await
+                        .map_err(|source| {
+                            refusal(&source, &user, &shown).unwrap_or_else(|| {
+                                Error::InvalidRedisUrl {
+                                    url: shown.clone(),
+                                    source,
+                                }
+                            })
+                        })?;
                         (l2, user)
                     }
                 };

@@ -23,6 +23,7 @@ use crate::breaker::{Breaker, is_connection_failure};
 use crate::metrics::{ErrorKind, RedisMetrics};
 use crate::sentinel::{Follow, Target};
 use crate::tags::{fresh_version, parse_version};
+use crate::tracking::{Tracked, Tracking};
 
 /// Why an L2 operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,8 @@ pub(crate) enum Op {
     WriteMany,
     /// The cross-process lock taken.
     Lock,
+    /// An entry read, and the lock taken if it is absent.
+    ReadOrLock,
     /// A lock's lease extended.
     Renew,
     /// A lock released.
@@ -96,13 +99,14 @@ pub(crate) enum Op {
 
 impl Op {
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) const ALL: [Op; 14] = [
+    pub(crate) const ALL: [Op; 15] = [
         Op::Read,
         Op::ReadMany,
         Op::CreateVersions,
         Op::Write,
         Op::WriteMany,
         Op::Lock,
+        Op::ReadOrLock,
         Op::Renew,
         Op::Unlock,
         Op::Plant,
@@ -121,6 +125,7 @@ impl Op {
             Op::Write => "write",
             Op::WriteMany => "write_many",
             Op::Lock => "lock",
+            Op::ReadOrLock => "read_or_lock",
             Op::Renew => "renew",
             Op::Unlock => "unlock",
             Op::Plant => "plant",
@@ -136,7 +141,9 @@ impl Op {
     const fn command(self) -> &'static str {
         match self {
             Op::Read | Op::ReadMany => "MGET",
-            Op::Write | Op::Lock | Op::Renew | Op::Unlock | Op::WriteThrough => "EVALSHA",
+            Op::Write | Op::Lock | Op::ReadOrLock | Op::Renew | Op::Unlock | Op::WriteThrough => {
+                "EVALSHA"
+            }
             Op::Plant => "SET",
             Op::Ping => "PING",
             Op::Info => "INFO",
@@ -189,7 +196,9 @@ impl Server {
 }
 
 /// Stores an entry only if it is still what the loader saw before loading
-/// (absent, or the same bytes by SHA-1), and extends its tag versions: a
+/// (absent, or the same bytes by SHA-1), and extends its tag versions (only
+/// those with less than half their TTL left: an extension is a change
+/// that every tracked connection hears of, see `tracking.rs`): a
 /// reader whose load raced with a write-through must not overwrite the newer
 /// value with the one it loaded before. Then, if the loader held the entry's
 /// lock, releases it and tells the waiting processes: the same round trip.
@@ -206,7 +215,9 @@ local stored = 0
 if (current == false and expected == '') or (current and redis.sha1hex(current) == expected) then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   for i = 4, #KEYS do
-    redis.call('PEXPIRE', KEYS[i], ARGV[4], 'GT')
+    if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[4]) / 2 then
+      redis.call('PEXPIRE', KEYS[i], ARGV[4], 'GT')
+    end
   end
   stored = 1
 end
@@ -237,7 +248,9 @@ local expected = ARGV[1]
 if (current == false and expected == '') or (current and redis.sha1hex(current) == expected) then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   for i = 2, #KEYS do
-    redis.call('PEXPIRE', KEYS[i], ARGV[4], 'GT')
+    if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[4]) / 2 then
+      redis.call('PEXPIRE', KEYS[i], ARGV[4], 'GT')
+    end
   end
   redis.call('PUBLISH', ARGV[5], ARGV[6])
   return 1
@@ -276,9 +289,56 @@ return {0, left}
     )
 });
 
+/// A read that takes the lock when it finds nothing to serve: the entry,
+/// and, when it is absent or a tombstone (see [`tombstone`]), what
+/// [`ACQUIRE`] would have answered for it, at once: a miss costs the round
+/// trip of the read alone. `{entry, 3, 0}` when the entry is there (the
+/// lock not tried: whether it is valid is the caller's to see).
+///
+/// KEYS: entry, lock, lock's waiter flag. ARGV: token, lease ms.
+static READ_OR_ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local entry = redis.call('GET', KEYS[1])
+if entry and not (string.len(entry) == 11 and string.sub(entry, 1, 3) == 'tc\0') then
+  return {entry, 3, 0}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {entry, 1, tonumber(ARGV[2])}
+end
+local left = redis.call('PTTL', KEYS[2])
+redis.call('SET', KEYS[3], '1', 'PX', math.max(left, 1) + 1000)
+return {entry, 0, left}
+",
+    )
+});
+
+/// What a lock of [`L2::read_or_acquire`] asks for.
+pub(crate) struct Acquire<'a> {
+    pub(crate) lock_key: &'a str,
+    pub(crate) token: &'a str,
+    pub(crate) lease: Duration,
+}
+
 /// The waiter flag of a lock: `{ns}:#lock:…` → `{ns}:#lock:…#w`.
 pub(crate) fn waiters_key(lock_key: &str) -> String {
     format!("{lock_key}#w")
+}
+
+/// An [`ACQUIRE`] or [`READ_OR_ACQUIRE`] reply's code and time left.
+fn acquired(taken: i64, left: i64, lease: Duration) -> Acquired {
+    match taken {
+        1 => Acquired::Taken,
+        2 => Acquired::Landed,
+        // A lock set without a TTL (by something else: `PTTL` is -1)
+        // is waited on as a whole lease, not polled.
+        _ => Acquired::Held(
+            u64::try_from(left)
+                .ok()
+                .filter(|&left| left > 0)
+                .map_or(lease, Duration::from_millis),
+        ),
+    }
 }
 
 /// What [`L2::acquire`] found.
@@ -372,7 +432,19 @@ pub(crate) struct L2 {
     /// Turns for operations in flight on the connection.
     in_flight: tokio::sync::Semaphore,
     metrics: RedisMetrics,
+    /// The connection reads go over, and the versions it knows.
+    tracking: Tracking,
+    /// Timeouts and connection failures in a row on the other connection
+    /// (see [`STRIKES`]).
+    strikes: std::sync::atomic::AtomicU32,
 }
+
+/// After this many timeouts or connection failures in a row of the
+/// commands that do not go over the tracked connection, that connection is
+/// replaced (see [`L2::reconnect`]), whether or not the breaker opened: a
+/// tracked connection that answers keeps the breaker closed while the other
+/// one may have gone silent.
+const STRIKES: u32 = 5;
 
 /// How many operations one cache keeps in flight on its connection at
 /// once. A burst of thousands of calls otherwise queues them all in the
@@ -391,6 +463,31 @@ fn mget(entry_key: &str, version_keys: &[String]) -> redis::Cmd {
     let mut cmd = redis::Cmd::with_capacity(2 + version_keys.len(), data);
     cmd.arg("MGET").arg(entry_key).arg(version_keys);
     cmd
+}
+
+/// `MGET` of `keys`.
+fn mget_of(keys: &[String]) -> redis::Cmd {
+    let data = keys.iter().map(String::len).sum::<usize>() + 4;
+    let mut cmd = redis::Cmd::with_capacity(1 + keys.len(), data);
+    cmd.arg("MGET").arg(keys);
+    cmd
+}
+
+/// An integer in a script's reply.
+fn integer(reply: Option<redis::Value>) -> Result<i64, L2Error> {
+    match reply {
+        Some(redis::Value::Int(n)) => Ok(n),
+        _ => Err(unexpected("a script answered with no integer")),
+    }
+}
+
+/// A `GET` reply.
+fn string(reply: redis::Value) -> Result<Option<Vec<u8>>, L2Error> {
+    match reply {
+        redis::Value::BulkString(bytes) => Ok(Some(bytes)),
+        redis::Value::Nil => Ok(None),
+        _ => Err(unexpected("GET answered with a value that is no string")),
+    }
 }
 
 /// An `MGET` reply, taken apart by hand: the generic conversion cost more
@@ -448,6 +545,7 @@ impl L2 {
         timeout: Duration,
         breaker: Breaker,
         namespace: &str,
+        tracking: bool,
     ) -> Result<Self, redis::RedisError> {
         let config = Self::config(timeout);
         let conn = client.get_connection_manager_lazy(config.clone())?;
@@ -456,7 +554,7 @@ impl L2 {
             std::sync::Arc::new(target.into()),
             None,
             config,
-            (timeout, breaker),
+            (timeout, breaker, tracking),
             namespace,
         ))
     }
@@ -468,10 +566,17 @@ impl L2 {
         timeout: Duration,
         breaker: Breaker,
         namespace: &str,
+        tracking: bool,
     ) -> Result<Self, redis::RedisError> {
         let config = Self::config(timeout);
         let (follow, target) = Follow::start(settings, config.clone(), timeout).await?;
-        let l2 = Self::with(target, Some(follow), config, (timeout, breaker), namespace);
+        let l2 = Self::with(
+            target,
+            Some(follow),
+            config,
+            (timeout, breaker, tracking),
+            namespace,
+        );
         Ok(l2)
     }
 
@@ -479,10 +584,13 @@ impl L2 {
         target: std::sync::Arc<std::sync::RwLock<Target>>,
         sentinel: Option<std::sync::Arc<Follow>>,
         config: ConnectionManagerConfig,
-        (timeout, breaker): (Duration, Breaker),
+        (timeout, breaker, tracking): (Duration, Breaker, bool),
         namespace: &str,
     ) -> Self {
+        let moved = sentinel.as_ref().map(|sentinel| sentinel.moved());
         Self {
+            tracking: Tracking::new(tracking, timeout, moved),
+            strikes: std::sync::atomic::AtomicU32::new(0),
             target,
             sentinel,
             config,
@@ -550,6 +658,7 @@ impl L2 {
                 Err(error) => tracing::debug!(%error, "cannot make a new Redis connection"),
             }
         }
+        self.tracking.reset();
         if let Some(sentinel) = &self.sentinel {
             sentinel.kick(false);
         }
@@ -606,7 +715,36 @@ impl L2 {
             self.metrics.breaker(true);
             return Err(L2Error::BreakerOpen);
         }
-        self.bounded_with(op, run, probe).await
+        self.bounded_with(op, run, probe, true).await
+    }
+
+    /// [`L2::bounded_tracked`] or [`L2::bounded`].
+    async fn bounded_on<T>(
+        &self,
+        tracked: bool,
+        op: Op,
+        run: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, L2Error> {
+        if tracked {
+            self.bounded_tracked(op, run).await
+        } else {
+            self.bounded(op, run).await
+        }
+    }
+
+    /// As [`L2::bounded`], for a command over the tracked connection.
+    async fn bounded_tracked<T>(
+        &self,
+        op: Op,
+        run: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, L2Error> {
+        let probe = self.breaker.is_open();
+        if !self.breaker.allow() {
+            self.metrics.failed(ErrorKind::BreakerOpen);
+            self.metrics.breaker(true);
+            return Err(L2Error::BreakerOpen);
+        }
+        self.bounded_with(op, run, probe, false).await
     }
 
     /// As [`L2::bounded`], tried even while the breaker is open: for
@@ -617,7 +755,7 @@ impl L2 {
         op: Op,
         run: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, L2Error> {
-        self.bounded_with(op, run, false).await
+        self.bounded_with(op, run, false, true).await
     }
 
     /// An operation bounded by the timeout, its outcome counted by the
@@ -628,6 +766,7 @@ impl L2 {
         op: Op,
         run: impl Future<Output = redis::RedisResult<T>>,
         probe: bool,
+        untracked: bool,
     ) -> Result<T, L2Error> {
         let _turn = match self.in_flight.try_acquire() {
             Ok(turn) => turn,
@@ -670,11 +809,35 @@ impl L2 {
             span.record("error.type", kind.label());
         }
         self.metrics.breaker(self.breaker.is_open());
-        if opened || (probe && result.is_err()) {
+        let struck_out = untracked && self.strike(&result);
+        if opened || struck_out || (probe && result.is_err()) {
             self.reconnect();
         }
         self.follow_master(&result);
         result
+    }
+
+    /// Counts a timeout or connection failure of the untracked connection
+    /// (anything else clears the count): whether it is the [`STRIKES`]th
+    /// in a row.
+    fn strike<T>(&self, result: &Result<T, L2Error>) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let failed = match result {
+            Err(L2Error::Timeout(_)) => true,
+            Err(L2Error::Redis(error)) => error.is_timeout() || is_connection_failure(error),
+            _ => false,
+        };
+        if !failed {
+            if self.strikes.load(Relaxed) != 0 {
+                self.strikes.store(0, Relaxed);
+            }
+            return false;
+        }
+        if self.strikes.fetch_add(1, Relaxed) + 1 >= STRIKES {
+            self.strikes.store(0, Relaxed);
+            return true;
+        }
+        false
     }
 
     async fn cmd<T: redis::FromRedisValue>(&self, op: Op, cmd: &redis::Cmd) -> Result<T, L2Error> {
@@ -750,6 +913,11 @@ impl L2 {
         version_keys: &[String],
         version_ttl: Duration,
     ) -> Result<Read, L2Error> {
+        if let Some(tracked) = self.tracking.begin(|| self.client(), version_keys) {
+            return self
+                .tracked_read(tracked, entry_key, version_keys, version_ttl)
+                .await;
+        }
         let mut found = strings(self.cmd(Op::Read, &mget(entry_key, version_keys)).await?)?;
         if found.is_empty() {
             return Err(unexpected("MGET answered with no values"));
@@ -759,6 +927,61 @@ impl L2 {
             .current_versions(version_keys, found, version_ttl)
             .await?;
         Ok(Read { entry, versions })
+    }
+
+    /// [`L2::read`] over the tracked connection: a `GET` of the entry when
+    /// its versions are known (and still are once it is in), otherwise
+    /// `CLIENT CACHING YES`, an `MGET` of the versions (kept, see
+    /// [`Tracking::learn`]) and a `GET` of the entry, in one pipeline.
+    async fn tracked_read(
+        &self,
+        mut tracked: Tracked,
+        entry_key: &str,
+        version_keys: &[String],
+        version_ttl: Duration,
+    ) -> Result<Read, L2Error> {
+        let mut conn = tracked.conn.clone();
+        if tracked.all_known {
+            let mut get = redis::Cmd::with_capacity(2, entry_key.len() + 3);
+            get.arg("GET").arg(entry_key);
+            let got = self
+                .bounded_tracked(Op::Read, get.query_async(&mut conn))
+                .await;
+            let entry = self.tracked_reply(&tracked, got).and_then(string)?;
+            if let Some(versions) = self.tracking.known(&tracked, version_keys) {
+                return Ok(Read { entry, versions });
+            }
+            // A version changed meanwhile: ask for them all.
+            self.tracking.restart(&mut tracked);
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
+        pipe.add_command(mget_of(version_keys));
+        pipe.cmd("GET").arg(entry_key);
+        let got = self
+            .bounded_tracked(Op::Read, pipe.query_async(&mut conn))
+            .await;
+        let (found, entry): (redis::Value, redis::Value) = self.tracked_reply(&tracked, got)?;
+        let found = strings(found)?;
+        let entry = string(entry)?;
+        let complete = found.iter().all(Option::is_some);
+        let versions = self
+            .current_versions(version_keys, found, version_ttl)
+            .await?;
+        if complete {
+            self.tracking.learn(&tracked, version_keys, &versions);
+        }
+        Ok(Read { entry, versions })
+    }
+
+    /// A reply on the tracked connection; a failure drops the connection.
+    fn tracked_reply<T>(&self, tracked: &Tracked, got: Result<T, L2Error>) -> Result<T, L2Error> {
+        if let Err(error) = &got
+            && !error.skipped()
+        {
+            self.tracking.failed(tracked);
+        }
+        got
     }
 
     /// Many entries, and the versions of `version_keys` (the union of
@@ -916,18 +1139,126 @@ impl L2 {
         let (taken, left): (i64, i64) = self
             .bounded(Op::Lock, invocation.invoke_async(&mut conn))
             .await?;
-        Ok(match taken {
-            1 => Acquired::Taken,
-            2 => Acquired::Landed,
-            // A lock set without a TTL (by something else: `PTTL` is -1)
-            // is waited on as a whole lease, not polled.
-            _ => Acquired::Held(
-                u64::try_from(left)
-                    .ok()
-                    .filter(|&left| left > 0)
-                    .map_or(lease, Duration::from_millis),
-            ),
-        })
+        Ok(acquired(taken, left, lease))
+    }
+
+    /// [`L2::read`], and the lock taken in the same round trip when the
+    /// entry is absent or a tombstone (see [`READ_OR_ACQUIRE`]): `None`
+    /// when the entry was there (the lock not tried).
+    pub(crate) async fn read_or_acquire(
+        &self,
+        entry_key: &str,
+        version_keys: &[String],
+        version_ttl: Duration,
+        lock: Acquire<'_>,
+    ) -> Result<(Read, Option<Acquired>), L2Error> {
+        let waiters = waiters_key(lock.lock_key);
+        let mut invocation = READ_OR_ACQUIRE.key(entry_key);
+        invocation
+            .key(lock.lock_key)
+            .key(&waiters)
+            .arg(lock.token)
+            .arg(millis(lock.lease));
+        let tracked = self.tracking.begin(|| self.client(), version_keys);
+        let reply = match &tracked {
+            // Versions known: the script alone.
+            Some(tracked) if tracked.all_known => {
+                let mut conn = tracked.conn.clone();
+                let got = self
+                    .bounded_tracked(Op::ReadOrLock, invocation.invoke_async(&mut conn))
+                    .await;
+                let reply: redis::Value = self.tracked_reply(tracked, got)?;
+                let versions = self.tracking.known(tracked, version_keys);
+                (reply, versions.map(Ok))
+            }
+            // The versions asked for (and learnt) first, in one pipeline.
+            _ => {
+                let mut pipe = redis::pipe();
+                if tracked.is_some() {
+                    pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
+                }
+                pipe.add_command(mget_of(version_keys));
+                pipe.invoke_script(&invocation);
+                let got = match &tracked {
+                    Some(tracked) => {
+                        let mut conn = tracked.conn.clone();
+                        let got = self
+                            .scripted(&pipe, &READ_OR_ACQUIRE, &mut conn, true)
+                            .await;
+                        self.tracked_reply(tracked, got)
+                    }
+                    None => {
+                        let mut conn = self.conn();
+                        self.scripted(&pipe, &READ_OR_ACQUIRE, &mut conn, false)
+                            .await
+                    }
+                }?;
+                let (found, reply): (redis::Value, redis::Value) = got;
+                (reply, Some(Err(strings(found)?)))
+            }
+        };
+        let (script, known) = reply;
+        let redis::Value::Array(mut parts) = script else {
+            return Err(unexpected("the read-or-lock script answered with no array"));
+        };
+        if parts.len() != 3 {
+            return Err(unexpected(
+                "the read-or-lock script answered with the wrong shape",
+            ));
+        }
+        let left = integer(parts.pop())?;
+        let taken = integer(parts.pop())?;
+        let entry = string(parts.pop().unwrap_or(redis::Value::Nil))?;
+        let versions = match known {
+            Some(Ok(versions)) => versions,
+            Some(Err(found)) => {
+                let complete = found.iter().all(Option::is_some);
+                let versions = self
+                    .current_versions(version_keys, found, version_ttl)
+                    .await?;
+                if complete && let Some(tracked) = &tracked {
+                    self.tracking.learn(tracked, version_keys, &versions);
+                }
+                versions
+            }
+            // A version changed while the script ran: ask for them (a
+            // second round trip, only then).
+            None => {
+                let found = strings(self.cmd(Op::Read, &mget_of(version_keys)).await?)?;
+                self.current_versions(version_keys, found, version_ttl)
+                    .await?
+            }
+        };
+        let lock = (taken != 3).then(|| acquired(taken, left, lock.lease));
+        Ok((Read { entry, versions }, lock))
+    }
+
+    /// A pipeline that invokes `script`, sent again with the script
+    /// loaded first when the server does not have it (`NOSCRIPT`: a
+    /// restarted or flushed server).
+    async fn scripted<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        script: &redis::Script,
+        conn: &mut (impl redis::aio::ConnectionLike + Send),
+        tracked: bool,
+    ) -> Result<T, L2Error> {
+        let sent = self
+            .bounded_on(tracked, Op::ReadOrLock, pipe.query_async(&mut *conn))
+            .await;
+        match sent {
+            Err(L2Error::Redis(error))
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                let mut load = redis::pipe();
+                load.load_script(script).ignore();
+                self.bounded_on(tracked, Op::ReadOrLock, load.query_async::<()>(&mut *conn))
+                    .await?;
+                self.bounded_on(tracked, Op::ReadOrLock, pipe.query_async(&mut *conn))
+                    .await
+            }
+            other => other,
+        }
     }
 
     /// Extends a lease that is still ours; `Ok(false)` when it is not.

@@ -172,7 +172,51 @@ impl<'a> L2Call<'a> {
                 return L2Read::Unavailable;
             }
         };
-        self.classify(codec, read.entry, read.versions, pending.as_ref(), at)
+        let read = self.classify(codec, read.entry, read.versions, pending.as_ref(), at);
+        self.inner
+            .misses
+            .record(self.spec.prefix, !matches!(read, L2Read::Found(_)));
+        read
+    }
+
+    /// [`L2Call::read`], with `lock` taken in the same round trip if the
+    /// entry is absent or a tombstone; the lock's outcome is `None` when
+    /// it was not tried (the entry was there, or Redis did not answer).
+    pub(crate) async fn read_or_acquire<V>(
+        &self,
+        codec: TypeCodec<V>,
+        lock: crate::l2::Acquire<'_>,
+    ) -> (L2Read<V>, Option<crate::l2::Acquired>) {
+        let at = Instant::now();
+        let pending = self.inner.pending.snapshot();
+        let read = self
+            .l2
+            .read_or_acquire(
+                &self.entry_key,
+                &self.version_keys,
+                self.version_ttl(),
+                lock,
+            )
+            .await;
+        let (read, acquired) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                self.redis_failed(&error, "read");
+                return (L2Read::Unavailable, None);
+            }
+        };
+        let read = self.classify(codec, read.entry, read.versions, pending.as_ref(), at);
+        self.inner
+            .misses
+            .record(self.spec.prefix, !matches!(read, L2Read::Found(_)));
+        (read, acquired)
+    }
+
+    /// Whether reads of this function's entries have missed lately, so
+    /// that the next one had better take the lock as it reads (see
+    /// [`Misses`]).
+    pub(crate) fn misses_lately(&self) -> bool {
+        self.inner.misses.lately(self.spec.prefix)
     }
 
     /// What an entry read at `at` (with the current `versions` of its tags,
@@ -413,5 +457,43 @@ impl<'a> L2Call<'a> {
                 Err(NotWritten::Failed)
             }
         }
+    }
+}
+
+/// Whether the last L2 read of each function (by its prefix, in one of 64
+/// slots) missed. A read that is likely to miss takes the lock in the
+/// same round trip ([`L2Call::read_or_acquire`]: a miss in two round
+/// trips, read and write, instead of three); one likely to hit is a plain
+/// `GET` (a script costs Redis more than a `GET`: see
+/// `docs/benchmarks.md`).
+pub(crate) struct Misses([std::sync::atomic::AtomicBool; 64]);
+
+impl Default for Misses {
+    /// Every function's first read takes the lock if it misses: a new
+    /// process is as likely to find the cache cold.
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| {
+            std::sync::atomic::AtomicBool::new(true)
+        }))
+    }
+}
+
+impl Misses {
+    fn slot(&self, prefix: &str) -> &std::sync::atomic::AtomicBool {
+        let hash = prefix.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        &self.0[(hash % 64) as usize]
+    }
+
+    fn record(&self, prefix: &str, missed: bool) {
+        let slot = self.slot(prefix);
+        if slot.load(std::sync::atomic::Ordering::Relaxed) != missed {
+            slot.store(missed, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn lately(&self, prefix: &str) -> bool {
+        self.slot(prefix).load(std::sync::atomic::Ordering::Relaxed)
     }
 }

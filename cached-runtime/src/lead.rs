@@ -332,7 +332,11 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         // in for, or by another process as slow.
         let lock = spec.lock.unwrap_or(inner.settings.lock)
             && !self.leader.as_ref().is_some_and(Leader::is_relief);
-        // Made on the first miss only: a hit needs none of them.
+        // The first read takes the lock too when this function's reads
+        // missed lately (a miss is then two round trips, not three).
+        let mut combine = lock && l2.misses_lately();
+        // Made on the first miss only (or before a combined read): a hit
+        // needs none of them.
         let mut watch = None;
         let mut lock_id: Option<(String, String)> = None;
         let give_up_at = later(self.started, inner.settings.lock_wait);
@@ -341,23 +345,14 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         // invalidated, or its window ended): wait for the lock alone.
         let mut soft_spent = false;
         let consulted = loop {
-            match l2.read(ctx.codec).await {
-                // A cached "nothing" for a function that cannot return one
-                // (another function's entry, or an older deployment's): a
-                // miss, overwritten by this load.
-                L2Read::Found(found) if found.value.is_none() && S::absent().is_none() => {
-                    self.seen = Some(found.seen);
+            let combined = std::mem::take(&mut combine);
+            if !combined {
+                if let Some(done) = self.take_read(l2.read(ctx.codec).await) {
+                    break done;
                 }
-                L2Read::Found(found) => {
-                    if let Some(answer) = self.found(found) {
-                        break Consulted::Answered(answer);
-                    }
+                if !lock {
+                    break Consulted::Load;
                 }
-                L2Read::Miss(missed) => self.seen = Some(missed),
-                L2Read::Unavailable => break Consulted::Load,
-            }
-            if !lock {
-                break Consulted::Load;
             }
             // Listening before the lock is tried: a landing in between is
             // not missed.
@@ -368,14 +363,40 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
             let (lock_key, token) =
                 lock_id.get_or_insert_with(|| (inner.names.lock(&ctx.key), crate::lock::token()));
             let lease_time = inner.settings.lock_lease;
-            let seen_entry = self.seen.as_ref().map_or_else(String::new, Seen::digest);
             // Released unless known not to be ours: see `Lease`.
-            let attempt =
-                Lease::attempt(&ctx.cache, lock_key.clone(), token.clone(), ctx.key.clone());
-            let acquired = l2
-                .l2
-                .acquire(lock_key, token, lease_time, &l2.entry_key, &seen_entry)
-                .await;
+            let new_attempt =
+                || Lease::attempt(&ctx.cache, lock_key.clone(), token.clone(), ctx.key.clone());
+            let mut attempt = Some(new_attempt());
+            let mut acquired = None;
+            if combined {
+                let request = crate::l2::Acquire {
+                    lock_key,
+                    token,
+                    lease: lease_time,
+                };
+                let (read, lock) = l2.read_or_acquire(ctx.codec, request).await;
+                if lock.is_none()
+                    && !matches!(read, L2Read::Unavailable)
+                    && let Some(untried) = attempt.take()
+                {
+                    untried.not_taken(); // the entry was there
+                }
+                if let Some(done) = self.take_read(read) {
+                    break done; // an attempt left, dropped, releases a lock taken
+                }
+                acquired = lock.map(Ok);
+            }
+            let attempt = attempt.unwrap_or_else(new_attempt);
+            let acquired = match acquired {
+                Some(acquired) => acquired,
+                // Not tried: the entry was there, and no use.
+                None => {
+                    let seen_entry = self.seen.as_ref().map_or_else(String::new, Seen::digest);
+                    l2.l2
+                        .acquire(lock_key, token, lease_time, &l2.entry_key, &seen_entry)
+                        .await
+                }
+            };
             let left = match acquired {
                 Ok(Acquired::Taken) => {
                     self.lease = Some(attempt.taken(lease_time));
@@ -432,6 +453,28 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         };
         self.l2 = Some(l2);
         consulted
+    }
+
+    /// What a read found: the end of the consultation (an answer, or a
+    /// load without the lock when Redis did not answer), or `None` to go
+    /// on to the lock with what was seen.
+    fn take_read(&mut self, read: L2Read<S::Value>) -> Option<Consulted<R>> {
+        match read {
+            // A cached "nothing" for a function that cannot return one
+            // (another function's entry, or an older deployment's): a
+            // miss, overwritten by this load.
+            L2Read::Found(found) if found.value.is_none() && S::absent().is_none() => {
+                self.seen = Some(found.seen);
+            }
+            L2Read::Found(found) => {
+                if let Some(answer) = self.found(found) {
+                    return Some(Consulted::Answered(answer));
+                }
+            }
+            L2Read::Miss(missed) => self.seen = Some(missed),
+            L2Read::Unavailable => return Some(Consulted::Load),
+        }
+        None
     }
 
     /// A valid entry read from Redis: the answer if it is fresh (and, for

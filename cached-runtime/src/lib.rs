@@ -43,6 +43,7 @@ mod spec;
 mod stats;
 pub mod tags;
 mod target;
+mod tracking;
 pub mod warm;
 mod write;
 

@@ -38,15 +38,22 @@
 //!
 //! An entry's key expires at the end of its fresh period plus its function's
 //! `stale` and `fail_safe` windows; the envelope records where the fresh
-//! period ends. A version key lives at least twice as long as the longest
-//! entry written with it (the write extends it with `PEXPIRE … GT`), so it never expires
+//! period ends. A version key lives at least as long as the longest
+//! entry written with it: its TTL is twice that, and a write extends it
+//! (`PEXPIRE … GT`) when less than half of it is left, so it never expires
 //! under a live entry; if it is evicted anyway, see above.
 //!
 //! # Round trips
 //!
-//! - Read: one `MGET` of the entry and its tag versions. Only when a version
-//!   key does not exist yet (the first read of a tag) a second round trip
-//!   creates it (`SET NX`, then `GET`).
+//! - Read: one `GET` of the entry, over the tracked connection, when the
+//!   versions are known (see `tracking.rs`); otherwise `CLIENT CACHING
+//!   YES`, an `MGET` of the versions and the `GET`, in one pipeline (one
+//!   `MGET` of the entry and its versions without tracking). Only when a
+//!   version key does not exist yet (the first read of a tag) a second
+//!   round trip creates it (`SET NX`, then `GET`). While a function's reads
+//!   miss, the read is a script that also takes the lock when the entry is
+//!   absent or a tombstone (read-or-lock, `l2.rs`): a miss is then that
+//!   read and the write.
 //! - Write after a load: one script: `SET` of the entry if it is still as
 //!   the load saw it, `PEXPIRE … GT` of its tag versions, and, when the
 //!   loader holds the lock, its release and a `PUBLISH` of the landing.
