@@ -249,6 +249,8 @@ async fn without_tracking_every_read_asks_for_the_versions() {
         let value = source.row(1, 1).await;
         // Time for a tracked connection to be tried (and refused).
         tokio::time::sleep(Duration::from_millis(300)).await;
+        // A hit, so that reads are plain (not read-or-lock) from now on.
+        assert_eq!(source.row(1, 1).await, value);
         let before = support::command_calls(&mut redis, "mget").await;
         for _ in 0..20 {
             assert_eq!(source.row(1, 1).await, value);
