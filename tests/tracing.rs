@@ -171,7 +171,8 @@ async fn a_miss_has_a_call_span_a_load_span_and_redis_spans() {
         .into_iter()
         .filter(|op| *op != "create_versions")
         .collect();
-    assert_eq!(ops, ["read", "lock", "write"]);
+    // A first read takes the lock as it reads (read-or-lock).
+    assert_eq!(ops, ["read_or_lock", "write"]);
     for span in &redis {
         let f = &span.fields;
         assert_eq!(f["db.system.name"], "redis");
@@ -182,7 +183,7 @@ async fn a_miss_has_a_call_span_a_load_span_and_redis_spans() {
         assert_eq!(f["otel.name"], f["db.operation.name"]);
         assert_eq!(span.parent.as_deref(), Some("tiercache.call"));
     }
-    assert_eq!(redis[0].fields["db.operation.name"], "MGET");
+    assert_eq!(redis[0].fields["db.operation.name"], "PIPELINE");
     assert!(!log.mentions(key), "the key is in no span or log");
 
     // An L1 hit makes no span at all.

@@ -370,11 +370,15 @@ async fn a_miss_is_two_round_trips_when_misses_are_what_reads_find() {
     let sent = commands_sent(&server.url(), source.row(1, 2)).await;
     assert_eq!(
         sent,
-        ["evalsha", "evalsha"],
-        "a miss after a miss: read-or-lock, write"
+        ["mget", "evalsha", "evalsha"],
+        "a miss after a miss: versions and read-or-lock (one pipeline), write"
     );
     let sent = commands_sent(&server.url(), source.row(1, 2)).await;
-    assert_eq!(sent, ["evalsha"], "a hit after a miss: the same script");
+    assert_eq!(
+        sent,
+        ["mget", "evalsha"],
+        "a hit after a miss: the same pipeline"
+    );
     let sent = commands_sent(&server.url(), source.row(1, 2)).await;
     assert_eq!(sent, ["get"], "a hit after a hit");
     let sent = commands_sent(&server.url(), source.row(1, 3)).await;
@@ -384,4 +388,57 @@ async fn a_miss_is_two_round_trips_when_misses_are_what_reads_find() {
         "a miss after a hit: read, lock, write"
     );
     assert_eq!(source.cache.stats().loads, 4);
+}
+
+/// A read-or-lock cancelled (or timed out) before Redis ran it: the lock's
+/// release goes over the same connection, after it, so the lock it may
+/// take is not left held by nobody for a whole lease.
+#[tokio::test]
+async fn a_cancelled_read_or_lock_leaves_no_lock_behind() {
+    let server = support::RedisServer::start();
+    let proxy = support::proxy::Proxy::start(server.port()).await;
+    let source = l2_only(&proxy.url(), "cancel").await;
+    let mut redis = support::raw(&server.url()).await;
+    source.row(1, 1).await; // a miss: the next read is read-or-lock
+    for id in 2..12 {
+        proxy.freeze();
+        let cancelled = tokio::time::timeout(Duration::from_millis(30), source.row(1, id)).await;
+        assert!(cancelled.is_err(), "held up by the proxy");
+        proxy.thaw();
+        let released = support::eventually(Duration::from_secs(2), async || {
+            let locks: Vec<String> = redis::cmd("KEYS")
+                .arg("cancel:#lock:*")
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            locks.is_empty()
+        })
+        .await;
+        assert!(released, "id {id}: a lock left held");
+    }
+}
+
+/// An entry refused for its versions (after a tag invalidation) is no
+/// reason to read-or-lock: the script would return it as it is, and the
+/// lock would cost its own round trip all the same.
+#[tokio::test]
+async fn entries_refused_for_their_versions_are_read_plainly() {
+    let server = support::RedisServer::start();
+    let source = l2_only(&server.url(), "refused").await;
+    let mut redis = support::raw(&server.url()).await;
+    until_tracked(&source, &mut redis, 4, 0).await;
+    for id in 1..=3 {
+        source.row(4, id).await;
+        source.row(4, id).await; // hits: reads are plain
+    }
+    source.cache.invalidate_tags(["grp:4"]).await.unwrap();
+    source.row(4, 1).await; // versions asked for again, the entry refused
+    for id in 2..=3 {
+        let sent = commands_sent(&server.url(), source.row(4, id)).await;
+        assert_eq!(
+            sent,
+            ["get", "evalsha", "evalsha"],
+            "id {id}: a plain read, the lock, the write"
+        );
+    }
 }

@@ -77,7 +77,8 @@ pub(crate) enum Op {
     WriteMany,
     /// The cross-process lock taken.
     Lock,
-    /// An entry read, and the lock taken if it is absent.
+    /// An entry and its versions read, and the lock taken if it is absent
+    /// (`MGET` and a script).
     ReadOrLock,
     /// A lock's lease extended.
     Renew,
@@ -141,13 +142,13 @@ impl Op {
     const fn command(self) -> &'static str {
         match self {
             Op::Read | Op::ReadMany => "MGET",
-            Op::Write | Op::Lock | Op::ReadOrLock | Op::Renew | Op::Unlock | Op::WriteThrough => {
-                "EVALSHA"
-            }
+            Op::Write | Op::Lock | Op::Renew | Op::Unlock | Op::WriteThrough => "EVALSHA",
             Op::Plant => "SET",
             Op::Ping => "PING",
             Op::Info => "INFO",
-            Op::CreateVersions | Op::WriteMany | Op::Invalidate | Op::Probe => "PIPELINE",
+            Op::CreateVersions | Op::ReadOrLock | Op::WriteMany | Op::Invalidate | Op::Probe => {
+                "PIPELINE"
+            }
         }
     }
 }
@@ -437,7 +438,12 @@ pub(crate) struct L2 {
     /// Timeouts and connection failures in a row on the other connection
     /// (see [`STRIKES`]).
     strikes: std::sync::atomic::AtomicU32,
+    /// When strikes last replaced it.
+    struck: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// The least time between two replacements for strikes.
+const STRIKE_GAP: Duration = Duration::from_secs(5);
 
 /// After this many timeouts or connection failures in a row of the
 /// commands that do not go over the tracked connection, that connection is
@@ -591,6 +597,7 @@ impl L2 {
         Self {
             tracking: Tracking::new(tracking, timeout, moved),
             strikes: std::sync::atomic::AtomicU32::new(0),
+            struck: std::sync::Mutex::new(None),
             target,
             sentinel,
             config,
@@ -642,6 +649,13 @@ impl L2 {
     /// later. Called when the breaker opens and when its probe fails.
     /// With Sentinel, the master is looked up again too.
     fn reconnect(&self) {
+        self.replace_untracked();
+        self.tracking.reset();
+    }
+
+    /// Replaces the untracked connection (see [`L2::reconnect`]), and with
+    /// Sentinel looks the master up again.
+    fn replace_untracked(&self) {
         {
             let mut target = self
                 .target
@@ -658,7 +672,6 @@ impl L2 {
                 Err(error) => tracing::debug!(%error, "cannot make a new Redis connection"),
             }
         }
-        self.tracking.reset();
         if let Some(sentinel) = &self.sentinel {
             sentinel.kick(false);
         }
@@ -700,6 +713,11 @@ impl L2 {
         self.sentinel.as_ref().map(|sentinel| sentinel.moved())
     }
 
+    /// Whether every turn for an operation is taken (see [`MAX_IN_FLIGHT`]).
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight.available_permits() == 0
+    }
+
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -716,20 +734,6 @@ impl L2 {
             return Err(L2Error::BreakerOpen);
         }
         self.bounded_with(op, run, probe, true).await
-    }
-
-    /// [`L2::bounded_tracked`] or [`L2::bounded`].
-    async fn bounded_on<T>(
-        &self,
-        tracked: bool,
-        op: Op,
-        run: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, L2Error> {
-        if tracked {
-            self.bounded_tracked(op, run).await
-        } else {
-            self.bounded(op, run).await
-        }
     }
 
     /// As [`L2::bounded`], for a command over the tracked connection.
@@ -809,9 +813,20 @@ impl L2 {
             span.record("error.type", kind.label());
         }
         self.metrics.breaker(self.breaker.is_open());
-        let struck_out = untracked && self.strike(&result);
-        if opened || struck_out || (probe && result.is_err()) {
+        if opened || (probe && result.is_err()) {
             self.reconnect();
+        } else if untracked && self.strike(&result) {
+            self.replace_untracked();
+        }
+        // The untracked connection lost, it may come back to another server
+        // (a failover behind a name or a virtual IP) while the tracked one
+        // stays where it was: the two must not part, so the tracked one goes
+        // too (a failed command on it drops it likewise, `tracked_reply`).
+        if untracked
+            && let Err(L2Error::Redis(error)) = &result
+            && is_connection_failure(error)
+        {
+            self.tracking.reset();
         }
         self.follow_master(&result);
         result
@@ -820,6 +835,11 @@ impl L2 {
     /// Counts a timeout or connection failure of the untracked connection
     /// (anything else clears the count): whether it is the [`STRIKES`]th
     /// in a row.
+    ///
+    /// One caller only sees the count reach it, and a connection is
+    /// replaced this way at most once per [`STRIKE_GAP`]: the commands in
+    /// flight when Redis stalled (a fork, an overload) time out on the new
+    /// connection's account too.
     fn strike<T>(&self, result: &Result<T, L2Error>) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let failed = match result {
@@ -833,11 +853,20 @@ impl L2 {
             }
             return false;
         }
-        if self.strikes.fetch_add(1, Relaxed) + 1 >= STRIKES {
-            self.strikes.store(0, Relaxed);
-            return true;
+        if self.strikes.fetch_add(1, Relaxed) + 1 != STRIKES {
+            return false;
         }
-        false
+        self.strikes.store(0, Relaxed);
+        let mut last = self
+            .struck
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < STRIKE_GAP) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     async fn cmd<T: redis::FromRedisValue>(&self, op: Op, cmd: &redis::Cmd) -> Result<T, L2Error> {
@@ -918,7 +947,17 @@ impl L2 {
                 .tracked_read(tracked, entry_key, version_keys, version_ttl)
                 .await;
         }
-        let mut found = strings(self.cmd(Op::Read, &mget(entry_key, version_keys)).await?)?;
+        let found = strings(self.cmd(Op::Read, &mget(entry_key, version_keys)).await?)?;
+        self.untracked_read(found, version_keys, version_ttl).await
+    }
+
+    /// What an `MGET` of an entry and its versions found.
+    async fn untracked_read(
+        &self,
+        mut found: Vec<Option<Vec<u8>>>,
+        version_keys: &[String],
+        version_ttl: Duration,
+    ) -> Result<Read, L2Error> {
         if found.is_empty() {
             return Err(unexpected("MGET answered with no values"));
         }
@@ -951,8 +990,12 @@ impl L2 {
             if let Some(versions) = self.tracking.known(&tracked, version_keys) {
                 return Ok(Read { entry, versions });
             }
+            if !self.tracking.restart(&mut tracked) {
+                // Replaced meanwhile: read as without tracking.
+                let found = strings(self.cmd(Op::Read, &mget(entry_key, version_keys)).await?)?;
+                return self.untracked_read(found, version_keys, version_ttl).await;
+            }
             // A version changed meanwhile: ask for them all.
-            self.tracking.restart(&mut tracked);
         }
         let mut pipe = redis::pipe();
         pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
@@ -1145,6 +1188,13 @@ impl L2 {
     /// [`L2::read`], and the lock taken in the same round trip when the
     /// entry is absent or a tombstone (see [`READ_OR_ACQUIRE`]): `None`
     /// when the entry was there (the lock not tried).
+    ///
+    /// One pipeline, `MGET` of the versions then the script, over the
+    /// connection the lock's release goes over (see `Lease`): a release
+    /// sent after an attempt that timed out or was cancelled runs after
+    /// it, never before. Not over the tracked connection, then, and so the
+    /// versions are asked for, not looked up (a push on the tracked
+    /// connection says nothing of a reply on this one).
     pub(crate) async fn read_or_acquire(
         &self,
         entry_key: &str,
@@ -1159,45 +1209,12 @@ impl L2 {
             .key(&waiters)
             .arg(lock.token)
             .arg(millis(lock.lease));
-        let tracked = self.tracking.begin(|| self.client(), version_keys);
-        let reply = match &tracked {
-            // Versions known: the script alone.
-            Some(tracked) if tracked.all_known => {
-                let mut conn = tracked.conn.clone();
-                let got = self
-                    .bounded_tracked(Op::ReadOrLock, invocation.invoke_async(&mut conn))
-                    .await;
-                let reply: redis::Value = self.tracked_reply(tracked, got)?;
-                let versions = self.tracking.known(tracked, version_keys);
-                (reply, versions.map(Ok))
-            }
-            // The versions asked for (and learnt) first, in one pipeline.
-            _ => {
-                let mut pipe = redis::pipe();
-                if tracked.is_some() {
-                    pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
-                }
-                pipe.add_command(mget_of(version_keys));
-                pipe.invoke_script(&invocation);
-                let got = match &tracked {
-                    Some(tracked) => {
-                        let mut conn = tracked.conn.clone();
-                        let got = self
-                            .scripted(&pipe, &READ_OR_ACQUIRE, &mut conn, true)
-                            .await;
-                        self.tracked_reply(tracked, got)
-                    }
-                    None => {
-                        let mut conn = self.conn();
-                        self.scripted(&pipe, &READ_OR_ACQUIRE, &mut conn, false)
-                            .await
-                    }
-                }?;
-                let (found, reply): (redis::Value, redis::Value) = got;
-                (reply, Some(Err(strings(found)?)))
-            }
-        };
-        let (script, known) = reply;
+        let mut pipe = redis::pipe();
+        pipe.add_command(mget_of(version_keys));
+        pipe.invoke_script(&invocation);
+        let mut conn = self.conn();
+        let (found, script): (redis::Value, redis::Value) =
+            self.scripted(&pipe, &READ_OR_ACQUIRE, &mut conn).await?;
         let redis::Value::Array(mut parts) = script else {
             return Err(unexpected("the read-or-lock script answered with no array"));
         };
@@ -1209,26 +1226,9 @@ impl L2 {
         let left = integer(parts.pop())?;
         let taken = integer(parts.pop())?;
         let entry = string(parts.pop().unwrap_or(redis::Value::Nil))?;
-        let versions = match known {
-            Some(Ok(versions)) => versions,
-            Some(Err(found)) => {
-                let complete = found.iter().all(Option::is_some);
-                let versions = self
-                    .current_versions(version_keys, found, version_ttl)
-                    .await?;
-                if complete && let Some(tracked) = &tracked {
-                    self.tracking.learn(tracked, version_keys, &versions);
-                }
-                versions
-            }
-            // A version changed while the script ran: ask for them (a
-            // second round trip, only then).
-            None => {
-                let found = strings(self.cmd(Op::Read, &mget_of(version_keys)).await?)?;
-                self.current_versions(version_keys, found, version_ttl)
-                    .await?
-            }
-        };
+        let versions = self
+            .current_versions(version_keys, strings(found)?, version_ttl)
+            .await?;
         let lock = (taken != 3).then(|| acquired(taken, left, lock.lease));
         Ok((Read { entry, versions }, lock))
     }
@@ -1240,11 +1240,10 @@ impl L2 {
         &self,
         pipe: &redis::Pipeline,
         script: &redis::Script,
-        conn: &mut (impl redis::aio::ConnectionLike + Send),
-        tracked: bool,
+        conn: &mut ConnectionManager,
     ) -> Result<T, L2Error> {
         let sent = self
-            .bounded_on(tracked, Op::ReadOrLock, pipe.query_async(&mut *conn))
+            .bounded(Op::ReadOrLock, pipe.query_async(&mut *conn))
             .await;
         match sent {
             Err(L2Error::Redis(error))
@@ -1252,9 +1251,9 @@ impl L2 {
             {
                 let mut load = redis::pipe();
                 load.load_script(script).ignore();
-                self.bounded_on(tracked, Op::ReadOrLock, load.query_async::<()>(&mut *conn))
+                self.bounded(Op::ReadOrLock, load.query_async::<()>(&mut *conn))
                     .await?;
-                self.bounded_on(tracked, Op::ReadOrLock, pipe.query_async(&mut *conn))
+                self.bounded(Op::ReadOrLock, pipe.query_async(&mut *conn))
                     .await
             }
             other => other,

@@ -172,10 +172,10 @@ impl<'a> L2Call<'a> {
                 return L2Read::Unavailable;
             }
         };
+        // What read-or-lock would have taken the lock for.
+        let absent = read.entry.as_deref().is_none_or(crate::l2::is_tombstone);
         let read = self.classify(codec, read.entry, read.versions, pending.as_ref(), at);
-        self.inner
-            .misses
-            .record(self.spec.prefix, !matches!(read, L2Read::Found(_)));
+        self.inner.misses.record(self.spec.prefix, absent);
         read
     }
 
@@ -200,15 +200,24 @@ impl<'a> L2Call<'a> {
             .await;
         let (read, acquired) = match read {
             Ok(read) => read,
+            // Refused, not failed (out of memory: a script that may write
+            // is refused whole, where a read is not): a plain read, and the
+            // lock asked for on its own.
+            Err(crate::l2::L2Error::Redis(error))
+                if !error.is_timeout() && !crate::breaker::is_connection_failure(&error) =>
+            {
+                tracing::debug!(%error, "read-or-lock refused; reading alone");
+                self.inner.misses.record(self.spec.prefix, false);
+                return (self.read(codec).await, None);
+            }
             Err(error) => {
                 self.redis_failed(&error, "read");
                 return (L2Read::Unavailable, None);
             }
         };
+        let absent = read.entry.as_deref().is_none_or(crate::l2::is_tombstone);
         let read = self.classify(codec, read.entry, read.versions, pending.as_ref(), at);
-        self.inner
-            .misses
-            .record(self.spec.prefix, !matches!(read, L2Read::Found(_)));
+        self.inner.misses.record(self.spec.prefix, absent);
         (read, acquired)
     }
 
@@ -461,23 +470,21 @@ impl<'a> L2Call<'a> {
 }
 
 /// Whether the last L2 read of each function (by its prefix, in one of 64
-/// slots) missed. A read that is likely to miss takes the lock in the
-/// same round trip ([`L2Call::read_or_acquire`]: a miss in two round
+/// slots) found its entry absent (or a tombstone): what read-or-lock takes
+/// the lock for, unlike an entry refused for its versions, which the script
+/// returns as it is. A read that is likely to find nothing takes the lock
+/// in the same round trip ([`L2Call::read_or_acquire`]: a miss in two round
 /// trips, read and write, instead of three); one likely to hit is a plain
 /// `GET` (a script costs Redis more than a `GET`: see
 /// `docs/benchmarks.md`).
-///
-/// A function's first reads are plain: a read-or-lock prepares the lock
-/// (its name, token, release guard and landing watch) before it is sent,
-/// and 20,000 calls begun at once on one thread spent long enough on that
-/// to time out the first reads they had sent (`tests/correctness.rs`,
-/// `a_burst_does_not_open_the_breaker_of_a_healthy_redis`).
 pub(crate) struct Misses([std::sync::atomic::AtomicBool; 64]);
 
 impl Default for Misses {
+    /// Every function's first read takes the lock if it misses: a new
+    /// process is as likely to find the cache cold.
     fn default() -> Self {
         Self(std::array::from_fn(|_| {
-            std::sync::atomic::AtomicBool::new(false)
+            std::sync::atomic::AtomicBool::new(true)
         }))
     }
 }

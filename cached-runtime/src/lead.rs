@@ -333,8 +333,10 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         let lock = spec.lock.unwrap_or(inner.settings.lock)
             && !self.leader.as_ref().is_some_and(Leader::is_relief);
         // The first read takes the lock too when this function's reads
-        // missed lately (a miss is then two round trips, not three).
-        let mut combine = lock && l2.misses_lately();
+        // missed lately (a miss is then two round trips, not three), unless
+        // every turn on the connection is taken: in a burst, the lock is
+        // not prepared for calls that would only wait for their turn.
+        let mut combine = lock && l2.misses_lately() && !l2.l2.busy();
         // Made on the first miss only (or before a combined read): a hit
         // needs none of them.
         let mut watch = None;

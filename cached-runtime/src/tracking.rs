@@ -231,8 +231,9 @@ impl Tracking {
     /// connection `tracked`: called once a read's reply is in (see the
     /// module's docs).
     pub(crate) fn known(&self, tracked: &Tracked, version_keys: &[String]) -> Option<Vec<u64>> {
+        let moves = self.moved.as_ref().map(|moved| *moved.borrow());
         let state = self.state();
-        if !state.is_current(tracked.number) {
+        if !state.is_current(tracked.number) || moves.is_some_and(|moves| moves != state.moves) {
             return None;
         }
         version_keys.iter().map(|key| self.known.get(key)).collect()
@@ -250,9 +251,14 @@ impl Tracking {
         }
     }
 
-    /// The churn now, for a read about to be sent again over `tracked`.
-    pub(crate) fn restart(&self, tracked: &mut Tracked) {
-        tracked.churn = self.state().churn;
+    /// The churn now, for a read about to be sent again over `tracked`;
+    /// `false` when `tracked` is no longer the current connection (or the
+    /// Sentinel master moved): not to be used again.
+    pub(crate) fn restart(&self, tracked: &mut Tracked) -> bool {
+        let moves = self.moved.as_ref().map(|moved| *moved.borrow());
+        let state = self.state();
+        tracked.churn = state.churn;
+        state.is_current(tracked.number) && moves.is_none_or(|moves| moves == state.moves)
     }
 
     /// A command over `tracked` failed: its connection is dropped (a new
@@ -284,9 +290,12 @@ async fn open(
         .clone()
         .set_protocol(redis::ProtocolVersion::RESP3);
     let client = redis::Client::open(info.set_redis_settings(settings))?;
+    // No response timeout of its own: every command on it is bounded by
+    // the cache's (`L2::bounded_with`), and a second timer per read cost
+    // throughput.
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
+        .set_response_timeout(None)
         .set_push_sender(pushes);
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
