@@ -293,3 +293,52 @@ async fn a_read_only_replica_fails_build() {
         built.map(|cache| cache.stats())
     );
 }
+
+/// A user whose ACL refuses client tracking (`-client|caching`,
+/// `-client|tracking`) is not refused: reads ask for the versions every
+/// time, and every call is answered from L2 as before.
+#[tokio::test]
+async fn a_user_without_client_tracking_reads_without_it() {
+    let server = support::RedisServer::start();
+    let mut redis = support::raw(&server.url()).await;
+    for missing in ["-client|caching", "-client|tracking"] {
+        let user = format!("no{}", missing[1..].replace('|', "-"));
+        let url = user_without(&server, &user, &[missing]).await;
+        let namespace = format!("acl-{user}");
+        let build = || {
+            Cache::builder()
+                .namespace(namespace.as_str())
+                .redis(url.as_str())
+                .l1_capacity(0)
+                .build()
+        };
+        let cache = build().await.expect("not refused at build");
+        let read = || {
+            cache
+                .entry("acl", &1u8)
+                .ttl(Duration::from_secs(60))
+                .get_with(|| async { 7u8 })
+        };
+        assert_eq!(read().await, 7);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(read().await, 7);
+        let before = support::command_calls(&mut redis, "mget").await;
+        let gets = support::command_calls(&mut redis, "get").await;
+        for _ in 0..10 {
+            assert_eq!(read().await, 7);
+        }
+        // (A refused attempt's own probe may add one MGET.)
+        let mgets = support::command_calls(&mut redis, "mget").await - before;
+        let gets = support::command_calls(&mut redis, "get").await - gets;
+        assert!(
+            mgets >= 10 && gets == 0,
+            "{missing}: reads ask for the versions ({mgets} MGETs, {gets} GETs)"
+        );
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.loads, stats.redis_errors),
+            (1, 0),
+            "{missing}: {stats:?}"
+        );
+    }
+}

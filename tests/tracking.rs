@@ -357,7 +357,8 @@ async fn commands_sent<F: Future>(url: &str, call: F) -> Vec<String> {
 }
 
 /// A miss is two round trips: the read that takes the lock when it finds
-/// nothing (one script), and the write that releases it (one script),
+/// nothing (the versions' `MGET` and a script, in one pipeline), and the
+/// write that releases it (one script),
 /// while the function's reads miss; once they hit, a read is a `GET`
 /// again (and a miss then costs the lock's own round trip).
 #[tokio::test]

@@ -595,7 +595,7 @@ impl L2 {
     ) -> Self {
         let moved = sentinel.as_ref().map(|sentinel| sentinel.moved());
         Self {
-            tracking: Tracking::new(tracking, timeout, moved),
+            tracking: Tracking::new(tracking, timeout, moved, format!("{namespace}:#probe")),
             strikes: std::sync::atomic::AtomicU32::new(0),
             struck: std::sync::Mutex::new(None),
             target,
@@ -727,13 +727,7 @@ impl L2 {
         op: Op,
         run: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, L2Error> {
-        let probe = self.breaker.is_open();
-        if !self.breaker.allow() {
-            self.metrics.failed(ErrorKind::BreakerOpen);
-            self.metrics.breaker(true);
-            return Err(L2Error::BreakerOpen);
-        }
-        self.bounded_with(op, run, probe, true).await
+        self.bounded_by_breaker(op, run, true).await
     }
 
     /// As [`L2::bounded`], for a command over the tracked connection.
@@ -742,13 +736,24 @@ impl L2 {
         op: Op,
         run: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, L2Error> {
+        self.bounded_by_breaker(op, run, false).await
+    }
+
+    /// Refused while the breaker is open (but for its probe), then
+    /// [`L2::bounded_with`].
+    async fn bounded_by_breaker<T>(
+        &self,
+        op: Op,
+        run: impl Future<Output = redis::RedisResult<T>>,
+        untracked: bool,
+    ) -> Result<T, L2Error> {
         let probe = self.breaker.is_open();
         if !self.breaker.allow() {
             self.metrics.failed(ErrorKind::BreakerOpen);
             self.metrics.breaker(true);
             return Err(L2Error::BreakerOpen);
         }
-        self.bounded_with(op, run, probe, false).await
+        self.bounded_with(op, run, probe, untracked).await
     }
 
     /// As [`L2::bounded`], tried even while the breaker is open: for
@@ -942,7 +947,11 @@ impl L2 {
         version_keys: &[String],
         version_ttl: Duration,
     ) -> Result<Read, L2Error> {
-        if let Some(tracked) = self.tracking.begin(|| self.client(), version_keys) {
+        // (With the breaker open, no tracked connection is tried: the read
+        // is skipped all the same.)
+        if !self.breaker.is_open()
+            && let Some(tracked) = self.tracking.begin(|| self.client(), version_keys)
+        {
             return self
                 .tracked_read(tracked, entry_key, version_keys, version_ttl)
                 .await;

@@ -34,8 +34,9 @@
 //! - **Anything unclear forgets everything.** A disconnection, a push
 //!   without keys (`FLUSHALL`), a failed command on the connection.
 //!
-//! A server without RESP3 or `CLIENT TRACKING` (Redis before 6, some
-//! proxies) refuses the connection: reads then ask for the versions every
+//! A server without RESP3, `CLIENT TRACKING` or `CLIENT INFO` (Redis
+//! before 6.2, some proxies), or an ACL that refuses one of the commands,
+//! refuses the connection: reads then ask for the versions every
 //! time, as they did before, and the connection is tried again later.
 
 use std::sync::{Arc, PoisonError, RwLock, Weak};
@@ -63,6 +64,8 @@ pub(crate) struct Tracking {
     timeout: Duration,
     /// With Sentinel: moves of the master; a move replaces the connection.
     moved: Option<tokio::sync::watch::Receiver<u64>>,
+    /// A key of the namespace, read when a connection is made.
+    probe_key: Arc<str>,
 }
 
 #[derive(Default)]
@@ -112,8 +115,10 @@ impl Tracking {
         enabled: bool,
         timeout: Duration,
         moved: Option<tokio::sync::watch::Receiver<u64>>,
+        probe_key: String,
     ) -> Self {
         Self {
+            probe_key: probe_key.into(),
             state: Arc::default(),
             known: Arc::new(quick_cache::sync::Cache::new(KNOWN_VERSIONS)),
             enabled,
@@ -188,13 +193,15 @@ impl Tracking {
         number: u64,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (state, known, timeout) = (self.state.clone(), self.known.clone(), self.timeout);
+        let probe_key = self.probe_key.clone();
         let pushes = Pushes {
             state: Arc::downgrade(&state),
             known: Arc::downgrade(&known),
             number,
         };
         async move {
-            let made = tokio::time::timeout(timeout, open(client, pushes, timeout)).await;
+            let made =
+                tokio::time::timeout(timeout, open(client, pushes, timeout, &probe_key)).await;
             let made = made.unwrap_or_else(|_| {
                 Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out")))
             });
@@ -283,6 +290,7 @@ async fn open(
     client: redis::Client,
     pushes: Pushes,
     timeout: Duration,
+    probe_key: &str,
 ) -> redis::RedisResult<MultiplexedConnection> {
     let info = client.get_connection_info().clone();
     let settings = info
@@ -300,12 +308,35 @@ async fn open(
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    redis::cmd("CLIENT")
+    // Every command the reads will send, so that a user whose ACL refuses
+    // one (`-client|caching`) reads without tracking rather than failing.
+    redis::pipe()
+        .cmd("CLIENT")
         .arg("TRACKING")
         .arg("ON")
         .arg("OPTIN")
+        .ignore()
+        .cmd("CLIENT")
+        .arg("CACHING")
+        .arg("YES")
+        .ignore()
+        .cmd("MGET")
+        .arg(probe_key)
+        .ignore()
         .query_async::<()>(&mut conn)
         .await?;
+    // Pushes arrive only on RESP3: a connection that is RESP2 after all
+    // (tracking on, its messages lost) is refused.
+    let info: String = redis::cmd("CLIENT")
+        .arg("INFO")
+        .query_async(&mut conn)
+        .await?;
+    if !info.split_whitespace().any(|field| field == "resp=3") {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the tracked connection is not RESP3",
+        )));
+    }
     Ok(conn)
 }
 

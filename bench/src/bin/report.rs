@@ -355,7 +355,7 @@ fn main() {
     );
     let mget3 = get("l2_hit/latency/raw_mget3_json");
     rows.push(
-        "2. L2 hit latency: raw `MGET` of the entry + 2 version keys + serde_json (the design's limit), vs raw `GET`",
+        "2. L2 hit latency: raw `MGET` of the entry + 2 version keys + serde_json (the read before client tracking), vs raw `GET`",
         t(mget3),
         format!("{} (raw)", t(raw)),
         pair(mget3, raw),
@@ -386,7 +386,7 @@ fn main() {
     );
     let mget3 = get("l2_hit/throughput64/raw_mget3_json");
     rows.push(
-        "2. L2 hit throughput, 64 tasks: raw `MGET` of 3 (the design's limit), vs raw `GET`",
+        "2. L2 hit throughput, 64 tasks: raw `MGET` of 3 (the read before client tracking), vs raw `GET`",
         r(mget3),
         format!("{} (raw)", r(raw)),
         pair(raw, mget3),
@@ -395,7 +395,7 @@ fn main() {
         "context",
     );
     rows.push(
-        "2. L2 hit throughput, 64 tasks: tiercache vs raw `MGET` of 3 (what the design leaves)",
+        "2. L2 hit throughput, 64 tasks: tiercache vs raw `MGET` of 3 (the read before client tracking)",
         r(tc),
         format!("{} (raw MGET)", r(mget3)),
         pair(mget3, tc),
@@ -774,16 +774,17 @@ fn markdown(args: &Args, rows: &Rows, c: &BTreeMap<String, f64>, stale: &[String
          Two threads: each on its own current-thread runtime; the time of the slower thread over \
          all calls gives the throughput. The two-thread rows are the most sensitive to other load \
          on the machine (`cached`'s lock contends): compare several runs before drawing lines.",
-        "**2. L2 hit.** tiercache with `l1_capacity(0)`, so every call is one `MGET` of the entry \
-         and its namespace and prefix versions (the tag checks), envelope check and serde_json; \
+        "**2. L2 hit.** tiercache with `l1_capacity(0)`, so every call is one `GET` of the entry \
+         over its tracked connection (the namespace and prefix versions known, see the README's \
+         \"How an L2 read stays correct\"), envelope check and serde_json; \
          raw = `GET` + `serde_json::from_slice` of the same payload on one `MultiplexedConnection`; \
          `cached` = `#[concurrent_cached]` with `AsyncRedisCache` (ConnectionManager, MessagePack). \
-         raw `MGET` of 3 = what the design's tag check asks of Redis, by hand: one `MGET` of the \
-         entry and two version keys, then serde_json, on the raw connection; the design's limit, \
-         as raw `GET` is the hardware's. 64 tasks: each on its own key, so single-flight cannot \
+         raw `MGET` of 3 = what the tag check asked of Redis before client tracking, by hand: one \
+         `MGET` of the entry and two version keys, then serde_json, on the raw connection. 64 tasks: each on its own key, so single-flight cannot \
          merge calls.",
-        "**3. Miss.** A fresh key per call: tiercache reads (`MGET`), takes the cross-process \
-         lock (`EVALSHA`: `GET` of the entry, `SET NX PX`), loads, and writes with one `EVALSHA` \
+        "**3. Miss.** A fresh key per call: tiercache reads and takes the cross-process lock in \
+         one pipeline (`MGET` of the versions, and read-or-lock's `EVALSHA`: `GET` of the entry, \
+         `SET NX PX`), loads, and writes with one `EVALSHA` \
          (a compare-and-set script: `GET`, `SET PX`, `PEXPIRE GT` of the versions, then the \
          lock's release and `PUBLISH`); \
          round trips are counted by a loopback proxy (a client burst answered by the server, \
