@@ -443,3 +443,36 @@ async fn entries_refused_for_their_versions_are_read_plainly() {
         );
     }
 }
+
+/// A Redis out of memory refuses writes, scripts that may write among
+/// them (read-or-lock), but not reads: entries there are still served,
+/// after a miss too, and every call is answered.
+#[tokio::test]
+async fn an_out_of_memory_redis_still_serves_what_it_holds() {
+    let server = support::RedisServer::start();
+    let source = l2_only(&server.url(), "oom").await;
+    let mut redis = support::raw(&server.url()).await;
+    let values: Vec<u64> = {
+        let mut values = Vec::new();
+        for id in 1..=3 {
+            values.push(source.row(6, id).await);
+        }
+        values
+    };
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let before = source.cache.stats();
+    // A miss first (read-or-lock is tried, and refused), then the hits.
+    source.row(6, 99).await;
+    for (id, value) in (1..=3).zip(&values) {
+        assert_eq!(source.row(6, id).await, *value, "id {id} served from Redis");
+    }
+    let after = source.cache.stats();
+    assert_eq!(after.l2_hits - before.l2_hits, 3, "{after:?}");
+    assert_eq!(after.loads - before.loads, 1, "the miss alone loaded");
+}

@@ -262,7 +262,8 @@ return 0
 });
 
 /// Takes a lock for `lease` ms if it is free and the entry is still what
-/// the caller read: `{1, lease}`; `{2, 0}` when the entry changed since (a
+/// the caller read, or holds it already with `token` (a read-or-lock whose
+/// outcome was lost may have taken it): `{1, lease}`; `{2, 0}` when the entry changed since (a
 /// load landed between the read and this: read it rather than load again);
 /// otherwise `{0, time left on the holder's lease in ms}`.
 ///
@@ -275,6 +276,10 @@ return 0
 static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, tonumber(ARGV[2])}
+end
 local current = redis.call('GET', KEYS[2])
 local seen = ARGV[3]
 if (current == false and seen ~= '') or (current and redis.sha1hex(current) ~= seen) then
@@ -821,7 +826,9 @@ impl L2 {
         if opened || (probe && result.is_err()) {
             self.reconnect();
         } else if untracked && self.strike(&result) {
-            self.replace_untracked();
+            // Both: the new connection may reach another server (a
+            // failover behind a name), where the tracked one would not.
+            self.reconnect();
         }
         // The untracked connection lost, it may come back to another server
         // (a failover behind a name or a virtual IP) while the tracked one

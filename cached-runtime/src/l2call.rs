@@ -180,13 +180,12 @@ impl<'a> L2Call<'a> {
     }
 
     /// [`L2Call::read`], with `lock` taken in the same round trip if the
-    /// entry is absent or a tombstone; the lock's outcome is `None` when
-    /// it was not tried (the entry was there, or Redis did not answer).
+    /// entry is absent or a tombstone.
     pub(crate) async fn read_or_acquire<V>(
         &self,
         codec: TypeCodec<V>,
         lock: crate::l2::Acquire<'_>,
-    ) -> (L2Read<V>, Option<crate::l2::Acquired>) {
+    ) -> (L2Read<V>, ReadLock) {
         let at = Instant::now();
         let pending = self.inner.pending.snapshot();
         let read = self
@@ -203,22 +202,33 @@ impl<'a> L2Call<'a> {
             // Refused, not failed (out of memory: a script that may write
             // is refused whole, where a read is not): a plain read, and the
             // lock asked for on its own.
+            // Refused, not failed (out of memory: a script that may write
+            // is refused whole, where a read is not; or what came after the
+            // script): a plain read, and the lock asked for on its own, and
+            // plain reads for this function until one misses again.
             Err(crate::l2::L2Error::Redis(error))
                 if !error.is_timeout() && !crate::breaker::is_connection_failure(&error) =>
             {
                 tracing::debug!(%error, "read-or-lock refused; reading alone");
+                let read = self.read(codec).await;
                 self.inner.misses.record(self.spec.prefix, false);
-                return (self.read(codec).await, None);
+                return (read, ReadLock::Unknown);
+            }
+            // Nothing sent.
+            Err(error) if error.skipped() => {
+                self.redis_failed(&error, "read");
+                return (L2Read::Unavailable, ReadLock::NotTried);
             }
             Err(error) => {
                 self.redis_failed(&error, "read");
-                return (L2Read::Unavailable, None);
+                return (L2Read::Unavailable, ReadLock::Unknown);
             }
         };
         let absent = read.entry.as_deref().is_none_or(crate::l2::is_tombstone);
         let read = self.classify(codec, read.entry, read.versions, pending.as_ref(), at);
         self.inner.misses.record(self.spec.prefix, absent);
-        (read, acquired)
+        let lock = acquired.map_or(ReadLock::NotTried, ReadLock::Tried);
+        (read, lock)
     }
 
     /// Whether reads of this function's entries have missed lately, so
@@ -467,6 +477,16 @@ impl<'a> L2Call<'a> {
             }
         }
     }
+}
+
+/// What [`L2Call::read_or_acquire`] did with the lock.
+pub(crate) enum ReadLock {
+    /// Tried, with this outcome.
+    Tried(crate::l2::Acquired),
+    /// Not tried: the entry was there, or nothing was sent.
+    NotTried,
+    /// Maybe taken: the script may have run (a timeout, a failure after it).
+    Unknown,
 }
 
 /// Whether the last L2 read of each function (by its prefix, in one of 64

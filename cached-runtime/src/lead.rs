@@ -31,6 +31,7 @@ use crate::flight::{Landed, Leader, Shared, Source};
 use crate::generations::Snapshot;
 use crate::l1::{Absent, Entry, Timing};
 use crate::l2::{Acquired, WRITE_HORIZON};
+use crate::l2call::ReadLock;
 use crate::l2call::{Found, L2Call, L2Read, Seen, Write};
 use crate::lock::Lease;
 use crate::observe::{Answer, Call, Loading, Outcome, PrefixCounters};
@@ -336,7 +337,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         // missed lately (a miss is then two round trips, not three), unless
         // every turn on the connection is taken: in a burst, the lock is
         // not prepared for calls that would only wait for their turn.
-        let mut combine = lock && l2.misses_lately() && !l2.l2.busy();
+        let mut combine = lock && l2.misses_lately() && !l2.l2.busy() && !l2.l2.breaker.is_open();
         // Made on the first miss only (or before a combined read): a hit
         // needs none of them.
         let mut watch = None;
@@ -377,16 +378,19 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
                     lease: lease_time,
                 };
                 let (read, lock) = l2.read_or_acquire(ctx.codec, request).await;
-                if lock.is_none()
-                    && !matches!(read, L2Read::Unavailable)
+                if matches!(lock, ReadLock::NotTried)
                     && let Some(untried) = attempt.take()
                 {
-                    untried.not_taken(); // the entry was there
+                    untried.not_taken(); // the entry was there, or nothing was sent
                 }
                 if let Some(done) = self.take_read(read) {
                     break done; // an attempt left, dropped, releases a lock taken
                 }
-                acquired = lock.map(Ok);
+                // Unknown: the attempt stays armed for the acquire below
+                // (which finds the lock ours if the script took it).
+                if let ReadLock::Tried(lock) = lock {
+                    acquired = Some(Ok(lock));
+                }
             }
             let attempt = attempt.unwrap_or_else(new_attempt);
             let acquired = match acquired {
