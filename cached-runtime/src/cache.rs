@@ -954,7 +954,7 @@ impl CacheBuilder {
     /// of their own on which Redis tells of each change (RESP3 client-side
     /// caching, `CLIENT TRACKING`): a read is then one `GET` instead of an
     /// `MGET` of the entry and its versions. On by default; a server that
-    /// does not offer it (Redis before 6.2, some proxies, an ACL without
+    /// does not offer it (Redis before 7, some proxies, an ACL without
     /// `client|tracking`) is noticed and
     /// asked for the versions every time. Turn it off for a proxy that
     /// accepts `CLIENT TRACKING` but does not pass its messages on.

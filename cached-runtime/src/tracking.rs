@@ -35,7 +35,7 @@
 //!   without keys (`FLUSHALL`), a failed command on the connection.
 //!
 //! A server without RESP3, `CLIENT TRACKING` or `CLIENT INFO` (Redis
-//! before 6.2, some proxies), or an ACL that refuses one of the commands,
+//! before 7, some proxies), or an ACL that refuses one of the commands,
 //! refuses the connection: reads then ask for the versions every
 //! time, as they did before, and the connection is tried again later.
 
