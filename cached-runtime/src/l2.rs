@@ -324,6 +324,9 @@ pub(crate) struct Acquire<'a> {
     pub(crate) lock_key: &'a str,
     pub(crate) token: &'a str,
     pub(crate) lease: Duration,
+    /// The connection to send it over: the one its release would take
+    /// (see `Lease`).
+    pub(crate) conn: &'a ConnectionManager,
 }
 
 /// The waiter flag of a lock: `{ns}:#lock:…` → `{ns}:#lock:…#w`.
@@ -638,7 +641,7 @@ impl L2 {
     }
 
     /// The connection to send a command on: a clone of the manager's handle.
-    fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> ConnectionManager {
         let target = self
             .target
             .read()
@@ -1186,6 +1189,7 @@ impl L2 {
         lease: Duration,
         entry_key: &str,
         seen: &str,
+        conn: &ConnectionManager,
     ) -> Result<Acquired, L2Error> {
         let mut invocation = ACQUIRE.key(lock_key);
         invocation
@@ -1194,7 +1198,7 @@ impl L2 {
             .arg(token)
             .arg(millis(lease))
             .arg(seen);
-        let mut conn = self.conn();
+        let mut conn = conn.clone();
         let (taken, left): (i64, i64) = self
             .bounded(Op::Lock, invocation.invoke_async(&mut conn))
             .await?;
@@ -1228,7 +1232,7 @@ impl L2 {
         let mut pipe = redis::pipe();
         pipe.add_command(mget_of(version_keys));
         pipe.invoke_script(&invocation);
-        let mut conn = self.conn();
+        let mut conn = lock.conn.clone();
         let (found, script): (redis::Value, redis::Value) =
             self.scripted(&pipe, &READ_OR_ACQUIRE, &mut conn).await?;
         let redis::Value::Array(mut parts) = script else {
@@ -1296,16 +1300,33 @@ impl L2 {
 
     /// Releases a lock that is still ours and tells the waiters. Tried even
     /// while the breaker is open.
-    pub(crate) async fn release(&self, held: Held<'_>) -> Result<(), L2Error> {
+    ///
+    /// Over `attempted`, the connection the lock was tried over, when
+    /// given: a release sent after an attempt whose outcome is not known
+    /// (timed out, cancelled) then runs after it, even if the connection
+    /// was replaced meanwhile; over the current one if that fails.
+    pub(crate) async fn release(
+        &self,
+        held: Held<'_>,
+        attempted: Option<ConnectionManager>,
+    ) -> Result<(), L2Error> {
         let mut invocation = RELEASE.key(held.lock_key);
         invocation
             .key(held.waiters_key)
             .arg(held.token)
             .arg(held.channel)
             .arg(held.message);
-        let mut conn = self.conn();
         // Past the breaker: a lock left held holds the other processes up
         // for its whole lease.
+        if let Some(mut conn) = attempted {
+            let released = self
+                .bounded_past_breaker(Op::Unlock, invocation.invoke_async::<i64>(&mut conn))
+                .await;
+            if released.is_ok() {
+                return Ok(());
+            }
+        }
+        let mut conn = self.conn();
         self.bounded_past_breaker(Op::Unlock, invocation.invoke_async::<i64>(&mut conn))
             .await
             .map(drop)

@@ -367,8 +367,13 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
                 lock_id.get_or_insert_with(|| (inner.names.lock(&ctx.key), crate::lock::token()));
             let lease_time = inner.settings.lock_lease;
             // Released unless known not to be ours: see `Lease`.
-            let new_attempt =
-                || Lease::attempt(&ctx.cache, lock_key.clone(), token.clone(), ctx.key.clone());
+            // One connection for the attempt and, should its outcome be
+            // lost, its release (see `L2::release`).
+            let conn = l2.l2.conn();
+            let new_attempt = || {
+                let id = (lock_key.clone(), token.clone(), ctx.key.clone());
+                Lease::attempt(&ctx.cache, id, conn.clone())
+            };
             let mut attempt = Some(new_attempt());
             let mut acquired = None;
             if combined {
@@ -376,6 +381,7 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
                     lock_key,
                     token,
                     lease: lease_time,
+                    conn: &conn,
                 };
                 let (read, lock) = l2.read_or_acquire(ctx.codec, request).await;
                 if matches!(lock, ReadLock::NotTried)
@@ -399,7 +405,14 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
                 None => {
                     let seen_entry = self.seen.as_ref().map_or_else(String::new, Seen::digest);
                     l2.l2
-                        .acquire(lock_key, token, lease_time, &l2.entry_key, &seen_entry)
+                        .acquire(
+                            lock_key,
+                            token,
+                            lease_time,
+                            &l2.entry_key,
+                            &seen_entry,
+                            &conn,
+                        )
                         .await
                 }
             };

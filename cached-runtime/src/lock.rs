@@ -120,11 +120,18 @@ pub(crate) struct Lease {
     pub(crate) key: String,
     renewal: Option<tokio::task::AbortHandle>,
     released: bool,
+    /// The connection the lock is tried over, for its release.
+    conn: Option<redis::aio::ConnectionManager>,
 }
 
 impl Lease {
     /// A lock about to be tried with `token`.
-    pub(crate) fn attempt(cache: &Cache, lock_key: String, token: String, key: String) -> Self {
+    /// `conn`: the connection the attempt goes over (see `L2::release`).
+    pub(crate) fn attempt(
+        cache: &Cache,
+        (lock_key, token, key): (String, String, String),
+        conn: redis::aio::ConnectionManager,
+    ) -> Self {
         Self {
             cache: cache.clone(),
             waiters_key: crate::l2::waiters_key(&lock_key),
@@ -133,6 +140,7 @@ impl Lease {
             key,
             renewal: None,
             released: false,
+            conn: Some(conn),
         }
     }
 
@@ -208,12 +216,13 @@ impl Drop for Lease {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (cache, lock_key, waiters_key, token, key) = (
+        let (cache, lock_key, waiters_key, token, key, conn) = (
             self.cache.clone(),
             std::mem::take(&mut self.lock_key),
             std::mem::take(&mut self.waiters_key),
             std::mem::take(&mut self.token),
             std::mem::take(&mut self.key),
+            self.conn.take(),
         );
         runtime.spawn(async move {
             let Some(l2) = &cache.inner.l2 else { return };
@@ -225,7 +234,7 @@ impl Drop for Lease {
                 channel: &channel,
                 message: &key,
             };
-            if let Err(error) = l2.release(held).await {
+            if let Err(error) = l2.release(held, conn).await {
                 tracing::debug!(%error, "lock release failed; it expires with its lease");
             }
         });
