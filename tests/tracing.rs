@@ -268,14 +268,7 @@ async fn a_warning_of_lost_freshness_is_said_once_per_period() {
         .ttl(minute)
         .get_with(|| async { 0u64 })
         .await;
-    let mut admin = support::raw(&server.url()).await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    support::out_of_memory(&mut support::raw(&server.url()).await).await;
     log.clear();
     for i in 1..=20u64 {
         let v = cache

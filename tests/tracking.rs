@@ -459,13 +459,7 @@ async fn an_out_of_memory_redis_still_serves_what_it_holds() {
         }
         values
     };
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    support::out_of_memory(&mut redis).await;
     let before = source.cache.stats();
     // A miss first (read-or-lock is tried, and refused), then the hits.
     source.row(6, 99).await;

@@ -81,8 +81,6 @@ pub(crate) struct Inner {
     pub(crate) generations: Generations,
     /// Invalidations applied here that Redis has not confirmed yet.
     pub(crate) pending: Pending,
-    /// Which functions' L2 reads missed lately.
-    pub(crate) misses: crate::l2call::Misses,
     listener: OnceLock<tokio::task::AbortHandle>,
 }
 
@@ -356,7 +354,6 @@ impl Cache {
                 counters: Counters::default(),
                 generations: Generations::default(),
                 pending: Pending::default(),
-                misses: crate::l2call::Misses::default(),
                 listener: OnceLock::new(),
             }),
         }

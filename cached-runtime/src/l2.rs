@@ -472,18 +472,10 @@ pub(crate) const MAX_IN_FLIGHT: usize = 128;
 
 /// `MGET` of the entry and its version keys, built in buffers of the right
 /// size.
-fn mget(entry_key: &str, version_keys: &[String]) -> redis::Cmd {
-    let data = entry_key.len() + version_keys.iter().map(String::len).sum::<usize>() + 4;
-    let mut cmd = redis::Cmd::with_capacity(2 + version_keys.len(), data);
+fn mget(entry_key: Option<&str>, version_keys: &[String]) -> redis::Cmd {
+    let data = entry_key.map_or(0, str::len) + version_keys.iter().map(String::len).sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(2 + version_keys.len(), data + 4);
     cmd.arg("MGET").arg(entry_key).arg(version_keys);
-    cmd
-}
-
-/// `MGET` of `keys`.
-fn mget_of(keys: &[String]) -> redis::Cmd {
-    let data = keys.iter().map(String::len).sum::<usize>() + 4;
-    let mut cmd = redis::Cmd::with_capacity(1 + keys.len(), data);
-    cmd.arg("MGET").arg(keys);
     cmd
 }
 
@@ -495,12 +487,12 @@ fn integer(reply: Option<redis::Value>) -> Result<i64, L2Error> {
     }
 }
 
-/// A `GET` reply.
+/// A `GET` reply, or one value of an `MGET`'s.
 fn string(reply: redis::Value) -> Result<Option<Vec<u8>>, L2Error> {
     match reply {
         redis::Value::BulkString(bytes) => Ok(Some(bytes)),
         redis::Value::Nil => Ok(None),
-        _ => Err(unexpected("GET answered with a value that is no string")),
+        _ => Err(unexpected("Redis answered with a value that is no string")),
     }
 }
 
@@ -510,14 +502,7 @@ fn strings(reply: redis::Value) -> Result<Vec<Option<Vec<u8>>>, L2Error> {
     let redis::Value::Array(values) = reply else {
         return Err(unexpected("MGET answered with no array"));
     };
-    values
-        .into_iter()
-        .map(|value| match value {
-            redis::Value::BulkString(bytes) => Ok(Some(bytes)),
-            redis::Value::Nil => Ok(None),
-            _ => Err(unexpected("MGET answered with a value that is no string")),
-        })
-        .collect()
+    values.into_iter().map(string).collect()
 }
 
 /// The `redis_version` an `INFO server` reply gives, and whether it is 7.0
@@ -656,14 +641,8 @@ impl L2 {
     /// time out every command until the kernel gives up on it, minutes
     /// later. Called when the breaker opens and when its probe fails.
     /// With Sentinel, the master is looked up again too.
+    /// The tracked connection is dropped too (see [`Tracking::reset`]).
     fn reconnect(&self) {
-        self.replace_untracked();
-        self.tracking.reset();
-    }
-
-    /// Replaces the untracked connection (see [`L2::reconnect`]), and with
-    /// Sentinel looks the master up again.
-    fn replace_untracked(&self) {
         {
             let mut target = self
                 .target
@@ -680,6 +659,7 @@ impl L2 {
                 Err(error) => tracing::debug!(%error, "cannot make a new Redis connection"),
             }
         }
+        self.tracking.reset();
         if let Some(sentinel) = &self.sentinel {
             sentinel.kick(false);
         }
@@ -826,18 +806,14 @@ impl L2 {
             span.record("error.type", kind.label());
         }
         self.metrics.breaker(self.breaker.is_open());
-        if opened || (probe && result.is_err()) {
+        // Both connections are replaced together (`reconnect`): a new one
+        // may reach another server (a failover behind a name or a virtual
+        // IP) where the old other one would not. And the untracked one lost
+        // (redis-rs reconnects it), the tracked one goes too; a failed
+        // command on the tracked one drops it likewise (`tracked_reply`).
+        if opened || (probe && result.is_err()) || (untracked && self.strike(&result)) {
             self.reconnect();
-        } else if untracked && self.strike(&result) {
-            // Both: the new connection may reach another server (a
-            // failover behind a name), where the tracked one would not.
-            self.reconnect();
-        }
-        // The untracked connection lost, it may come back to another server
-        // (a failover behind a name or a virtual IP) while the tracked one
-        // stays where it was: the two must not part, so the tracked one goes
-        // too (a failed command on it drops it likewise, `tracked_reply`).
-        if untracked
+        } else if untracked
             && let Err(L2Error::Redis(error)) = &result
             && is_connection_failure(error)
         {
@@ -961,22 +937,14 @@ impl L2 {
         // is skipped all the same.)
         if !self.breaker.is_open()
             && let Some(tracked) = self.tracking.begin(|| self.client(), version_keys)
-        {
-            return self
+            && let Some(read) = self
                 .tracked_read(tracked, entry_key, version_keys, version_ttl)
-                .await;
+                .await?
+        {
+            return Ok(read);
         }
-        let found = strings(self.cmd(Op::Read, &mget(entry_key, version_keys)).await?)?;
-        self.untracked_read(found, version_keys, version_ttl).await
-    }
-
-    /// What an `MGET` of an entry and its versions found.
-    async fn untracked_read(
-        &self,
-        mut found: Vec<Option<Vec<u8>>>,
-        version_keys: &[String],
-        version_ttl: Duration,
-    ) -> Result<Read, L2Error> {
+        let cmd = mget(Some(entry_key), version_keys);
+        let mut found = strings(self.cmd(Op::Read, &cmd).await?)?;
         if found.is_empty() {
             return Err(unexpected("MGET answered with no values"));
         }
@@ -991,37 +959,36 @@ impl L2 {
     /// its versions are known (and still are once it is in), otherwise
     /// `CLIENT CACHING YES`, an `MGET` of the versions (kept, see
     /// [`Tracking::learn`]) and a `GET` of the entry, in one pipeline.
+    /// `None` when the connection was replaced meanwhile: to be read
+    /// without it.
     async fn tracked_read(
         &self,
         mut tracked: Tracked,
         entry_key: &str,
         version_keys: &[String],
         version_ttl: Duration,
-    ) -> Result<Read, L2Error> {
-        let mut conn = tracked.conn.clone();
-        if tracked.all_known {
+    ) -> Result<Option<Read>, L2Error> {
+        if tracked.versions.is_some() {
             let mut get = redis::Cmd::with_capacity(2, entry_key.len() + 3);
             get.arg("GET").arg(entry_key);
             let got = self
-                .bounded_tracked(Op::Read, get.query_async(&mut conn))
+                .bounded_tracked(Op::Read, get.query_async(&mut tracked.conn))
                 .await;
             let entry = self.tracked_reply(&tracked, got).and_then(string)?;
-            if let Some(versions) = self.tracking.known(&tracked, version_keys) {
-                return Ok(Read { entry, versions });
+            if let Some(versions) = self.tracking.known(&mut tracked, version_keys) {
+                return Ok(Some(Read { entry, versions }));
             }
             if !self.tracking.restart(&mut tracked) {
-                // Replaced meanwhile: read as without tracking.
-                let found = strings(self.cmd(Op::Read, &mget(entry_key, version_keys)).await?)?;
-                return self.untracked_read(found, version_keys, version_ttl).await;
+                return Ok(None); // replaced meanwhile
             }
             // A version changed meanwhile: ask for them all.
         }
         let mut pipe = redis::pipe();
         pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
-        pipe.add_command(mget_of(version_keys));
+        pipe.add_command(mget(None, version_keys));
         pipe.cmd("GET").arg(entry_key);
         let got = self
-            .bounded_tracked(Op::Read, pipe.query_async(&mut conn))
+            .bounded_tracked(Op::Read, pipe.query_async(&mut tracked.conn))
             .await;
         let (found, entry): (redis::Value, redis::Value) = self.tracked_reply(&tracked, got)?;
         let found = strings(found)?;
@@ -1033,7 +1000,7 @@ impl L2 {
         if complete {
             self.tracking.learn(&tracked, version_keys, &versions);
         }
-        Ok(Read { entry, versions })
+        Ok(Some(Read { entry, versions }))
     }
 
     /// A reply on the tracked connection; a failure drops the connection.
@@ -1230,7 +1197,7 @@ impl L2 {
             .arg(lock.token)
             .arg(millis(lock.lease));
         let mut pipe = redis::pipe();
-        pipe.add_command(mget_of(version_keys));
+        pipe.add_command(mget(None, version_keys));
         pipe.invoke_script(&invocation);
         let mut conn = lock.conn.clone();
         let (found, script): (redis::Value, redis::Value) =
@@ -1301,14 +1268,13 @@ impl L2 {
     /// Releases a lock that is still ours and tells the waiters. Tried even
     /// while the breaker is open.
     ///
-    /// Over `attempted`, the connection the lock was tried over, when
-    /// given: a release sent after an attempt whose outcome is not known
+    /// Over `attempted`, the connection the lock was tried over: a release sent after an attempt whose outcome is not known
     /// (timed out, cancelled) then runs after it, even if the connection
     /// was replaced meanwhile; over the current one if that fails.
     pub(crate) async fn release(
         &self,
         held: Held<'_>,
-        attempted: Option<ConnectionManager>,
+        mut attempted: ConnectionManager,
     ) -> Result<(), L2Error> {
         let mut invocation = RELEASE.key(held.lock_key);
         invocation
@@ -1318,13 +1284,11 @@ impl L2 {
             .arg(held.message);
         // Past the breaker: a lock left held holds the other processes up
         // for its whole lease.
-        if let Some(mut conn) = attempted {
-            let released = self
-                .bounded_past_breaker(Op::Unlock, invocation.invoke_async::<i64>(&mut conn))
-                .await;
-            if released.is_ok() {
-                return Ok(());
-            }
+        let released = self
+            .bounded_past_breaker(Op::Unlock, invocation.invoke_async::<i64>(&mut attempted))
+            .await;
+        if released.is_ok() {
+            return Ok(());
         }
         let mut conn = self.conn();
         self.bounded_past_breaker(Op::Unlock, invocation.invoke_async::<i64>(&mut conn))

@@ -54,6 +54,13 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
+    /// Whether the read found nothing to serve (no entry, or a tombstone):
+    /// what read-or-lock takes the lock for (see `Run::consult`), unlike an
+    /// entry refused for its versions, which it returns as it is.
+    pub(crate) fn found_nothing(&self) -> bool {
+        self.entry.as_deref().is_none_or(crate::l2::is_tombstone)
+    }
+
     /// The digest the lock and write scripts compare with.
     pub(crate) fn digest(&self) -> String {
         crate::l2::seen(self.entry.as_deref())
@@ -172,11 +179,7 @@ impl<'a> L2Call<'a> {
                 return L2Read::Unavailable;
             }
         };
-        // What read-or-lock would have taken the lock for.
-        let absent = read.entry.as_deref().is_none_or(crate::l2::is_tombstone);
-        let read = self.classify(codec, read.entry, read.versions, pending.as_ref(), at);
-        self.inner.misses.record(self.spec.prefix, absent);
-        read
+        self.classify(codec, read.entry, read.versions, pending.as_ref(), at)
     }
 
     /// [`L2Call::read`], with `lock` taken in the same round trip if the
@@ -200,9 +203,6 @@ impl<'a> L2Call<'a> {
         let (read, acquired) = match read {
             Ok(read) => read,
             // Refused, not failed (out of memory: a script that may write
-            // is refused whole, where a read is not): a plain read, and the
-            // lock asked for on its own.
-            // Refused, not failed (out of memory: a script that may write
             // is refused whole, where a read is not; or what came after the
             // script): a plain read, and the lock asked for on its own, and
             // plain reads for this function until one misses again.
@@ -210,9 +210,7 @@ impl<'a> L2Call<'a> {
                 if !error.is_timeout() && !crate::breaker::is_connection_failure(&error) =>
             {
                 tracing::debug!(%error, "read-or-lock refused; reading alone");
-                let read = self.read(codec).await;
-                self.inner.misses.record(self.spec.prefix, false);
-                return (read, ReadLock::Unknown);
+                return (self.read(codec).await, ReadLock::Refused);
             }
             // Nothing sent.
             Err(error) if error.skipped() => {
@@ -224,18 +222,9 @@ impl<'a> L2Call<'a> {
                 return (L2Read::Unavailable, ReadLock::Unknown);
             }
         };
-        let absent = read.entry.as_deref().is_none_or(crate::l2::is_tombstone);
         let read = self.classify(codec, read.entry, read.versions, pending.as_ref(), at);
-        self.inner.misses.record(self.spec.prefix, absent);
         let lock = acquired.map_or(ReadLock::NotTried, ReadLock::Tried);
         (read, lock)
-    }
-
-    /// Whether reads of this function's entries have missed lately, so
-    /// that the next one had better take the lock as it reads (see
-    /// [`Misses`]).
-    pub(crate) fn misses_lately(&self) -> bool {
-        self.inner.misses.lately(self.spec.prefix)
     }
 
     /// What an entry read at `at` (with the current `versions` of its tags,
@@ -487,44 +476,8 @@ pub(crate) enum ReadLock {
     NotTried,
     /// Maybe taken: the script may have run (a timeout, a failure after it).
     Unknown,
-}
-
-/// Whether the last L2 read of each function (by its prefix, in one of 64
-/// slots) found its entry absent (or a tombstone): what read-or-lock takes
-/// the lock for, unlike an entry refused for its versions, which the script
-/// returns as it is. A read that is likely to find nothing takes the lock
-/// in the same round trip ([`L2Call::read_or_acquire`]: a miss in two round
-/// trips, read and write, instead of three); one likely to hit is a plain
-/// `GET` (a script costs Redis more than a `GET`: see
-/// `docs/benchmarks.md`).
-pub(crate) struct Misses([std::sync::atomic::AtomicBool; 64]);
-
-impl Default for Misses {
-    /// Every function's first read takes the lock if it misses: a new
-    /// process is as likely to find the cache cold.
-    fn default() -> Self {
-        Self(std::array::from_fn(|_| {
-            std::sync::atomic::AtomicBool::new(true)
-        }))
-    }
-}
-
-impl Misses {
-    fn slot(&self, prefix: &str) -> &std::sync::atomic::AtomicBool {
-        let hash = prefix.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        &self.0[(hash % 64) as usize]
-    }
-
-    fn record(&self, prefix: &str, missed: bool) {
-        let slot = self.slot(prefix);
-        if slot.load(std::sync::atomic::Ordering::Relaxed) != missed {
-            slot.store(missed, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    fn lately(&self, prefix: &str) -> bool {
-        self.slot(prefix).load(std::sync::atomic::Ordering::Relaxed)
-    }
+    /// Maybe taken, and the script refused (out of memory, or what came
+    /// after it failed): the read was made alone, and this function's
+    /// reads had better be plain until one finds nothing again.
+    Refused,
 }

@@ -337,7 +337,9 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
         // missed lately (a miss is then two round trips, not three), unless
         // every turn on the connection is taken: in a burst, the lock is
         // not prepared for calls that would only wait for their turn.
-        let mut combine = lock && l2.misses_lately() && !l2.l2.busy() && !l2.l2.breaker.is_open();
+        let counters = &ctx.call.counters;
+        let mut combine =
+            lock && counters.found_nothing_lately() && !l2.l2.busy() && !l2.l2.breaker.is_open();
         // Made on the first miss only (or before a combined read): a hit
         // needs none of them.
         let mut watch = None;
@@ -394,8 +396,10 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
                 }
                 // Unknown: the attempt stays armed for the acquire below
                 // (which finds the lock ours if the script took it).
-                if let ReadLock::Tried(lock) = lock {
-                    acquired = Some(Ok(lock));
+                match lock {
+                    ReadLock::Tried(lock) => acquired = Some(Ok(lock)),
+                    ReadLock::Refused => counters.l2_read(false),
+                    ReadLock::NotTried | ReadLock::Unknown => {}
                 }
             }
             let attempt = attempt.unwrap_or_else(new_attempt);
@@ -478,19 +482,25 @@ impl<'a, S: Shape<R>, R, B: Body<S, Output = R>> Run<'a, S, R, B> {
     /// load without the lock when Redis did not answer), or `None` to go
     /// on to the lock with what was seen.
     fn take_read(&mut self, read: L2Read<S::Value>) -> Option<Consulted<R>> {
+        let counters = &self.ctx.call.counters;
         match read {
             // A cached "nothing" for a function that cannot return one
             // (another function's entry, or an older deployment's): a
             // miss, overwritten by this load.
             L2Read::Found(found) if found.value.is_none() && S::absent().is_none() => {
+                counters.l2_read(false);
                 self.seen = Some(found.seen);
             }
             L2Read::Found(found) => {
+                counters.l2_read(false);
                 if let Some(answer) = self.found(found) {
                     return Some(Consulted::Answered(answer));
                 }
             }
-            L2Read::Miss(missed) => self.seen = Some(missed),
+            L2Read::Miss(missed) => {
+                counters.l2_read(missed.found_nothing());
+                self.seen = Some(missed);
+            }
             L2Read::Unavailable => return Some(Consulted::Load),
         }
         None

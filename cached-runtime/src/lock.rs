@@ -121,7 +121,7 @@ pub(crate) struct Lease {
     renewal: Option<tokio::task::AbortHandle>,
     released: bool,
     /// The connection the lock is tried over, for its release.
-    conn: Option<redis::aio::ConnectionManager>,
+    conn: redis::aio::ConnectionManager,
 }
 
 impl Lease {
@@ -140,7 +140,7 @@ impl Lease {
             key,
             renewal: None,
             released: false,
-            conn: Some(conn),
+            conn,
         }
     }
 
@@ -222,7 +222,7 @@ impl Drop for Lease {
             std::mem::take(&mut self.waiters_key),
             std::mem::take(&mut self.token),
             std::mem::take(&mut self.key),
-            self.conn.take(),
+            self.conn.clone(),
         );
         runtime.spawn(async move {
             let Some(l2) = &cache.inner.l2 else { return };

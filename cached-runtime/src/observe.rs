@@ -185,6 +185,9 @@ pub(crate) struct PrefixCounters {
     /// busy service can spend in months: then it stays there).
     load_nanos: AtomicU64,
     metrics: PrefixMetrics,
+    /// Whether the leader's last L2 read found nothing (see
+    /// [`PrefixCounters::found_nothing_lately`]).
+    found_nothing: AtomicBool,
 }
 
 impl PrefixCounters {
@@ -195,6 +198,23 @@ impl PrefixCounters {
             loads: Default::default(),
             load_nanos: AtomicU64::new(0),
             metrics,
+            // A new process is as likely to find the cache cold.
+            found_nothing: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether this prefix's last leader's L2 read found nothing to serve:
+    /// the next one then takes the lock as it reads (read-or-lock, a miss
+    /// in two round trips); one likely to hit is a plain `GET` (a script
+    /// costs Redis more).
+    pub(crate) fn found_nothing_lately(&self) -> bool {
+        self.found_nothing.load(Relaxed)
+    }
+
+    /// What a leader's L2 read found (see [`Self::found_nothing_lately`]).
+    pub(crate) fn l2_read(&self, found_nothing: bool) {
+        if self.found_nothing.load(Relaxed) != found_nothing {
+            self.found_nothing.store(found_nothing, Relaxed);
         }
     }
 

@@ -106,8 +106,8 @@ pub(crate) struct Tracked {
     pub(crate) conn: MultiplexedConnection,
     /// The churn before the read was sent.
     churn: u64,
-    /// Whether every version key was known when the read began.
-    pub(crate) all_known: bool,
+    /// The versions known when the read began, if all were.
+    pub(crate) versions: Option<Vec<u64>>,
 }
 
 impl Tracking {
@@ -152,12 +152,12 @@ impl Tracking {
             if moves.is_none_or(|moves| moves == state.moves)
                 && let Some((number, conn)) = &state.current
             {
-                let all_known = version_keys.iter().all(|key| self.known.get(key).is_some());
+                let versions = version_keys.iter().map(|key| self.known.get(key)).collect();
                 return Some(Tracked {
                     number: *number,
                     conn: conn.clone(),
                     churn: state.churn,
-                    all_known,
+                    versions,
                 });
             }
         }
@@ -236,12 +236,19 @@ impl Tracking {
 
     /// The versions of `version_keys` as known now, if all are, on
     /// connection `tracked`: called once a read's reply is in (see the
-    /// module's docs).
-    pub(crate) fn known(&self, tracked: &Tracked, version_keys: &[String]) -> Option<Vec<u64>> {
+    /// module's docs). Those known when the read began, unless a push or
+    /// a reset came since (the churn is unchanged): then no push changed
+    /// what is known, and they are not looked up again.
+    pub(crate) fn known(&self, tracked: &mut Tracked, version_keys: &[String]) -> Option<Vec<u64>> {
         let moves = self.moved.as_ref().map(|moved| *moved.borrow());
         let state = self.state();
         if !state.is_current(tracked.number) || moves.is_some_and(|moves| moves != state.moves) {
             return None;
+        }
+        if state.churn == tracked.churn
+            && let Some(versions) = tracked.versions.take()
+        {
+            return Some(versions);
         }
         version_keys.iter().map(|key| self.known.get(key)).collect()
     }

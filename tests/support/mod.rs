@@ -244,6 +244,18 @@ pub async fn command_calls(redis: &mut redis::aio::MultiplexedConnection, comman
         .sum()
 }
 
+/// Makes the Redis behind `redis` refuse every write, scripts that may
+/// write included, and still answer reads (out of memory: `maxmemory 1`).
+pub async fn out_of_memory(redis: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async(redis)
+        .await
+        .expect("CONFIG SET answers");
+}
+
 /// Makes the Redis at `url` answer nobody for `seconds` (`DEBUG SLEEP`),
 /// from a task that ends when Redis answers again. Returns once the sleep
 /// has begun. (The admin connection's own response timeout gives up on the
