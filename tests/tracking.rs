@@ -470,3 +470,71 @@ async fn an_out_of_memory_redis_still_serves_what_it_holds() {
     assert_eq!(after.l2_hits - before.l2_hits, 3, "{after:?}");
     assert_eq!(after.loads - before.loads, 1, "the miss alone loaded");
 }
+
+/// An error reply on the tracked connection (a foreign key of another
+/// type: `WRONGTYPE`) leaves the connection in step: it is kept, not
+/// made again on every read of that key.
+#[tokio::test]
+async fn an_error_reply_keeps_the_tracked_connection() {
+    let server = support::RedisServer::start();
+    let mut redis = support::raw(&server.url()).await;
+    let source = l2_only(&server.url(), "wrongtype").await;
+    until_tracked(&source, &mut redis, 2, 0).await;
+    let tracked = tracked_connections(&mut redis).await;
+    assert_eq!(tracked.len(), 1);
+    source.row(2, 1).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("wrongtype:row:*1")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(&keys[0])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(&keys[0])
+        .arg("not an entry")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        source.row(2, 1).await; // answered, by a load
+    }
+    assert_eq!(
+        tracked_connections(&mut redis).await,
+        tracked,
+        "the same tracked connection"
+    );
+}
+
+/// Read-or-lock took the lock, then the read failed after it (a version
+/// key of the wrong type: creating it fails): the call is answered, and
+/// the lock it knows it took is released, not left for a whole lease.
+#[tokio::test]
+async fn a_read_failing_after_read_or_lock_took_the_lock_releases_it() {
+    let server = support::RedisServer::start();
+    let mut redis = support::raw(&server.url()).await;
+    let _: () = redis::cmd("RPUSH")
+        .arg("after:#t:grp:8")
+        .arg("not a version")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let source = l2_only(&server.url(), "after").await;
+    let sent = commands_sent(&server.url(), source.row(8, 1)).await;
+    assert_eq!(sent[..2], ["mget", "evalsha"], "read-or-lock: {sent:?}");
+    let released = support::eventually(Duration::from_secs(2), async || {
+        let locks: Vec<String> = redis::cmd("KEYS")
+            .arg("after:#lock:*")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        locks.is_empty()
+    })
+    .await;
+    assert!(released, "the lock left held");
+    assert_eq!(source.cache.stats().loads, 1);
+}

@@ -1003,11 +1003,16 @@ impl L2 {
         Ok(Some(Read { entry, versions }))
     }
 
-    /// A reply on the tracked connection; a failure drops the connection.
+    /// A reply on the tracked connection; a timeout or a connection
+    /// failure drops the connection (an error reply, `WRONGTYPE` of a
+    /// foreign key, leaves it in step).
     fn tracked_reply<T>(&self, tracked: &Tracked, got: Result<T, L2Error>) -> Result<T, L2Error> {
-        if let Err(error) = &got
-            && !error.skipped()
-        {
+        let lost = match &got {
+            Err(L2Error::Timeout(_)) => true,
+            Err(L2Error::Redis(error)) => error.is_timeout() || is_connection_failure(error),
+            _ => false,
+        };
+        if lost {
             self.tracking.failed(tracked);
         }
         got
@@ -1174,7 +1179,9 @@ impl L2 {
 
     /// [`L2::read`], and the lock taken in the same round trip when the
     /// entry is absent or a tombstone (see [`READ_OR_ACQUIRE`]): `None`
-    /// when the entry was there (the lock not tried).
+    /// when the entry was there (the lock not tried). The outer error: the
+    /// lock's outcome is not known; the inner one: the read failed after
+    /// it.
     ///
     /// One pipeline, `MGET` of the versions then the script, over the
     /// connection the lock's release goes over (see `Lease`): a release
@@ -1188,7 +1195,7 @@ impl L2 {
         version_keys: &[String],
         version_ttl: Duration,
         lock: Acquire<'_>,
-    ) -> Result<(Read, Option<Acquired>), L2Error> {
+    ) -> Result<(Result<Read, L2Error>, Option<Acquired>), L2Error> {
         let waiters = waiters_key(lock.lock_key);
         let mut invocation = READ_OR_ACQUIRE.key(entry_key);
         invocation
@@ -1212,12 +1219,18 @@ impl L2 {
         }
         let left = integer(parts.pop())?;
         let taken = integer(parts.pop())?;
-        let entry = string(parts.pop().unwrap_or(redis::Value::Nil))?;
-        let versions = self
-            .current_versions(version_keys, strings(found)?, version_ttl)
-            .await?;
         let lock = (taken != 3).then(|| acquired(taken, left, lock.lease));
-        Ok((Read { entry, versions }, lock))
+        // The lock's outcome is known from here: what fails after it (the
+        // versions created, a round trip that may be skipped) fails the
+        // read alone.
+        let read = async {
+            let entry = string(parts.pop().unwrap_or(redis::Value::Nil))?;
+            let versions = self
+                .current_versions(version_keys, strings(found)?, version_ttl)
+                .await?;
+            Ok(Read { entry, versions })
+        };
+        Ok((read.await, lock))
     }
 
     /// A pipeline that invokes `script`, sent again with the script

@@ -201,7 +201,13 @@ impl<'a> L2Call<'a> {
             )
             .await;
         let (read, acquired) = match read {
-            Ok(read) => read,
+            Ok((Ok(read), acquired)) => (read, acquired),
+            // The lock's outcome known, the read failed after it.
+            Ok((Err(error), acquired)) => {
+                self.redis_failed(&error, "read");
+                let lock = acquired.map_or(ReadLock::NotTried, ReadLock::Tried);
+                return (L2Read::Unavailable, lock);
+            }
             // Refused, not failed (out of memory: a script that may write
             // is refused whole, where a read is not; or what came after the
             // script): a plain read, and the lock asked for on its own, and
@@ -212,7 +218,7 @@ impl<'a> L2Call<'a> {
                 tracing::debug!(%error, "read-or-lock refused; reading alone");
                 return (self.read(codec).await, ReadLock::Refused);
             }
-            // Nothing sent.
+            // Nothing sent (the script's pipeline skipped).
             Err(error) if error.skipped() => {
                 self.redis_failed(&error, "read");
                 return (L2Read::Unavailable, ReadLock::NotTried);

@@ -95,6 +95,12 @@ impl State {
         known.clear();
     }
 
+    /// Whether a connection is being made, or one was refused too lately
+    /// to try again.
+    fn waiting(&self, now: Instant) -> bool {
+        self.connecting.is_some() || self.retry_at.is_some_and(|at| now < at)
+    }
+
     fn is_current(&self, number: u64) -> bool {
         self.current.as_ref().is_some_and(|(n, _)| *n == number)
     }
@@ -147,18 +153,24 @@ impl Tracking {
             return None;
         }
         let moves = self.moved.as_ref().map(|moved| *moved.borrow());
+        let now = Instant::now();
         {
             let state = self.state();
-            if moves.is_none_or(|moves| moves == state.moves)
-                && let Some((number, conn)) = &state.current
-            {
-                let versions = version_keys.iter().map(|key| self.known.get(key)).collect();
-                return Some(Tracked {
-                    number: *number,
-                    conn: conn.clone(),
-                    churn: state.churn,
-                    versions,
-                });
+            if moves.is_none_or(|moves| moves == state.moves) {
+                if let Some((number, conn)) = &state.current {
+                    let versions = version_keys.iter().map(|key| self.known.get(key)).collect();
+                    return Some(Tracked {
+                        number: *number,
+                        conn: conn.clone(),
+                        churn: state.churn,
+                        versions,
+                    });
+                }
+                // Without a connection for a while (refused, or being
+                // made): no write lock taken on every read meanwhile.
+                if state.waiting(now) {
+                    return None;
+                }
             }
         }
         let mut state = self.state_mut();
@@ -166,11 +178,7 @@ impl Tracking {
             state.moves = moves;
             state.forget(&self.known);
         }
-        let now = Instant::now();
-        if state.current.is_some()
-            || state.connecting.is_some()
-            || state.retry_at.is_some_and(|at| now < at)
-        {
+        if state.current.is_some() || state.waiting(now) {
             return None;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
