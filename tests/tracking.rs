@@ -317,6 +317,19 @@ async fn concurrent_readers_never_learn_a_version_an_invalidation_replaced() {
     assert!(reads > 400, "the readers read throughout ({reads} reads)");
 }
 
+/// Whether every lock of `namespace` is gone within 2 s.
+async fn locks_released(redis: &mut redis::aio::MultiplexedConnection, namespace: &str) -> bool {
+    support::eventually(Duration::from_secs(2), async || {
+        let locks: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{namespace}:#lock:*"))
+            .query_async(&mut *redis)
+            .await
+            .unwrap();
+        locks.is_empty()
+    })
+    .await
+}
+
 /// The commands `call` sends to the server at `url`, as `MONITOR` shows
 /// them: the commands that scripts run are left out (each is one command
 /// on the wire, whatever it runs).
@@ -406,16 +419,10 @@ async fn a_cancelled_read_or_lock_leaves_no_lock_behind() {
         let cancelled = tokio::time::timeout(Duration::from_millis(30), source.row(1, id)).await;
         assert!(cancelled.is_err(), "held up by the proxy");
         proxy.thaw();
-        let released = support::eventually(Duration::from_secs(2), async || {
-            let locks: Vec<String> = redis::cmd("KEYS")
-                .arg("cancel:#lock:*")
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            locks.is_empty()
-        })
-        .await;
-        assert!(released, "id {id}: a lock left held");
+        assert!(
+            locks_released(&mut redis, "cancel").await,
+            "id {id}: a lock left held"
+        );
     }
 }
 
@@ -526,15 +533,9 @@ async fn a_read_failing_after_read_or_lock_took_the_lock_releases_it() {
     let source = l2_only(&server.url(), "after").await;
     let sent = commands_sent(&server.url(), source.row(8, 1)).await;
     assert_eq!(sent[..2], ["mget", "evalsha"], "read-or-lock: {sent:?}");
-    let released = support::eventually(Duration::from_secs(2), async || {
-        let locks: Vec<String> = redis::cmd("KEYS")
-            .arg("after:#lock:*")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        locks.is_empty()
-    })
-    .await;
-    assert!(released, "the lock left held");
+    assert!(
+        locks_released(&mut redis, "after").await,
+        "the lock left held"
+    );
     assert_eq!(source.cache.stats().loads, 1);
 }
